@@ -1,0 +1,2 @@
+"""Every nnunet_mm trainer, by the name users pass to ``nnUNetv2_train -tr`` / ``nnUNetv2_predict -tr``."""
+from nnunet_mm.training.multimodal_trainer import MultiModalTrainer, MultiModalTrainer_debug  # noqa: F401
