@@ -1,0 +1,1 @@
+"""Trainers: the shared :class:`MultiModalTrainer` and, later, one module per method."""

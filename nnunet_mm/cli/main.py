@@ -1,0 +1,168 @@
+"""``nnunet_mm``: the plugin's command line, in the style of nnU-Net's own commands.
+
+Sub-commands:
+    phantom   write seeded multi-phase liver CT phantoms in several layouts
+    convert   convert a public/raw dataset layout into an nnU-Net raw dataset (``nnunet_mm convert list``)
+    predict   nnU-Net prediction for cases that lack some input channels
+    demo      the whole cycle on a phantom: convert, plan, train, predict, evaluate
+    env       show how nnU-Net finds the plugin's trainers (nnUNet_extTrainer) and the nnU-Net paths
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from typing import Sequence
+
+
+def _parse_channels(text: str) -> list[int]:
+    try:
+        channels = [int(c) for c in text.replace(" ", "").split(",") if c != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated channel indices like 0,2; got {text!r}") from None
+    if not channels:
+        raise argparse.ArgumentTypeError("expected at least one channel index")
+    return channels
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnunet_mm",
+        description="nnunet_mm: multimodal segmentation (misregistered, missing or unlabeled modalities) on top of "
+                    "nnU-Net v2. Training and standard prediction use nnU-Net's own commands, e.g. "
+                    "'nnUNetv2_train 511 3d_fullres 0 -tr MultiModalTrainer'.")
+    parser.add_argument("--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    phantom = sub.add_parser("phantom", help="write seeded multi-phase liver CT phantoms",
+                             description="Arguments after 'phantom' go to nnunet_mm.phantom (see "
+                                         "'nnunet_mm phantom --help').", add_help=False)
+    phantom.add_argument("args", nargs=argparse.REMAINDER)
+
+    convert = sub.add_parser("convert", help="convert a dataset into nnU-Net raw format",
+                             description="'nnunet_mm convert list' lists the converters; "
+                                         "'nnunet_mm convert 511 --help' shows one converter's options.")
+    convert.add_argument("dataset", help="dataset id (e.g. 511), converter name, or 'list'")
+    convert.add_argument("args", nargs=argparse.REMAINDER, help="arguments of that converter")
+
+    predict = sub.add_parser(
+        "predict", help="predict cases with missing channels",
+        description="Like nnUNetv2_predict, for cases that lack some channels: missing channels are filled the way "
+                    "the model was trained (modality dropout mode in the model's dataset.json) after nnU-Net's "
+                    "normalisation. The reference channel must be present.")
+    predict.add_argument("-i", required=True, help="input folder with CASE_XXXX<file_ending> files")
+    predict.add_argument("-o", required=True, help="output folder")
+    model = predict.add_mutually_exclusive_group(required=True)
+    model.add_argument("-d", help="dataset name or id (with -tr, -p, -c: the model folder in nnUNet_results)")
+    model.add_argument("-m", "--model_folder", help="model folder (instead of -d/-tr/-p/-c)")
+    predict.add_argument("-tr", default="MultiModalTrainer", help="trainer name [default: %(default)s]")
+    predict.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
+    predict.add_argument("-c", default="3d_fullres", help="configuration [default: %(default)s]")
+    predict.add_argument("-f", nargs="+", default=["0"], help="folds [default: 0]; 'all' for fold_all")
+    predict.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file [default: %(default)s]")
+    predict.add_argument("--available", type=_parse_channels, default=None,
+                         help="channels every case provides, e.g. 0,2; default: detect per case from the files")
+    predict.add_argument("-step_size", type=float, default=0.5, help="sliding-window step [default: 0.5]")
+    predict.add_argument("--disable_tta", action="store_true", help="no mirroring at test time")
+    predict.add_argument("--save_probabilities", action="store_true")
+    predict.add_argument("-nps", type=int, default=1, help="processes for export [default: 1]")
+    predict.add_argument("-device", default=None, choices=("cuda", "cpu", "mps"),
+                         help="device [default: cuda if available, else cpu]")
+    predict.add_argument("--disable_progress_bar", action="store_true")
+
+    demo = sub.add_parser("demo", help="run the full cycle on a phantom dataset", add_help=False,
+                          description="Arguments after 'demo' go to nnunet_mm.demo.")
+    demo.add_argument("args", nargs=argparse.REMAINDER)
+
+    sub.add_parser("env", help="show trainer discovery (nnUNet_extTrainer) and the nnU-Net paths")
+    return parser
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from nnunet_mm.inference import predict_with_missing_channels
+
+    if args.model_folder is not None:
+        model_folder = Path(args.model_folder)
+    else:
+        from nnunetv2.utilities.file_path_utilities import get_output_folder
+        model_folder = Path(get_output_folder(args.d, args.tr, args.p, args.c))
+    if not model_folder.is_dir():
+        print(f"nnunet_mm predict: model folder {model_folder} does not exist (train first, or check -d/-tr/-p/-c).",
+              file=sys.stderr)
+        return 2
+    folds = [f if f == "all" else int(f) for f in args.f]
+    report = predict_with_missing_channels(
+        Path(args.i), Path(args.o), model_folder, folds=folds, checkpoint_name=args.chk, available=args.available,
+        device=torch.device(args.device or ("cuda" if _cuda_available() else "cpu")), tile_step_size=args.step_size, use_mirroring=not args.disable_tta,
+        save_probabilities=args.save_probabilities, num_processes_export=args.nps,
+        allow_tqdm=not args.disable_progress_bar)
+    filled = {case: r["filled"] for case, r in report.items() if r["filled"]}
+    print(f"predicted {len(report)} case(s) into {args.o}; filled missing channels in {len(filled)} case(s)"
+          + (f": {filled}" if filled else ""))
+    return 0
+
+
+def _run_env() -> int:
+    import _nnunet_mm_ext
+
+    folder = _nnunet_mm_ext.trainer_shim_folder()
+    value = os.environ.get("nnUNet_extTrainer", "")
+    listed = folder is not None and any(os.path.normpath(p) == os.path.normpath(folder)
+                                        for p in value.split(os.pathsep) if p)
+    print(f"trainer shim folder : {folder}")
+    print(f"nnUNet_extTrainer   : {value or '(unset)'}")
+    print(f"hook active         : {'yes' if listed else 'NO'}")
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        print(f"{name:<20}: {os.environ.get(name, '(unset)')}")
+    if not listed:
+        print("\nnnU-Net will not find the nnunet_mm trainers in this environment (the start-up hook did not run, "
+              "e.g. an install with --target or python -S). Set it yourself:\n"
+              f"  export nnUNet_extTrainer={value + os.pathsep if value else ''}{folder}")
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if args.command == "phantom":
+        from nnunet_mm import phantom
+        return phantom.main(args.args)
+    if args.command == "convert":
+        from nnunet_mm.dataset_conversion import available_converters, converter_module_name
+        if args.dataset == "list":
+            for dataset_id, name in available_converters().items():
+                print(f"{dataset_id}  {name}")
+            return 0
+        try:
+            name = converter_module_name(args.dataset)
+        except KeyError as error:
+            print(f"nnunet_mm convert: {error.args[0]}", file=sys.stderr)
+            return 2
+        return importlib.import_module(f"nnunet_mm.dataset_conversion.{name}").main(args.args)
+    if args.command == "predict":
+        return _run_predict(args)
+    if args.command == "demo":
+        from nnunet_mm import demo
+        return demo.main(args.args)
+    if args.command == "env":
+        return _run_env()
+    raise AssertionError(f"unhandled command {args.command}")  # argparse restricts the choices
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Predict cases that lack some input channels, filling them the way the model was trained.
+
+nnU-Net's predictor needs every channel of every case. A :class:`~nnunet_mm.training.MultiModalTrainer` model was
+trained with modality dropout, which replaces non-reference channels *after* nnU-Net's normalisation by a copy of a
+present channel (``"duplicate"``) or by zeros (``"zeros"``). To reproduce exactly that at inference:
+
+1. the missing channel files are stood in for by the reference channel's file, so reading, cropping to the non-zero
+   region and resampling behave as for a complete case;
+2. nnU-Net's own preprocessor (the one named in the plans) normalises the case;
+3. the missing channels are then overwritten in normalised space by a copy of the reference channel or by zeros,
+   according to the ``modality_dropout.mode`` recorded in the model's dataset.json;
+4. nnU-Net's predictor runs the sliding window (with its mirroring and all folds) and exports the segmentation.
+
+The reference channel (the one the label belongs to) can never be missing: the function refuses such cases and
+names the file it looked for. A ``missing_channels.json`` in the output folder records what was filled per case.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from nnunet_mm.augment import fill_missing_channels
+from nnunet_mm.data.settings import MultiModalSettings
+
+logger = logging.getLogger(__name__)
+REPORT_NAME = "missing_channels.json"
+
+
+def find_case_channel_files(input_folder: Path, file_ending: str, num_channels: int) -> dict[str, dict[int, Path]]:
+    """Group ``{case}_{XXXX}{file_ending}`` files of a folder by case.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no file with that ending.
+        ValueError: a file's channel index is not below ``num_channels``.
+    """
+    input_folder = Path(input_folder)
+    if not input_folder.is_dir():
+        raise FileNotFoundError(f"{input_folder}: input folder does not exist.")
+    pattern = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(file_ending) + r"$")
+    cases: dict[str, dict[int, Path]] = {}
+    problems = []
+    for path in sorted(input_folder.iterdir()):
+        match = pattern.match(path.name)
+        if match is None:
+            continue
+        channel = int(match["channel"])
+        if channel >= num_channels:
+            problems.append(f"{path}: channel index {channel} but the model has {num_channels} channels "
+                            f"(_0000 .. _{num_channels - 1:04d}).")
+            continue
+        cases.setdefault(match["case"], {})[channel] = path
+    if problems:
+        raise ValueError("\n".join(problems))
+    if not cases:
+        raise FileNotFoundError(f"{input_folder}: no files named CASE_XXXX{file_ending}.")
+    return cases
+
+
+def plan_available_channels(cases: dict[str, dict[int, Path]], *, num_channels: int, reference_channel: int,
+                            available: Sequence[int] | None, input_folder: Path, file_ending: str
+                            ) -> dict[str, list[int]]:
+    """Which channels each case provides.
+
+    Args:
+        cases: output of :func:`find_case_channel_files`.
+        available: channels every case must provide (others are ignored even if present); None uses whatever files
+            each case has.
+
+    Raises:
+        ValueError: the reference channel is not available, or a requested channel's file is missing (every
+            problem is listed, each naming the file).
+    """
+    problems = []
+    if available is not None:
+        available = sorted(set(int(c) for c in available))
+        out_of_range = [c for c in available if not 0 <= c < num_channels]
+        if out_of_range:
+            raise ValueError(f"--available {out_of_range}: channel indices must be in [0, {num_channels - 1}].")
+        if reference_channel not in available:
+            raise ValueError(f"--available {available} does not include the reference channel {reference_channel}; "
+                             f"the model cannot predict without it.")
+    plan = {}
+    for case, files in cases.items():
+        wanted = available if available is not None else sorted(files)
+        missing_files = [c for c in wanted if c not in files]
+        for channel in missing_files:
+            problems.append(f"{Path(input_folder) / f'{case}_{channel:04d}{file_ending}'}: file not found "
+                            f"(channel {channel} was declared available).")
+        if reference_channel not in files:
+            problems.append(f"{Path(input_folder) / f'{case}_{reference_channel:04d}{file_ending}'}: reference "
+                            f"channel {reference_channel} is missing; the model cannot predict case '{case}' "
+                            f"without it.")
+        plan[case] = [c for c in wanted if c in files]
+    if problems:
+        raise ValueError("\n".join(problems))
+    return plan
+
+
+def _preprocessed_cases(predictor, cases: dict[str, dict[int, Path]], plan: dict[str, list[int]],
+                        settings: MultiModalSettings, mode: str, output_folder: Path) -> Iterator[dict]:
+    """Yield what ``nnUNetPredictor.predict_from_data_iterator`` consumes, one case at a time."""
+    preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
+    reference = settings.reference_channel
+    for case, available in plan.items():
+        files = [str(cases[case][c] if c in available else cases[case][reference])
+                 for c in range(settings.num_channels)]
+        data, _, properties = preprocessor.run_case(files, None, predictor.plans_manager,
+                                                    predictor.configuration_manager, predictor.dataset_json)
+        if len(available) < settings.num_channels:
+            data = fill_missing_channels(data, available, mode, reference_channel=reference)
+        yield {"data": torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)),
+               "data_properties": properties, "ofile": str(output_folder / case)}
+
+
+def predict_with_missing_channels(input_folder: Path, output_folder: Path, model_folder: Path, *,
+                                  folds: Sequence[int | str] | None = (0,),
+                                  checkpoint_name: str = "checkpoint_final.pth",
+                                  available: Sequence[int] | None = None,
+                                  device: torch.device = torch.device("cuda"),
+                                  tile_step_size: float = 0.5, use_mirroring: bool = True,
+                                  save_probabilities: bool = False, num_processes_export: int = 1,
+                                  allow_tqdm: bool = True) -> dict[str, dict]:
+    """Predict every case of ``input_folder`` with the model in ``model_folder``, filling missing channels.
+
+    Args:
+        input_folder: nnU-Net-style inputs ``{case}_{XXXX}{file_ending}``; cases may lack non-reference channels.
+        output_folder: where segmentations (and ``missing_channels.json``) are written.
+        model_folder: ``nnUNet_results/DatasetXXX/<Trainer>__<plans>__<configuration>``.
+        folds: folds to ensemble (None: every fold found).
+        available: channels every case provides; None: detect per case from the files present.
+        num_processes_export: spawn workers for resampling and export (nnU-Net's ``-nps``).
+
+    Returns:
+        Per case: ``{"available": [...], "filled": [...], "fill_mode": ...}`` (also written to
+        ``missing_channels.json``).
+
+    Raises:
+        ValueError: a case lacks the reference channel, or a declared channel file is missing.
+    """
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    output_folder = Path(output_folder)
+    predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_mirroring=use_mirroring, device=device,
+                                allow_tqdm=allow_tqdm)
+    predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint_name)
+    settings = MultiModalSettings.from_dataset_json(predictor.dataset_json, source=f"{model_folder}/dataset.json")
+    file_ending = predictor.dataset_json["file_ending"]
+    cases = find_case_channel_files(Path(input_folder), file_ending, settings.num_channels)
+    plan = plan_available_channels(cases, num_channels=settings.num_channels,
+                                   reference_channel=settings.reference_channel, available=available,
+                                   input_folder=Path(input_folder), file_ending=file_ending)
+    mode = settings.modality_dropout.mode
+    if not settings.modality_dropout.enabled and any(len(a) < settings.num_channels for a in plan.values()):
+        logger.warning("%s: the model was trained without modality dropout; filling missing channels with mode "
+                       "'%s' may degrade the prediction.", model_folder, mode)
+    report = {case: {"available": available_channels,
+                     "filled": [c for c in range(settings.num_channels) if c not in available_channels],
+                     "fill_mode": mode} for case, available_channels in plan.items()}
+    output_folder.mkdir(parents=True, exist_ok=True)
+    predictor.predict_from_data_iterator(
+        _preprocessed_cases(predictor, cases, plan, settings, mode, output_folder),
+        save_probabilities=save_probabilities, num_processes_segmentation_export=max(1, num_processes_export))
+    (output_folder / REPORT_NAME).write_text(json.dumps(report, indent=2))
+    return report

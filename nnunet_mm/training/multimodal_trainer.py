@@ -1,0 +1,110 @@
+"""MultiModalTrainer: nnU-Net training for multimodal inputs that are misregistered or may be missing.
+
+Upstream nnU-Net assumes every channel is co-registered and present. This trainer keeps everything of
+``nnUNetTrainer`` (plans, data loading, CPU augmentation, loss, deep supervision, validation, checkpoints) and adds
+two augmentations that run on the training device inside :meth:`train_step`, after nnU-Net's own CPU pipeline, so
+they add no data-loader work:
+
+1. **Misalignment** (:mod:`nnunet_mm.augment.misalignment`): every non-reference channel gets its own random rigid
+   offset and smooth elastic displacement, with magnitudes in mm converted through the configuration's spacing. The
+   label stays with the reference channel, which is never moved, so the network learns to read the other phases
+   through residual registration error instead of relying on voxel alignment.
+2. **Modality dropout** (:mod:`nnunet_mm.augment.modality_dropout`): random non-reference channels are replaced by
+   a copy of a present channel (Diff4MMLiTS fills missing phases this way) or by zeros, so ``nnunet_mm predict
+   --available`` can fill missing channels at inference the same way.
+
+Misalignment comes first, so that a dropped channel filled from the reference is an exact copy, exactly as at
+inference. Settings come from the ``"nnunet_mm"`` block of dataset.json (:class:`MultiModalSettings`).
+
+DDP (``-num_gpus N``): each rank draws from its own ``torch.Generator`` on its own device, seeded from the block's
+``seed`` (or fresh entropy) plus the rank, and the augmentations use no collective operations.
+
+Hooks overridden: ``__init__`` (reads settings), ``initialize`` (creates the generator), ``train_step``.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_mm.augment import random_misalignment, random_modality_dropout
+from nnunet_mm.data.settings import MultiModalSettings
+
+RANK_SEED_STRIDE = 1_000_003  # distinct, far-apart seeds per DDP rank
+
+
+class MultiModalTrainer(nnUNetTrainer):
+    """``nnUNetTrainer`` plus device-side misalignment and modality-dropout augmentation (base of all nnunet_mm
+    trainers)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.mm_settings = MultiModalSettings.from_dataset_json(dataset_json)
+        self.augmentation_generator: torch.Generator | None = None
+
+    def initialize(self) -> None:
+        super().initialize()
+        self.augmentation_generator = self._make_augmentation_generator()
+        self._log_multimodal_settings()
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        return super().train_step({**batch, "data": self.augment_multimodal(data)})
+
+    def augment_multimodal(self, data: torch.Tensor) -> torch.Tensor:
+        """Misalign, then drop, the image channels of a training batch.
+
+        Args:
+            data: (B, C, X, Y[, Z]) float, on the training device. Channels beyond the dataset's image channels
+                (the one-hot previous stage of a cascade) are left alone.
+
+        Returns:
+            A tensor of the same shape; the reference channel is bit-identical to the input.
+        """
+        settings = self.mm_settings
+        num_image_channels = settings.num_channels
+        if num_image_channels < 2:
+            return data
+        images = data[:, :num_image_channels]
+        with torch.no_grad():
+            images = random_misalignment(images, self.configuration_manager.spacing, settings.misalignment,
+                                         reference_channel=settings.reference_channel,
+                                         generator=self.augmentation_generator)
+            images = random_modality_dropout(images, settings.modality_dropout,
+                                             reference_channel=settings.reference_channel,
+                                             generator=self.augmentation_generator)
+        if num_image_channels == data.shape[1]:
+            return images
+        return torch.cat((images, data[:, num_image_channels:]), dim=1)
+
+    def _make_augmentation_generator(self) -> torch.Generator:
+        """A generator on the training device, different on every DDP rank (and every run unless seeded)."""
+        base_seed = self.mm_settings.seed
+        if base_seed is None:
+            base_seed = int.from_bytes(os.urandom(6), "little")
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(base_seed + RANK_SEED_STRIDE * self.local_rank)
+        return generator
+
+    def _log_multimodal_settings(self) -> None:
+        settings = self.mm_settings
+        self.print_to_log_file(
+            f"nnunet_mm: {settings.num_channels} channel(s), reference channel "
+            f"{settings.channel_name(settings.reference_channel)}; misalignment {settings.misalignment}; "
+            f"modality dropout {settings.modality_dropout}; seed {settings.seed}", also_print_to_console=True)
+        if settings.num_channels < 2:
+            self.print_to_log_file("nnunet_mm: single-channel dataset, misalignment and modality dropout are off.",
+                                   also_print_to_console=True)
+
+
+class MultiModalTrainer_debug(MultiModalTrainer):
+    """2 epochs × 4 iterations, 2 validation iterations: a whole CLI cycle on a CPU in minutes."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 2
+        self.num_iterations_per_epoch = 4
+        self.num_val_iterations_per_epoch = 2
