@@ -22,7 +22,9 @@ position ``x`` appears at output position ``R⁻¹ (x - t)`` for a rigid warp).
   ``R = R_0 · R_1 · R_2``. In 2D there is one angle, rotating the plane (0, 1).
 - Elastic: a coarse grid of control-point displacements (mm) spanning the patch from corner to corner, upsampled to
   every voxel by tri/bilinear interpolation with ``align_corners=True`` (so the outermost control points sit exactly
-  on the patch corners). The result is continuous and piecewise (multi)linear between control points.
+  on the centres of the corner voxels). The result is continuous and piecewise (multi)linear between control points.
+  Since that interpolation reproduces affine maps exactly, the whole of q is computed on the control grid and
+  upsampled once (separably, one broadcast operation per axis and control segment), straight into ``grid_sample``'s layout.
 - Resampling: ``torch.nn.functional.grid_sample`` with bilinear interpolation, ``padding_mode="border"`` and
   ``align_corners=True``. Channels that are not moved (the reference channel and inactive channels) are copied,
   never resampled, so they are bit-identical to the input.
@@ -51,7 +53,7 @@ __all__ = [
 _ROTATION_PLANES_3D = ((1, 2), (2, 0), (0, 1))
 
 
-@dataclass
+@dataclass(eq=False)  # tensors: element-wise == would be ambiguous
 class MisalignmentParameters:
     """One draw of :func:`sample_misalignment`: the warp of every (sample, channel) pair of a batch.
 
@@ -200,9 +202,11 @@ def displacement_field_mm(params: MisalignmentParameters, spatial_shape: Sequenc
     """
     spatial_shape, spacing_mm = _check_geometry(spatial_shape, spacing_mm, params.num_spatial_dims)
     b, c = params.active.shape
-    flat = _flatten_pairs(params)
-    positions = _voxel_positions_mm(spatial_shape, spacing_mm, params.device, torch.float32)
-    displacement = _sampling_positions_mm(flat, positions) - positions
+    sampling_mm = _sampling_coordinates(_flatten_pairs(params), spatial_shape, spacing_mm, torch.float32,
+                                        for_grid_sample=False)
+    positions = torch.meshgrid(*_axis_positions_mm(spatial_shape, spacing_mm, params.device, torch.float32),
+                               indexing="ij")
+    displacement = (sampling_mm - torch.stack(positions, dim=-1)).movedim(-1, 1).contiguous()
     displacement = displacement.view(b, c, *displacement.shape[1:])
     return torch.where(params.active.view(b, c, *([1] * (1 + len(spatial_shape)))), displacement, 0.0)
 
@@ -247,8 +251,8 @@ def apply_misalignment(images: Tensor, params: MisalignmentParameters, spacing_m
         output = images.clone(memory_format=torch.contiguous_format)
         if index.numel() == 0:
             return output
-        warped = _warp(pairs[index], _select_pairs(flat, index), spatial_shape, spacing_mm, work_dtype)
-        output.view(b * c, *spatial_shape)[index] = warped[:, 0].to(images.dtype)
+        warped = _warp(pairs.index_select(0, index), _select_pairs(flat, index), spatial_shape, spacing_mm, work_dtype)
+        output.view(b * c, 1, *spatial_shape).index_copy_(0, index, warped.to(images.dtype))
         return output
     warped = _warp(pairs, flat, spatial_shape, spacing_mm, work_dtype).to(images.dtype).view(images.shape)
     return torch.where(params.active.view(b, c, *([1] * num_dims)), warped, images)
@@ -324,16 +328,16 @@ def _check_geometry(spatial_shape: Sequence[int], spacing_mm: Sequence[float], n
 
 
 def _flatten_pairs(params: MisalignmentParameters) -> _FlatParameters:
-    b, c = params.active.shape
     return _FlatParameters(
-        translation_mm=params.translation_mm.reshape(b * c, -1),
-        rotation_deg=params.rotation_deg.reshape(b * c, -1),
-        control_displacement_mm=params.control_displacement_mm.reshape(b * c, *params.control_displacement_mm.shape[2:]),
+        translation_mm=params.translation_mm.flatten(0, 1),
+        rotation_deg=params.rotation_deg.flatten(0, 1),
+        control_displacement_mm=params.control_displacement_mm.flatten(0, 1),
     )
 
 
 def _select_pairs(flat: _FlatParameters, index: Tensor) -> _FlatParameters:
-    return _FlatParameters(flat.translation_mm[index], flat.rotation_deg[index], flat.control_displacement_mm[index])
+    return _FlatParameters(flat.translation_mm.index_select(0, index), flat.rotation_deg.index_select(0, index),
+                           flat.control_displacement_mm.index_select(0, index))
 
 
 def _rotation_matrices(rotation_deg: Tensor, num_dims: int) -> Tensor:
@@ -351,39 +355,112 @@ def _rotation_matrices(rotation_deg: Tensor, num_dims: int) -> Tensor:
         about_axis[:, i, j] = -sin[:, axis]
         about_axis[:, j, i] = sin[:, axis]
         about_axis[:, j, j] = cos[:, axis]
-        rotation = rotation @ about_axis
+        # element-wise product-sum rather than `@`: TF32 matmuls would round the matrices to ~1e-3
+        rotation = (rotation[:, :, :, None] * about_axis[:, None, :, :]).sum(dim=2)
     return rotation
 
 
-def _voxel_positions_mm(spatial_shape: tuple[int, ...], spacing_mm: tuple[float, ...], device: torch.device,
-                        dtype: torch.dtype) -> Tensor:
-    """(D, *spatial) physical position in mm of every voxel, relative to the patch centre."""
-    axes = [(torch.arange(n, device=device, dtype=dtype) - (n - 1) / 2) * s for n, s in zip(spatial_shape, spacing_mm)]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
+def _axis_positions_mm(spatial_shape: tuple[int, ...], spacing_mm: tuple[float, ...], device: torch.device,
+                       dtype: torch.dtype) -> list[Tensor]:
+    """Per spatial axis, the (n_a,) physical positions in mm of the voxel centres, relative to the patch centre."""
+    return [(torch.arange(n, device=device, dtype=dtype) - (n - 1) / 2) * s for n, s in zip(spatial_shape, spacing_mm)]
 
 
-def _sampling_positions_mm(flat: _FlatParameters, positions: Tensor) -> Tensor:
-    """q(p) = R·p + t + e(p) for N pairs: (N, D, *spatial) in mm, from positions p (D, *spatial)."""
-    num_dims = positions.shape[0]
-    spatial_shape = positions.shape[1:]
-    dtype = positions.dtype
-    rotation = _rotation_matrices(flat.rotation_deg.to(dtype), num_dims)
-    rotated = torch.einsum("nij,j...->ni...", rotation, positions)
+def _linear_interpolation_segments(num_points: int, num_control: int) -> list[tuple[int, int, int]]:
+    """1D linear interpolation with ``align_corners=True`` from K control points to n points, as index ranges.
+
+    Point i sits at control coordinate ``u_i = i (K - 1) / (n - 1)`` (the first and last points fall on the first
+    and last control points) and lies between control points ``k = min(floor(u_i), K - 2)`` and ``k + 1``. Applied
+    along every axis this is exactly ``F.interpolate(..., align_corners=True)`` in linear/bilinear/trilinear mode.
+
+    Returns:
+        ``(k, start, stop)`` for every segment: points ``start..stop-1`` interpolate between control points k and
+        k + 1. Plain Python integers, so no device synchronisation is needed to use them.
+    """
+    if num_control == 1:
+        return [(0, 0, num_points)]
+    step = (num_control - 1) / (num_points - 1) if num_points > 1 else 0.0
+    lefts = [min(int(math.floor(i * step)), num_control - 2) for i in range(num_points)]
+    segments = []
+    for i, k in enumerate(lefts):
+        if segments and segments[-1][0] == k:
+            segments[-1][2] = i + 1
+        else:
+            segments.append([k, i, i + 1])
+    return [tuple(segment) for segment in segments]
+
+
+def _upsample_control_grid(control: Tensor, spatial_shape: tuple[int, ...]) -> Tensor:
+    """(N, *control_grid, D) -> (N, *spatial, D) contiguous, by separable linear interpolation (align_corners=True).
+
+    Last axis first; along each axis, every run of points between the same two control points is one broadcast
+    linear interpolation written straight into the output, so each output element is written once and nothing full-size is
+    gathered. Element-wise arithmetic only (no matrix products), so the result keeps full float32 precision even
+    where TF32 matmuls are enabled.
+    """
+    upsampled = control
+    for axis in reversed(range(len(spatial_shape))):
+        dim, num_points, num_control = 1 + axis, spatial_shape[axis], upsampled.shape[1 + axis]
+        shape = list(upsampled.shape)
+        shape[dim] = num_points
+        output = upsampled.new_empty(shape)
+        if num_control == 1:
+            output.copy_(upsampled.expand(shape))
+            upsampled = output
+            continue
+        step = (num_control - 1) / (num_points - 1) if num_points > 1 else 0.0
+        position = torch.arange(num_points, device=control.device, dtype=control.dtype) * step
+        broadcast = [1] * len(shape)
+        for k, start, stop in _linear_interpolation_segments(num_points, num_control):
+            broadcast[dim] = stop - start
+            weight = (position[start:stop] - k).view(broadcast)
+            lower = upsampled.narrow(dim, k, 1)
+            # lower + w (upper - lower); addcmul has a much faster CPU kernel than lerp for broadcast inputs
+            torch.addcmul(lower, weight, upsampled.narrow(dim, k + 1, 1) - lower,
+                          out=output.narrow(dim, start, stop - start))
+        upsampled = output
+    return upsampled
+
+
+def _sampling_coordinates(flat: _FlatParameters, spatial_shape: tuple[int, ...], spacing_mm: tuple[float, ...],
+                          dtype: torch.dtype, *, for_grid_sample: bool) -> Tensor:
+    """q(p) = R·p + t + e(p) at every voxel of N pairs, component-last: (N, *spatial, D).
+
+    With ``for_grid_sample=False`` the components are in mm in array axis order. With ``for_grid_sample=True``
+    they are ready for ``F.grid_sample(align_corners=True)``: component k is spatial axis D-1-k (x = last axis),
+    scaled so that -1 and 1 are the centres of the first and last voxel.
+
+    Linear interpolation with ``align_corners=True`` reproduces affine functions exactly, so the rigid part R·p + t
+    is evaluated at the control points, added to the elastic displacements there, and the sum is upsampled once.
+    Scaling and reordering happen on that small control grid, before anything is expanded to the full patch.
+    """
+    num_dims = len(spatial_shape)
+    control = flat.control_displacement_mm.to(dtype)  # (N, D, *control_grid)
+    # an axis with a single control point cannot carry the linear part: repeat it (e(p) is constant along it)
+    control_shape = tuple(max(k, 2) for k in control.shape[2:])
+    if control_shape != tuple(control.shape[2:]):
+        control = control.expand(*control.shape[:2], *control_shape)
+    # physical position (mm) of each control point: the outermost ones sit on the centres of the corner voxels
+    control_axes = [torch.linspace(-0.5, 0.5, k, device=control.device, dtype=dtype) * ((n - 1) * s)
+                    for k, n, s in zip(control_shape, spatial_shape, spacing_mm)]
+    control_positions = torch.stack(torch.meshgrid(*control_axes, indexing="ij"), dim=0)  # (D, *control_grid)
+    rotation = _rotation_matrices(flat.rotation_deg.to(dtype), num_dims)  # (N, D_out, D_in)
+    # R·p as an element-wise sum, not a matrix product: immune to TF32 matmul settings
+    rigid = sum(rotation[:, :, j].view(-1, num_dims, *([1] * num_dims)) * control_positions[j]
+                for j in range(num_dims))
     translation = flat.translation_mm.to(dtype).view(*flat.translation_mm.shape, *([1] * num_dims))
-    # smooth elastic field: control grid upsampled corner to corner (align_corners=True)
-    elastic = F.interpolate(flat.control_displacement_mm.to(dtype), size=spatial_shape,
-                            mode="trilinear" if num_dims == 3 else "bilinear", align_corners=True)
-    return rotated + translation + elastic
+    control_sampling_mm = rigid + translation + control  # (N, D, *control_grid)
+
+    components, scale = list(range(num_dims)), [1.0] * num_dims
+    if for_grid_sample:
+        components.reverse()
+        scale = [2.0 / (s * (n - 1)) if n > 1 else 0.0 for n, s in zip(spatial_shape, spacing_mm)]
+    control_sampling = torch.stack([control_sampling_mm[:, a] * scale[a] for a in components], dim=-1)
+    return _upsample_control_grid(control_sampling, spatial_shape)
 
 
 def _warp(pairs: Tensor, flat: _FlatParameters, spatial_shape: tuple[int, ...], spacing_mm: tuple[float, ...],
           work_dtype: torch.dtype) -> Tensor:
     """Resample N single-channel images (N, 1, *spatial) at q(p); returns (N, 1, *spatial) in ``work_dtype``."""
-    positions = _voxel_positions_mm(spatial_shape, spacing_mm, pairs.device, work_dtype)
-    sampling_mm = _sampling_positions_mm(flat, positions)
-    # mm -> grid_sample's [-1, 1] (align_corners=True: -1 and 1 are the centres of the first and last voxel)
-    inverse_half_extent = [2.0 / (s * (n - 1)) if n > 1 else 0.0 for n, s in zip(spatial_shape, spacing_mm)]
-    normalised = torch.stack([sampling_mm[:, a] * inverse_half_extent[a] for a in range(len(spatial_shape))], dim=-1)
-    # grid_sample wants (x_last_axis, ..., first_axis) in the last grid dimension
-    grid = normalised.flip(-1)
+    grid = _sampling_coordinates(flat, spatial_shape, spacing_mm, work_dtype, for_grid_sample=True)
     return F.grid_sample(pairs.to(work_dtype), grid, mode="bilinear", padding_mode="border", align_corners=True)

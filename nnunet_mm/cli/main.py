@@ -136,29 +136,38 @@ def _run_env() -> int:
     return 0
 
 
+def _run_convert(dataset: str, argv: list[str]) -> int:
+    from nnunet_mm.dataset_conversion import available_converters, converter_module_name
+    if dataset == "list":
+        for dataset_id, name in available_converters().items():
+            print(f"{dataset_id}  {name}")
+        return 0
+    try:
+        name = converter_module_name(dataset)
+    except KeyError as error:
+        print(f"nnunet_mm convert: {error.args[0]}", file=sys.stderr)
+        return 2
+    return importlib.import_module(f"nnunet_mm.dataset_conversion.{name}").main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    if args.command == "phantom":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv[:1]
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if verbose:
+        argv = argv[1:]
+    # sub-commands that own their arguments: hand everything after the name to their parser unchanged
+    if argv and argv[0] == "phantom":
         from nnunet_mm import phantom
-        return phantom.main(args.args)
-    if args.command == "convert":
-        from nnunet_mm.dataset_conversion import available_converters, converter_module_name
-        if args.dataset == "list":
-            for dataset_id, name in available_converters().items():
-                print(f"{dataset_id}  {name}")
-            return 0
-        try:
-            name = converter_module_name(args.dataset)
-        except KeyError as error:
-            print(f"nnunet_mm convert: {error.args[0]}", file=sys.stderr)
-            return 2
-        return importlib.import_module(f"nnunet_mm.dataset_conversion.{name}").main(args.args)
+        return phantom.main(argv[1:])
+    if argv and argv[0] == "demo":
+        from nnunet_mm import demo
+        return demo.main(argv[1:])
+    if len(argv) >= 2 and argv[0] == "convert" and not argv[1].startswith("-"):
+        return _run_convert(argv[1], argv[2:])
+    args = _build_parser().parse_args(argv)
     if args.command == "predict":
         return _run_predict(args)
-    if args.command == "demo":
-        from nnunet_mm import demo
-        return demo.main(args.args)
     if args.command == "env":
         return _run_env()
     raise AssertionError(f"unhandled command {args.command}")  # argparse restricts the choices

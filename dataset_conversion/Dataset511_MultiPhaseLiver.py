@@ -1,0 +1,788 @@
+"""Dataset511_MultiPhaseLiver: multi-phase liver CT labelled on one reference phase (mmLiTs layout) → nnU-Net raw.
+
+Input, one folder per case; each phase may be on its own grid, and the label lies on the reference phase's grid::
+
+    <source>/<case>/pv.nii.gz      reference phase (first of ``phases``); any ending of nnunet_mm.io.IMAGE_ENDINGS,
+                                   or a folder pv/ holding one DICOM series
+    <source>/<case>/art.nii.gz     the other phases (``del``, ``nc``, ...), matched case-insensitively by stem
+    <source>/<case>/label.nii.gz   0 background, 1 liver, 2 tumour; a case without a label is a test case
+
+Output, in ``<output_root>/Dataset511_MultiPhaseLiver/``:
+
+* ``imagesTr/<case>_0000.nii.gz`` = reference phase, ``_0001`` ... = the other phases in ``phases`` order, each
+  resampled (linear; after optional rigid/affine registration to the reference) onto the reference grid;
+  ``labelsTr/<case>.nii.gz`` = the label, values and grid unchanged (uint8); unlabelled cases go to ``imagesTs``.
+* ``dataset.json``: every channel is named ``"CT"`` so that nnU-Net applies CT normalisation to each phase (the
+  phase names are kept in the ``"nnunet_mm"`` block: ``reference_channel``, ``phase_names``, ``source``,
+  ``registration``, ``converter``). Label values are kept as they are (``label_names[i]`` ↔ ``i + 1``), so no
+  inverse mapping is needed to export predictions.
+* ``nnunet_mm_qa/`` (``qa_figures=True``): one PNG per case and ``summary.json``, see :func:`convert`; when
+  registering, also ``nnunet_mm_qa/transforms/<case>_<phase>.tfm`` (fixed = reference to moving = phase, ITK
+  convention).
+
+Every image is read twice (checked, then converted), so that memory stays at one case per process.
+
+Every case is checked before anything is written, and all problems are raised together in one
+:class:`ConversionError`. The output is written into a staging folder that is renamed into place only when
+everything succeeded (:func:`nnunet_mm.io.staged_dataset`); the input is only read.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import multiprocessing
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from nnunet_mm.io import (
+    IMAGE_ENDINGS,
+    describe_geometry,
+    find_image,
+    geometry_differences,
+    read_image,
+    register as register_images,
+    resample_to_reference,
+    staged_dataset,
+    write_dataset_json,
+    write_image,
+)
+
+logger = logging.getLogger(__name__)
+
+DATASET_ID = 511
+DATASET_NAME = "MultiPhaseLiver"
+DEFAULT_PHASES = ("pv", "art", "del", "nc")
+DEFAULT_LABEL_NAME = "label"
+DEFAULT_LABEL_NAMES = ("liver", "tumor")
+REGISTRATION_CHOICES = ("none", "rigid", "affine")
+FILE_ENDING = ".nii.gz"
+CHANNEL_NAME = "CT"  # nnU-Net picks CT normalisation by this exact name (any case)
+QA_FOLDER = "nnunet_mm_qa"
+QA_MARGIN_MM = 10.0  # the label's bounding box is grown by this much on each side for the QA similarity
+QA_HISTOGRAM_BINS = 32
+GEOMETRY_TOLERANCE = 1e-3  # mm (spacing, origin) and direction cosines
+CONTOUR_COLOURS = ("#ff3030", "#30e030", "#3090ff", "#ffd030", "#ff30ff", "#30ffff")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class ConversionError(ValueError):
+    """The source data has problems; ``problems`` holds one line per problem, each naming the offending file."""
+
+    def __init__(self, problems: Sequence[str], source_dir: Path | None = None):
+        self.problems = list(problems)
+        where = f"{source_dir}: " if source_dir is not None else ""
+        super().__init__(f"{where}{len(self.problems)} problem(s) found; nothing was written. Fix them and run again:\n"
+                         + "\n".join(f"  - {problem}" for problem in self.problems))
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """The input files of one case: ``phase_files[0]`` is the reference phase (None marks a missing phase, which
+    :func:`find_cases` has reported); ``label_file`` is None for test cases."""
+
+    case_id: str
+    folder: Path
+    phase_files: tuple[Path | None, ...]
+    label_file: Path | None
+
+    @property
+    def is_training(self) -> bool:
+        return self.label_file is not None
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """What converting one case produced, for the summary."""
+
+    case_id: str
+    is_training: bool
+    spacing_xyz_mm: tuple[float, float, float]
+    label_voxel_counts: tuple[int, ...] | None  # index = label value
+    qa: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class ConversionSummary:
+    """Counts and ranges of a finished conversion; :meth:`format` gives the text that ``main`` prints."""
+
+    output_dir: Path
+    num_training: int
+    num_test: int
+    phase_names: tuple[str, ...]
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    label_voxel_counts: dict[str, int]
+    spacing_min_xyz_mm: tuple[float, float, float]
+    spacing_max_xyz_mm: tuple[float, float, float]
+    registration: str
+    qa_dir: Path | None
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["output_dir"] = str(self.output_dir)
+        values["qa_dir"] = None if self.qa_dir is None else str(self.qa_dir)
+        return values
+
+    def format(self) -> str:
+        channels = ", ".join(f"{i} {phase} ({self.channel_names[str(i)]})" for i, phase in enumerate(self.phase_names))
+        counts = ", ".join(f"{name} ({self.labels[name]}): {count}" for name, count in self.label_voxel_counts.items())
+
+        def fmt(values: tuple[float, ...]) -> str:
+            return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+        lines = [
+            f"Converted {self.num_training} training and {self.num_test} test case(s) into {self.output_dir}",
+            f"  channels: {channels}",
+            f"  labels (voxels in labelsTr): {counts}",
+            f"  spacing x, y, z (mm): min {fmt(self.spacing_min_xyz_mm)}, max {fmt(self.spacing_max_xyz_mm)}",
+            f"  registration: {self.registration}",
+        ]
+        if self.qa_dir is not None:
+            lines.append(f"  QA figures and summary.json: {self.qa_dir}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# finding and checking the input
+
+def sanitize_case_id(folder_name: str) -> str:
+    """Case id from a folder name: characters other than letters, digits, ``_`` and ``-`` become ``_``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", folder_name)
+
+
+def label_dict(label_names: Sequence[str]) -> dict[str, int]:
+    """``{"background": 0, label_names[0]: 1, ...}``, the ``labels`` entry of dataset.json."""
+    return {"background": 0, **{name: value for value, name in enumerate(label_names, start=1)}}
+
+
+def _missing_phase_message(folder: Path, phase: str) -> str:
+    present = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in folder.iterdir())
+    return (f"{folder}: missing phase '{phase}': expected {folder / phase}{{{','.join(IMAGE_ENDINGS)}}} or a DICOM "
+            f"folder {folder / phase}/ (case-insensitive); the folder holds {present}.")
+
+
+def find_cases(source_dir: Path, *, phases: Sequence[str], label_name: str) -> tuple[list[CaseFiles], list[str]]:
+    """Find the case folders of ``source_dir`` and their phase and label files.
+
+    Returns:
+        Every case (missing phases as None, so that the files that are there can still be checked), and one
+        problem line per missing or ambiguous file, duplicate case id, or empty source folder.
+    """
+    problems: list[str] = []
+    folders = sorted(p for p in source_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        problems.append(f"{source_dir}: no case folders found (the source folder is empty or holds only files); "
+                        f"expected {source_dir}/<case_id>/{phases[0]}.nii.gz, ... and <case_id>/{label_name}.nii.gz.")
+    cases: list[CaseFiles] = []
+    folder_of_id: dict[str, Path] = {}
+    for folder in folders:
+        case_id = sanitize_case_id(folder.name)
+        key = case_id.lower()  # ids differing only in case would collide on case-insensitive file systems
+        if key in folder_of_id:
+            problems.append(f"{folder}: duplicate case id '{case_id}': folders {folder_of_id[key]} and {folder} map "
+                            f"to the same id (non-alphanumeric characters become '_', case is ignored); rename one.")
+        else:
+            folder_of_id[key] = folder
+        phase_files: list[Path | None] = []
+        for phase in phases:
+            try:
+                found = find_image(folder, phase)
+            except ValueError as error:  # several matches
+                problems.append(str(error))
+                found = None
+            else:
+                if found is None:
+                    problems.append(_missing_phase_message(folder, phase))
+            phase_files.append(found)
+        try:
+            label_file = find_image(folder, label_name)
+        except ValueError as error:
+            problems.append(str(error))
+            label_file = None
+        cases.append(CaseFiles(case_id, folder, tuple(phase_files), label_file))
+    if folders and not any(case.is_training for case in cases):
+        problems.append(f"{source_dir}: no case has a label file '{label_name}.<ending>'; nnU-Net needs at least "
+                        f"one labelled training case.")
+    return cases, problems
+
+
+def _format_values(values: Iterable[float]) -> list[int | float]:
+    return [int(v) if float(v).is_integer() else float(v) for v in values]
+
+
+def check_label_values(label: sitk.Image, label_file: Path, label_names: Sequence[str]) -> list[str]:
+    """Problems with the voxel values of a label image (non-integer or outside ``0..len(label_names)``)."""
+    values = np.unique(sitk.GetArrayViewFromImage(label))
+    allowed = list(range(len(label_names) + 1))
+    problems = []
+    non_integer = values[values != np.round(values)]
+    if non_integer.size:
+        problems.append(f"{label_file}: label has non-integer values {_format_values(non_integer[:5])}; labels must "
+                        f"be integers {allowed}.")
+    unknown = [v for v in values[values == np.round(values)] if int(v) not in allowed]
+    if unknown:
+        meaning = ", ".join(f"{v} {n}" for n, v in label_dict(label_names).items())
+        problems.append(f"{label_file}: unknown label values {_format_values(unknown)} (found "
+                        f"{_format_values(values)}); allowed are {allowed} ({meaning}). Remap them, or name more "
+                        f"labels with --labels.")
+    return problems
+
+
+def validate_case(case: CaseFiles, *, label_names: Sequence[str]) -> list[str]:
+    """Read every file of ``case`` and return one problem line per unreadable, non-3D or non-finite image, label
+    off the reference grid, or bad label value."""
+    problems: list[str] = []
+    reference = None
+    for index, file in enumerate(case.phase_files):
+        if file is None:
+            continue
+        try:
+            image = read_image(file)
+        except (ValueError, FileNotFoundError) as error:
+            problems.append(str(error))
+            continue
+        if index == 0:
+            reference = image
+    if case.label_file is None:
+        return problems
+    try:
+        label = read_image(case.label_file)
+    except (ValueError, FileNotFoundError) as error:
+        problems.append(str(error))
+        return problems
+    if reference is not None:
+        differences = geometry_differences(label, reference, tolerance=GEOMETRY_TOLERANCE)
+        if differences:
+            problems.append(f"{case.label_file}: label is not on the grid of the reference phase "
+                            f"{case.phase_files[0]} ({', '.join(differences)} differ): label "
+                            f"{describe_geometry(label)}; reference {describe_geometry(reference)}. Resample the label "
+                            f"onto the reference phase, or make the phase it was drawn on the first of --phases.")
+    problems.extend(check_label_values(label, case.label_file, label_names))
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# converting one case
+
+def _qa_region(label: np.ndarray, spacing_zyx_mm: Sequence[float]) -> tuple[tuple[slice, ...], str]:
+    """The label's bounding box grown by QA_MARGIN_MM, or the whole grid when there is no foreground."""
+    if not label.any():
+        return tuple(slice(0, s) for s in label.shape), "whole_image"
+    region = []
+    for axis, (size, spacing) in enumerate(zip(label.shape, spacing_zyx_mm)):
+        other_axes = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero(label.any(axis=other_axes))
+        margin = int(math.ceil(QA_MARGIN_MM / spacing))
+        region.append(slice(max(0, present[0] - margin), min(size, present[-1] + 1 + margin)))
+    return tuple(region), f"label_bbox+{QA_MARGIN_MM:g}mm"
+
+
+def normalized_cross_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of the voxel values (1 = identical up to a linear intensity map)."""
+    a = a.astype(np.float64).ravel() - a.mean()
+    b = b.astype(np.float64).ravel() - b.mean()
+    denominator = math.sqrt(float(a @ a) * float(b @ b))
+    return float(a @ b / denominator) if denominator > 0 else float("nan")
+
+
+def normalized_mutual_information(a: np.ndarray, b: np.ndarray, bins: int = QA_HISTOGRAM_BINS) -> float:
+    """Studholme's NMI (H(a) + H(b)) / H(a, b) from a joint histogram: 1 = independent, 2 = one determines the
+    other."""
+    joint, _, _ = np.histogram2d(a.ravel().astype(np.float64), b.ravel().astype(np.float64), bins=bins)
+    joint /= joint.sum()
+
+    def entropy(p: np.ndarray) -> float:
+        p = p[p > 0]
+        return float(-(p * np.log(p)).sum())
+
+    joint_entropy = entropy(joint)
+    if joint_entropy == 0:
+        return float("nan")
+    return (entropy(joint.sum(axis=0)) + entropy(joint.sum(axis=1))) / joint_entropy
+
+
+def _similarity(reference: np.ndarray, phase: np.ndarray) -> dict[str, float | None]:
+    """NCC and NMI rounded for JSON; None where undefined (no voxels to compare, or a constant image)."""
+    if reference.size < 2:
+        return {"ncc": None, "nmi": None}
+    scores = {"ncc": normalized_cross_correlation(reference, phase),
+              "nmi": normalized_mutual_information(reference, phase)}
+    return {name: round(value, 5) if math.isfinite(value) else None for name, value in scores.items()}
+
+
+def _field_of_view(moving: sitk.Image, reference: sitk.Image, transform: sitk.Transform | None) -> np.ndarray:
+    """Boolean (Z, Y, X) mask of the reference voxels whose (transformed) position lies inside ``moving``."""
+    inside = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
+    inside.CopyInformation(moving)
+    resampled = resample_to_reference(inside, reference, transform=transform, is_label=True, default_value=0)
+    return sitk.GetArrayFromImage(resampled).astype(bool)
+
+
+def _views(volume: np.ndarray, centre_zyx: Sequence[int]) -> dict[str, np.ndarray]:
+    """Copies of the axial and coronal slice through ``centre_zyx`` (copies: ``volume`` may be a view of an image
+    that is freed before the figure is drawn)."""
+    return {"axial": np.array(volume[centre_zyx[0]]), "coronal": np.array(volume[:, centre_zyx[1], :])}
+
+
+def _display_window(volume: np.ndarray, mask: np.ndarray | None) -> tuple[float, float]:
+    """Grey-value window: the 1st-99th percentile inside the label (widened by half its range on each side, so
+    that liver and tumour contrast stays visible), or of the whole image without a label."""
+    if mask is None or not mask.any():
+        low, high = np.percentile(volume, [1, 99])
+        return float(low), float(high)
+    low, high = np.percentile(volume[mask], [1, 99])
+    margin = max(0.5 * (high - low), 1.0)
+    return float(low - margin), float(high + margin)
+
+
+def _save_qa_figure(path: Path, *, case_id: str, phase_names: Sequence[str], rows: list[dict[str, Any]],
+                    label_views: dict[str, np.ndarray] | None, spacing_zyx_mm: Sequence[float],
+                    registered: bool) -> None:
+    """Montage: one row per phase, columns = axial and coronal slice, each resampled (and registered)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: leaves the global backend alone
+    from matplotlib.figure import Figure
+
+    states = ("resampled", "registered") if registered else ("resampled",)
+    columns = [(view, state) for view in ("axial", "coronal") for state in states]
+    aspects = {"axial": spacing_zyx_mm[1] / spacing_zyx_mm[2], "coronal": spacing_zyx_mm[0] / spacing_zyx_mm[2]}
+    figure = Figure(figsize=(2.6 * len(columns), 2.6 * len(rows) + 0.4), dpi=90)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(rows), len(columns), squeeze=False)
+    for row_axes, row, phase in zip(axes, rows, phase_names):
+        for ax, (view, state) in zip(row_axes, columns):
+            image = row[state][view]
+            ax.imshow(image, cmap="gray", vmin=row["window"][0], vmax=row["window"][1], aspect=aspects[view],
+                      origin="upper" if view == "axial" else "lower", interpolation="nearest")
+            if label_views is not None:
+                for value in range(1, int(label_views[view].max(initial=0)) + 1):
+                    mask = label_views[view] == value
+                    if mask.any():
+                        ax.contour(mask.astype(np.float32), levels=[0.5], linewidths=0.8,
+                                   colors=CONTOUR_COLOURS[(value - 1) % len(CONTOUR_COLOURS)])
+            score = row["metrics"].get(state) or {}
+            if row is rows[0]:
+                text = f"{phase} {view} (reference)"
+            elif score.get("ncc") is not None:
+                text = f"{phase} {view} {state}\nNCC {score['ncc']:.3f}"
+            else:
+                text = f"{phase} {view} {state}"
+            ax.set_title(text, fontsize=7)
+            ax.set_axis_off()
+    contour_text = "reference label contour" if label_views is not None else "no label (test case)"
+    figure.suptitle(f"{case_id}: phases on the reference grid, {contour_text}", fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+
+
+class _CaseQa:
+    """QA numbers and figure rows of one case, filled phase by phase (see ``qa_figures`` in :func:`convert`)."""
+
+    def __init__(self, reference: sitk.Image, label_array: np.ndarray | None):
+        self.reference = reference
+        self.reference_array = sitk.GetArrayFromImage(reference)
+        self.spacing_zyx_mm = reference.GetSpacing()[::-1]
+        foreground = None if label_array is None else label_array > 0
+        self.region, self.region_name = _qa_region(
+            foreground if foreground is not None else np.zeros(self.reference_array.shape, bool),
+            self.spacing_zyx_mm)
+        self.centre = [(s.start + s.stop - 1) // 2 for s in self.region]
+        self.window_mask = foreground
+        self.label_views = None if label_array is None else _views(label_array, self.centre)
+        reference_views = _views(self.reference_array, self.centre)
+        self.rows: list[dict[str, Any]] = [{"resampled": reference_views, "registered": reference_views,
+                                            "window": _display_window(self.reference_array, foreground),
+                                            "metrics": {}}]
+        self.phases: dict[str, Any] = {}
+
+    def add_phase(self, phase: str, file: Path, moving: sitk.Image, resampled: sitk.Image,
+                  registered: sitk.Image | None, transform: sitk.Transform | None) -> None:
+        arrays = {"resampled": sitk.GetArrayFromImage(resampled)}
+        if registered is not None:
+            arrays["registered"] = sitk.GetArrayFromImage(registered)
+        # before and after are compared on the same voxels: those inside the phase's field of view in both
+        field_of_view = _field_of_view(moving, self.reference, None)
+        coverage = float(field_of_view.mean())
+        if transform is not None:
+            field_of_view_after = _field_of_view(moving, self.reference, transform)
+            coverage = float(field_of_view_after.mean())
+            field_of_view &= field_of_view_after
+        if coverage < 0.5:
+            logger.warning("%s: phase '%s' covers only %.0f%% of the reference grid", file, phase, 100 * coverage)
+        compared = field_of_view[self.region]
+        reference_values = self.reference_array[self.region][compared]
+        metrics = {state: _similarity(reference_values, array[self.region][compared])
+                   for state, array in arrays.items()}
+        self.phases[phase] = {"file": str(file), "before": metrics["resampled"], "after": metrics.get("registered"),
+                              "coverage": round(coverage, 4)}
+        shown = arrays.get("registered", arrays["resampled"])
+        self.rows.append({**{state: _views(array, self.centre) for state, array in arrays.items()},
+                          "window": _display_window(shown, self.window_mask), "metrics": metrics})
+
+    def finish(self, figure_path: Path, *, case: CaseFiles, phase_names: Sequence[str],
+               registered: bool) -> dict[str, Any]:
+        """Save the figure; return this case's entry of summary.json."""
+        _save_qa_figure(figure_path, case_id=case.case_id, phase_names=phase_names, rows=self.rows,
+                        label_views=self.label_views, spacing_zyx_mm=self.spacing_zyx_mm, registered=registered)
+        return {"training": case.is_training, "region": self.region_name,
+                "region_zyx": [[s.start, s.stop] for s in self.region], "phases": self.phases}
+
+
+def _write_label(case: CaseFiles, reference: sitk.Image, staging_dir: Path) -> np.ndarray:
+    label = sitk.Cast(read_image(case.label_file), sitk.sitkUInt8)
+    # validated to agree within GEOMETRY_TOLERANCE; copying makes image and label grids identical bit for bit
+    label.CopyInformation(reference)
+    write_image(label, staging_dir / "labelsTr" / f"{case.case_id}{FILE_ENDING}")
+    label_array = sitk.GetArrayFromImage(label)
+    if not label_array.any():
+        logger.warning("%s: label has only background (0)", case.label_file)
+    return label_array
+
+
+def _align_phase(case: CaseFiles, index: int, phase: str, reference: sitk.Image, moving: sitk.Image,
+                 registration: str) -> tuple[sitk.Transform | None, sitk.Image, sitk.Image | None]:
+    """(transform or None, plain resampling, registered resampling or None) of one phase onto the reference."""
+    transform = None
+    if registration != "none":
+        try:
+            transform = register_images(reference, moving, mode=registration, seed=0, initialization="physical")
+        except RuntimeError as error:
+            raise RuntimeError(f"{case.phase_files[index]}: registering phase '{phase}' to {case.phase_files[0]} "
+                               f"failed: {error}") from error
+    resampled = resample_to_reference(moving, reference)
+    registered = None if transform is None else resample_to_reference(moving, reference, transform=transform)
+    return transform, resampled, registered
+
+
+def convert_case(case: CaseFiles, *, staging_dir: Path, phase_names: Sequence[str], num_labels: int,
+                 registration: str, qa_figures: bool) -> CaseResult:
+    """Write the channels (and label) of one validated case into ``staging_dir``; see the module docstring."""
+    images_dir = staging_dir / ("imagesTr" if case.is_training else "imagesTs")
+    reference = read_image(case.phase_files[0])
+    write_image(reference, images_dir / f"{case.case_id}_0000{FILE_ENDING}")
+    label_array = counts = None
+    if case.label_file is not None:
+        label_array = _write_label(case, reference, staging_dir)
+        counts = tuple(int(c) for c in np.bincount(label_array.ravel(), minlength=num_labels + 1))
+    qa = _CaseQa(reference, label_array) if qa_figures else None
+
+    for index in range(1, len(case.phase_files)):
+        phase = phase_names[index]
+        moving = read_image(case.phase_files[index])
+        transform, resampled, registered = _align_phase(case, index, phase, reference, moving, registration)
+        write_image(resampled if registered is None else registered,
+                    images_dir / f"{case.case_id}_{index:04d}{FILE_ENDING}")
+        if transform is not None:
+            transform_file = staging_dir / QA_FOLDER / "transforms" / f"{case.case_id}_{phase}.tfm"
+            transform_file.parent.mkdir(parents=True, exist_ok=True)
+            sitk.WriteTransform(transform, str(transform_file))
+        if qa is not None:
+            qa.add_phase(phase, case.phase_files[index], moving, resampled, registered, transform)
+
+    qa_entry = None if qa is None else qa.finish(staging_dir / QA_FOLDER / f"{case.case_id}.png", case=case,
+                                                 phase_names=phase_names, registered=registration != "none")
+    return CaseResult(case.case_id, case.is_training, tuple(reference.GetSpacing()), counts, qa_entry)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the whole dataset
+
+def _map(function: Callable[[T], R], items: Sequence[T], *, num_processes: int, description: str) -> list[R]:
+    """``[function(item) for item in items]`` with a progress bar, in ``num_processes`` spawned processes if > 1."""
+    progress = tqdm(total=len(items), desc=description, unit="case", disable=None)
+    results: list[R] = []
+    try:
+        if num_processes <= 1:
+            for item in items:
+                results.append(function(item))
+                progress.update()
+            return results
+        executor = ProcessPoolExecutor(max_workers=num_processes, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            for result in executor.map(function, items):
+                results.append(result)
+                progress.update()
+        except BaseException:
+            executor.shutdown(wait=True, cancel_futures=True)  # no worker may write once staging is removed
+            raise
+        executor.shutdown(wait=True)
+        return results
+    finally:
+        progress.close()
+
+
+def _check_arguments(source_dir: Path, *, dataset_id: int, dataset_name: str, phases: Sequence[str],
+                     label_name: str, label_names: Sequence[str], register: str, num_processes: int) -> None:
+    if not source_dir.is_dir():
+        raise FileNotFoundError(f"{source_dir}: source folder not found.")
+    if not 1 <= dataset_id <= 999:
+        raise ValueError(f"dataset_id must be in 1..999, got {dataset_id}.")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", dataset_name):
+        raise ValueError(f"dataset_name may hold only letters, digits, '_' and '-', got {dataset_name!r}.")
+    names = [*phases, label_name]
+    if not phases or any(not n or "/" in n or "\\" in n for n in names):
+        raise ValueError(f"phases and label_name must be non-empty file stems, got phases {list(phases)} and "
+                         f"label_name {label_name!r}.")
+    lowered = [n.lower() for n in names]
+    if len(set(lowered)) != len(lowered):
+        raise ValueError(f"phase names and the label name must differ (ignoring case), got phases {list(phases)} "
+                         f"and label_name {label_name!r}.")
+    if not label_names or len({n.lower() for n in label_names}) != len(label_names) or \
+            any(not n or n.lower() == "background" for n in label_names):
+        raise ValueError(f"label_names must be distinct, non-empty foreground names (background is implicit), got "
+                         f"{list(label_names)}.")
+    if len(label_names) > 255:
+        raise ValueError(f"at most 255 foreground labels are supported, got {len(label_names)}.")
+    if register not in REGISTRATION_CHOICES:
+        raise ValueError(f"register must be one of {list(REGISTRATION_CHOICES)}, got {register!r}.")
+    if num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}.")
+
+
+def _resolve_output_root(output_root: Path | None) -> Path:
+    if output_root is not None:
+        return Path(output_root)
+    from nnunetv2.paths import nnUNet_raw
+
+    raw = nnUNet_raw.get() if hasattr(nnUNet_raw, "get") else nnUNet_raw
+    if not raw:
+        raise ValueError("no output folder: output_root (--output-root) was not given and the environment variable "
+                         "nnUNet_raw is not set. Pass one, or export nnUNet_raw=/path/to/nnUNet_raw (see nnU-Net's "
+                         "documentation/setting_up_paths.md).")
+    return Path(raw)
+
+
+def _check_output(final_dir: Path, source_dir: Path) -> None:
+    final, source = final_dir.resolve(), source_dir.resolve()
+    if final == source or source.is_relative_to(final):
+        raise ValueError(f"the output folder {final_dir} contains the source folder {source_dir}; choose another "
+                         f"output root (replacing the output would delete the input).")
+    if final.is_relative_to(source):
+        raise ValueError(f"the output folder {final_dir} lies inside the source folder {source_dir}; choose an output "
+                         f"root outside the input.")
+    prefix = final_dir.name.split("_", 1)[0] + "_"
+    if final_dir.parent.is_dir():
+        clashes = sorted(p.name for p in final_dir.parent.iterdir()
+                         if p.is_dir() and p.name.startswith(prefix) and p.name != final_dir.name)
+        if clashes:
+            raise ValueError(f"{final_dir.parent} already holds {clashes} with the same dataset id; nnU-Net finds "
+                             f"datasets by id, so remove it or choose another dataset_id.")
+
+
+def _summarize(results: Sequence[CaseResult], *, output_dir: Path, phase_names: Sequence[str],
+               label_names: Sequence[str], registration: str, qa_dir: Path | None) -> ConversionSummary:
+    labels = label_dict(label_names)
+    totals = np.zeros(len(labels), dtype=np.int64)
+    for result in results:
+        if result.label_voxel_counts is not None:
+            totals += np.asarray(result.label_voxel_counts[:len(labels)], dtype=np.int64)
+    spacings = np.array([result.spacing_xyz_mm for result in results])
+    return ConversionSummary(
+        output_dir=output_dir,
+        num_training=sum(result.is_training for result in results),
+        num_test=sum(not result.is_training for result in results),
+        phase_names=tuple(phase_names),
+        channel_names={str(i): CHANNEL_NAME for i in range(len(phase_names))},
+        labels=labels,
+        label_voxel_counts={name: int(totals[value]) for name, value in labels.items()},
+        spacing_min_xyz_mm=tuple(float(v) for v in spacings.min(axis=0)),
+        spacing_max_xyz_mm=tuple(float(v) for v in spacings.max(axis=0)),
+        registration=registration,
+        qa_dir=qa_dir,
+    )
+
+
+def _write_qa_summary(path: Path, results: Sequence[CaseResult], summary: ConversionSummary) -> None:
+    qa = {
+        "metrics": {
+            "ncc": "Pearson correlation of reference-phase and phase intensities on the reference grid "
+                   "(1 = identical up to a linear intensity map)",
+            "nmi": f"normalized mutual information (H(ref) + H(phase)) / H(ref, phase), {QA_HISTOGRAM_BINS}-bin "
+                   f"joint histogram (1 = independent, 2 = one determines the other)",
+            "region": f"label_bbox+{QA_MARGIN_MM:g}mm: bounding box of the reference label (> 0) grown by "
+                      f"{QA_MARGIN_MM:g} mm per side; whole_image for cases without a label or with an empty one. "
+                      f"Only voxels of the region inside the phase's field of view both before and after "
+                      f"registration are compared, so that both numbers use the same voxels",
+            "before": "phase resampled onto the reference grid as stored (scanner coordinates)",
+            "after": "phase resampled after registration to the reference phase (null without registration)",
+            "coverage": "fraction of reference voxels inside the phase's field of view (after registration, if any)",
+        },
+        "registration": summary.registration,
+        "reference_phase": summary.phase_names[0],
+        "cases": {result.case_id: result.qa for result in results},
+        "conversion": {k: v for k, v in summary.to_dict().items() if k != "qa_dir"},
+    }
+    path.write_text(json.dumps(qa, indent=2) + "\n", encoding="utf-8")
+
+
+def convert_with_summary(source_dir: Path, *, dataset_id: int = DATASET_ID, dataset_name: str = DATASET_NAME,
+                         output_root: Path | None = None, phases: Sequence[str] = DEFAULT_PHASES,
+                         label_name: str = DEFAULT_LABEL_NAME, label_names: Sequence[str] = DEFAULT_LABEL_NAMES,
+                         register: Literal["none", "rigid", "affine"] = "none", qa_figures: bool = True,
+                         overwrite: bool = False, num_processes: int = 1) -> ConversionSummary:
+    """:func:`convert`, returning the :class:`ConversionSummary` instead of only the output folder."""
+    source_dir = Path(source_dir)
+    phases = [p.strip() for p in phases]
+    label_names = [n.strip() for n in label_names]
+    _check_arguments(source_dir, dataset_id=dataset_id, dataset_name=dataset_name, phases=phases,
+                     label_name=label_name, label_names=label_names, register=register, num_processes=num_processes)
+    final_dir = _resolve_output_root(output_root) / f"Dataset{dataset_id:03d}_{dataset_name}"
+    _check_output(final_dir, source_dir)
+    if final_dir.exists() and not overwrite and final_dir.is_dir() and any(final_dir.iterdir()):
+        raise FileExistsError(f"{final_dir} already exists and is not empty; pass overwrite=True (--overwrite) to "
+                              f"replace it, or remove it first.")
+
+    cases, problems = find_cases(source_dir, phases=phases, label_name=label_name)
+    case_problems = _map(partial(validate_case, label_names=label_names), cases, num_processes=num_processes,
+                         description=f"Dataset{dataset_id:03d} check")
+    problems += [problem for per_case in case_problems for problem in per_case]
+    if problems:
+        raise ConversionError(problems, source_dir)
+
+    num_training = sum(case.is_training for case in cases)
+    qa_dir = final_dir / QA_FOLDER if qa_figures else None
+    with staged_dataset(final_dir, overwrite=overwrite) as staging:
+        for sub_folder in ("imagesTr", "labelsTr", "imagesTs"):
+            (staging / sub_folder).mkdir()
+        if qa_figures:
+            (staging / QA_FOLDER).mkdir()
+        results = _map(partial(convert_case, staging_dir=staging, phase_names=phases, num_labels=len(label_names),
+                               registration=register, qa_figures=qa_figures),
+                       cases, num_processes=num_processes, description=f"Dataset{dataset_id:03d} convert")
+        summary = _summarize(results, output_dir=final_dir, phase_names=phases, label_names=label_names,
+                             registration=register, qa_dir=qa_dir)
+        write_dataset_json(
+            staging, channel_names=summary.channel_names, labels=summary.labels, num_training=num_training,
+            file_ending=FILE_ENDING, dataset_name=final_dir.name,
+            nnunet_mm_block={"reference_channel": 0, "phase_names": list(phases), "source": str(source_dir.resolve()),
+                             "registration": register, "converter": Path(__file__).stem},
+            description=f"Multi-phase liver CT ({', '.join(phases)}); every phase resampled onto the "
+                        f"'{phases[0]}' grid (registration: {register}). All channels are named 'CT' for CT "
+                        f"normalisation; the phases are listed in nnunet_mm.phase_names.",
+        )
+        if qa_figures:
+            _write_qa_summary(staging / QA_FOLDER / "summary.json", results, summary)
+    logger.info("converted %d training and %d test case(s) into %s", summary.num_training, summary.num_test,
+                final_dir)
+    return summary
+
+
+def convert(source_dir: Path, *, dataset_id: int = DATASET_ID, dataset_name: str = DATASET_NAME,
+            output_root: Path | None = None, phases: Sequence[str] = DEFAULT_PHASES,
+            label_name: str = DEFAULT_LABEL_NAME, label_names: Sequence[str] = DEFAULT_LABEL_NAMES,
+            register: Literal["none", "rigid", "affine"] = "none", qa_figures: bool = True, overwrite: bool = False,
+            num_processes: int = 1) -> Path:
+    """Convert a folder of multi-phase liver cases into ``<output_root>/Dataset<id>_<name>``.
+
+    Args:
+        source_dir: one sub-folder per case (see the module docstring); only read, never modified.
+        dataset_id: nnU-Net dataset id (1..999).
+        dataset_name: the part after ``DatasetNNN_``.
+        output_root: where the dataset folder goes; None = ``$nnUNet_raw``.
+        phases: file stems of the phases; the first is the reference (channel 0, the grid of every channel and of
+            the label).
+        label_name: file stem of the label image; cases without it are test cases (``imagesTs``).
+        label_names: names of the foreground label values 1, 2, ...
+        register: ``"none"`` (resample in scanner coordinates), ``"rigid"`` or ``"affine"`` (register each phase
+            to the reference phase with Mattes mutual information first, starting from scanner coordinates; the
+            label is not used, so test cases are treated exactly like training cases).
+        qa_figures: write ``nnunet_mm_qa/``: ``<case>.png``, one row per phase (reference first) with an axial and
+            a coronal slice through the centre of the reference label (the centre of the image for test cases),
+            the reference label contour overlaid in every panel, showing the phase after plain resampling and,
+            when registering, after registration; ``summary.json`` with, per case and phase, the similarity to the
+            reference phase (``ncc``: Pearson correlation, ``nmi``: normalized mutual information) inside the
+            reference label's bounding box grown by 10 mm (the whole image for test cases), before and after
+            registration, and the fraction of the reference grid the phase covers. The registration transforms
+            are saved as ``nnunet_mm_qa/transforms/<case>_<phase>.tfm`` whenever registering, even without
+            ``qa_figures``.
+        overwrite: replace an existing dataset folder.
+        num_processes: cases checked and converted in parallel (spawned processes).
+
+    Returns:
+        The dataset folder.
+
+    Raises:
+        ConversionError: problems in the source data (all of them, one line each, naming the file), found before
+            anything is written.
+        FileExistsError: the dataset folder exists and ``overwrite`` is False.
+        FileNotFoundError: ``source_dir`` does not exist.
+        ValueError: invalid arguments, no output root, or an output folder overlapping the input.
+    """
+    return convert_with_summary(source_dir, dataset_id=dataset_id, dataset_name=dataset_name,
+                                output_root=output_root, phases=phases, label_name=label_name,
+                                label_names=label_names, register=register, qa_figures=qa_figures,
+                                overwrite=overwrite, num_processes=num_processes).output_dir
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# command line
+
+def _comma_list(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Convert multi-phase liver CT (one folder per case, labels on the reference phase) "
+                               "into an nnU-Net raw dataset.")
+    parser.add_argument("source_dir", type=Path, help="folder with one sub-folder per case")
+    parser.add_argument("--output-root", type=Path, default=None, help="default: $nnUNet_raw")
+    parser.add_argument("--dataset-id", type=int, default=DATASET_ID)
+    parser.add_argument("--dataset-name", default=DATASET_NAME)
+    parser.add_argument("--phases", type=_comma_list, default=list(DEFAULT_PHASES),
+                        help="phase file stems, reference first (default: %(default)s)")
+    parser.add_argument("--label-name", default=DEFAULT_LABEL_NAME, help="label file stem (default: %(default)s)")
+    parser.add_argument("--labels", type=_comma_list, default=list(DEFAULT_LABEL_NAMES),
+                        help="names of the foreground label values 1, 2, ... (default: %(default)s)")
+    parser.add_argument("--register", choices=REGISTRATION_CHOICES, default="none",
+                        help="register each phase to the reference before resampling (default: %(default)s)")
+    parser.add_argument("--no-qa", action="store_true", help="skip the QA figures and summary.json")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    parser.add_argument("-np", "--num-processes", type=int, default=1)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; returns the exit status (0 success, 1 a problem with the input or arguments)."""
+    args = parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = convert_with_summary(
+            args.source_dir, dataset_id=args.dataset_id, dataset_name=args.dataset_name,
+            output_root=args.output_root, phases=args.phases, label_name=args.label_name, label_names=args.labels,
+            register=args.register, qa_figures=not args.no_qa, overwrite=args.overwrite,
+            num_processes=args.num_processes)
+    except (ValueError, FileExistsError, FileNotFoundError) as error:  # ConversionError is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(summary.format())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

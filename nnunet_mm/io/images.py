@@ -1,0 +1,219 @@
+"""Reading, finding and writing 3D medical images (NIfTI, NRRD, MetaImage, DICOM series folders) with SimpleITK.
+
+Every error a user can cause names the file or folder, so that a converter can collect the messages and report
+them all at once.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+logger = logging.getLogger(__name__)
+
+# Longest first, so that "x.nii.gz" is not taken for an image with the ending ".gz".
+IMAGE_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+_INTEGER_PIXEL_TYPES = {
+    sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16,
+    sitk.sitkUInt32, sitk.sitkInt32, sitk.sitkUInt64, sitk.sitkInt64,
+}
+
+
+def image_ending(path: Path) -> str | None:
+    """The supported ending of ``path`` (lower case, e.g. ``".nii.gz"``), or None if it has none."""
+    name = Path(path).name.lower()
+    for ending in IMAGE_ENDINGS:
+        if name.endswith(ending) and len(name) > len(ending):
+            return ending
+    return None
+
+
+def is_integer_pixel_type(image: sitk.Image) -> bool:
+    """True for scalar integer images (labels, CT stored as int16, ...)."""
+    return image.GetPixelID() in _INTEGER_PIXEL_TYPES
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    try:
+        series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError as error:
+        raise ValueError(f"{folder}: cannot read image: {_first_line(error)}") from None
+    if not series_ids:
+        raise ValueError(f"{folder}: cannot read image: the folder holds no DICOM series. Put one DICOM series "
+                         f"(one file per slice) in it, or use a NIfTI/NRRD/MetaImage file "
+                         f"({', '.join(IMAGE_ENDINGS)}).")
+    if len(series_ids) > 1:
+        raise ValueError(f"{folder}: holds {len(series_ids)} DICOM series {list(series_ids)}; expected exactly one. "
+                         f"Move each series into a folder of its own.")
+    # GDCM sorts the files of the series by their position along the slice normal.
+    file_names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(file_names)
+    try:
+        return reader.Execute()
+    except RuntimeError as error:
+        raise ValueError(f"{folder}: cannot read image: DICOM series {series_ids[0]}: {_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    """ITK error texts span many lines (file, line, class); the last non-empty line says what went wrong."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def _count_non_finite_nifti(path: Path) -> int:
+    """Non-finite voxels as stored in a floating-point NIfTI file.
+
+    ITK's NIfTI reader silently turns NaN and inf into 0, so they are invisible in the SimpleITK image; nibabel
+    (an nnU-Net dependency) reads the stored values.
+    """
+    import nibabel
+
+    nifti = nibabel.load(str(path))
+    if not np.issubdtype(nifti.get_data_dtype(), np.floating):
+        return 0
+    return int(np.count_nonzero(~np.isfinite(np.asanyarray(nifti.dataobj))))
+
+
+def read_image(path: Path, *, check_finite: bool = True) -> sitk.Image:
+    """Read one scalar 3D image.
+
+    Args:
+        path: a NIfTI (``.nii``/``.nii.gz``), NRRD (``.nrrd``/``.nhdr``) or MetaImage (``.mha``/``.mhd``) file, or a
+            folder that holds exactly one DICOM series (slices are sorted by position, not by file name).
+        check_finite: refuse images with NaN or infinite voxels (only floating-point images can have them).
+
+    Returns:
+        The image, with its pixel type, spacing, origin and direction as stored.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: unsupported ending, unreadable or corrupt file, several DICOM series in the folder, an image that
+            is not 3D or not scalar, or non-finite voxels. The message starts with ``path``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder.")
+    if path.is_dir():
+        image = _read_dicom_series(path)
+    else:
+        if image_ending(path) is None:
+            raise ValueError(f"{path}: cannot read image: unsupported file ending; supported are "
+                             f"{', '.join(IMAGE_ENDINGS)} or a folder holding one DICOM series.")
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as error:
+            raise ValueError(f"{path}: cannot read image: {_first_line(error)}") from None
+
+    if image.GetDimension() != 3:
+        raise ValueError(f"{path}: expected a 3D image, got {image.GetDimension()}D with size {image.GetSize()}.")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"{path}: expected a scalar image, got {image.GetNumberOfComponentsPerPixel()} components "
+                         f"per voxel ({image.GetPixelIDTypeAsString()}).")
+    if check_finite and not is_integer_pixel_type(image):
+        num_bad = int(np.count_nonzero(~np.isfinite(sitk.GetArrayViewFromImage(image))))
+        if not num_bad and image_ending(path) in (".nii", ".nii.gz"):
+            num_bad = _count_non_finite_nifti(path)
+        if num_bad:
+            raise ValueError(f"{path}: contains {num_bad} NaN/inf voxels; replace them (e.g. with the background "
+                             f"value) before converting.")
+    return image
+
+
+def find_image(folder: Path, stem: str) -> Path | None:
+    """Find the image called ``stem`` in ``folder``, ignoring case.
+
+    Matches ``<stem><ending>`` for every ending in :data:`IMAGE_ENDINGS` and a sub-folder named ``<stem>`` (taken to
+    hold a DICOM series).
+
+    Returns:
+        The path, or None if nothing matches.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: several entries match (e.g. ``pv.nii.gz`` and ``PV.nrrd``); the message lists them.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder.")
+    wanted = stem.lower()
+    matches = []
+    for entry in sorted(folder.iterdir()):
+        name = entry.name.lower()
+        if entry.is_dir():
+            if name == wanted:
+                matches.append(entry)
+        elif any(name == wanted + ending for ending in IMAGE_ENDINGS):
+            matches.append(entry)
+    if len(matches) > 1:
+        raise ValueError(f"{folder}: several images match '{stem}': {[m.name for m in matches]}; keep only one.")
+    return matches[0] if matches else None
+
+
+def write_image(image: sitk.Image, path: Path) -> Path:
+    """Write ``image`` as compressed NIfTI (``path`` must end in ``.nii.gz``); creates the parent folder."""
+    path = Path(path)
+    if not path.name.lower().endswith(".nii.gz"):
+        raise ValueError(f"{path}: write_image writes compressed NIfTI; the name must end in '.nii.gz'.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path), useCompression=True)
+    return path
+
+
+def write_dicom_series(image: sitk.Image, folder: Path, *, series_instance_uid: str | None = None,
+                       modality: str = "CT", series_description: str = "nnunet_mm") -> list[Path]:
+    """Write a 3D integer image as a DICOM series, one file per slice (SimpleITK's "Dicom Series From Array").
+
+    Meant for test fixtures and phantom layouts (e.g. CHAOS-like DICOM folders), not for clinical use.
+
+    Args:
+        image: 3D image with an integer pixel type (e.g. int16 HU).
+        folder: created if missing; files are named ``slice_0000.dcm`` ... in slice order.
+        series_instance_uid: the series UID; a new one is made if None (give two series different UIDs to put
+            them in one folder).
+        modality: the DICOM Modality tag (0008|0060).
+        series_description: the SeriesDescription tag (0008|103e).
+
+    Returns:
+        The written files, in slice order.
+    """
+    if image.GetDimension() != 3 or not is_integer_pixel_type(image):
+        raise ValueError(f"write_dicom_series needs a 3D integer image, got {image.GetDimension()}D "
+                         f"{image.GetPixelIDTypeAsString()}; round and cast it first.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    now_date, now_time = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
+    if series_instance_uid is None:
+        series_instance_uid = f"1.2.826.0.1.3680043.2.1125.{now_date}.1{now_time}{time.perf_counter_ns() % 10**6}"
+    direction = image.GetDirection()
+    series_tags = [
+        ("0008|0031", now_time), ("0008|0021", now_date),  # series time, date
+        ("0008|0008", "DERIVED\\SECONDARY"),  # image type
+        ("0008|0060", modality),
+        ("0020|000e", series_instance_uid),
+        ("0020|0037", "\\".join(f"{v:.10g}" for v in (direction[0], direction[3], direction[6],
+                                                       direction[1], direction[4], direction[7]))),
+        ("0008|103e", series_description),
+        ("0018|0050", f"{image.GetSpacing()[2]:.10g}"),  # slice thickness
+    ]
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()  # otherwise every slice would get a series UID of its own
+    files = []
+    for k in range(image.GetSize()[2]):
+        image_slice = image[:, :, k]
+        for tag, value in series_tags:
+            image_slice.SetMetaData(tag, value)
+        image_slice.SetMetaData("0008|0012", now_date)  # instance creation date
+        image_slice.SetMetaData("0008|0013", now_time)
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        image_slice.SetMetaData("0020|0032", "\\".join(f"{v:.10g}" for v in position))
+        image_slice.SetMetaData("0020|0013", str(k + 1))  # instance number
+        file = folder / f"slice_{k:04d}.dcm"
+        writer.SetFileName(str(file))
+        writer.Execute(image_slice)
+        files.append(file)
+    return files

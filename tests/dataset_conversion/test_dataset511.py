@@ -1,0 +1,319 @@
+"""Dataset511_MultiPhaseLiver: conversion of multi-phase liver cases, each phase on its own grid."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_mm.dataset_conversion.Dataset511_MultiPhaseLiver import ConversionError, convert, main
+from nnunet_mm.io import same_geometry
+
+DATASET = "Dataset511_MultiPhaseLiver"
+
+
+def _read(path: Path) -> sitk.Image:
+    return sitk.ReadImage(str(path))
+
+
+def _assert_nothing_written(output_root: Path) -> None:
+    assert not output_root.exists() or list(output_root.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# good input
+
+def test_every_phase_ends_up_on_the_reference_grid(kit: SimpleNamespace, source: Path, output_root: Path) -> None:
+    before = kit.tree_state(source)
+    dataset = convert(source, output_root=output_root, qa_figures=False)
+
+    assert dataset == output_root / DATASET
+    assert sorted(p.name for p in (dataset / "imagesTr").iterdir()) == \
+        [f"case_0{c}_000{k}.nii.gz" for c in (1, 2) for k in range(4)]
+    assert sorted(p.name for p in (dataset / "imagesTs").iterdir()) == [f"case_03_000{k}.nii.gz" for k in range(4)]
+    assert sorted(p.name for p in (dataset / "labelsTr").iterdir()) == ["case_01.nii.gz", "case_02.nii.gz"]
+    reference_grid = kit.make_grid(kit.REFERENCE_GRID)
+    written = [file for sub in ("imagesTr", "imagesTs", "labelsTr") for file in (dataset / sub).iterdir()]
+    for file in written:
+        assert same_geometry(_read(file), reference_grid, tolerance=1e-4), file
+    # the label is copied unchanged
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(_read(dataset / "labelsTr" / "case_01.nii.gz")),
+                                  sitk.GetArrayFromImage(_read(source / "case_01" / "label.nii.gz")))
+    # channel k holds phase k, resampled in scanner coordinates: the liver has that phase's HU
+    liver = sitk.GetArrayFromImage(kit.render_label()) == 1
+    for channel, phase in enumerate(kit.PHASES):
+        values = sitk.GetArrayFromImage(_read(dataset / "imagesTr" / f"case_01_000{channel}.nii.gz"))
+        assert abs(np.median(values[liver]) - kit.PHASE_HU[phase][0]) < 10, phase
+    assert kit.tree_state(source) == before
+    assert not (dataset / "nnunet_mm_qa").exists()
+
+
+def test_dataset_json_names_every_channel_ct_and_records_the_phases(source: Path, output_root: Path) -> None:
+    dataset = convert(source, output_root=output_root, qa_figures=False)
+    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    assert dataset_json["channel_names"] == {"0": "CT", "1": "CT", "2": "CT", "3": "CT"}
+    assert dataset_json["labels"] == {"background": 0, "liver": 1, "tumor": 2}
+    assert dataset_json["numTraining"] == 2
+    assert dataset_json["file_ending"] == ".nii.gz"
+    block = dataset_json["nnunet_mm"]
+    assert block["reference_channel"] == 0
+    assert block["phase_names"] == ["pv", "art", "del", "nc"]
+    assert block["source"] == str(source.resolve())
+    assert block["registration"] == "none"
+    assert not (dataset / "splits_final.json").exists()
+
+
+def test_output_passes_nnunet_verify_dataset_integrity(source: Path, output_root: Path) -> None:
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    dataset = convert(source, output_root=output_root, qa_figures=False)
+    verify_dataset_integrity(str(dataset), num_processes=1)
+
+
+def test_dicom_folders_work_as_reference_and_as_other_phase(kit: SimpleNamespace, tmp_path: Path,
+                                                            output_root: Path) -> None:
+    source = tmp_path / "source"
+    kit.write_case(source, "case_01", dicom_phases=("pv", "art"))
+    kit.write_case(source, "case_02")
+    dataset = convert(source, output_root=output_root, qa_figures=False)
+    reference = _read(dataset / "imagesTr" / "case_01_0000.nii.gz")
+    assert same_geometry(reference, kit.make_grid(kit.REFERENCE_GRID), tolerance=1e-4)
+    liver = sitk.GetArrayFromImage(kit.render_label()) == 1
+    art = sitk.GetArrayFromImage(_read(dataset / "imagesTr" / "case_01_0001.nii.gz"))
+    assert abs(np.median(art[liver]) - kit.PHASE_HU["art"][0]) < 10
+
+
+def test_phase_and_label_names_are_configurable_and_matched_ignoring_case(kit: SimpleNamespace, tmp_path: Path,
+                                                                          output_root: Path) -> None:
+    source = tmp_path / "source"
+    folder = kit.write_case(source, "a", phases=("pv", "art"), labelled=False)
+    (folder / "pv.nii.gz").rename(folder / "PV.nii.gz")
+    sitk.WriteImage(kit.render_label(), str(folder / "Seg.nii.gz"))
+    dataset = convert(source, output_root=output_root, phases=["pv", "ART"], label_name="seg",
+                      label_names=["liver", "lesion"], dataset_id=512, dataset_name="Liver2", qa_figures=False)
+    assert dataset == output_root / "Dataset512_Liver2"
+    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    assert dataset_json["labels"] == {"background": 0, "liver": 1, "lesion": 2}
+    assert dataset_json["nnunet_mm"]["phase_names"] == ["pv", "ART"]
+    assert sorted(p.name for p in (dataset / "imagesTr").iterdir()) == ["a_0000.nii.gz", "a_0001.nii.gz"]
+
+
+def test_registration_writes_qa_figures_and_a_summary_that_shows_the_improvement(kit: SimpleNamespace,
+                                                                                   tmp_path: Path,
+                                                                                   output_root: Path) -> None:
+    source = tmp_path / "source"
+    kit.write_case(source, "case_01", shifts={"nc": (3.0, -3.0, 0.0)})
+    kit.write_case(source, "case_02", labelled=False)
+    dataset = convert(source, output_root=output_root, register="rigid")
+
+    qa = dataset / "nnunet_mm_qa"
+    for case in ("case_01", "case_02"):
+        assert (qa / f"{case}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((qa / "summary.json").read_text())
+    assert summary["registration"] == "rigid" and {"ncc", "nmi", "region"} <= set(summary["metrics"])
+    case = summary["cases"]["case_01"]
+    assert case["region"].startswith("label_bbox")
+    assert set(case["phases"]) == {"art", "del", "nc"}
+    nc = case["phases"]["nc"]
+    assert nc["after"]["ncc"] > nc["before"]["ncc"] + 0.05
+    assert summary["cases"]["case_02"]["region"] == "whole_image"
+    assert (qa / "transforms" / "case_01_nc.tfm").is_file()
+    assert json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["registration"] == "rigid"
+
+
+def test_without_registration_the_qa_summary_has_only_before_values(source: Path, output_root: Path) -> None:
+    dataset = convert(source, output_root=output_root)
+    summary = json.loads((dataset / "nnunet_mm_qa" / "summary.json").read_text())
+    art = summary["cases"]["case_01"]["phases"]["art"]
+    assert art["after"] is None and art["before"]["ncc"] > 0.8 and art["coverage"] > 0.9
+    assert (dataset / "nnunet_mm_qa" / "case_03.png").is_file()
+
+
+def test_affine_registration_and_parallel_conversion_run(source: Path, output_root: Path) -> None:
+    dataset = convert(source, output_root=output_root, register="affine", num_processes=2, qa_figures=False)
+    assert len(list((dataset / "imagesTr").iterdir())) == 8
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# bad input: every problem is reported, nothing is written, the input is left alone
+
+def _break_missing_phase(source: Path) -> Path:
+    (source / "case_02" / "del.nii.gz").unlink()
+    return source / "case_02"
+
+
+def _break_unreadable(source: Path) -> Path:
+    path = source / "case_01" / "art.nii.gz"
+    path.write_bytes(b"\x1f\x8b garbage, not a gzip stream")
+    return path
+
+
+def _break_nan(source: Path) -> Path:
+    path = source / "case_02" / "nc.nii.gz"
+    image = sitk.Cast(sitk.ReadImage(str(path)), sitk.sitkFloat32)
+    image[3, 3, 3] = float("nan")
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def _break_label_grid(source: Path) -> Path:
+    path = source / "case_01" / "label.nii.gz"
+    label = sitk.ReadImage(str(path))
+    label.SetSpacing((1.5, 1.5, 2.5))
+    sitk.WriteImage(label, str(path))
+    return path
+
+
+def _break_duplicate_id(source: Path) -> Path:
+    shutil.copytree(source / "case_01", source / "case 01")
+    return source / "case_01"  # "case 01" sorts first, so the problem is reported at "case_01"
+
+
+def _break_label_value(source: Path) -> Path:
+    path = source / "case_02" / "label.nii.gz"
+    label = sitk.ReadImage(str(path))
+    label[2, 2, 2] = 7
+    sitk.WriteImage(label, str(path))
+    return path
+
+
+def _break_2d(source: Path) -> Path:
+    path = source / "case_01" / "del.nii.gz"
+    sitk.WriteImage(sitk.Image(8, 8, sitk.sitkInt16), str(path))
+    return path
+
+
+@pytest.mark.parametrize("breaker, message", [
+    (_break_missing_phase, "missing phase 'del'"),
+    (_break_unreadable, "cannot read image"),
+    (_break_nan, "contains 1 NaN/inf voxels"),
+    (_break_label_grid, r"label is not on the grid of the reference phase .*pv\.nii\.gz \(spacing differ\)"),
+    (_break_duplicate_id, "duplicate case id 'case_01'"),
+    (_break_label_value, r"unknown label values \[7\] \(found \[0, 1, 2, 7\]\); allowed are \[0, 1, 2\]"),
+    (_break_2d, "expected a 3D image, got 2D"),
+])
+def test_bad_input_is_reported_with_the_file_and_nothing_is_written(kit: SimpleNamespace, source: Path,
+                                                                    output_root: Path, breaker, message: str) -> None:
+    offending = breaker(source)
+    before = kit.tree_state(source)
+    with pytest.raises(ConversionError, match=re.escape(str(offending)) + ".*" + message):
+        convert(source, output_root=output_root)
+    _assert_nothing_written(output_root)
+    assert kit.tree_state(source) == before
+
+
+def test_label_grid_message_prints_both_geometries(source: Path, output_root: Path) -> None:
+    _break_label_grid(source)
+    with pytest.raises(ConversionError, match=r"label size .* spacing \(1\.5, 1\.5, 2\.5\).*; reference size .* "
+                                              r"spacing \(1\.5, 1\.5, 3\)"):
+        convert(source, output_root=output_root)
+
+
+def test_duplicate_case_id_names_both_folders(source: Path, output_root: Path) -> None:
+    _break_duplicate_id(source)
+    with pytest.raises(ConversionError) as caught:
+        convert(source, output_root=output_root)
+    (problem,) = caught.value.problems
+    assert str(source / "case 01") in problem and str(source / "case_01") in problem
+
+
+def test_several_problems_are_all_reported_at_once(source: Path, output_root: Path) -> None:
+    offending = [_break_missing_phase(source), _break_nan(source), _break_label_value(source),
+                 _break_unreadable(source), _break_label_grid(source)]
+    with pytest.raises(ConversionError) as caught:
+        convert(source, output_root=output_root)
+    assert len(caught.value.problems) == 5
+    for path in offending:
+        assert str(path) in str(caught.value)
+    _assert_nothing_written(output_root)
+
+
+def test_an_empty_source_folder_is_reported(tmp_path: Path, output_root: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConversionError, match="no case folders found"):
+        convert(tmp_path / "empty", output_root=output_root)
+    _assert_nothing_written(output_root)
+
+
+def test_a_failure_while_writing_leaves_no_dataset_and_no_staging_folder(source: Path, output_root: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import nnunet_mm.dataset_conversion.Dataset511_MultiPhaseLiver as converter
+
+    def failing_json(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(converter, "write_dataset_json", failing_json)
+    with pytest.raises(OSError, match="disk full"):
+        convert(source, output_root=output_root, qa_figures=False)
+    _assert_nothing_written(output_root)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# existing output, arguments, command line
+
+def test_an_existing_dataset_is_refused_without_overwrite_and_replaced_with_it(source: Path,
+                                                                                output_root: Path) -> None:
+    dataset = convert(source, output_root=output_root, qa_figures=False)
+    marker = dataset / "marker.txt"
+    marker.write_text("previous conversion")
+    with pytest.raises(FileExistsError, match=re.escape(str(dataset))):
+        convert(source, output_root=output_root, qa_figures=False)
+    assert marker.read_text() == "previous conversion"
+
+    shutil.rmtree(source / "case_03")
+    assert convert(source, output_root=output_root, qa_figures=False, overwrite=True) == dataset
+    assert not marker.exists()
+    assert not (dataset / "imagesTs" / "case_03_0000.nii.gz").exists()
+    assert sorted(p.name for p in output_root.iterdir()) == [DATASET]
+
+
+def test_missing_output_root_and_nnunet_raw_gives_a_clear_error(source: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    with pytest.raises(ValueError, match="nnUNet_raw is not set"):
+        convert(source)
+
+
+def test_output_root_defaults_to_nnunet_raw(source: Path, output_root: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("nnUNet_raw", str(output_root))
+    assert convert(source, qa_figures=False) == output_root / DATASET
+
+
+def test_output_inside_the_source_is_refused(source: Path) -> None:
+    with pytest.raises(ValueError, match="lies inside the source folder"):
+        convert(source, output_root=source / "raw")
+
+
+def test_invalid_arguments_list_the_valid_values(source: Path, output_root: Path) -> None:
+    with pytest.raises(ValueError, match=r"register must be one of \['none', 'rigid', 'affine'\]"):
+        convert(source, output_root=output_root, register="bspline")
+    with pytest.raises(ValueError, match="must differ"):
+        convert(source, output_root=output_root, phases=["pv", "label"])
+
+
+def test_main_prints_the_summary(source: Path, output_root: Path, capsys: pytest.CaptureFixture) -> None:
+    status = main([str(source), "--output-root", str(output_root), "--no-qa", "--phases", "pv,art,del,nc",
+                   "--labels", "liver,tumor"])
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "2 training and 1 test case(s)" in printed
+    assert "liver (1):" in printed and "tumor (2):" in printed
+    assert "spacing x, y, z (mm): min (1.5, 1.5, 3), max (1.5, 1.5, 3)" in printed
+    assert str(output_root / DATASET) in printed
+
+
+def test_main_reports_problems_and_returns_1(source: Path, output_root: Path, capsys: pytest.CaptureFixture) -> None:
+    _break_missing_phase(source)
+    assert main([str(source), "--output-root", str(output_root)]) == 1
+    assert "missing phase 'del'" in capsys.readouterr().err
+
+
+def test_main_refuses_unknown_flags() -> None:
+    with pytest.raises(SystemExit):
+        main(["somewhere", "--registr", "rigid"])

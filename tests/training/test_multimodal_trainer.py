@@ -1,0 +1,51 @@
+"""MultiModalTrainer's device-side augmentation hook, without building a whole nnU-Net run."""
+from types import SimpleNamespace
+
+import torch
+
+from nnunet_mm.data.settings import MultiModalSettings
+from nnunet_mm.training.multimodal_trainer import MultiModalTrainer
+
+
+def _trainer_with(block: dict, num_channels: int) -> MultiModalTrainer:
+    trainer = MultiModalTrainer.__new__(MultiModalTrainer)  # the hook only needs these attributes
+    dataset_json = {"channel_names": {str(c): "CT" for c in range(num_channels)}, "nnunet_mm": block}
+    trainer.mm_settings = MultiModalSettings.from_dataset_json(dataset_json)
+    trainer.configuration_manager = SimpleNamespace(spacing=[3.0, 1.5, 1.5])
+    trainer.augmentation_generator = torch.Generator().manual_seed(0)
+    return trainer
+
+
+ALWAYS = {"misalignment": {"probability": 1.0}, "modality_dropout": {"probability": 0.0}}
+
+
+def test_reference_channel_is_bit_identical_and_others_move():
+    trainer = _trainer_with(ALWAYS, num_channels=3)
+    data = torch.randn(2, 3, 16, 24, 24)
+    augmented = trainer.augment_multimodal(data.clone())
+    assert torch.equal(augmented[:, 0], data[:, 0])
+    assert not torch.allclose(augmented[:, 1:], data[:, 1:])
+
+
+def test_cascade_channels_beyond_the_images_are_left_alone():
+    trainer = _trainer_with(ALWAYS, num_channels=2)
+    data = torch.randn(2, 4, 16, 24, 24)  # 2 image channels + 2 one-hot channels of a previous stage
+    augmented = trainer.augment_multimodal(data.clone())
+    assert augmented.shape == data.shape
+    assert torch.equal(augmented[:, 2:], data[:, 2:])
+    assert not torch.allclose(augmented[:, 1], data[:, 1])
+
+
+def test_single_channel_dataset_is_untouched():
+    trainer = _trainer_with(ALWAYS, num_channels=1)
+    data = torch.randn(2, 1, 16, 24, 24)
+    assert torch.equal(trainer.augment_multimodal(data.clone()), data)
+
+
+def test_dropout_duplicates_a_present_channel():
+    block = {"misalignment": {"probability": 0.0}, "modality_dropout": {"probability": 1.0, "mode": "duplicate"}}
+    trainer = _trainer_with(block, num_channels=2)
+    data = torch.randn(2, 2, 8, 8, 8)
+    augmented = trainer.augment_multimodal(data.clone())
+    assert torch.equal(augmented[:, 1], data[:, 0])
+
