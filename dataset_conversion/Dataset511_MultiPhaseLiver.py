@@ -440,7 +440,7 @@ class _CaseQa:
         _save_qa_figure(figure_path, case_id=case.case_id, phase_names=phase_names, rows=self.rows,
                         label_views=self.label_views, spacing_zyx_mm=self.spacing_zyx_mm, registered=registered)
         return {"training": case.is_training, "region": self.region_name,
-                "region_zyx": [[s.start, s.stop] for s in self.region], "phases": self.phases}
+                "region_zyx": [[int(s.start), int(s.stop)] for s in self.region], "phases": self.phases}
 
 
 def _write_label(case: CaseFiles, reference: sitk.Image, staging_dir: Path) -> np.ndarray:

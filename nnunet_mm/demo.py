@@ -157,7 +157,7 @@ def save_overlay(images: Path, labels: Path, prediction_all: Path, prediction_mi
         axis.set_title(f"{title}\n(green liver, red tumour)", fontsize=9)
         axis.axis("off")
     fig.suptitle(f"{case}, slice {z}, portal-venous phase", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return png

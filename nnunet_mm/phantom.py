@@ -177,7 +177,7 @@ class Lesion:
     fraction_inside_liver: float
 
 
-@dataclass
+@dataclass(eq=False)
 class PhantomCase:
     """One synthetic multi-phase liver CT case.
 
@@ -657,7 +657,10 @@ def _phase_geometry(
     num_slices = max(2, int(round(extent_z / slice_spacing_mm)))
     center_z = reference.origin_zyx_mm[0] + (reference.shape_zyx[0] - 1) * reference.spacing_zyx_mm[0] / 2
     origin_z = center_z - (num_slices - 1) * slice_spacing_mm / 2 + rng.uniform(-0.5, 0.5) * slice_spacing_mm
-    origin_y, origin_x = (o + rng.uniform(-0.5, 0.5) * s for o, s in zip(reference.origin_zyx_mm[1:], reference.spacing_zyx_mm[1:]))
+    origin_y, origin_x = (
+        origin + rng.uniform(-0.5, 0.5) * spacing
+        for origin, spacing in zip(reference.origin_zyx_mm[1:], reference.spacing_zyx_mm[1:])
+    )
     return GridGeometry(
         (num_slices, reference.shape_zyx[1], reference.shape_zyx[2]),
         (float(slice_spacing_mm), reference.spacing_zyx_mm[1], reference.spacing_zyx_mm[2]),
@@ -665,12 +668,44 @@ def _phase_geometry(
     )
 
 
+def _warp_phase(
+    anatomy: _Anatomy, reference: GridGeometry, geometry: GridGeometry, motion: _Motion | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Warp the reference anatomy into one phase.
+
+    Args:
+        anatomy: the reference anatomy.
+        reference: the reference grid.
+        geometry: the phase's grid.
+        motion: the phase's misregistration; None for the reference phase or without misregistration.
+
+    Returns:
+        The (Z', Y', X') uint8 tissue map on ``geometry``, the (3, Z, Y, X) float32 displacement in mm on the
+        reference grid, and the (num_lesions, 3) lesion-local shifts in mm.
+    """
+    if motion is None:
+        no_shifts = np.zeros((len(anatomy.lesions), 3))
+        field_on_reference = np.zeros((3,) + reference.shape_zyx, dtype=np.float32)
+        if geometry == reference:
+            return anatomy.tissue_map, field_on_reference, no_shifts
+        no_motion = np.zeros((3,) + geometry.shape_zyx, dtype=np.float32)
+        return _pull(anatomy.tissue_map, no_motion, geometry, reference), field_on_reference, no_shifts
+    field_on_phase_grid = motion.displacement(geometry, anatomy, reference)
+    field_on_reference = field_on_phase_grid
+    if geometry != reference:
+        field_on_reference = motion.displacement(reference, anatomy, reference)
+    tissue = _pull(anatomy.tissue_map, field_on_phase_grid, geometry, reference)
+    return tissue, field_on_reference, motion.lesion_shifts_zyx_mm
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Rendering and the public generator
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _render(rng: np.random.Generator, tissue: np.ndarray, phase: str, noise_std_hu: tuple[float, float]) -> np.ndarray:
+def _render(
+    rng: np.random.Generator, tissue: np.ndarray, phase: str, noise_std_hu: tuple[float, float]
+) -> np.ndarray:
     """HU rendering of a tissue map: lookup, partial-volume blur, Gaussian noise, clip, int16."""
     column = PHASE_NAMES.index(phase)
     hu_lookup = np.array([HU_BY_TISSUE[name][column] for name in _TISSUES], dtype=np.float32)
@@ -688,7 +723,7 @@ def _as_range(value: Sequence[float] | float | None, name: str) -> tuple[float, 
         value = (float(value), float(value))  # type: ignore[arg-type]
     low, high = (float(v) for v in value)  # type: ignore[union-attr]
     if not 0 <= low <= high:
-        raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {tuple(value)}.")  # type: ignore[arg-type]
+        raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {(low, high)}.")
     return low, high
 
 
@@ -781,43 +816,33 @@ def make_case(
     assert noise_range is not None
     shape = tuple(int(n) for n in shape_zyx)
     spacing = tuple(float(s) for s in spacing_zyx_mm)
-    reference = GridGeometry(shape, spacing, tuple(-(n - 1) * s / 2 for n, s in zip(shape, spacing)))  # type: ignore[arg-type]
+    centred_origin = tuple(-(n - 1) * s / 2 for n, s in zip(shape, spacing))
+    reference = GridGeometry(shape, spacing, centred_origin)  # type: ignore[arg-type]
 
     rng = np.random.default_rng(seed)
     anatomy_rng, phases_rng = rng.spawn(2)
     zone_margin_mm = (shift_range[1] if shift_range else 0.0) + max(spacing)
     count = int(anatomy_rng.integers(num_lesions[0], num_lesions[1] + 1))
     anatomy = _build_anatomy(anatomy_rng, reference, count, zone_margin_mm)
-    num_placed = len(anatomy.lesions)
 
+    motion_settings: dict[str, Any] = dict(
+        max_translation_zyx_mm=max_translation_zyx_mm, max_rotation_deg=max_rotation_deg,
+        elastic_std_mm=elastic_std_mm, elastic_control_points=elastic_control_points, lesion_shift_mm=shift_range,
+    )
     images, labels, geometries, displacements, shifts = {}, {}, {}, {}, {}
     for index, (phase, phase_rng) in enumerate(zip(phases, phases_rng.spawn(len(phases)))):
         motion_rng, grid_rng, noise_rng = phase_rng.spawn(3)
+        is_reference = index == 0
         geometry = reference
-        if index and different_grids:
+        if different_grids and not is_reference:
             geometry = _phase_geometry(grid_rng, reference, slice_spacing_mm)
-        if index == 0 or not misregistration:
-            zero_field = np.zeros((3,) + reference.shape_zyx, dtype=np.float32)
-            phase_field, reference_field = zero_field, zero_field
-            shifts[phase] = np.zeros((num_placed, 3))
-            if geometry == reference:
-                tissue = anatomy.tissue_map
-            else:
-                tissue = _pull(anatomy.tissue_map, np.zeros((3,) + geometry.shape_zyx, np.float32), geometry, reference)
-        else:
-            motion = _draw_motion(
-                motion_rng, reference, num_placed, max_translation_zyx_mm=max_translation_zyx_mm,
-                max_rotation_deg=max_rotation_deg, elastic_std_mm=elastic_std_mm,
-                elastic_control_points=elastic_control_points, lesion_shift_mm=shift_range,
-            )
-            phase_field = motion.displacement(geometry, anatomy, reference)
-            reference_field = phase_field if geometry == reference else motion.displacement(reference, anatomy, reference)
-            tissue = _pull(anatomy.tissue_map, phase_field, geometry, reference)
-            shifts[phase] = motion.lesion_shifts_zyx_mm
+        motion = None
+        if misregistration and not is_reference:
+            motion = _draw_motion(motion_rng, reference, len(anatomy.lesions), **motion_settings)
+        tissue, displacements[phase], shifts[phase] = _warp_phase(anatomy, reference, geometry, motion)
         images[phase] = _render(noise_rng, tissue, phase, noise_range)
         labels[phase] = _LABEL_OF_TISSUE[tissue]
         geometries[phase] = geometry
-        displacements[phase] = reference_field
     return PhantomCase(
         seed=seed,
         phase_names=phases,
@@ -881,11 +906,12 @@ def _write_image(image: sitk.Image, path: Path) -> None:
     sitk.WriteImage(image, str(path), useCompression=path.name.endswith(".gz"))
 
 
-def _case_with_phases_on_reference_grid(case: PhantomCase) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Images (int16) and labels (uint8) of every phase on the reference grid, in phase order."""
-    images = [case.image_on_reference_grid(phase) for phase in case.phase_names]
-    labels = [case.label_on_reference_grid(phase) for phase in case.phase_names]
-    return images, labels
+def _write_nnunet_case(case: PhantomCase, images_folder: Path, labels_folder: Path, identifier: str) -> None:
+    """Write every phase as a channel on the reference grid, in phase order, and the reference label."""
+    for channel, phase in enumerate(case.phase_names):
+        image = case.reference_geometry.to_sitk(case.image_on_reference_grid(phase))
+        _write_image(image, images_folder / f"{identifier}_{channel:04d}.nii.gz")
+    _write_image(case.label_to_sitk(), labels_folder / f"{identifier}.nii.gz")
 
 
 def write_nnunet_raw(
@@ -934,7 +960,7 @@ def write_nnunet_raw(
         raise ValueError(f"need num_training >= 1 and num_test >= 0, got {num_training} and {num_test}.")
     root = Path(root)
     dataset_folder = root / f"Dataset{dataset_id:03d}_{name}"
-    clashes = [p.name for p in root.glob(f"Dataset{dataset_id:03d}_*") if p != dataset_folder] if root.is_dir() else []
+    clashes = [p.name for p in root.glob(f"Dataset{dataset_id:03d}_*") if p != dataset_folder]
     if clashes:
         logger.warning("%s also holds %s with dataset id %d; nnU-Net will refuse the ambiguous id", root, clashes,
                        dataset_id)
@@ -944,15 +970,12 @@ def write_nnunet_raw(
     for split, count, first in (("Tr", num_training, 0), ("Ts", num_test, num_training)):
         if count == 0:
             continue
-        (dataset_folder / f"images{split}").mkdir()
-        (dataset_folder / f"labels{split}").mkdir()
+        images_folder, labels_folder = dataset_folder / f"images{split}", dataset_folder / f"labels{split}"
+        images_folder.mkdir()
+        labels_folder.mkdir()
         for index in _progress(range(first, first + count), f"nnU-Net {split}"):
             case = make_case(case_seed(seed, index), **case_kwargs)
-            images, _ = _case_with_phases_on_reference_grid(case)
-            geometry = case.reference_geometry
-            for channel, image in enumerate(images):
-                _write_image(geometry.to_sitk(image), dataset_folder / f"images{split}" / f"{case_id(index)}_{channel:04d}.nii.gz")
-            _write_image(case.label_to_sitk(), dataset_folder / f"labels{split}" / f"{case_id(index)}.nii.gz")
+            _write_nnunet_case(case, images_folder, labels_folder, case_id(index))
     generate_dataset_json(
         str(dataset_folder),
         channel_names={channel: "CT" for channel in range(len(phases))},
@@ -968,7 +991,7 @@ def write_nnunet_raw(
         converted_by="nnunet_mm.phantom",
         nnunet_mm={"reference_channel": 0, "phase_names": list(phases)},
     )
-    logger.info("wrote %d training and %d test phantom cases to %s", num_training, num_test, dataset_folder)
+    logger.debug("wrote %d training and %d test phantom cases to %s", num_training, num_test, dataset_folder)
     return dataset_folder
 
 
@@ -1020,7 +1043,7 @@ def write_multiphase_folders(
             _write_image(case.to_sitk(phase), case_folder / f"{phase}{file_ending}")
         if index < num_cases:
             _write_image(case.label_to_sitk(), case_folder / f"label{file_ending}")
-    logger.info("wrote %d labelled and %d unlabelled multi-phase cases to %s", num_cases, num_unlabeled, root)
+    logger.debug("wrote %d labelled and %d unlabelled multi-phase cases to %s", num_cases, num_unlabeled, root)
     return root
 
 
@@ -1056,8 +1079,30 @@ def write_lits(root: Path, *, num_cases: int, seed: int = 0, overwrite: bool = F
         case = make_case(case_seed(seed, index), **case_kwargs)
         _write_image(case.to_sitk(case.reference_phase), root / f"volume-{index}.nii")
         _write_image(case.label_to_sitk(), root / f"segmentation-{index}.nii")
-    logger.info("wrote %d LiTS-like cases to %s", num_cases, root)
+    logger.debug("wrote %d LiTS-like cases to %s", num_cases, root)
     return root
+
+
+def _write_mpth_phase(case: PhantomCase, phase: str, root: Path, identifier: str, as_serialized_arrays: bool) -> None:
+    """Write one phase of one case as numbered slices: image, liver mask (0/1) and tumour mask (0/255)."""
+    from PIL import Image
+
+    image = case.image_on_reference_grid(phase)
+    label = case.label_on_reference_grid(phase)
+    folders = {kind: root / kind / phase / identifier for kind in ("train_img", "liver_mask", "tumor_mask")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    for k in range(image.shape[0]):
+        name = f"{k}.png"  # numeric names without padding, as in MPTH: readers must sort them numerically
+        if as_serialized_arrays:
+            import torch
+
+            torch.save(image[k].astype(np.float32), folders["train_img"] / name)
+        else:
+            Image.fromarray((image[k].astype(np.int32) + 1024).astype(np.uint16)).save(folders["train_img"] / name)
+        Image.fromarray((label[k] >= LABELS["liver"]).astype(np.uint8)).save(folders["liver_mask"] / name)
+        tumour = np.where(label[k] == LABELS["tumor"], 255, 0).astype(np.uint8)
+        Image.fromarray(tumour).save(folders["tumor_mask"] / name)
 
 
 def write_mpth(
@@ -1096,36 +1141,21 @@ def write_mpth(
         ValueError: if ``num_cases`` < 1 or ``phases`` lacks pv or art.
         FileExistsError: if ``root`` is not empty and ``overwrite`` is False.
     """
-    from PIL import Image
-
     if num_cases < 1:
         raise ValueError(f"num_cases must be >= 1, got {num_cases}.")
     case_kwargs.setdefault("phases", ("pv", "art"))
     missing = [p for p in ("pv", "art") if p not in case_kwargs["phases"]]
     if missing:
-        raise ValueError(f"the MPTH layout needs the phases pv and art; phases {list(case_kwargs['phases'])} lack {missing}.")
-    if as_serialized_arrays:
-        import torch
+        raise ValueError(
+            f"the MPTH layout needs the phases pv and art; phases {list(case_kwargs['phases'])} lack {missing}."
+        )
     root = Path(root)
     _prepare_target(root, overwrite, lambda e: e.name in {"train_img", "liver_mask", "tumor_mask"})
     for index in _progress(range(num_cases), "MPTH cases"):
         case = make_case(case_seed(seed, index), **case_kwargs)
         for phase in ("pv", "art"):
-            image = case.image_on_reference_grid(phase)
-            label = case.label_on_reference_grid(phase)
-            folders = {kind: root / kind / phase / case_id(index) for kind in ("train_img", "liver_mask", "tumor_mask")}
-            for folder in folders.values():
-                folder.mkdir(parents=True)
-            for k in range(image.shape[0]):
-                if as_serialized_arrays:
-                    torch.save(image[k].astype(np.float32), folders["train_img"] / f"{k}.png")
-                else:
-                    Image.fromarray((image[k].astype(np.int32) + 1024).astype(np.uint16)).save(folders["train_img"] / f"{k}.png")
-                Image.fromarray((label[k] >= LABELS["liver"]).astype(np.uint8)).save(folders["liver_mask"] / f"{k}.png")
-                Image.fromarray(np.where(label[k] == LABELS["tumor"], 255, 0).astype(np.uint8)).save(
-                    folders["tumor_mask"] / f"{k}.png"
-                )
-    logger.info("wrote %d MPTH-like cases to %s", num_cases, root)
+            _write_mpth_phase(case, phase, root, case_id(index), as_serialized_arrays)
+    logger.debug("wrote %d MPTH-like cases to %s", num_cases, root)
     return root
 
 
@@ -1201,5 +1231,6 @@ def main(argv: list[str] | None = None) -> int:
             summary = f"{args.num_cases} cases"
     except (FileExistsError, ValueError) as error:
         parser.error(str(error))
-    print(f"phantom {args.layout}: wrote {summary} ({'x'.join(map(str, args.shape))} voxels, seed {args.seed}) to {path}")
+    shape = "x".join(str(n) for n in args.shape)
+    print(f"phantom {args.layout}: wrote {summary} ({shape} voxels, seed {args.seed}) to {path}")
     return 0

@@ -366,9 +366,13 @@ def test_write_mpth_writes_numbered_slices_and_per_phase_masks(tmp_path, as_seri
             tumour = np.asarray(tumour_png)
         assert set(np.unique(liver)) == {0, 1} and set(np.unique(tumour)) == {0, 255}
         np.testing.assert_array_equal(liver, (case.labels[phase][slice_index] >= 1).astype(np.uint8))
-    pv_tumour = np.stack([np.asarray(Image.open(p)) for p in sorted((root / "tumor_mask" / "pv" / "phantom_000").iterdir())])
-    art_tumour = np.stack([np.asarray(Image.open(p)) for p in sorted((root / "tumor_mask" / "art" / "phantom_000").iterdir())])
-    assert not np.array_equal(pv_tumour, art_tumour)  # each phase has its own warped mask
+    tumour_volumes = {}
+    for phase in ("pv", "art"):
+        folder = root / "tumor_mask" / phase / "phantom_000"
+        slices = sorted(folder.iterdir(), key=lambda path: int(path.stem))
+        tumour_volumes[phase] = np.stack([np.asarray(Image.open(path)) for path in slices])
+        np.testing.assert_array_equal(tumour_volumes[phase] > 0, case.labels[phase] == LABELS["tumor"])
+    assert not np.array_equal(tumour_volumes["pv"], tumour_volumes["art"])  # each phase has its own warped mask
 
 
 _WRITERS = {
