@@ -33,20 +33,19 @@ import dataclasses
 import json
 import logging
 import math
-import multiprocessing
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
+from nnunet_mm.conversion.errors import ConversionError
+from nnunet_mm.conversion.runner import map_cases, sanitize_case_id
 from nnunet_mm.io import (
     IMAGE_ENDINGS,
     describe_geometry,
@@ -76,18 +75,6 @@ QA_HISTOGRAM_BINS = 32
 GEOMETRY_TOLERANCE = 1e-3  # mm (spacing, origin) and direction cosines
 CONTOUR_COLOURS = ("#ff3030", "#30e030", "#3090ff", "#ffd030", "#ff30ff", "#30ffff")
 
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-class ConversionError(ValueError):
-    """The source data has problems; ``problems`` holds one line per problem, each naming the offending file."""
-
-    def __init__(self, problems: Sequence[str], source_dir: Path | None = None):
-        self.problems = list(problems)
-        where = f"{source_dir}: " if source_dir is not None else ""
-        super().__init__(f"{where}{len(self.problems)} problem(s) found; nothing was written. Fix them and run again:\n"
-                         + "\n".join(f"  - {problem}" for problem in self.problems))
 
 
 @dataclass(frozen=True)
@@ -159,11 +146,6 @@ class ConversionSummary:
 
 # ----------------------------------------------------------------------------------------------------------------
 # finding and checking the input
-
-def sanitize_case_id(folder_name: str) -> str:
-    """Case id from a folder name: characters other than letters, digits, ``_`` and ``-`` become ``_``."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", folder_name)
-
 
 def label_dict(label_names: Sequence[str]) -> dict[str, int]:
     """``{"background": 0, label_names[0]: 1, ...}``, the ``labels`` entry of dataset.json."""
@@ -502,30 +484,6 @@ def convert_case(case: CaseFiles, *, staging_dir: Path, phase_names: Sequence[st
 # ----------------------------------------------------------------------------------------------------------------
 # the whole dataset
 
-def _map(function: Callable[[T], R], items: Sequence[T], *, num_processes: int, description: str) -> list[R]:
-    """``[function(item) for item in items]`` with a progress bar, in ``num_processes`` spawned processes if > 1."""
-    progress = tqdm(total=len(items), desc=description, unit="case", disable=None)
-    results: list[R] = []
-    try:
-        if num_processes <= 1:
-            for item in items:
-                results.append(function(item))
-                progress.update()
-            return results
-        executor = ProcessPoolExecutor(max_workers=num_processes, mp_context=multiprocessing.get_context("spawn"))
-        try:
-            for result in executor.map(function, items):
-                results.append(result)
-                progress.update()
-        except BaseException:
-            executor.shutdown(wait=True, cancel_futures=True)  # no worker may write once staging is removed
-            raise
-        executor.shutdown(wait=True)
-        return results
-    finally:
-        progress.close()
-
-
 def _check_arguments(source_dir: Path, *, dataset_id: int, dataset_name: str, phases: Sequence[str],
                      label_name: str, label_names: Sequence[str], register: str, num_processes: int) -> None:
     if not source_dir.is_dir():
@@ -648,7 +606,7 @@ def convert_with_summary(source_dir: Path, *, dataset_id: int = DATASET_ID, data
                               f"replace it, or remove it first.")
 
     cases, problems = find_cases(source_dir, phases=phases, label_name=label_name)
-    case_problems = _map(partial(validate_case, label_names=label_names), cases, num_processes=num_processes,
+    case_problems = map_cases(partial(validate_case, label_names=label_names), cases, num_processes=num_processes,
                          description=f"Dataset{dataset_id:03d} check")
     problems += [problem for per_case in case_problems for problem in per_case]
     if problems:
@@ -661,7 +619,7 @@ def convert_with_summary(source_dir: Path, *, dataset_id: int = DATASET_ID, data
             (staging / sub_folder).mkdir()
         if qa_figures:
             (staging / QA_FOLDER).mkdir()
-        results = _map(partial(convert_case, staging_dir=staging, phase_names=phases, num_labels=len(label_names),
+        results = map_cases(partial(convert_case, staging_dir=staging, phase_names=phases, num_labels=len(label_names),
                                registration=register, qa_figures=qa_figures),
                        cases, num_processes=num_processes, description=f"Dataset{dataset_id:03d} convert")
         summary = _summarize(results, output_dir=final_dir, phase_names=phases, label_names=label_names,

@@ -14,7 +14,7 @@ def _clean_env(**extra: str) -> dict:
 
 
 def _python(code: str, env: dict) -> str:
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
 
@@ -71,6 +71,6 @@ def test_plugin_trainer_names_do_not_clash_with_nnunet():
 
 def test_env_command_reports_active_hook():
     result = subprocess.run([sys.executable, "-m", "nnunet_mm.cli.main", "env"], env=_clean_env(),
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, encoding="utf-8", errors="replace", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "hook active         : yes" in result.stdout

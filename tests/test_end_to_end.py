@@ -89,7 +89,7 @@ def test_stock_commands_on_a_dataset_we_did_not_generate(tmp_path, without_ext_t
     folder = _write_foreign_dataset(tmp_path / "raw", all_cases[:4], all_cases[4:5])
 
     def run(*command: str) -> str:
-        done = subprocess.run(list(command), env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(list(command), env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
         assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         return done.stdout
 
@@ -119,6 +119,6 @@ def test_stock_commands_on_a_dataset_we_did_not_generate(tmp_path, without_ext_t
     t1c = next((folder / "imagesTs").glob("*_0001.nii.gz"))
     (missing_reference / t1c.name).symlink_to(t1c)
     refused = subprocess.run([sys.executable, "-m", "nnunet_mm.cli.main", "predict", "-i", str(missing_reference),
-                              "-o", str(tmp_path / "never"), *model_args], env=env, capture_output=True, text=True)
+                              "-o", str(tmp_path / "never"), *model_args], env=env, capture_output=True, encoding="utf-8", errors="replace")
     assert refused.returncode != 0
     assert f"{case}_0000.nii.gz: reference channel 0 is missing" in refused.stderr

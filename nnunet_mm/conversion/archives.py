@@ -1,0 +1,99 @@
+"""Source folders given as archives (``.zip``, ``.tar``, ``.tar.gz``, ``.tgz``): safe extraction and path checks.
+
+Challenge data arrive as archives. Extraction refuses every member that would land outside the destination
+(absolute names, ``..`` components, links pointing out), names the archive and the member, and extracts
+nothing in that case.
+"""
+from __future__ import annotations
+
+import contextlib
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+ARCHIVE_ENDINGS = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+def is_archive(path: Path) -> bool:
+    """True for a file whose name ends in one of :data:`ARCHIVE_ENDINGS`."""
+    name = Path(path).name.lower()
+    return Path(path).is_file() and name.endswith(ARCHIVE_ENDINGS)
+
+
+def _escapes(name: str) -> bool:
+    pure = PurePosixPath(name.replace("\\", "/"))
+    return pure.is_absolute() or ".." in pure.parts or (len(name) > 1 and name[1] == ":")
+
+
+def unsafe_members(archive: Path) -> list[str]:
+    """Names of the members of ``archive`` that would be written outside the extraction folder."""
+    archive = Path(archive)
+    bad = []
+    if archive.name.lower().endswith(".zip"):
+        with zipfile.ZipFile(archive) as handle:
+            for info in handle.infolist():
+                if _escapes(info.filename):
+                    bad.append(info.filename)
+                elif (info.external_attr >> 16) & 0o170000 == 0o120000:  # a symbolic link stored in the zip
+                    bad.append(f"{info.filename} (symbolic link)")
+        return bad
+    with tarfile.open(archive) as handle:
+        for member in handle.getmembers():
+            if _escapes(member.name):
+                bad.append(member.name)
+            elif member.issym() or member.islnk():
+                target = PurePosixPath(member.name).parent / member.linkname
+                if member.linkname.startswith("/") or _escapes(str(target)):
+                    bad.append(f"{member.name} -> {member.linkname}")
+            elif not (member.isfile() or member.isdir()):
+                bad.append(f"{member.name} (device or fifo)")
+    return bad
+
+
+def extract_archive(archive: Path, destination: Path) -> Path:
+    """Extract ``archive`` into ``destination`` after checking every member.
+
+    Raises:
+        ValueError: members escaping ``destination`` (all listed, nothing extracted), or an unreadable archive.
+    """
+    archive, destination = Path(archive), Path(destination)
+    try:
+        bad = unsafe_members(archive)
+    except (zipfile.BadZipFile, tarfile.TarError, OSError) as error:
+        raise ValueError(f"{archive}: cannot read archive: {error}") from None
+    if bad:
+        raise ValueError(f"{archive}: refusing to extract: {len(bad)} member(s) would be written outside the "
+                         f"extraction folder (path escaping the input): {bad[:5]}")
+    destination.mkdir(parents=True, exist_ok=True)
+    if archive.name.lower().endswith(".zip"):
+        with zipfile.ZipFile(archive) as handle:
+            handle.extractall(destination)
+    else:
+        with tarfile.open(archive) as handle:
+            handle.extractall(destination, filter="data")
+    return destination
+
+
+@contextlib.contextmanager
+def source_folder(source: Path) -> Iterator[Path]:
+    """Yield a folder to read the source data from: ``source`` itself, or, for an archive, a temporary folder it was
+    safely extracted into (removed afterwards). When the archive holds a single top-level folder, that folder is
+    yielded."""
+    source = Path(source)
+    if not is_archive(source):
+        yield source
+        return
+    with tempfile.TemporaryDirectory(prefix="nnunet_mm_extract_") as temp:
+        extract_archive(source, Path(temp))
+        entries = [p for p in Path(temp).iterdir() if not p.name.startswith((".", "__MACOSX"))]
+        yield entries[0] if len(entries) == 1 and entries[0].is_dir() else Path(temp)
+
+
+def check_inside(path: Path, root: Path) -> None:
+    """Raise ValueError naming ``path`` when it resolves (following symbolic links) outside ``root``."""
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    if resolved != base and not resolved.is_relative_to(base):
+        raise ValueError(f"{path}: resolves to {resolved}, outside the input folder {root} (path escaping the "
+                         f"input); refusing to read it.")

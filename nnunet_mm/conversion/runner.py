@@ -1,0 +1,203 @@
+"""What every converter does around its dataset-specific part: choose and guard the output folder, map over cases
+with a progress bar (optionally in parallel), summarise what was written, and the shared command-line options."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import multiprocessing
+import re
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from tqdm import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+logger = logging.getLogger(__name__)
+
+
+def sanitize_case_id(name: str) -> str:
+    """Case id from a file or folder name: characters other than letters, digits, ``_`` and ``-`` become ``_``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)
+
+
+def resolve_output_root(output_root: Path | None) -> Path:
+    """``output_root`` or, when None, ``$nnUNet_raw`` (a clear error when neither is set)."""
+    if output_root is not None:
+        return Path(output_root)
+    from nnunetv2.paths import nnUNet_raw
+
+    if not nnUNet_raw:
+        raise ValueError("no output folder: output_root (--output-root) was not given and the environment variable "
+                         "nnUNet_raw is not set. Pass one, or export nnUNet_raw=/path/to/nnUNet_raw (see nnU-Net's "
+                         "documentation/setting_up_paths.md).")
+    return Path(nnUNet_raw)
+
+
+def prepare_output(source_dir: Path, *, dataset_id: int, dataset_name: str, output_root: Path | None,
+                   overwrite: bool) -> Path:
+    """Check the arguments that every converter shares and return ``<root>/DatasetNNN_Name``.
+
+    Raises:
+        FileNotFoundError: ``source_dir`` does not exist.
+        ValueError: bad id or name, output overlapping the input, another dataset with the same id.
+        FileExistsError: the dataset exists and ``overwrite`` is False.
+    """
+    source_dir = Path(source_dir)
+    if not source_dir.exists():
+        raise FileNotFoundError(f"{source_dir}: source folder not found.")
+    if not 1 <= int(dataset_id) <= 999:
+        raise ValueError(f"dataset_id must be in 1..999, got {dataset_id}.")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", dataset_name):
+        raise ValueError(f"dataset_name may hold only letters, digits, '_' and '-', got {dataset_name!r}.")
+    final_dir = resolve_output_root(output_root) / f"Dataset{int(dataset_id):03d}_{dataset_name}"
+    final, source = final_dir.resolve(), source_dir.resolve()
+    if final == source or source.is_relative_to(final):
+        raise ValueError(f"the output folder {final_dir} contains the source {source_dir}; choose another output "
+                         f"root (replacing the output would delete the input).")
+    if final.is_relative_to(source):
+        raise ValueError(f"the output folder {final_dir} lies inside the source folder {source_dir}; choose an "
+                         f"output root outside the input.")
+    prefix = f"Dataset{int(dataset_id):03d}_"
+    if final_dir.parent.is_dir():
+        clashes = sorted(p.name for p in final_dir.parent.iterdir()
+                         if p.is_dir() and p.name.startswith(prefix) and p.name != final_dir.name)
+        if clashes:
+            raise ValueError(f"{final_dir.parent} already holds {clashes} with the same dataset id; nnU-Net finds "
+                             f"datasets by id, so remove it or choose another --dataset-id.")
+    if final_dir.is_dir() and any(final_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{final_dir} already exists and is not empty; pass overwrite=True (--overwrite) to "
+                              f"replace it, or remove it first.")
+    return final_dir
+
+
+def map_cases(function: Callable[[T], R], items: Sequence[T], *, num_processes: int = 1,
+              description: str = "cases") -> list[R]:
+    """``[function(item) for item in items]`` with a progress bar; in ``num_processes`` spawned processes if > 1
+    (``function`` must then be picklable, e.g. a module-level function or a ``functools.partial`` of one)."""
+    if num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}.")
+    progress = tqdm(total=len(items), desc=description, unit="case", disable=None)
+    results: list[R] = []
+    try:
+        if num_processes == 1 or len(items) <= 1:
+            for item in items:
+                results.append(function(item))
+                progress.update()
+            return results
+        executor = ProcessPoolExecutor(max_workers=num_processes, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            for result in executor.map(function, items):
+                results.append(result)
+                progress.update()
+        except BaseException:
+            executor.shutdown(wait=True, cancel_futures=True)  # no worker may write once staging is removed
+            raise
+        executor.shutdown(wait=True)
+        return results
+    finally:
+        progress.close()
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """What converting one case wrote, for the summary."""
+
+    case_id: str
+    is_training: bool
+    spacing: tuple[float, ...]  # as nnU-Net reports it for the written image (x, y, z for 3D; 2D: (1, 1))
+    label_voxel_counts: tuple[int, ...] | None = None  # index = label value, only for training cases
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """Counts and ranges of a finished conversion; :meth:`format` is what the converters print."""
+
+    output_dir: Path
+    num_training: int
+    num_test: int
+    channel_names: dict[str, str]
+    labels: dict[str, Any]
+    label_voxel_counts: dict[str, int]
+    spacing_min: tuple[float, ...]
+    spacing_max: tuple[float, ...]
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["output_dir"] = str(self.output_dir)
+        return values
+
+    def format(self) -> str:
+        channels = ", ".join(f"{k} {v}" for k, v in self.channel_names.items())
+        counts = ", ".join(f"{name} ({value}): {self.label_voxel_counts.get(name, 0)}"
+                           for name, value in self.labels.items() if not isinstance(value, (list, tuple)))
+
+        def fmt(values: tuple[float, ...]) -> str:
+            return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+        lines = [f"Converted {self.num_training} training and {self.num_test} test case(s) into {self.output_dir}",
+                 f"  channels: {channels}",
+                 f"  labels (voxels in labelsTr): {counts}",
+                 f"  spacing (x, y, z) mm: min {fmt(self.spacing_min)}, max {fmt(self.spacing_max)}"]
+        lines += [f"  {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def summarize(records: Sequence[CaseRecord], *, output_dir: Path, channel_names: dict[str, str],
+              labels: dict[str, Any], notes: Sequence[str] = ()) -> DatasetSummary:
+    """Totals over the per-case records (label voxel counts are summed over training cases)."""
+    plain = {name: int(value) for name, value in labels.items() if not isinstance(value, (list, tuple))}
+    totals = np.zeros(max(plain.values()) + 1, dtype=np.int64)
+    for record in records:
+        if record.label_voxel_counts is not None:
+            counts = np.asarray(record.label_voxel_counts[:totals.size], dtype=np.int64)
+            totals[:counts.size] += counts
+    spacings = np.array([record.spacing for record in records], dtype=float) if records else np.zeros((1, 3))
+    return DatasetSummary(
+        output_dir=Path(output_dir),
+        num_training=sum(r.is_training for r in records),
+        num_test=sum(not r.is_training for r in records),
+        channel_names=dict(channel_names),
+        labels=dict(labels),
+        label_voxel_counts={name: int(totals[value]) for name, value in plain.items()},
+        spacing_min=tuple(float(v) for v in spacings.min(axis=0)),
+        spacing_max=tuple(float(v) for v in spacings.max(axis=0)),
+        notes=tuple(notes),
+    )
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, dataset_id: int, dataset_name: str) -> None:
+    """The options every converter has: ``--output-root --dataset-id --dataset-name --overwrite -np -v``."""
+    parser.add_argument("--output-root", type=Path, default=None, help="default: $nnUNet_raw")
+    parser.add_argument("--dataset-id", type=int, default=dataset_id, help="default: %(default)s")
+    parser.add_argument("--dataset-name", default=dataset_name, help="default: %(default)s")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    parser.add_argument("-np", "--num-processes", type=int, default=1, help="parallel cases (default: 1)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def run_converter_cli(convert_with_summary: Callable[..., DatasetSummary], args: argparse.Namespace,
+                      **kwargs: Any) -> int:
+    """Call ``convert_with_summary`` with the common options from ``args`` plus ``kwargs``; print the summary, or
+    ``error: ...`` for problems in the input or arguments. Returns the exit status (0 or 1)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = convert_with_summary(output_root=args.output_root, dataset_id=args.dataset_id,
+                                       dataset_name=args.dataset_name, overwrite=args.overwrite,
+                                       num_processes=args.num_processes, **kwargs)
+    except (ValueError, FileExistsError, FileNotFoundError) as error:  # ConversionError is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(summary.format())
+    return 0
