@@ -19,11 +19,17 @@ inference. Settings come from the ``"nnunet_mm"`` block of dataset.json (:class:
 DDP (``-num_gpus N``): each rank draws from its own ``torch.Generator`` on its own device, seeded from the block's
 ``seed`` (or fresh entropy) plus the rank, and the augmentations use no collective operations.
 
-Hooks overridden: ``__init__`` (reads settings), ``initialize`` (creates the generator), ``train_step``.
+Splits: a converter may ship ``splits_final.json`` in the raw dataset folder (e.g. folds grouped by patient). nnU-Net
+only reads splits from the preprocessed folder, so :meth:`do_split` copies the raw one there when the preprocessed
+folder has none; an existing preprocessed ``splits_final.json`` always wins.
+
+Hooks overridden: ``__init__`` (reads settings), ``initialize`` (creates the generator), ``do_split``, ``train_step``.
 """
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -48,6 +54,25 @@ class MultiModalTrainer(nnUNetTrainer):
         super().initialize()
         self.augmentation_generator = self._make_augmentation_generator()
         self._log_multimodal_settings()
+
+    def do_split(self):
+        self._adopt_raw_splits()
+        return super().do_split()
+
+    def _adopt_raw_splits(self) -> None:
+        """Copy ``$nnUNet_raw/<dataset>/splits_final.json`` into the preprocessed folder if that has none."""
+        from nnunetv2.paths import nnUNet_raw
+
+        if self.fold == "all" or not nnUNet_raw:
+            return
+        target = Path(self.preprocessed_dataset_folder_base) / "splits_final.json"
+        source = Path(nnUNet_raw) / self.plans_manager.dataset_name / "splits_final.json"
+        if target.is_file() or not source.is_file():
+            return
+        partial = target.with_name(f".splits_final.json.rank{self.local_rank}.tmp")
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)  # atomic, so concurrent DDP ranks never see a half-written file
+        self.print_to_log_file(f"nnunet_mm: using the converter's split {source}", also_print_to_console=True)
 
     def train_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)

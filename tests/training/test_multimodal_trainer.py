@@ -49,3 +49,33 @@ def test_dropout_duplicates_a_present_channel():
     augmented = trainer.augment_multimodal(data.clone())
     assert torch.equal(augmented[:, 1], data[:, 0])
 
+
+
+def _split_trainer(tmp_path, monkeypatch, fold=0) -> MultiModalTrainer:
+    import nnunetv2.paths
+
+    monkeypatch.setattr(nnunetv2.paths, "nnUNet_raw", str(tmp_path / "raw"))
+    trainer = MultiModalTrainer.__new__(MultiModalTrainer)
+    trainer.fold, trainer.local_rank = fold, 0
+    trainer.preprocessed_dataset_folder_base = str(tmp_path / "pre" / "Dataset777_X")
+    trainer.plans_manager = SimpleNamespace(dataset_name="Dataset777_X")
+    trainer.print_to_log_file = lambda *args, **kwargs: None
+    (tmp_path / "raw" / "Dataset777_X").mkdir(parents=True)
+    (tmp_path / "pre" / "Dataset777_X").mkdir(parents=True)
+    return trainer
+
+
+def test_a_converter_split_in_the_raw_folder_is_adopted(tmp_path, monkeypatch):
+    trainer = _split_trainer(tmp_path, monkeypatch)
+    shipped = '[{"train": ["a", "b"], "val": ["c"]}]'
+    (tmp_path / "raw" / "Dataset777_X" / "splits_final.json").write_text(shipped)
+    trainer._adopt_raw_splits()
+    assert (tmp_path / "pre" / "Dataset777_X" / "splits_final.json").read_text() == shipped
+
+
+def test_an_existing_preprocessed_split_wins(tmp_path, monkeypatch):
+    trainer = _split_trainer(tmp_path, monkeypatch)
+    (tmp_path / "raw" / "Dataset777_X" / "splits_final.json").write_text("[1]")
+    (tmp_path / "pre" / "Dataset777_X" / "splits_final.json").write_text("[2]")
+    trainer._adopt_raw_splits()
+    assert (tmp_path / "pre" / "Dataset777_X" / "splits_final.json").read_text() == "[2]"
