@@ -91,7 +91,7 @@ def bench_trainer(trainer_name: str, *, device_name: str, iterations: int, warmu
     plans["continue_training"] = False  # nnUNetTrainer.__init__ pops this key
     dataset_json = load_json(preprocessed / "dataset.json")
     trainer_class = recursive_find_trainer_class_by_name(trainer_name)
-    trainer = trainer_class(plans=plans, configuration=CONFIGURATION, fold=0, dataset_json=dataset_json,
+    trainer = trainer_class(plans=plans, configuration=CONFIGURATION, fold="all", dataset_json=dataset_json,
                             device=device)
     trainer.on_train_start()
     trainer.on_train_epoch_start()
@@ -109,7 +109,8 @@ def bench_trainer(trainer_name: str, *, device_name: str, iterations: int, warmu
     trainer.set_deep_supervision_enabled(False)
     predictor = nnUNetPredictor(device=device, allow_tqdm=False)
     network = trainer.network.module if trainer.is_ddp else trainer.network
-    predictor.manual_initialization(network, trainer.plans_manager, trainer.configuration_manager, None,
+    predictor.manual_initialization(network, trainer.plans_manager, trainer.configuration_manager,
+                                    [network.state_dict()],
                                     dataset_json, trainer_name, trainer.inference_allowed_mirroring_axes)
     raw = Path(os.environ["nnUNet_raw"]) / f"Dataset{DATASET_ID}_BenchPhantom" / "imagesTs"
     files = sorted(str(p) for p in raw.glob("*.nii.gz"))
