@@ -60,8 +60,7 @@ def remap_labels(array: np.ndarray, mapping: Mapping[int, int], file: Path, *,
             if count:
                 logger.warning("%s: %d voxel(s) with the stray label value %s replaced by %s", file, count, stray,
                                replacement)
-        values = np.unique(np.where(np.isin(array, list(fixes)), -1, array))
-        values = values[values != -1]
+        values = np.unique(array[~np.isin(array, list(fixes))])
     problems = label_value_problems(values, mapping.keys(), file)
     if problems:
         raise ValueError(" ".join(problems))

@@ -139,3 +139,9 @@ def test_prepare_output_guards_the_input_and_existing_datasets(tmp_path):
         prepare_output(source, dataset_id=510, dataset_name="Other", output_root=tmp_path / "raw", overwrite=False)
     assert prepare_output(source, dataset_id=510, dataset_name="LiTS", output_root=tmp_path / "raw",
                           overwrite=True) == existing
+
+
+def test_strays_are_fixed_in_unsigned_label_arrays_too():
+    labels = np.array([0, 205, 421], dtype=np.uint16)
+    fixed = remap_labels(labels, {0: 0, 205: 1, 420: 2}, Path("mr_train_1010_label.nii.gz"), fixes={421: 420})
+    np.testing.assert_array_equal(fixed, [0, 1, 2])
