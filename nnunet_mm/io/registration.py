@@ -69,6 +69,9 @@ def _run(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, fixed_m
     method.SetMetricAsMattesMutualInformation(
         numberOfHistogramBins=_histogram_bins(fixed, shrink_factors[0], percentages[0]))
     method.SetMetricSamplingStrategy(method.RANDOM)
+    if seed == 0:
+        raise ValueError("seed 0 makes SimpleITK seed the metric sampling from the wall clock (not reproducible); "
+                         "use a positive seed.")
     method.SetMetricSamplingPercentagePerLevel(percentages, seed)
     if fixed_mask is not None:
         method.SetMetricFixedMask(fixed_mask)
@@ -94,7 +97,7 @@ def _unwrap(transform: sitk.Transform) -> sitk.Transform:
 
 
 def register(fixed: sitk.Image, moving: sitk.Image, *, mode: Literal["rigid", "affine"],
-             fixed_mask: sitk.Image | None = None, seed: int = 0,
+             fixed_mask: sitk.Image | None = None, seed: int = 1,
              initialization: Literal["geometry", "physical"] = "geometry") -> sitk.Transform:
     """Register ``moving`` to ``fixed``.
 
@@ -104,7 +107,7 @@ def register(fixed: sitk.Image, moving: sitk.Image, *, mode: Literal["rigid", "a
         mode: ``"rigid"`` (rotation + translation, 6 parameters) or ``"affine"`` (12 parameters; a rigid stage
             runs first and initialises the affine stage).
         fixed_mask: optional binary image on the fixed grid; only voxels inside it are sampled.
-        seed: seed of the random metric sampling.
+        seed: seed of the random metric sampling (must not be 0: SimpleITK seeds from the wall clock then).
         initialization: starting point of the rigid stage. ``"geometry"`` moves the centre of the moving image
             onto the centre of the fixed image (SimpleITK's centred transform initialiser); use it when the two
             images do not share a coordinate system. ``"physical"`` starts from the identity in scanner
