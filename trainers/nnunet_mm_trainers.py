@@ -1,2 +1,3 @@
 """Every nnunet_mm trainer, by the name users pass to ``nnUNetv2_train -tr`` / ``nnUNetv2_predict -tr``."""
+from nnunet_mm.training.cmg_trainer import CMGTrainer, CMGTrainer_debug  # noqa: F401
 from nnunet_mm.training.multimodal_trainer import MultiModalTrainer, MultiModalTrainer_debug  # noqa: F401

@@ -29,15 +29,59 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_mm.augment import random_misalignment, random_modality_dropout
+from nnunet_mm.augment import (MisalignmentParameters, ModalityDropoutParameters, apply_misalignment,
+                               apply_modality_dropout, sample_misalignment, sample_modality_dropout)
 from nnunet_mm.data.settings import MultiModalSettings
 
 RANK_SEED_STRIDE = 1_000_003  # distinct, far-apart seeds per DDP rank
+
+
+@dataclass
+class MultiModalDraw:
+    """The random part of one :meth:`MultiModalTrainer.augment_multimodal` call (None: that step did nothing)."""
+
+    misalignment: MisalignmentParameters | None
+    dropout: ModalityDropoutParameters | None
+
+
+def labels_following_channels(label: torch.Tensor, draw: MultiModalDraw, num_classes: int,
+                              spacing: tuple[float, ...] | list[float], dropout_mode: str) -> torch.Tensor:
+    """Per-channel label maps that follow each channel through the augmentation.
+
+    The reference label is warped with every channel's misalignment (one-hot, linear interpolation, argmax), then
+    a channel that modality dropout replaced by a copy of another channel takes that channel's label; a zero-filled
+    channel keeps the reference label (it shows nothing to disagree with).
+
+    Args:
+        label: (B, 1, *spatial) integer-valued reference label.
+        draw: the draw that produced the augmented images.
+        num_classes: label values are ``0..num_classes-1``.
+        spacing: the configuration's spacing (as for the images).
+        dropout_mode: the dataset's modality-dropout mode.
+
+    Returns:
+        (B, C, *spatial) labels with the dtype of ``label``; channel c belongs to image channel c.
+    """
+    num_channels = (draw.misalignment.active.shape[1] if draw.misalignment is not None
+                    else draw.dropout.dropped.shape[1])
+    labels = label.expand(-1, num_channels, *label.shape[2:])
+    if draw.misalignment is not None:
+        one_hot = torch.stack([(labels == k).float() for k in range(num_classes)])  # (K, B, C, ...)
+        warped = torch.stack([apply_misalignment(m, draw.misalignment, spacing) for m in one_hot])
+        labels = warped.argmax(0).to(label.dtype)
+    if draw.dropout is not None and dropout_mode == "duplicate":
+        labels = apply_modality_dropout(labels, draw.dropout, "duplicate")
+    elif draw.dropout is not None:
+        reference = label.expand_as(labels)
+        labels = torch.where(draw.dropout.dropped.view(*draw.dropout.dropped.shape, *([1] * (label.ndim - 2))),
+                             reference, labels)
+    return labels
 
 
 class MultiModalTrainer(nnUNetTrainer):
@@ -88,21 +132,32 @@ class MultiModalTrainer(nnUNetTrainer):
         Returns:
             A tensor of the same shape; the reference channel is bit-identical to the input.
         """
+        return self.augment_multimodal_with_draw(data)[0]
+
+    def augment_multimodal_with_draw(self, data: torch.Tensor) -> tuple[torch.Tensor, MultiModalDraw]:
+        """:meth:`augment_multimodal`, also returning the random draw, so that subclasses can move per-channel
+        targets exactly like the channels (see :func:`labels_following_channels`)."""
         settings = self.mm_settings
         num_image_channels = settings.num_channels
+        draw = MultiModalDraw(None, None)
         if num_image_channels < 2:
-            return data
+            return data, draw
         images = data[:, :num_image_channels]
+        batch_size = images.shape[0]
         with torch.no_grad():
-            images = random_misalignment(images, self.configuration_manager.spacing, settings.misalignment,
-                                         reference_channel=settings.reference_channel,
-                                         generator=self.augmentation_generator)
-            images = random_modality_dropout(images, settings.modality_dropout,
-                                             reference_channel=settings.reference_channel,
-                                             generator=self.augmentation_generator)
+            if settings.misalignment.enabled:
+                draw.misalignment = sample_misalignment(
+                    batch_size, num_image_channels, images.ndim - 2, settings.misalignment,
+                    reference_channel=settings.reference_channel, generator=self.augmentation_generator,
+                    device=images.device)
+                images = apply_misalignment(images, draw.misalignment, self.configuration_manager.spacing)
+            draw.dropout = sample_modality_dropout(batch_size, num_image_channels, settings.modality_dropout,
+                                                   reference_channel=settings.reference_channel,
+                                                   generator=self.augmentation_generator, device=images.device)
+            images = apply_modality_dropout(images, draw.dropout, settings.modality_dropout.mode)
         if num_image_channels == data.shape[1]:
-            return images
-        return torch.cat((images, data[:, num_image_channels:]), dim=1)
+            return images, draw
+        return torch.cat((images, data[:, num_image_channels:]), dim=1), draw
 
     def _make_augmentation_generator(self) -> torch.Generator:
         """A generator on the training device, different on every DDP rank (and every run unless seeded)."""

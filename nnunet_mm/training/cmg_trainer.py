@@ -1,0 +1,215 @@
+"""CMGTrainer: cross-modal guidance for misregistered phases (paper 000) on top of MultiModalTrainer.
+
+Method, as trained here:
+
+* **Network** :class:`~nnunet_mm.architectures.CMGUNet` — one encoder per phase, Multi-Scale Fusion at the three
+  deepest encoder levels, one decoder per phase, Cross-Modal Guidance at the two deepest decoder levels
+  (prototypes of each class pooled from the *other* phases, cosine guidance maps, ``g·(1+S)``). Built from the
+  plans' U-Net description, with fewer features per stage so that N streams fit roughly where one U-Net did.
+* **Loss** ``L = DS(DC+CE)(reference) + λ_phase · mean_p DS(DC+CE)(phase p) + λ_side · mean_{p,level} (DC+CE)(side
+  logits)`` — the paper supervises every phase and every side head with equal weight (λ = 1).
+* **Per-phase targets.** Each phase is supervised with *its own* label: the reference label moved with exactly the
+  misalignment that augmentation applied to that phase (and taking the label of the channel a dropped phase was
+  copied from). Real per-phase masks are not read yet (see the README).
+* **Prototype source, scheduled.** Teacher forcing with the phase's own label early in training; the fraction of
+  samples whose prototypes come from the network's own side predictions rises linearly from
+  ``predicted_prototypes_start`` to ``predicted_prototypes_end`` over the epochs, so training moves toward what
+  inference does (inference always uses predictions).
+* Misalignment augmentation and modality dropout of :class:`MultiModalTrainer` stay on.
+
+Hooks: ``build_network_architecture`` (static, plans only, as nnU-Net's predictor requires), ``initialize``,
+``train_step``. Validation and prediction go through ``forward(x)``: the reference phase's logits.
+"""
+from __future__ import annotations
+
+import math
+import pydoc
+
+import torch
+import torch.nn.functional as F
+from nnunetv2.utilities.helpers import dummy_context
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import autocast, nn
+
+from nnunet_mm.architectures import CMGUNet
+from nnunet_mm.training.multimodal_trainer import MultiModalTrainer, labels_following_channels
+
+CMG_CLASS_NAME = f"{CMGUNet.__module__}.{CMGUNet.__name__}"
+_UNET_KWARGS = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strides", "n_conv_per_stage",
+                "n_conv_per_stage_decoder", "conv_bias", "norm_op", "norm_op_kwargs", "dropout_op",
+                "dropout_op_kwargs", "nonlin", "nonlin_kwargs")
+
+
+def cmg_width_factor(num_phases: int) -> float:
+    """Features per stage relative to the plans' single-stream U-Net: 0.6 for two phases (methods §1.6), shrinking
+    with the square root of the number of streams."""
+    return 0.6 * math.sqrt(2.0 / max(num_phases, 2))
+
+
+def cmg_unet_from_plans(configuration_manager: ConfigurationManager, num_input_channels: int,
+                        num_output_channels: int, deep_supervision: bool) -> CMGUNet:
+    """A CMGUNet for an nnU-Net configuration.
+
+    If the configuration already names :class:`CMGUNet` (plans from :mod:`nnunet_mm.planners`, or a hand-made
+    ``3d_fullres_cmg``), its arguments are used as they are. Otherwise the configuration's U-Net (plain or
+    residual-encoder) is translated: same stages, kernels and strides, features × :func:`cmg_width_factor`
+    (multiples of 4, at least 8).
+    """
+    kwargs = dict(configuration_manager.network_arch_init_kwargs)
+    for key in configuration_manager.network_arch_init_kwargs_req_import:
+        if kwargs.get(key) is not None:
+            kwargs[key] = pydoc.locate(kwargs[key])
+    if configuration_manager.network_arch_class_name != CMG_CLASS_NAME:
+        if "n_conv_per_stage" not in kwargs and "n_blocks_per_stage" in kwargs:  # residual-encoder plans
+            kwargs["n_conv_per_stage"] = [2 * n for n in kwargs["n_blocks_per_stage"]]
+        factor = cmg_width_factor(num_input_channels)
+        kwargs["features_per_stage"] = [max(8, int(round(f * factor / 4)) * 4) for f in kwargs["features_per_stage"]]
+        kwargs = {k: v for k, v in kwargs.items() if k in _UNET_KWARGS}
+    network = CMGUNet(input_channels=num_input_channels, num_classes=num_output_channels,
+                      deep_supervision=deep_supervision, **kwargs)
+    network.apply(CMGUNet.initialize)
+    return network
+
+
+class CMGTrainer(MultiModalTrainer):
+    """Cross-modal guidance network and losses (paper 000) with MultiModalTrainer's augmentation."""
+
+    phase_loss_weight = 1.0
+    side_loss_weight = 1.0
+    predicted_prototypes_start = 0.0
+    predicted_prototypes_end = 0.5
+
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        return cmg_unet_from_plans(configuration_manager, num_input_channels, num_output_channels,
+                                   enable_deep_supervision)
+
+    def initialize(self) -> None:
+        if self.label_manager.has_regions:
+            raise ValueError("CMGTrainer needs plain labels (one class per voxel) for its class prototypes; this "
+                             "dataset uses region-based training (e.g. BraTS regions). Use MultiModalTrainer.")
+        if self.is_cascaded:
+            raise ValueError("CMGTrainer does not support cascades (the previous stage's one-hot channels are not "
+                             "phases); train the full-resolution configuration.")
+        if self.mm_settings.num_channels < 2:
+            raise ValueError(f"CMGTrainer needs at least two phases (channels); dataset.json has "
+                             f"{self.mm_settings.num_channels}. Use MultiModalTrainer.")
+        super().initialize()
+        self.cmg_network.set_reference_channel(self.mm_settings.reference_channel)
+        self.side_loss = self._build_single_scale_loss()
+
+    @property
+    def cmg_network(self) -> CMGUNet:
+        """The CMGUNet itself, unwrapped from DDP and torch.compile."""
+        module = self.network.module if self.is_ddp else self.network
+        return getattr(module, "_orig_mod", module)
+
+    def _build_single_scale_loss(self) -> nn.Module:
+        """nnU-Net's DC+CE exactly as configured for this dataset, without the deep-supervision wrapper."""
+        deep_supervision = self.enable_deep_supervision
+        self.enable_deep_supervision = False
+        try:
+            return self._build_loss()
+        finally:
+            self.enable_deep_supervision = deep_supervision
+
+    def predicted_prototype_fraction(self) -> float:
+        """Share of samples whose prototypes come from the network's own predictions at the current epoch."""
+        progress = self.current_epoch / max(self.num_epochs - 1, 1)
+        return self.predicted_prototypes_start + (self.predicted_prototypes_end - self.predicted_prototypes_start) \
+            * min(max(progress, 0.0), 1.0)
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else [target.to(self.device, non_blocking=True)]
+        data, draw = self.augment_multimodal_with_draw(data)
+        settings, network = self.mm_settings, self.cmg_network
+        with torch.no_grad():
+            phase_labels = self._phase_labels(target[0], draw)
+            level_shapes = network.guidance_level_shapes(data.shape[2:])
+            region_masks = [_region_masks(phase_labels[:, p:p + 1], level_shapes, network.num_classes)
+                            for p in range(settings.num_channels)]
+            use_prediction = torch.rand(data.shape[0], generator=self.augmentation_generator,
+                                        device=self.augmentation_generator.device).to(self.device) \
+                < self.predicted_prototype_fraction()
+
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            result = self.network(data[:, :settings.num_channels], training_outputs=True,
+                                  region_masks=region_masks, use_prediction=use_prediction)
+            loss = self.cmg_loss(result, target, phase_labels)
+
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy()}
+
+    def cmg_loss(self, result: dict, target: list[torch.Tensor], phase_labels: torch.Tensor) -> torch.Tensor:
+        """Reference DS loss + λ_phase · other phases' DS losses + λ_side · side-head losses."""
+        reference = self.mm_settings.reference_channel
+        outputs = result["outputs"]
+        deep_supervision = len(outputs[reference]) > 1
+        loss = self.loss(outputs[reference], target) if deep_supervision else self.side_loss(outputs[reference][0],
+                                                                                            target[0])
+        phase_terms = []
+        for p, phase_outputs in enumerate(outputs):
+            if p == reference:
+                continue
+            label = phase_labels[:, p:p + 1]
+            if deep_supervision:
+                phase_targets = [label if t.shape == label.shape else _resize_label(label, t.shape[2:])
+                                 for t in target]
+                phase_terms.append(self.loss(phase_outputs, phase_targets))
+            else:
+                phase_terms.append(self.side_loss(phase_outputs[0], label))
+        side_terms = [self.side_loss(logits, _resize_label(phase_labels[:, p:p + 1], logits.shape[2:]))
+                      for p, per_level in enumerate(result["side_logits"]) for logits in per_level]
+        if phase_terms:
+            loss = loss + self.phase_loss_weight * torch.stack(phase_terms).mean()
+        if side_terms:
+            loss = loss + self.side_loss_weight * torch.stack(side_terms).mean()
+        return loss
+
+    def _phase_labels(self, label: torch.Tensor, draw) -> torch.Tensor:
+        num_channels = self.mm_settings.num_channels
+        if draw.misalignment is None and draw.dropout is None:
+            return label.expand(-1, num_channels, *label.shape[2:])
+        return labels_following_channels(label, draw, self.cmg_network.num_classes, self.configuration_manager.spacing,
+                                         self.mm_settings.modality_dropout.mode)
+
+
+def _resize_label(label: torch.Tensor, shape) -> torch.Tensor:
+    """Nearest-neighbour resize of a (B, 1, ...) label map."""
+    if tuple(label.shape[2:]) == tuple(shape):
+        return label
+    return F.interpolate(label.float(), size=tuple(shape), mode="nearest-exact").to(label.dtype)
+
+
+def _region_masks(label: torch.Tensor, level_shapes, num_classes: int) -> list[torch.Tensor]:
+    """Per guidance level, (B, K-1, ...) foreground masks: one-hot max-pooled to the level (a voxel of the level is
+    in a class if any voxel under it is, so small lesions survive)."""
+    one_hot = torch.stack([(label[:, 0] == k) for k in range(1, num_classes)], dim=1).float()
+    pool = F.adaptive_max_pool3d if one_hot.ndim == 5 else F.adaptive_max_pool2d
+    return [pool(one_hot, tuple(shape)) for shape in level_shapes]
+
+
+class CMGTrainer_debug(CMGTrainer):
+    """2 epochs × 4 iterations, 2 validation iterations: a whole CLI cycle on a CPU in minutes."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 2
+        self.num_iterations_per_epoch = 4
+        self.num_val_iterations_per_epoch = 2
