@@ -122,3 +122,42 @@ def test_stock_commands_on_a_dataset_we_did_not_generate(tmp_path, without_ext_t
                               "-o", str(tmp_path / "never"), *model_args], env=env, capture_output=True, encoding="utf-8", errors="replace")
     assert refused.returncode != 0
     assert f"{case}_0000.nii.gz: reference channel 0 is missing" in refused.stderr
+
+
+def test_cmg_trainer_cli_cycle_in_2d_with_continue(tmp_path, without_ext_trainer):
+    """`nnUNetv2_train ... -tr CMGTrainer_debug` (2d), `--c` after the end, `nnUNetv2_predict -tr CMGTrainer_debug`."""
+    from nnunet_mm.phantom import write_nnunet_raw
+
+    env = dict(os.environ, nnUNet_raw=str(tmp_path / "raw"), nnUNet_preprocessed=str(tmp_path / "pre"),
+               nnUNet_results=str(tmp_path / "res"),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    write_nnunet_raw(tmp_path / "raw", dataset_id=590, name="CMGPhantom", num_training=5, num_test=1, seed=3,
+                     shape_zyx=(12, 48, 48), phases=("pv", "art"))
+
+    def run(*command: str) -> str:
+        done = subprocess.run(list(command), env=env, capture_output=True, encoding="utf-8", errors="replace",
+                              timeout=600)
+        assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done.stdout
+
+    run("nnUNetv2_plan_and_preprocess", "-d", "590", "-c", "2d", "-np", "1", "-npfp", "1")
+    run("nnUNetv2_train", "590", "2d", "0", "-tr", "CMGTrainer_debug", "-device", "cpu")
+    fold = tmp_path / "res" / "Dataset590_CMGPhantom" / "CMGTrainer_debug__nnUNetPlans__2d" / "fold_0"
+    checkpoint = torch_load_weights(fold / "checkpoint_final.pth")
+    assert any(key.startswith("guidance.") for key in checkpoint)  # the CMG network was trained, not a U-Net
+    assert "reference_index" in checkpoint
+    continued = run("nnUNetv2_train", "590", "2d", "0", "-tr", "CMGTrainer_debug", "-device", "cpu", "--c")
+    assert "Validation complete" in continued or "validation" in continued.lower()
+    images = tmp_path / "raw" / "Dataset590_CMGPhantom" / "imagesTs"
+    run("nnUNetv2_predict", "-i", str(images), "-o", str(tmp_path / "pred"), "-d", "590", "-c", "2d",
+        "-tr", "CMGTrainer_debug", "-f", "0", "-device", "cpu", "--disable_tta")
+    predictions = sorted((tmp_path / "pred").glob("*.nii.gz"))
+    assert len(predictions) == 1
+    assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(predictions[0]))))) <= {0, 1, 2}
+
+
+def torch_load_weights(path: Path) -> dict:
+    """The network weights of an nnU-Net checkpoint (our own file, written by the test just before)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)["network_weights"]

@@ -1,0 +1,213 @@
+"""Dataset503_CHAOS_CT: CHAOS CT (contrast-enhanced, portal-venous phase; liver) → nnU-Net raw.
+
+Input: the CHAOS training set, given as the folder that holds ``CT/`` (``CHAOS_Train_Sets/Train_Sets``), a folder up
+to two levels above it, or a ``.zip``/``.tar`` of either; optionally the test set (same layout without ``Ground``)
+with ``test_source`` / ``--test-source``::
+
+    CT/<id>/DICOM_anon/i0000,0000b.dcm ...    one slice per file
+    CT/<id>/Ground/liver_GT_000.png ...       liver mask, 1 or 255 depending on the copy of the data
+
+DICOM slices are ordered by position (ascending along the slice normal), never grouped by series UID. The CT Ground
+order is reversed relative to that: by default liver_GT PNG k (natural name order) lies on slice N-1-k of the
+position-sorted volume. This follows jonasteuwen/chaos-challenge, which reverses the CT Ground list after GDCM's
+position sort ("the CT masks seem to be flipped"); it was not checked against real data here (none available). A
+plausible cause is that PNG k belongs to DICOM file k and the files are numbered from the top slice down; if a copy of
+the data does not have the flip, ``flip_ct_masks=False`` (``--no-flip-ct-masks``) places PNG k on slice k. Every
+non-zero pixel is liver (copies use 1 or 255).
+
+Output, one case per patient ``chaos_ct_<id>``, in ``<output_root>/Dataset503_CHAOS_CT/``:
+``imagesTr/chaos_ct_<id>_0000.nii.gz`` (CT as stored, Hounsfield units after the DICOM rescale),
+``labelsTr/chaos_ct_<id>.nii.gz`` (0 background, 1 liver), test patients in ``imagesTs``. ``dataset.json`` names the
+channel ``CT`` (nnU-Net's CT normalisation); the ``"nnunet_mm"`` block holds ``reference_channel`` 0,
+``modalities``, ``registration`` (none), ``source``, ``converter`` and ``notes`` (the mask order used). CT and MR of
+CHAOS come from different patients, so they are separate datasets, never channels of one.
+
+Every patient is checked (all files read) before anything is written; all problems are reported together, each naming
+its file or folder. The output is written into a staging folder and renamed into place at the end; the input is only
+read.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from nnunet_mm.conversion import (CaseRecord, DatasetSummary, add_common_arguments, image_from_array, label_dict,
+                                  map_cases, prepare_output, raise_if_problems, run_converter_cli, source_folder,
+                                  staged_dataset, summarize, voxel_counts, write_dataset_json, write_image)
+from nnunet_mm.conversion.chaos import (CT_LABEL_NAMES, DICOM_FOLDER, GROUND_FOLDER, MaskOrder, Patient,
+                                        checked_patients, ct_ground_labels, place_ground, read_ground,
+                                        read_series_folder, required_folder)
+
+logger = logging.getLogger(__name__)
+
+DATASET_ID = 503
+DATASET_NAME = "CHAOS_CT"
+CASE_PREFIX = "chaos_ct"
+FILE_ENDING = ".nii.gz"
+CHANNEL_NAME = "CT"  # nnU-Net picks CT normalisation by this name
+
+
+def mask_order(flip_ct_masks: bool) -> MaskOrder:
+    """The Ground placement rule: reversed relative to the position-sorted slices, or not."""
+    return "reversed_position" if flip_ct_masks else "position"
+
+
+@dataclass(frozen=True)
+class CtCase:
+    """The CT volume of one patient and, for training patients, the liver label on its grid."""
+
+    image: sitk.Image
+    label: sitk.Image | None
+
+
+def read_case(patient: Patient, *, flip_ct_masks: bool) -> tuple[CtCase | None, list[str]]:
+    """Read every file of ``patient`` and return the case, or None and one problem line per missing, unreadable or
+    inconsistent file (each naming it)."""
+    problems: list[str] = []
+    series = label = None
+    try:
+        series = read_series_folder(required_folder(patient.folder, DICOM_FOLDER), root=patient.root)
+    except ValueError as error:
+        problems.append(str(error))
+    if patient.is_training:
+        try:
+            ground_folder = required_folder(patient.folder, GROUND_FOLDER)
+            _, stack = read_ground(ground_folder, root=patient.root)
+            if series is not None:
+                placed = place_ground(ct_ground_labels(stack), series, ground_folder=ground_folder,
+                                      order=mask_order(flip_ct_masks))
+                label = image_from_array(placed, series.image.GetSpacing(), reference=series.image)
+        except ValueError as error:
+            problems.append(str(error))
+    if problems:
+        return None, problems
+    assert series is not None
+    return CtCase(series.image, label), []
+
+
+def check_case(patient: Patient, *, flip_ct_masks: bool) -> list[str]:
+    """The problems of one patient (its volumes are read and dropped, so memory stays at one case per process)."""
+    return read_case(patient, flip_ct_masks=flip_ct_masks)[1]
+
+
+def convert_case(patient: Patient, *, staging: Path, flip_ct_masks: bool) -> CaseRecord:
+    """Write one patient into ``staging``."""
+    case, problems = read_case(patient, flip_ct_masks=flip_ct_masks)
+    raise_if_problems(problems, patient.folder)
+    assert case is not None
+    image, label = case.image, case.label
+    sub_folder = "imagesTr" if label is not None else "imagesTs"
+    write_image(image, staging / sub_folder / f"{patient.case_id}_0000{FILE_ENDING}")
+    counts = None
+    if label is not None:
+        write_image(label, staging / "labelsTr" / f"{patient.case_id}{FILE_ENDING}")
+        counts = voxel_counts(sitk.GetArrayViewFromImage(label), len(CT_LABEL_NAMES) + 1)
+    return CaseRecord(patient.case_id, label is not None, tuple(image.GetSpacing()), counts)
+
+
+def _mask_note(flip_ct_masks: bool) -> str:
+    if flip_ct_masks:
+        return ("Ground liver_GT PNG k placed on slice N-1-k of the DICOM slices sorted by position (the CHAOS CT "
+                "masks are reversed; --no-flip-ct-masks keeps PNG k on slice k)")
+    return "Ground liver_GT PNG k placed on slice k of the DICOM slices sorted by position (no flip)"
+
+
+def convert_with_summary(source_dir: Path, *, test_source: Path | None = None, flip_ct_masks: bool = True,
+                         dataset_id: int = DATASET_ID, dataset_name: str = DATASET_NAME,
+                         output_root: Path | None = None, overwrite: bool = False,
+                         num_processes: int = 1) -> DatasetSummary:
+    """:func:`convert`, returning the summary instead of only the output folder."""
+    final_dir = prepare_output(source_dir, dataset_id=dataset_id, dataset_name=dataset_name, output_root=output_root,
+                               overwrite=overwrite)
+    if test_source is not None:
+        prepare_output(test_source, dataset_id=dataset_id, dataset_name=dataset_name, output_root=output_root,
+                       overwrite=overwrite)
+    with source_folder(source_dir) as root, \
+            (source_folder(test_source) if test_source is not None else contextlib.nullcontext()) as test_root:
+        patients = checked_patients(root, test_root, modality="CT", prefix=CASE_PREFIX,
+                                    check=partial(check_case, flip_ct_masks=flip_ct_masks),
+                                    num_processes=num_processes, description=f"Dataset{dataset_id:03d} check",
+                                    reported_source=source_dir)
+        with staged_dataset(final_dir, overwrite=overwrite) as staging:
+            for sub_folder in ("imagesTr", "labelsTr", "imagesTs"):
+                (staging / sub_folder).mkdir()
+            records = map_cases(partial(convert_case, staging=staging, flip_ct_masks=flip_ct_masks), patients,
+                                num_processes=num_processes, description=f"Dataset{dataset_id:03d} convert")
+            summary = summarize(records, output_dir=final_dir, channel_names={"0": CHANNEL_NAME},
+                                labels=label_dict(CT_LABEL_NAMES), notes=[_mask_note(flip_ct_masks)])
+            write_dataset_json(
+                staging, channel_names=summary.channel_names, labels=summary.labels,
+                num_training=summary.num_training, file_ending=FILE_ENDING, dataset_name=final_dir.name,
+                nnunet_mm_block={"reference_channel": 0, "modalities": {"0": "CT"},
+                                 "registration": "none (one channel)",
+                                 "source": {"train": str(Path(source_dir).resolve()),
+                                            "test": None if test_source is None else str(Path(test_source).resolve())},
+                                 "converter": Path(__file__).stem, "notes": [_mask_note(flip_ct_masks)]},
+                description="CHAOS CT (portal-venous phase), liver only.",
+                reference="https://chaos.grand-challenge.org/",
+                license="see the CHAOS data terms (Zenodo record 3431873)")
+    logger.info("converted %d training and %d test case(s) into %s", summary.num_training, summary.num_test, final_dir)
+    return summary
+
+
+def convert(source_dir: Path, *, test_source: Path | None = None, flip_ct_masks: bool = True,
+            dataset_id: int = DATASET_ID, dataset_name: str = DATASET_NAME, output_root: Path | None = None,
+            overwrite: bool = False, num_processes: int = 1) -> Path:
+    """Convert CHAOS CT into ``<output_root>/Dataset<id>_<name>``.
+
+    Args:
+        source_dir: the training set (folder holding ``CT/``, a parent up to two levels above, or an archive).
+        test_source: the test set in the same layout (no ``Ground``), written to ``imagesTs``.
+        flip_ct_masks: place Ground PNG k on slice N-1-k of the position-sorted volume (the CHAOS CT quirk); False
+            places it on slice k.
+        dataset_id: nnU-Net dataset id (1..999).
+        dataset_name: the part after ``DatasetNNN_``.
+        output_root: where the dataset folder goes; None = ``$nnUNet_raw``.
+        overwrite: replace an existing dataset folder.
+        num_processes: patients checked and converted in parallel (spawned processes).
+
+    Returns:
+        The dataset folder.
+
+    Raises:
+        ConversionError: problems in the source data (all of them, one line each, naming the file or folder), found
+            before anything is written.
+        FileExistsError: the dataset folder exists and ``overwrite`` is False.
+        FileNotFoundError: a source does not exist.
+        ValueError: invalid options, no output root, an output folder overlapping the input, an unsafe archive.
+    """
+    return convert_with_summary(source_dir, test_source=test_source, flip_ct_masks=flip_ct_masks,
+                                dataset_id=dataset_id, dataset_name=dataset_name, output_root=output_root,
+                                overwrite=overwrite, num_processes=num_processes).output_dir
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The command line of this converter (``nnunet_mm convert 503 --help``)."""
+    parser = argparse.ArgumentParser(prog=prog, description="Convert CHAOS CT (liver) into an nnU-Net raw dataset.")
+    parser.add_argument("source_dir", type=Path,
+                        help="CHAOS training set: the folder holding CT/ (CHAOS_Train_Sets/Train_Sets), a parent up "
+                             "to two levels above it, or a .zip/.tar of it")
+    parser.add_argument("--test-source", type=Path, default=None,
+                        help="CHAOS test set in the same layout (no Ground), written to imagesTs")
+    parser.add_argument("--no-flip-ct-masks", dest="flip_ct_masks", action="store_false",
+                        help="place Ground PNG k on slice k of the position-sorted DICOM slices instead of slice N-1-k")
+    add_common_arguments(parser, dataset_id=DATASET_ID, dataset_name=DATASET_NAME)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; prints the summary and returns the exit status (0 success, 1 bad input)."""
+    args = build_parser().parse_args(argv)
+    return run_converter_cli(convert_with_summary, args, source_dir=args.source_dir, test_source=args.test_source,
+                             flip_ct_masks=args.flip_ct_masks)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
