@@ -54,10 +54,9 @@ The input is only read.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -142,34 +141,6 @@ class CaseVolumes:
 # ----------------------------------------------------------------------------------------------------------------
 # reading slices
 
-def _numpy_array_globals() -> list[Any]:
-    """What ``torch.load(weights_only=True)`` must be allowed to rebuild a numeric numpy array: numpy's
-    ``_reconstruct`` under its numpy 1 and numpy 2 names, ``ndarray``, ``dtype`` and the numeric dtype classes (no
-    object dtype, so an array cannot smuggle in other objects)."""
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-    dtype_classes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefd"}
-    return [(_reconstruct, "numpy.core.multiarray._reconstruct"),
-            (_reconstruct, "numpy._core.multiarray._reconstruct"),
-            np.ndarray, np.dtype, *sorted(dtype_classes, key=str)]
-
-
-@contextlib.contextmanager
-def _numpy_arrays_allowed() -> Iterator[None]:
-    """Let ``torch.load(weights_only=True)`` (inside ``read_slice``) rebuild numeric numpy arrays, as the MPTH images
-    are ``torch.save``-d numpy arrays; tensors load without this."""
-    import torch
-
-    allow = getattr(torch.serialization, "safe_globals", None)
-    if allow is None:  # torch < 2.5 has no allowlist context; only tensors load with weights_only=True
-        yield
-        return
-    with allow(_numpy_array_globals()):
-        yield
-
-
 def read_any_slice(path: Path) -> tuple[np.ndarray, str]:
     """One 2D slice and its storage format (``"png"``, ``"jpeg"``, ``"npy"``, ``"torch"``), whatever its name.
 
@@ -182,11 +153,7 @@ def read_any_slice(path: Path) -> tuple[np.ndarray, str]:
         kind = sniff_format(path)
     except OSError as error:
         raise ValueError(f"{path}: cannot read slice file: {error.strerror or error}") from None
-    if kind == "torch":
-        with _numpy_arrays_allowed():
-            array = read_slice(path)
-    else:
-        array = read_slice(path)
+    array = read_slice(path)
     if array.dtype.kind not in "biuf":
         raise ValueError(f"{path}: slice holds {array.dtype} values, not numbers.")
     return array, kind

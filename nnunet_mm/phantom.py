@@ -1123,8 +1123,8 @@ def write_mpth(
         root/tumor_mask/<phase>/<case_id>/<k>.png   uint8 0/255
 
     The image is HU + 1024 as a 16-bit PNG, or with ``as_serialized_arrays`` a ``torch.save``-d (Y, X) float32
-    numpy array of HU under the ``.png`` name, as the original loader reads it with ``torch.load`` (loading it
-    needs ``weights_only=False``). Both phases are on the reference grid (slice-level pairing).
+    numpy array of HU under the ``.png`` name, as the original loader reads it with ``torch.load``
+    (:func:`nnunet_mm.conversion.read_slice` loads it with ``weights_only=True`` and numpy arrays allow-listed). Both phases are on the reference grid (slice-level pairing).
 
     Args:
         root: output folder.

@@ -5,7 +5,6 @@ import gzip
 import json
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,8 +1,9 @@
 """2D slice files (PNG, JPEG, serialised arrays with a ``.png`` name) and stacking them into 3D images."""
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,44 @@ def sniff_format(path: Path) -> str:
     return "unknown"
 
 
+def _numpy_array_globals() -> list:
+    """What ``torch.load(weights_only=True)`` must be allowed to rebuild a numeric numpy array: numpy's
+    ``_reconstruct`` under its numpy 1 and numpy 2 names, ``ndarray``, ``dtype`` and the numeric dtype classes (no
+    object dtype, so an array cannot smuggle in other objects)."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    dtype_classes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefd"}
+    return [(_reconstruct, "numpy.core.multiarray._reconstruct"),
+            (_reconstruct, "numpy._core.multiarray._reconstruct"),
+            np.ndarray, np.dtype, *sorted(dtype_classes, key=str)]
+
+
+@contextlib.contextmanager
+def _numpy_arrays_allowed() -> Iterator[None]:
+    """Let ``torch.load(weights_only=True)`` rebuild numeric numpy arrays (the MPTH slices are ``torch.save``-d
+    numpy arrays); tensors load without this. torch < 2.5 has no allowlist, so there only tensors load."""
+    import torch
+
+    allow = getattr(torch.serialization, "safe_globals", None)
+    if allow is None:
+        yield
+        return
+    with allow(_numpy_array_globals()):
+        yield
+
+
+def _torch_error_line(error: BaseException) -> str:
+    """The informative line of a torch.load error (the WeightsUnpickler line if there is one), without ANSI codes."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+    lines = [line for line in lines if line]
+    for line in lines:
+        if "WeightsUnpickler error" in line:
+            return line
+    return lines[0] if lines else type(error).__name__
+
+
 def _read_raster(path: Path) -> np.ndarray:
     try:
         image = sitk.ReadImage(str(path))
@@ -56,8 +95,9 @@ def read_slice(path: Path, *, grayscale: bool = True) -> np.ndarray:
     """Read one 2D slice as a numpy array.
 
     PNG (8/16-bit) and JPEG go through SimpleITK; ``.npy`` through ``numpy.load(allow_pickle=False)``; ``torch.save``
-    files (the MPTH loader reads its ``.png`` slices with ``torch.load``) through ``torch.load(weights_only=True)``,
-    which loads tensors and plain containers but never runs pickled code.
+    files (the MPTH loader reads its ``.png`` slices with ``torch.load``) through ``torch.load(weights_only=True)``
+    with numeric numpy arrays allow-listed: tensors, numeric arrays and plain containers load, pickled code never
+    runs.
 
     Args:
         path: the slice file.
@@ -80,10 +120,11 @@ def read_slice(path: Path, *, grayscale: bool = True) -> np.ndarray:
         import torch
 
         try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            with _numpy_arrays_allowed():
+                loaded = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
             raise ValueError(f"{path}: cannot read serialised array (torch.load with weights_only=True): "
-                             f"{str(error).splitlines()[0]}") from None
+                             f"{_torch_error_line(error)}") from None
         if isinstance(loaded, torch.Tensor):
             array = loaded.numpy()
         elif isinstance(loaded, np.ndarray):
