@@ -442,7 +442,7 @@ def _align_phase(case: CaseFiles, index: int, phase: str, reference: sitk.Image,
     transform = None
     if registration != "none":
         try:
-            transform = register_images(reference, moving, mode=registration, seed=0, initialization="physical")
+            transform = register_images(reference, moving, mode=registration, seed=1, initialization="physical")
         except RuntimeError as error:
             raise RuntimeError(f"{case.phase_files[index]}: registering phase '{phase}' to {case.phase_files[0]} "
                                f"failed: {error}") from error

@@ -232,8 +232,9 @@ class CMGUNet(nn.Module):
         return [shapes[-(level + 2)] for level in range(self.guidance_levels)]
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
-        """Activations per sample (voxels × channels) for nnU-Net's planner VRAM estimate: every phase's encoder
-        and decoder plus the fusion and guidance blocks (approximated by their output sizes × layer count)."""
+        """Activations per sample (voxels × channels) for nnU-Net's planner VRAM estimate, in training (where it
+        matters): every phase's encoder and decoder plus the fusion and guidance blocks (approximated by their
+        output sizes × layer count)."""
         encoder = self._encoder(0)
         total = np.int64(encoder.compute_conv_feature_map_size(input_size)) * self.num_phases
         sizes, size = [], list(input_size)
@@ -241,11 +242,10 @@ class CMGUNet(nn.Module):
             size = [s // st for s, st in zip(size, stride)]
             sizes.append(size)
         channels = encoder.output_channels
-        for level in range(self.decoders[0].num_levels):  # decoders: transpconv + convs (+ seg layer)
-            voxels = int(np.prod(sizes[-(level + 2)]))
+        for level in range(self.decoders[0].num_levels):  # decoders: transpconv + convs + seg layer, every
+            voxels = int(np.prod(sizes[-(level + 2)]))    # phase (training runs all of them for the phase losses)
             per_phase = channels[-(level + 2)] * voxels * (1 + len(self.decoders[0].stages[level].convs))
-            phases = self.num_phases if level < self.guidance_levels else 1
-            total += np.int64(per_phase * phases + self.num_classes * voxels)
+            total += np.int64((per_phase + self.num_classes * voxels) * self.num_phases)
         for stage in self.fusion_stages:  # MSF: 4 branches of n/2 (two layers) + fuse + bottlenecks
             voxels = int(np.prod(sizes[stage]))
             total += np.int64(channels[stage] * voxels * (4 + 1 + self.num_phases * 2))

@@ -76,8 +76,54 @@ def _build_parser() -> argparse.ArgumentParser:
                           description="Arguments after 'demo' go to nnunet_mm.demo.")
     demo.add_argument("args", nargs=argparse.REMAINDER)
 
+    plan = sub.add_parser(
+        "plan", help="plan a dataset with a plugin planner (nnU-Net's -pl only searches nnU-Net itself)",
+        description="Extract the fingerprint if missing, plan with a plugin planner and preprocess what the plans "
+                    "need that does not exist yet. Then train with '-p <plans name>'.")
+    plan.add_argument("-d", required=True, type=int, help="dataset id")
+    plan.add_argument("-pl", default="CMGPlanner", choices=("CMGPlanner",), help="planner [default: %(default)s]")
+    plan.add_argument("-gpu_memory_target", type=float, default=None,
+                      help="GPU memory (GB) to size patch and batch for [default: the planner's, 8]")
+    plan.add_argument("-c", nargs="+", default=["2d", "3d_fullres"], help="configurations to preprocess "
+                      "[default: 2d 3d_fullres]")
+    plan.add_argument("-np", type=int, default=2, help="processes for fingerprint and preprocessing [default: 2]")
+
     sub.add_parser("env", help="show trainer discovery (nnUNet_extTrainer) and the nnU-Net paths")
     return parser
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprint_dataset,
+                                                                       plan_experiment_dataset, preprocess_dataset)
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_mm.planners.cmg_planner import CMGPlanner
+
+    dataset_name = maybe_convert_to_dataset_name(args.d)
+    folder = Path(nnUNet_preprocessed) / dataset_name
+    if not (folder / "dataset_fingerprint.json").is_file():
+        extract_fingerprint_dataset(args.d, num_processes=args.np, check_dataset_integrity=True)
+    _, plans_name = plan_experiment_dataset(args.d, {"CMGPlanner": CMGPlanner}[args.pl],
+                                            gpu_memory_target_in_gb=args.gpu_memory_target)
+    plans = PlansManager(str(folder / f"{plans_name}.json"))
+    missing = [c for c in args.c if c in plans.available_configurations
+               and not (folder / plans.get_configuration(c).data_identifier).is_dir()]
+    if missing:
+        preprocess_dataset(args.d, plans_name, configurations=tuple(missing),
+                           num_processes=tuple([args.np] * len(missing)))
+    for configuration in args.c:
+        if configuration in plans.available_configurations:
+            cm = plans.get_configuration(configuration)
+            print(f"{configuration}: patch {cm.patch_size}, batch {cm.batch_size}, features "
+                  f"{cm.network_arch_init_kwargs['features_per_stage']}")
+    print(f"wrote {folder / (plans_name + '.json')}; train with: nnUNetv2_train {args.d} 3d_fullres 0 "
+          f"-tr CMGTrainer -p {plans_name}{os.linesep}", end="")
+    return 0
 
 
 def _cuda_available() -> bool:
@@ -147,7 +193,13 @@ def _run_convert(dataset: str, argv: list[str]) -> int:
     except KeyError as error:
         print(f"nnunet_mm convert: {error.args[0]}", file=sys.stderr)
         return 2
-    return importlib.import_module(f"nnunet_mm.dataset_conversion.{name}").main(argv)
+    module = importlib.import_module(f"nnunet_mm.dataset_conversion.{name}")
+    program = sys.argv[0]
+    sys.argv[0] = f"nnunet_mm convert {dataset}"  # argparse names the program after sys.argv[0] in --help/errors
+    try:
+        return module.main(argv)
+    finally:
+        sys.argv[0] = program
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_predict(args)
     if args.command == "env":
         return _run_env()
+    if args.command == "plan":
+        return _run_plan(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse restricts the choices
 
 
