@@ -154,6 +154,10 @@ def test_cmg_trainer_cli_cycle_in_2d_with_continue(tmp_path, without_ext_trainer
     predictions = sorted((tmp_path / "pred").glob("*.nii.gz"))
     assert len(predictions) == 1
     assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(predictions[0]))))) <= {0, 1, 2}
+    case = predictions[0].name[: -len(".nii.gz")]
+    run("nnunet_mm", "cmg-maps", "-i", str(images), "--case", case, "-o", str(tmp_path / "maps.png"), "-d", "590",
+        "-c", "2d", "-tr", "CMGTrainer_debug", "-device", "cpu")
+    assert (tmp_path / "maps.png").stat().st_size > 20_000
 
 
 def torch_load_weights(path: Path) -> dict:

@@ -10,6 +10,7 @@ Sub-commands:
 from __future__ import annotations
 
 import argparse
+import json
 import importlib
 import logging
 import os
@@ -88,8 +89,55 @@ def _build_parser() -> argparse.ArgumentParser:
                       "[default: 2d 3d_fullres]")
     plan.add_argument("-np", type=int, default=2, help="processes for fingerprint and preprocessing [default: 2]")
 
+    maps = sub.add_parser("cmg-maps", help="save a CMG model's guidance maps and predictions of one case as PNG")
+    maps.add_argument("-i", required=True, help="folder with the case's CASE_XXXX<file_ending> files")
+    maps.add_argument("--case", required=True, help="case identifier (CASE)")
+    maps.add_argument("-o", required=True, help="output PNG")
+    maps_model = maps.add_mutually_exclusive_group(required=True)
+    maps_model.add_argument("-d", help="dataset name or id (with -tr, -p, -c)")
+    maps_model.add_argument("-m", "--model_folder", help="model folder (instead of -d/-tr/-p/-c)")
+    maps.add_argument("-tr", default="CMGTrainer", help="trainer [default: %(default)s]")
+    maps.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
+    maps.add_argument("-c", default="3d_fullres", help="configuration [default: %(default)s]")
+    maps.add_argument("-f", default="0", help="fold [default: 0]")
+    maps.add_argument("-chk", default="checkpoint_final.pth")
+    maps.add_argument("--class_index", type=int, default=None, help="class to show [default: the highest label]")
+    maps.add_argument("-device", default=None, choices=("cuda", "cpu", "mps"))
+
     sub.add_parser("env", help="show trainer discovery (nnUNet_extTrainer) and the nnU-Net paths")
     return parser
+
+
+def _run_cmg_maps(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nnunet_mm.inference.missing_channels import find_case_channel_files
+    from nnunet_mm.visualize.cmg_maps import save_guidance_figure
+
+    if args.model_folder:
+        model_folder = Path(args.model_folder)
+    else:
+        from nnunetv2.paths import nnUNet_results
+        from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+        model_folder = (Path(nnUNet_results) / maybe_convert_to_dataset_name(args.d) /
+                        f"{args.tr}__{args.p}__{args.c}")
+    dataset_json = json.loads((model_folder / "dataset.json").read_text())
+    files = find_case_channel_files(Path(args.i), dataset_json["file_ending"],
+                                    len(dataset_json["channel_names"])).get(args.case)
+    if not files:
+        print(f"nnunet_mm cmg-maps: no files {args.case}_XXXX{dataset_json['file_ending']} in {args.i}",
+              file=sys.stderr)
+        return 1
+    missing = [c for c in range(len(dataset_json["channel_names"])) if c not in files]
+    if missing:
+        print(f"nnunet_mm cmg-maps: {args.i}: case {args.case} lacks channel(s) {missing}", file=sys.stderr)
+        return 1
+    fold = args.f if args.f == "all" else int(args.f)
+    device = args.device or ("cuda" if _cuda_available() else "cpu")
+    png = save_guidance_figure(model_folder, [files[c] for c in sorted(files)], Path(args.o), fold=fold,
+                               checkpoint=args.chk, device=device, class_index=args.class_index)
+    print(f"wrote {png}")
+    return 0
 
 
 def _run_plan(args: argparse.Namespace) -> int:
@@ -224,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_env()
     if args.command == "plan":
         return _run_plan(args)
+    if args.command == "cmg-maps":
+        return _run_cmg_maps(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse restricts the choices
 
 
