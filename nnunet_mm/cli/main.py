@@ -89,6 +89,16 @@ def _build_parser() -> argparse.ArgumentParser:
                       "[default: 2d 3d_fullres]")
     plan.add_argument("-np", type=int, default=2, help="processes for fingerprint and preprocessing [default: 2]")
 
+    phases = sub.add_parser(
+        "phase-labels", help="add a '<configuration>_phases' configuration with per-phase labels (e.g. MPTH)",
+        description="After nnUNetv2_plan_and_preprocess: preprocess the dataset's per-phase labels (the folder named "
+                    "by 'phase_labels_dir' in dataset.json) as extra segmentation channels of a new configuration "
+                    "'<c>_phases'. Train it with e.g. 'nnUNetv2_train 501 3d_fullres_phases 0 -tr CMGTrainer'.")
+    phases.add_argument("-d", required=True, help="dataset name or id")
+    phases.add_argument("-c", default="3d_fullres", help="configuration [default: %(default)s]")
+    phases.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
+    phases.add_argument("-np", type=int, default=1, help="processes [default: 1]")
+
     maps = sub.add_parser("cmg-maps", help="save a CMG model's guidance maps and predictions of one case as PNG")
     maps.add_argument("-i", required=True, help="folder with the case's CASE_XXXX<file_ending> files")
     maps.add_argument("--case", required=True, help="case identifier (CASE)")
@@ -274,6 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_plan(args)
     if args.command == "cmg-maps":
         return _run_cmg_maps(args)
+    if args.command == "phase-labels":
+        from nnunet_mm.preprocessing.phase_labels import add_phase_label_configuration
+        name = add_phase_label_configuration(args.d, args.c, args.p, args.np)
+        print(f"added configuration {name}; train with: nnUNetv2_train {args.d} {name} 0 -tr CMGTrainer")
+        return 0
     raise AssertionError(f"unhandled command {args.command}")  # argparse restricts the choices
 
 

@@ -8,9 +8,10 @@ Method, as trained here:
   plans' U-Net description, with fewer features per stage so that N streams fit roughly where one U-Net did.
 * **Loss** ``L = DS(DC+CE)(reference) + λ_phase · mean_p DS(DC+CE)(phase p) + λ_side · mean_{p,level} (DC+CE)(side
   logits)`` — the paper supervises every phase and every side head with equal weight (λ = 1).
-* **Per-phase targets.** Each phase is supervised with *its own* label: the reference label moved with exactly the
-  misalignment that augmentation applied to that phase (and taking the label of the channel a dropped phase was
-  copied from). Real per-phase masks are not read yet (see the README).
+* **Per-phase targets.** Each phase is supervised with *its own* label: the dataset's label of that phase when it
+  has them (configurations from ``nnunet_mm phase-labels``, e.g. MPTH's arterial masks; otherwise the reference
+  label), moved with exactly the misalignment that augmentation applied to that phase, and taking the label of the
+  channel a dropped phase was copied from.
 * **Prototype source, scheduled.** Teacher forcing with the phase's own label early in training; the fraction of
   samples whose prototypes come from the network's own side predictions rises linearly from
   ``predicted_prototypes_start`` to ``predicted_prototypes_end`` over the epochs, so training moves toward what
@@ -32,7 +33,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import autocast, nn
 
 from nnunet_mm.architectures import CMGUNet
-from nnunet_mm.training.multimodal_trainer import MultiModalTrainer, labels_following_channels
+from nnunet_mm.training.multimodal_trainer import MultiModalTrainer, labels_following_channels, reference_target
 
 CMG_CLASS_NAME = f"{CMGUNet.__module__}.{CMGUNet.__name__}"
 _UNET_KWARGS = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strides", "n_conv_per_stage",
@@ -130,6 +131,7 @@ class CMGTrainer(MultiModalTrainer):
         settings, network = self.mm_settings, self.cmg_network
         with torch.no_grad():
             phase_labels = self._phase_labels(target[0], draw)
+            target = reference_target(target)
             level_shapes = network.guidance_level_shapes(data.shape[2:])
             region_masks = [_region_masks(phase_labels[:, p:p + 1], level_shapes, network.num_classes)
                             for p in range(settings.num_channels)]
@@ -181,12 +183,25 @@ class CMGTrainer(MultiModalTrainer):
             loss = loss + self.side_loss_weight * torch.stack(side_terms).mean()
         return loss
 
-    def _phase_labels(self, label: torch.Tensor, draw) -> torch.Tensor:
-        num_channels = self.mm_settings.num_channels
+    def _phase_labels(self, seg: torch.Tensor, draw) -> torch.Tensor:
+        """(B, C, ...) label of every image channel after augmentation, from the batch's segmentation: channel 0 is
+        the reference label; a ``_phases`` configuration adds the other channels' labels in channel order."""
+        settings = self.mm_settings
+        num_channels, reference = settings.num_channels, settings.reference_channel
+        if seg.shape[1] == num_channels:  # seg = [reference, other channels in order] → image channel order
+            others = [c for c in range(num_channels) if c != reference]
+            order = [0 if c == reference else 1 + others.index(c) for c in range(num_channels)]
+            labels = seg[:, order]
+        elif seg.shape[1] == 1:
+            labels = seg.expand(-1, num_channels, *seg.shape[2:])
+        else:
+            raise ValueError(f"the segmentation has {seg.shape[1]} channels; expected 1 or one per image channel "
+                             f"({num_channels}).")
         if draw.misalignment is None and draw.dropout is None:
-            return label.expand(-1, num_channels, *label.shape[2:])
-        return labels_following_channels(label, draw, self.cmg_network.num_classes, self.configuration_manager.spacing,
-                                         self.mm_settings.modality_dropout.mode)
+            return labels
+        return labels_following_channels(labels, draw, self.cmg_network.num_classes,
+                                         self.configuration_manager.spacing, settings.modality_dropout.mode,
+                                         reference_channel=reference)
 
 
 def _resize_label(label: torch.Tensor, shape) -> torch.Tensor:

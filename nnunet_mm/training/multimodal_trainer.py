@@ -51,15 +51,17 @@ class MultiModalDraw:
 
 
 def labels_following_channels(label: torch.Tensor, draw: MultiModalDraw, num_classes: int,
-                              spacing: tuple[float, ...] | list[float], dropout_mode: str) -> torch.Tensor:
+                              spacing: tuple[float, ...] | list[float], dropout_mode: str,
+                              reference_channel: int = 0) -> torch.Tensor:
     """Per-channel label maps that follow each channel through the augmentation.
 
-    The reference label is warped with every channel's misalignment (one-hot, linear interpolation, argmax), then
-    a channel that modality dropout replaced by a copy of another channel takes that channel's label; a zero-filled
-    channel keeps the reference label (it shows nothing to disagree with).
+    Each channel's label (the reference label for all, or per-channel labels) is warped with that channel's
+    misalignment (one-hot, linear interpolation, argmax), then a channel that modality dropout replaced by a copy
+    of another channel takes that channel's label; a zero-filled channel takes the reference label (it shows
+    nothing to disagree with).
 
     Args:
-        label: (B, 1, *spatial) integer-valued reference label.
+        label: (B, 1, *spatial) integer-valued reference label, or (B, C, *spatial) one label per channel.
         draw: the draw that produced the augmented images.
         num_classes: label values are ``0..num_classes-1``.
         spacing: the configuration's spacing (as for the images).
@@ -70,7 +72,8 @@ def labels_following_channels(label: torch.Tensor, draw: MultiModalDraw, num_cla
     """
     num_channels = (draw.misalignment.active.shape[1] if draw.misalignment is not None
                     else draw.dropout.dropped.shape[1])
-    labels = label.expand(-1, num_channels, *label.shape[2:])
+    labels = label.expand(-1, num_channels, *label.shape[2:]) if label.shape[1] == 1 else label
+    reference = labels[:, reference_channel:reference_channel + 1]
     if draw.misalignment is not None:
         one_hot = torch.stack([(labels == k).float() for k in range(num_classes)])  # (K, B, C, ...)
         warped = torch.stack([apply_misalignment(m, draw.misalignment, spacing) for m in one_hot])
@@ -78,10 +81,17 @@ def labels_following_channels(label: torch.Tensor, draw: MultiModalDraw, num_cla
     if draw.dropout is not None and dropout_mode == "duplicate":
         labels = apply_modality_dropout(labels, draw.dropout, "duplicate")
     elif draw.dropout is not None:
-        reference = label.expand_as(labels)
         labels = torch.where(draw.dropout.dropped.view(*draw.dropout.dropped.shape, *([1] * (label.ndim - 2))),
-                             reference, labels)
+                             reference.expand_as(labels), labels)
     return labels
+
+
+def reference_target(target: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    """Segmentation channel 0 only: configurations made by :mod:`nnunet_mm.preprocessing.phase_labels` carry one
+    extra seg channel per non-reference phase, which nnU-Net's loss must not see."""
+    if isinstance(target, list):
+        return [t[:, :1] if t.shape[1] > 1 else t for t in target]
+    return target[:, :1] if target.shape[1] > 1 else target
 
 
 class MultiModalTrainer(nnUNetTrainer):
@@ -120,7 +130,11 @@ class MultiModalTrainer(nnUNetTrainer):
 
     def train_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
-        return super().train_step({**batch, "data": self.augment_multimodal(data)})
+        return super().train_step({**batch, "data": self.augment_multimodal(data),
+                                   "target": reference_target(batch["target"])})
+
+    def validation_step(self, batch: dict) -> dict:
+        return super().validation_step({**batch, "target": reference_target(batch["target"])})
 
     def augment_multimodal(self, data: torch.Tensor) -> torch.Tensor:
         """Misalign, then drop, the image channels of a training batch.
