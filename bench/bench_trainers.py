@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="bench_out", help="output folder [default: %(default)s]")
     parser.add_argument("--workdir", default=None, help="nnU-Net folders [default: <output>/work]")
-    parser.add_argument("--trainers", nargs="+", default=["nnUNetTrainer", "MultiModalTrainer"])
+    parser.add_argument("--trainers", nargs="+", default=["nnUNetTrainer", "MultiModalTrainer", "CMGTrainer"])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--patch", type=int, nargs=3, default=[64, 160, 160])
     parser.add_argument("--batch-size", type=int, default=2)
