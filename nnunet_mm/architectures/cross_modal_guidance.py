@@ -37,9 +37,10 @@ def masked_average_prototypes(embedding: torch.Tensor, masks: torch.Tensor) -> t
         masks: (B, K, *spatial) in [0, 1], one channel per foreground class.
 
     Returns:
-        prototypes (B, K, E) and presence (B, K) — True where the mask is non-empty.
+        prototypes (B, K, E) in float32 (sums over many voxels overflow float16 under autocast) and presence
+        (B, K) — True where the mask is non-empty.
     """
-    masks = masks.to(embedding.dtype)
+    embedding, masks = embedding.float(), masks.float()
     area = masks.flatten(2).sum(-1)  # (B, K)
     summed = torch.einsum("bk...,be...->bke", masks, embedding)
     return summed / (area.unsqueeze(-1) + PROTOTYPE_EPS), area > 0
@@ -73,8 +74,8 @@ def guidance_map(embedding: torch.Tensor, prototypes: torch.Tensor) -> torch.Ten
         (B, K, *spatial) in [-1, 1]; 0 where the prototype is zero.
     """
     spatial = embedding.shape[2:]
-    e = F.normalize(embedding.flatten(2), dim=1)  # (B, E, N)
-    v = F.normalize(prototypes, dim=-1)  # zero vectors stay zero
+    e = F.normalize(embedding.flatten(2).float(), dim=1)  # (B, E, N)
+    v = F.normalize(prototypes.float(), dim=-1)  # zero vectors stay zero
     return torch.einsum("bke,ben->bkn", v, e).reshape(embedding.shape[0], prototypes.shape[1], *spatial)
 
 
@@ -143,6 +144,6 @@ class CrossModalGuidance(nn.Module):
         guidance = [guidance_map(e, v) for e, v in zip(embeddings, others)]
         guided = []
         for p, (g, s) in enumerate(zip(refined, guidance)):
-            modulated = [g * (1 + s[:, c:c + 1]) for c in range(self.num_foreground)]
+            modulated = [g * (1 + s[:, c:c + 1].to(g.dtype)) for c in range(self.num_foreground)]
             guided.append(modulated[0] if self.combine is None else self.combine[p](torch.cat(modulated, dim=1)))
         return {"guided": guided, "side_logits": side_logits, "guidance": guidance, "masks": masks}
