@@ -4,7 +4,7 @@ A CMGUNet runs one encoder (and, through the guidance levels, one decoder) per p
 patch size it needs several times the activation memory. This planner keeps nnU-Net's whole procedure (target
 spacing, topology, the VRAM heuristic against ``gpu_memory_target_in_gb``) but
 
-* plans ``nnunet_mm.architectures.cmg_unet.CMGUNet`` with features per stage × ``cmg_width_factor(N phases)`` (the
+* plans ``nnunet_mm.architectures.cmg_unet.CMGUNet`` with features per stage × ``stream_width_factor(N phases)`` (the
   same slimming ``CMGTrainer`` applies to default plans), and
 * estimates memory with ``CMGUNet.compute_conv_feature_map_size``, which counts every phase's streams, the fusion
   and the guidance blocks, so the heuristic shrinks the patch (then the batch) until it fits.
@@ -21,13 +21,9 @@ from __future__ import annotations
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 
 from nnunet_mm.architectures import CMGUNet
-from nnunet_mm.training.cmg_trainer import cmg_width_factor
+from nnunet_mm.architectures.from_plans import slim_features, stream_width_factor
 
 PLANS_NAME = "nnUNetPlansCMG"
-
-
-def _features(value: int, factor: float) -> int:
-    return max(8, int(round(value * factor / 4)) * 4)
 
 
 class CMGPlanner(ExperimentPlanner):
@@ -41,11 +37,10 @@ class CMGPlanner(ExperimentPlanner):
         num_phases = len(self.dataset_json["channel_names"])
         if num_phases < 2:
             raise ValueError(f"{self.dataset_name} has {num_phases} channel; CMG needs at least two phases.")
-        factor = cmg_width_factor(num_phases)
+        factor = stream_width_factor(num_phases)
         self.UNet_class = CMGUNet
-        self.UNet_base_num_features = _features(self.UNet_base_num_features, factor)
-        self.UNet_max_features_2d = _features(self.UNet_max_features_2d, factor)
-        self.UNet_max_features_3d = _features(self.UNet_max_features_3d, factor)
+        self.UNet_base_num_features, self.UNet_max_features_2d, self.UNet_max_features_3d = slim_features(
+            (self.UNet_base_num_features, self.UNet_max_features_2d, self.UNet_max_features_3d), factor)
 
     def generate_data_identifier(self, configuration_name: str) -> str:
         return "nnUNetPlans_" + configuration_name

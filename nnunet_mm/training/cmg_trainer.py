@@ -23,9 +23,6 @@ Hooks: ``build_network_architecture`` (static, plans only, as nnU-Net's predicto
 """
 from __future__ import annotations
 
-import math
-import pydoc
-
 import torch
 import torch.nn.functional as F
 from nnunetv2.utilities.helpers import dummy_context
@@ -33,39 +30,17 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import autocast, nn
 
 from nnunet_mm.architectures import CMGUNet
+from nnunet_mm.architectures.from_plans import network_kwargs_from_plans
 from nnunet_mm.training.multimodal_trainer import MultiModalTrainer, labels_following_channels, reference_target
 
 CMG_CLASS_NAME = f"{CMGUNet.__module__}.{CMGUNet.__name__}"
-_UNET_KWARGS = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strides", "n_conv_per_stage",
-                "n_conv_per_stage_decoder", "conv_bias", "norm_op", "norm_op_kwargs", "dropout_op",
-                "dropout_op_kwargs", "nonlin", "nonlin_kwargs")
-
-
-def cmg_width_factor(num_phases: int) -> float:
-    """Features per stage relative to the plans' single-stream U-Net: 0.6 for two phases (methods §1.6), shrinking
-    with the square root of the number of streams."""
-    return 0.6 * math.sqrt(2.0 / max(num_phases, 2))
 
 
 def cmg_unet_from_plans(configuration_manager: ConfigurationManager, num_input_channels: int,
                         num_output_channels: int, deep_supervision: bool) -> CMGUNet:
-    """A CMGUNet for an nnU-Net configuration.
-
-    If the configuration already names :class:`CMGUNet` (plans from :mod:`nnunet_mm.planners`, or a hand-made
-    ``3d_fullres_cmg``), its arguments are used as they are. Otherwise the configuration's U-Net (plain or
-    residual-encoder) is translated: same stages, kernels and strides, features × :func:`cmg_width_factor`
-    (multiples of 4, at least 8).
-    """
-    kwargs = dict(configuration_manager.network_arch_init_kwargs)
-    for key in configuration_manager.network_arch_init_kwargs_req_import:
-        if kwargs.get(key) is not None:
-            kwargs[key] = pydoc.locate(kwargs[key])
-    if configuration_manager.network_arch_class_name != CMG_CLASS_NAME:
-        if "n_conv_per_stage" not in kwargs and "n_blocks_per_stage" in kwargs:  # residual-encoder plans
-            kwargs["n_conv_per_stage"] = [2 * n for n in kwargs["n_blocks_per_stage"]]
-        factor = cmg_width_factor(num_input_channels)
-        kwargs["features_per_stage"] = [max(8, int(round(f * factor / 4)) * 4) for f in kwargs["features_per_stage"]]
-        kwargs = {k: v for k, v in kwargs.items() if k in _UNET_KWARGS}
+    """A CMGUNet for an nnU-Net configuration (:func:`~nnunet_mm.architectures.from_plans.network_kwargs_from_plans`:
+    the configuration's U-Net with slimmer stages, or the CMGUNet arguments of CMG plans as they are)."""
+    kwargs = network_kwargs_from_plans(configuration_manager, CMG_CLASS_NAME, num_input_channels)
     network = CMGUNet(input_channels=num_input_channels, num_classes=num_output_channels,
                       deep_supervision=deep_supervision, **kwargs)
     network.apply(CMGUNet.initialize)

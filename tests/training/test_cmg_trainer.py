@@ -7,7 +7,8 @@ import torch
 
 from nnunet_mm.architectures import CMGUNet
 from nnunet_mm.data.settings import MultiModalSettings
-from nnunet_mm.training.cmg_trainer import CMGTrainer, cmg_unet_from_plans, cmg_width_factor
+from nnunet_mm.architectures.from_plans import stream_width_factor
+from nnunet_mm.training.cmg_trainer import CMGTrainer, cmg_unet_from_plans
 from nnunet_mm.training.multimodal_trainer import labels_following_channels
 
 
@@ -65,7 +66,7 @@ def test_network_from_default_plans_is_a_slimmer_cmg_unet():
     network = cmg_unet_from_plans(configuration, 2, 3, deep_supervision=True)
     assert isinstance(network, CMGUNet)
     assert network.encoders[0].output_channels == [20, 40, 76, 152]  # × 0.6, multiples of 4
-    assert cmg_width_factor(4) < cmg_width_factor(2)
+    assert stream_width_factor(4) < stream_width_factor(2)
     outputs = network(torch.randn(1, 2, 64, 64))
     assert [o.shape[-1] for o in outputs] == [64, 32, 16]
 
