@@ -43,7 +43,8 @@ def test_hook_can_be_switched_off():
 
 @pytest.mark.parametrize("name,module", [("MultiModalTrainer", "multimodal_trainer"),
                                          ("MultiModalTrainer_debug", "multimodal_trainer"),
-                                         ("CMGTrainer", "cmg_trainer"), ("CMGTrainer_debug", "cmg_trainer")])
+                                         ("CMGTrainer", "cmg_trainer"), ("CMGTrainer_debug", "cmg_trainer"),
+                                         ("CMCTrainer", "cmc_trainer"), ("CMCTrainer_debug", "cmc_trainer")])
 def test_nnunet_lookup_finds_plugin_trainer(name, module):
     code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find; "
             f"cls = find('{name}'); print(cls.__module__ + '.' + cls.__name__)")
@@ -67,7 +68,8 @@ def test_plugin_trainer_names_do_not_clash_with_nnunet():
     import nnunetv2
     trainer_root = Path(nnunetv2.__file__).parent / "training" / "nnUNetTrainer"
     builtin_source = "\n".join(p.read_text(errors="ignore") for p in trainer_root.rglob("*.py"))
-    for name in ("MultiModalTrainer", "MultiModalTrainer_debug", "CMGTrainer", "CMGTrainer_debug"):
+    for name in ("MultiModalTrainer", "MultiModalTrainer_debug", "CMGTrainer", "CMGTrainer_debug", "CMCTrainer",
+                 "CMCTrainer_debug"):
         assert f"class {name}(" not in builtin_source
 
 

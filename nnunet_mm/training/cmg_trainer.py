@@ -31,7 +31,8 @@ from torch import autocast, nn
 
 from nnunet_mm.architectures import CMGUNet
 from nnunet_mm.architectures.from_plans import network_kwargs_from_plans
-from nnunet_mm.training.multimodal_trainer import MultiModalTrainer, labels_following_channels, reference_target
+from nnunet_mm.training.multimodal_trainer import (MultiModalTrainer, labels_following_channels, reference_target,
+                                                   resize_label)
 
 CMG_CLASS_NAME = f"{CMGUNet.__module__}.{CMGUNet.__name__}"
 
@@ -145,12 +146,12 @@ class CMGTrainer(MultiModalTrainer):
                 continue
             label = phase_labels[:, p:p + 1]
             if deep_supervision:
-                phase_targets = [label if t.shape == label.shape else _resize_label(label, t.shape[2:])
+                phase_targets = [label if t.shape == label.shape else resize_label(label, t.shape[2:])
                                  for t in target]
                 phase_terms.append(self.loss(phase_outputs, phase_targets))
             else:
                 phase_terms.append(self.side_loss(phase_outputs[0], label))
-        side_terms = [self.side_loss(logits, _resize_label(phase_labels[:, p:p + 1], logits.shape[2:]))
+        side_terms = [self.side_loss(logits, resize_label(phase_labels[:, p:p + 1], logits.shape[2:]))
                       for p, per_level in enumerate(result["side_logits"]) for logits in per_level]
         if phase_terms:
             loss = loss + self.phase_loss_weight * torch.stack(phase_terms).mean()
@@ -177,13 +178,6 @@ class CMGTrainer(MultiModalTrainer):
         return labels_following_channels(labels, draw, self.cmg_network.num_classes,
                                          self.configuration_manager.spacing, settings.modality_dropout.mode,
                                          reference_channel=reference)
-
-
-def _resize_label(label: torch.Tensor, shape) -> torch.Tensor:
-    """Nearest-neighbour resize of a (B, 1, ...) label map."""
-    if tuple(label.shape[2:]) == tuple(shape):
-        return label
-    return F.interpolate(label.float(), size=tuple(shape), mode="nearest-exact").to(label.dtype)
 
 
 def _region_masks(label: torch.Tensor, level_shapes, num_classes: int) -> list[torch.Tensor]:

@@ -86,6 +86,13 @@ def labels_following_channels(label: torch.Tensor, draw: MultiModalDraw, num_cla
     return labels
 
 
+def resize_label(label: torch.Tensor, shape) -> torch.Tensor:
+    """Nearest-neighbour resize of a (B, 1, ...) label map to the spatial ``shape`` (a deep-supervision scale)."""
+    if tuple(label.shape[2:]) == tuple(shape):
+        return label
+    return torch.nn.functional.interpolate(label.float(), size=tuple(shape), mode="nearest-exact").to(label.dtype)
+
+
 def reference_target(target: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
     """Segmentation channel 0 only: configurations made by :mod:`nnunet_mm.preprocessing.phase_labels` carry one
     extra seg channel per non-reference phase, which nnU-Net's loss must not see."""
