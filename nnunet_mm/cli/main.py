@@ -99,6 +99,29 @@ def _build_parser() -> argparse.ArgumentParser:
     phases.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
     phases.add_argument("-np", type=int, default=1, help="processes [default: 1]")
 
+    unlabeled = sub.add_parser(
+        "preprocess-unlabeled", help="preprocess the unlabeled cases (imagesUnl) for semi-supervised trainers",
+        description="After nnUNetv2_plan_and_preprocess: preprocess the images in the folder named by "
+                    "'unlabeled_dir' in dataset.json (default imagesUnl) with the configuration's plans into "
+                    "<data_identifier>_unlabeled. The labeled data are untouched.")
+    unlabeled.add_argument("-d", required=True, help="dataset name or id")
+    unlabeled.add_argument("-c", default="3d_fullres", help="configuration [default: %(default)s]")
+    unlabeled.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
+    unlabeled.add_argument("-np", type=int, default=1, help="processes [default: 1]")
+
+    fraction = sub.add_parser(
+        "label-fraction", help="new raw dataset keeping only a fraction of the labels (rest in imagesUnl)",
+        description="Write a new raw dataset from a fully labeled one: FRACTION of the training cases keep their "
+                    "labels (per modality when dataset.json has per_case_modality), the others move to imagesUnl "
+                    "(their labels to labelsUnl_heldout, for evaluation only); splits over the labeled cases.")
+    fraction.add_argument("-d", required=True, help="source dataset name or id")
+    fraction.add_argument("--fraction", type=float, required=True, help="share of labeled cases, in (0, 1)")
+    fraction.add_argument("--target-id", type=int, required=True, help="id of the new dataset")
+    fraction.add_argument("--target-name", default=None, help="default: <source name>_labeled<percent>pct")
+    fraction.add_argument("--seed", type=int, default=0, help="seed of the case draw [default: 0]")
+    fraction.add_argument("--output-root", default=None, help="default: $nnUNet_raw")
+    fraction.add_argument("--overwrite", action="store_true", help="replace an existing target dataset")
+
     maps = sub.add_parser("cmg-maps", help="save a CMG model's guidance maps and predictions of one case as PNG")
     maps.add_argument("-i", required=True, help="folder with the case's CASE_XXXX<file_ending> files")
     maps.add_argument("--case", required=True, help="case identifier (CASE)")
@@ -147,6 +170,23 @@ def _run_cmg_maps(args: argparse.Namespace) -> int:
     png = save_guidance_figure(model_folder, [files[c] for c in sorted(files)], Path(args.o), fold=fold,
                                checkpoint=args.chk, device=device, class_index=args.class_index)
     print(f"wrote {png}")
+    return 0
+
+
+def _run_label_fraction(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nnunet_mm.data.label_fraction import make_label_fraction_dataset
+    try:
+        target = make_label_fraction_dataset(args.d, args.fraction, target_id=args.target_id,
+                                             target_name=args.target_name, seed=args.seed,
+                                             output_root=Path(args.output_root) if args.output_root else None,
+                                             overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {target}; next: nnUNetv2_plan_and_preprocess -d {args.target_id} && "
+          f"nnunet_mm preprocess-unlabeled -d {args.target_id} -c 3d_fullres")
     return 0
 
 
@@ -284,6 +324,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_plan(args)
     if args.command == "cmg-maps":
         return _run_cmg_maps(args)
+    if args.command == "preprocess-unlabeled":
+        from nnunet_mm.preprocessing.unlabeled import preprocess_unlabeled
+        folder = preprocess_unlabeled(args.d, args.c, args.p, args.np)
+        print(f"preprocessed unlabeled cases into {folder}")
+        return 0
+    if args.command == "label-fraction":
+        return _run_label_fraction(args)
     if args.command == "phase-labels":
         from nnunet_mm.preprocessing.phase_labels import add_phase_label_configuration
         name = add_phase_label_configuration(args.d, args.c, args.p, args.np)
