@@ -88,6 +88,7 @@ from nnunet_mm.conversion import (
     remap_labels,
     resample_to_reference,
     run_converter_cli,
+    source_files,
     source_folder,
     staged_dataset,
     summarize,
@@ -162,14 +163,6 @@ class PatientFiles:
         return files[0].parent
 
 
-def _source_files(root: Path) -> list[Path]:
-    """Every regular file under ``root`` (hidden files, macOS ``__MACOSX`` folders excluded), sorted by path with
-    numbers compared numerically ("Training Batch 2" before "Training Batch 10")."""
-    files = [p for p in root.rglob("*")
-             if p.is_file() and not any(part.startswith((".", "__MACOSX")) for part in p.relative_to(root).parts)]
-    return sorted(files, key=lambda p: [natural_key(part) for part in p.relative_to(root).parts])
-
-
 def _duplicate_problems(first: Path, other: Path, what: str) -> list[str]:
     """Problems with a second file of the same name: none if it holds the same image as ``first``."""
     if first.read_bytes() == other.read_bytes():
@@ -197,7 +190,7 @@ def find_patients(root: Path) -> tuple[list[PatientFiles], list[str]]:
     """
     found: dict[tuple[int, str, str], list[Path]] = {}
     problems: list[str] = []
-    for file in _source_files(root):
+    for file in source_files(root):
         for kind, pattern in (("image", _IMAGE), ("label", _LABEL)):
             match = pattern.fullmatch(file.name)
             if match:

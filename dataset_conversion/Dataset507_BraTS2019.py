@@ -16,12 +16,9 @@ refused unless ``--legacy-2015``. Everything else, including where the facts com
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from nnunet_mm.conversion.brats import BratsRelease, build_parser as build_brats_parser, convert_brats
-from nnunet_mm.conversion.runner import DatasetSummary, run_converter_cli
+from nnunet_mm.conversion.brats import BratsRelease
 
 RELEASE = BratsRelease(year=2019, dataset_id=507, dataset_name="BraTS2019", case_prefix="BraTS19_",
                        training_folder="MICCAI_BraTS_2019_Data_Training",
@@ -29,38 +26,11 @@ RELEASE = BratsRelease(year=2019, dataset_id=507, dataset_name="BraTS2019", case
 DATASET_ID = RELEASE.dataset_id
 DATASET_NAME = RELEASE.dataset_name
 
-
-def convert_with_summary(source_dir: Path, *, test_source: Path | None = None, legacy_2015: bool = False,
-                         dataset_id: int = DATASET_ID, dataset_name: str = DATASET_NAME,
-                         output_root: Path | None = None, overwrite: bool = False,
-                         num_processes: int = 1) -> DatasetSummary:
-    """:func:`convert`, returning the summary that ``main`` prints."""
-    return convert_brats(RELEASE, source_dir, test_source=test_source, legacy_2015=legacy_2015,
-                         dataset_id=dataset_id, dataset_name=dataset_name, output_root=output_root,
-                         overwrite=overwrite, num_processes=num_processes)
-
-
-def convert(source_dir: Path, *, test_source: Path | None = None, legacy_2015: bool = False,
-            dataset_id: int = DATASET_ID, dataset_name: str = DATASET_NAME, output_root: Path | None = None,
-            overwrite: bool = False, num_processes: int = 1) -> Path:
-    """Convert BraTS 2019 into ``<output_root>/Dataset507_BraTS2019`` and return that folder; the arguments and
-    errors are those of :func:`nnunet_mm.conversion.brats.convert_brats`."""
-    return convert_with_summary(source_dir, test_source=test_source, legacy_2015=legacy_2015,
-                                dataset_id=dataset_id, dataset_name=dataset_name, output_root=output_root,
-                                overwrite=overwrite, num_processes=num_processes).output_dir
-
-
-def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    """The command-line options (see :func:`nnunet_mm.conversion.brats.build_parser`)."""
-    return build_brats_parser(RELEASE, prog)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; returns the exit status (0 success, 1 a problem with the input or arguments)."""
-    args = build_parser().parse_args(argv)
-    return run_converter_cli(convert_with_summary, args, source_dir=args.source_dir, test_source=args.test_source,
-                             legacy_2015=args.legacy_2015)
-
+# the entry points every converter module has; arguments, errors and options in nnunet_mm.conversion.brats
+convert_with_summary = RELEASE.convert_with_summary
+convert = RELEASE.convert
+build_parser = RELEASE.build_parser
+main = RELEASE.main
 
 if __name__ == "__main__":
     sys.exit(main())

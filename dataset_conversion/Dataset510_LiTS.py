@@ -55,12 +55,12 @@ from nnunet_mm.conversion import (
     label_dict,
     label_value_problems,
     map_cases,
-    natural_key,
     prepare_output,
     raise_if_problems,
     read_image,
     remap_labels,
     run_converter_cli,
+    source_files,
     source_folder,
     staged_dataset,
     summarize,
@@ -104,14 +104,6 @@ class LitsCase:
         return not self.is_test
 
 
-def _source_files(root: Path) -> list[Path]:
-    """Every regular file under ``root`` (hidden files, macOS ``__MACOSX`` folders excluded), sorted by path with
-    numbers compared numerically ("Training Batch 2" before "Training Batch 10")."""
-    files = [p for p in root.rglob("*")
-             if p.is_file() and not any(part.startswith((".", "__MACOSX")) for part in p.relative_to(root).parts)]
-    return sorted(files, key=lambda p: [natural_key(part) for part in p.relative_to(root).parts])
-
-
 def find_cases(root: Path) -> tuple[list[LitsCase], list[str]]:
     """Find the LiTS files under ``root`` and pair every ``volume-N`` with its ``segmentation-N``.
 
@@ -122,7 +114,7 @@ def find_cases(root: Path) -> tuple[list[LitsCase], list[str]]:
     """
     found: dict[str, dict[int, list[Path]]] = {"volume": {}, "segmentation": {}, "test": {}}
     problems: list[str] = []
-    for file in _source_files(root):
+    for file in source_files(root):
         for kind, pattern in (("test", _TEST_VOLUME), ("volume", _VOLUME), ("segmentation", _SEGMENTATION)):
             match = pattern.fullmatch(file.name)
             if match:

@@ -33,7 +33,6 @@ import dataclasses
 import json
 import logging
 import math
-import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_mm.conversion.errors import ConversionError
-from nnunet_mm.conversion.runner import map_cases, sanitize_case_id
+from nnunet_mm.conversion.runner import map_cases, prepare_output, sanitize_case_id
 from nnunet_mm.io import (
     IMAGE_ENDINGS,
     describe_geometry,
@@ -484,14 +483,11 @@ def convert_case(case: CaseFiles, *, staging_dir: Path, phase_names: Sequence[st
 # ----------------------------------------------------------------------------------------------------------------
 # the whole dataset
 
-def _check_arguments(source_dir: Path, *, dataset_id: int, dataset_name: str, phases: Sequence[str],
-                     label_name: str, label_names: Sequence[str], register: str, num_processes: int) -> None:
+def _check_arguments(source_dir: Path, *, phases: Sequence[str], label_name: str, label_names: Sequence[str],
+                     register: str, num_processes: int) -> None:
+    """The checks of this converter's own arguments (the shared ones are :func:`prepare_output`'s)."""
     if not source_dir.is_dir():
         raise FileNotFoundError(f"{source_dir}: source folder not found.")
-    if not 1 <= dataset_id <= 999:
-        raise ValueError(f"dataset_id must be in 1..999, got {dataset_id}.")
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", dataset_name):
-        raise ValueError(f"dataset_name may hold only letters, digits, '_' and '-', got {dataset_name!r}.")
     names = [*phases, label_name]
     if not phases or any(not n or "/" in n or "\\" in n for n in names):
         raise ValueError(f"phases and label_name must be non-empty file stems, got phases {list(phases)} and "
@@ -510,36 +506,6 @@ def _check_arguments(source_dir: Path, *, dataset_id: int, dataset_name: str, ph
         raise ValueError(f"register must be one of {list(REGISTRATION_CHOICES)}, got {register!r}.")
     if num_processes < 1:
         raise ValueError(f"num_processes must be >= 1, got {num_processes}.")
-
-
-def _resolve_output_root(output_root: Path | None) -> Path:
-    if output_root is not None:
-        return Path(output_root)
-    from nnunetv2.paths import nnUNet_raw
-
-    raw = nnUNet_raw.get() if hasattr(nnUNet_raw, "get") else nnUNet_raw
-    if not raw:
-        raise ValueError("no output folder: output_root (--output-root) was not given and the environment variable "
-                         "nnUNet_raw is not set. Pass one, or export nnUNet_raw=/path/to/nnUNet_raw (see nnU-Net's "
-                         "documentation/setting_up_paths.md).")
-    return Path(raw)
-
-
-def _check_output(final_dir: Path, source_dir: Path) -> None:
-    final, source = final_dir.resolve(), source_dir.resolve()
-    if final == source or source.is_relative_to(final):
-        raise ValueError(f"the output folder {final_dir} contains the source folder {source_dir}; choose another "
-                         f"output root (replacing the output would delete the input).")
-    if final.is_relative_to(source):
-        raise ValueError(f"the output folder {final_dir} lies inside the source folder {source_dir}; choose an output "
-                         f"root outside the input.")
-    prefix = final_dir.name.split("_", 1)[0] + "_"
-    if final_dir.parent.is_dir():
-        clashes = sorted(p.name for p in final_dir.parent.iterdir()
-                         if p.is_dir() and p.name.startswith(prefix) and p.name != final_dir.name)
-        if clashes:
-            raise ValueError(f"{final_dir.parent} already holds {clashes} with the same dataset id; nnU-Net finds "
-                             f"datasets by id, so remove it or choose another dataset_id.")
 
 
 def _summarize(results: Sequence[CaseResult], *, output_dir: Path, phase_names: Sequence[str],
@@ -597,13 +563,10 @@ def convert_with_summary(source_dir: Path, *, dataset_id: int = DATASET_ID, data
     source_dir = Path(source_dir)
     phases = [p.strip() for p in phases]
     label_names = [n.strip() for n in label_names]
-    _check_arguments(source_dir, dataset_id=dataset_id, dataset_name=dataset_name, phases=phases,
-                     label_name=label_name, label_names=label_names, register=register, num_processes=num_processes)
-    final_dir = _resolve_output_root(output_root) / f"Dataset{dataset_id:03d}_{dataset_name}"
-    _check_output(final_dir, source_dir)
-    if final_dir.exists() and not overwrite and final_dir.is_dir() and any(final_dir.iterdir()):
-        raise FileExistsError(f"{final_dir} already exists and is not empty; pass overwrite=True (--overwrite) to "
-                              f"replace it, or remove it first.")
+    _check_arguments(source_dir, phases=phases, label_name=label_name, label_names=label_names, register=register,
+                     num_processes=num_processes)
+    final_dir = prepare_output(source_dir, dataset_id=dataset_id, dataset_name=dataset_name, output_root=output_root,
+                               overwrite=overwrite)
 
     cases, problems = find_cases(source_dir, phases=phases, label_name=label_name)
     case_problems = map_cases(partial(validate_case, label_names=label_names), cases, num_processes=num_processes,

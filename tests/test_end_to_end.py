@@ -165,3 +165,36 @@ def torch_load_weights(path: Path) -> dict:
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=False)["network_weights"]
+
+
+def test_cmc_trainer_cli_cycle_with_unlabeled_cases(tmp_path, without_ext_trainer):
+    """label-fraction → nnUNetv2_plan_and_preprocess → preprocess-unlabeled → nnUNetv2_train CMCTrainer_debug →
+    nnUNetv2_predict (self-paired inference)."""
+    from nnunet_mm.phantom import write_nnunet_raw
+
+    env = dict(os.environ, nnUNet_raw=str(tmp_path / "raw"), nnUNet_preprocessed=str(tmp_path / "pre"),
+               nnUNet_results=str(tmp_path / "res"),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    write_nnunet_raw(tmp_path / "raw", dataset_id=580, name="Single", num_training=4, num_test=1, seed=2,
+                     shape_zyx=(16, 32, 32), phases=("pv",))
+
+    def run(*command: str) -> str:
+        done = subprocess.run(list(command), env=env, capture_output=True, encoding="utf-8", errors="replace",
+                              timeout=600)
+        assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done.stdout
+
+    run("nnunet_mm", "label-fraction", "-d", "580", "--fraction", "0.5", "--target-id", "581")
+    run("nnUNetv2_plan_and_preprocess", "-d", "581", "-c", "3d_fullres", "-np", "1", "-npfp", "1")
+    run("nnunet_mm", "preprocess-unlabeled", "-d", "581", "-c", "3d_fullres")
+    run("nnUNetv2_train", "581", "3d_fullres", "0", "-tr", "CMCTrainer_debug", "-device", "cpu")
+    fold = next((tmp_path / "res").glob("Dataset581_*")) / "CMCTrainer_debug__nnUNetPlans__3d_fullres" / "fold_0"
+    log = next(fold.glob("training_log_*.txt")).read_text()
+    csc = [float(line.split("csc ")[1].split()[0]) for line in log.splitlines() if "nnunet_mm: csc" in line]
+    assert len(csc) == 2 and all(value > 0 for value in csc)  # the consistency terms were computed every epoch
+    images = next((tmp_path / "raw").glob("Dataset581_*")) / "imagesTs"
+    run("nnUNetv2_predict", "-i", str(images), "-o", str(tmp_path / "pred"), "-d", "581", "-c", "3d_fullres",
+        "-tr", "CMCTrainer_debug", "-f", "0", "-device", "cpu", "--disable_tta")
+    predictions = sorted((tmp_path / "pred").glob("*.nii.gz"))
+    assert len(predictions) == 1
+    assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(predictions[0]))))) <= {0, 1, 2}

@@ -1,19 +1,25 @@
-"""Source folders given as archives (``.zip``, ``.tar``, ``.tar.gz``, ``.tgz``): safe extraction and path checks.
+"""Source folders given as archives (``.zip``, ``.tar``, ``.tar.gz``, ``.tgz``): safe extraction and path checks,
+and the files of a source folder without the hidden and macOS entries that archives bring along.
 
 Challenge data arrive as archives. Extraction refuses every member that would land outside the destination
 (absolute names, ``..`` components, links pointing out), names the archive and the member, and extracts
-nothing in that case.
+nothing in that case. Errors about the extracted files name them inside the archive (:func:`source_folder`).
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import tarfile
 import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from nnunet_mm.conversion.errors import ConversionError
+from nnunet_mm.conversion.slices import natural_key
+
 ARCHIVE_ENDINGS = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+IGNORED_PREFIXES = (".", "__MACOSX")  # hidden files and folders, macOS resource forks (__MACOSX/) in zip files
 
 
 def is_archive(path: Path) -> bool:
@@ -80,15 +86,40 @@ def extract_archive(archive: Path, destination: Path) -> Path:
 def source_folder(source: Path) -> Iterator[Path]:
     """Yield a folder to read the source data from: ``source`` itself, or, for an archive, a temporary folder it was
     safely extracted into (removed afterwards). When the archive holds a single top-level folder, that folder is
-    yielded."""
+    yielded.
+
+    For an archive, a :class:`ValueError` (:class:`ConversionError` included) raised inside the ``with`` block has
+    the files of the temporary folder named as ``<archive>:<path in the archive>`` in its message (and problems),
+    e.g. ``amos22.zip:amos22/labelsTr/amos_0001.nii.gz``: the temporary folder is gone once the error is seen."""
     source = Path(source)
     if not is_archive(source):
         yield source
         return
     with tempfile.TemporaryDirectory(prefix="nnunet_mm_extract_") as temp:
         extract_archive(source, Path(temp))
-        entries = [p for p in Path(temp).iterdir() if not p.name.startswith((".", "__MACOSX"))]
-        yield entries[0] if len(entries) == 1 and entries[0].is_dir() else Path(temp)
+        entries = [p for p in Path(temp).iterdir() if not p.name.startswith(IGNORED_PREFIXES)]
+        try:
+            yield entries[0] if len(entries) == 1 and entries[0].is_dir() else Path(temp)
+        except ValueError as error:
+            _name_archive_members(error, Path(temp), source)
+            raise
+
+
+def _name_archive_members(error: ValueError, extracted: Path, archive: Path) -> None:
+    """Rewrite, in place, the paths under ``extracted`` (where ``archive`` was extracted) in the message of ``error``
+    and in the problems of a :class:`ConversionError` into ``<archive>:<path in the archive>``."""
+    prefixes = sorted({str(extracted), str(extracted.resolve())}, key=len, reverse=True)  # resolved: check_inside
+
+    def rename(text: str) -> str:
+        for prefix in prefixes:
+            for separator in dict.fromkeys(("/", os.sep)):
+                text = text.replace(prefix + separator, f"{archive}:")
+            text = text.replace(prefix, str(archive))
+        return text
+
+    error.args = tuple(rename(arg) if isinstance(arg, str) else arg for arg in error.args)
+    if isinstance(error, ConversionError):
+        error.problems = [rename(problem) for problem in error.problems]
 
 
 def check_inside(path: Path, root: Path) -> None:
@@ -97,3 +128,13 @@ def check_inside(path: Path, root: Path) -> None:
     if resolved != base and not resolved.is_relative_to(base):
         raise ValueError(f"{path}: resolves to {resolved}, outside the input folder {root} (path escaping the "
                          f"input); refusing to read it.")
+
+
+def source_files(root: Path) -> list[Path]:
+    """Every regular file under ``root``, recursively, except those with a path component starting with one of
+    :data:`IGNORED_PREFIXES`; sorted by path with numbers compared numerically ("Training Batch 2" before
+    "Training Batch 10")."""
+    root = Path(root)
+    files = [p for p in root.rglob("*")
+             if p.is_file() and not any(part.startswith(IGNORED_PREFIXES) for part in p.relative_to(root).parts)]
+    return sorted(files, key=lambda p: [natural_key(part) for part in p.relative_to(root).parts])

@@ -53,11 +53,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_mm.conversion.archives import check_inside, source_folder
+from nnunet_mm.conversion.archives import IGNORED_PREFIXES, check_inside, source_folder
 from nnunet_mm.conversion.errors import raise_if_problems
 from nnunet_mm.conversion.labels import label_value_problems, remap_labels, voxel_counts
 from nnunet_mm.conversion.runner import (CaseRecord, DatasetSummary, add_common_arguments, map_cases, prepare_output,
-                                         sanitize_case_id, summarize)
+                                         run_converter_cli, sanitize_case_id, summarize)
 from nnunet_mm.conversion.slices import image_from_array
 from nnunet_mm.io import (describe_geometry, geometry_differences, read_image, staged_dataset, write_dataset_json,
                           write_image)
@@ -85,24 +85,6 @@ LABELS_NOTE = ("labelsTr: 1 edema (BraTS 2), 2 NCR/NET (BraTS 1), 3 enhancing tu
 EXPORT_NOTE = "predictions back to BraTS labels: python -m nnunet_mm.conversion.brats PREDICTIONS OUTPUT"
 LEGACY_HINT = (f"Label {LEGACY_2015_LABEL} is the BRATS 2015 'non-enhancing tumour', merged into NCR/NET (1) from "
                f"BraTS 2017 on; pass --legacy-2015 (legacy_2015=True) to merge it into NCR/NET.")
-
-
-@dataclass(frozen=True)
-class BratsRelease:
-    """What differs between the BraTS years: dataset id and name, and how cases and folders are named."""
-
-    year: int
-    dataset_id: int
-    dataset_name: str
-    case_prefix: str  # start of every case folder name, e.g. "Brats18_" (compared ignoring case)
-    training_folder: str
-    validation_folder: str
-    example_case: str
-
-    @property
-    def converter(self) -> str:
-        """The converter module's name, e.g. ``Dataset506_BraTS2018``."""
-        return f"Dataset{self.dataset_id:03d}_{self.dataset_name}"
 
 
 @dataclass(frozen=True)
@@ -206,7 +188,7 @@ def convert_folder_back_to_brats(input_folder: Path, output_folder: Path, *, num
 # finding and checking the input
 
 def _visible_folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX")))
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(IGNORED_PREFIXES))
 
 
 def case_folders(root: Path) -> list[tuple[Path, str | None]]:
@@ -353,90 +335,129 @@ def _notes(records: Sequence[CaseRecord], legacy_2015: bool) -> list[str]:
     return notes
 
 
-def convert_brats(release: BratsRelease, source_dir: Path, *, test_source: Path | None = None,
-                  legacy_2015: bool = False, dataset_id: int | None = None, dataset_name: str | None = None,
-                  output_root: Path | None = None, overwrite: bool = False,
-                  num_processes: int = 1) -> DatasetSummary:
-    """Convert one BraTS release (see the module docstring) and return the summary.
+# ----------------------------------------------------------------------------------------------------------------
+# one release: the converter and its command line
 
-    Args:
-        release: the year's names and ids.
-        source_dir: the training folder (holding ``HGG/`` and ``LGG/``) or a ``.zip``/``.tar`` of it; only read.
-        test_source: the validation folder (or archive); its cases go to ``imagesTs``.
-        legacy_2015: merge label 3 into NCR/NET instead of refusing it.
-        dataset_id, dataset_name: default to the release's.
-        output_root: where the dataset folder goes; None = ``$nnUNet_raw``.
-        overwrite: replace an existing dataset folder.
-        num_processes: cases checked and converted in parallel.
+@dataclass(frozen=True)
+class BratsRelease:
+    """What differs between the BraTS years (dataset id and name, how cases and folders are named), and the entry
+    points of that year's converter: ``DatasetNNN_BraTSYYYY`` binds :meth:`convert_with_summary`, :meth:`convert`,
+    :meth:`build_parser` and :meth:`main` of its release to module-level names."""
 
-    Raises:
-        ConversionError: problems in the source data, all of them, each naming the file, before anything is written.
-        FileExistsError: the dataset exists and ``overwrite`` is False.
-        FileNotFoundError: a source does not exist.
-        ValueError: bad arguments, an archive member escaping the extraction folder, output overlapping the input.
-    """
-    dataset_id = release.dataset_id if dataset_id is None else dataset_id
-    dataset_name = release.dataset_name if dataset_name is None else dataset_name
-    sources = [Path(source_dir)] + ([Path(test_source)] if test_source is not None else [])
-    for source in sources:  # the test source must exist and stay clear of the output too
-        final_dir = prepare_output(source, dataset_id=dataset_id, dataset_name=dataset_name,
-                                   output_root=output_root, overwrite=overwrite)
-    with contextlib.ExitStack() as stack:
-        cases, problems = [], []
-        for source, training in zip(sources, (True, False)):
-            root = stack.enter_context(source_folder(source))
-            found, found_problems = find_cases(root, release, training=training)
-            cases += found
-            problems += found_problems
-        problems += duplicate_case_problems(cases)
-        checks = map_cases(partial(validate_case, legacy_2015=legacy_2015), cases, num_processes=num_processes,
-                           description=f"Dataset{dataset_id:03d} check")
-        raise_if_problems(problems + [problem for per_case in checks for problem in per_case], Path(source_dir))
-        if legacy_2015:
-            logger.warning("legacy_2015: label 3 (BRATS 2015 non-enhancing tumour) is merged into NCR/NET.")
+    year: int
+    dataset_id: int
+    dataset_name: str
+    case_prefix: str  # start of every case folder name, e.g. "Brats18_" (compared ignoring case)
+    training_folder: str
+    validation_folder: str
+    example_case: str
 
-        with staged_dataset(final_dir, overwrite=overwrite) as staging:
-            for sub_folder in ("imagesTr", "labelsTr", "imagesTs"):
-                (staging / sub_folder).mkdir()
-            records = map_cases(partial(convert_case, staging_dir=staging, legacy_2015=legacy_2015), cases,
-                                num_processes=num_processes, description=f"Dataset{dataset_id:03d} convert")
-            write_dataset_json(
-                staging, channel_names=CHANNEL_NAMES, labels=dict(REGION_LABELS),
-                num_training=sum(record.is_training for record in records), file_ending=FILE_ENDING,
-                dataset_name=final_dir.name, regions_class_order=list(REGIONS_CLASS_ORDER),
-                nnunet_mm_block={"source": str(Path(source_dir).resolve()), "converter": release.converter,
-                                 "notes": [LABELS_NOTE, EXPORT_NOTE]},
-                description=f"BraTS {release.year} brain tumour segmentation: T1, T1ce, T2, FLAIR "
-                            f"(co-registered, 1 mm, skull-stripped). Labels remapped as in nnU-Net's "
-                            f"Dataset042_BraTS18; trained on regions.",
-                reference="Menze et al., IEEE TMI 2015; Bakas et al., Sci. Data 2017; Bakas et al., "
-                          "arXiv:1811.02629",
-                license="BraTS data-use terms (registration required; not redistributable)",
-            )
-    summary = summarize(records, output_dir=final_dir, channel_names=CHANNEL_NAMES, labels=LABEL_VALUES,
-                        notes=_notes(records, legacy_2015))
-    logger.info("converted %d training and %d test case(s) into %s", summary.num_training, summary.num_test,
-                final_dir)
-    return summary
+    @property
+    def converter(self) -> str:
+        """The converter module's name, e.g. ``Dataset506_BraTS2018``."""
+        return f"Dataset{self.dataset_id:03d}_{self.dataset_name}"
+
+    def convert_with_summary(self, source_dir: Path, *, test_source: Path | None = None, legacy_2015: bool = False,
+                             dataset_id: int | None = None, dataset_name: str | None = None,
+                             output_root: Path | None = None, overwrite: bool = False,
+                             num_processes: int = 1) -> DatasetSummary:
+        """Convert this release (see the module docstring) and return the summary that :meth:`main` prints.
+
+        Args:
+            source_dir: the training folder (holding ``HGG/`` and ``LGG/``) or a ``.zip``/``.tar`` of it; only read.
+            test_source: the validation folder (or archive); its cases go to ``imagesTs``.
+            legacy_2015: merge label 3 into NCR/NET instead of refusing it.
+            dataset_id, dataset_name: default to the release's.
+            output_root: where the dataset folder goes; None = ``$nnUNet_raw``.
+            overwrite: replace an existing dataset folder.
+            num_processes: cases checked and converted in parallel.
+
+        Raises:
+            ConversionError: problems in the source data, all of them, each naming the file, before anything is
+                written.
+            FileExistsError: the dataset exists and ``overwrite`` is False.
+            FileNotFoundError: a source does not exist.
+            ValueError: bad arguments, an archive member escaping the extraction folder, output overlapping the
+                input.
+        """
+        dataset_id = self.dataset_id if dataset_id is None else dataset_id
+        dataset_name = self.dataset_name if dataset_name is None else dataset_name
+        sources = [Path(source_dir)] + ([Path(test_source)] if test_source is not None else [])
+        for source in sources:  # the test source must exist and stay clear of the output too
+            final_dir = prepare_output(source, dataset_id=dataset_id, dataset_name=dataset_name,
+                                       output_root=output_root, overwrite=overwrite)
+        with contextlib.ExitStack() as stack:
+            cases, problems = [], []
+            for source, training in zip(sources, (True, False)):
+                root = stack.enter_context(source_folder(source))
+                found, found_problems = find_cases(root, self, training=training)
+                cases += found
+                problems += found_problems
+            problems += duplicate_case_problems(cases)
+            checks = map_cases(partial(validate_case, legacy_2015=legacy_2015), cases, num_processes=num_processes,
+                               description=f"Dataset{dataset_id:03d} check")
+            raise_if_problems(problems + [problem for per_case in checks for problem in per_case], Path(source_dir))
+            if legacy_2015:
+                logger.warning("legacy_2015: label 3 (BRATS 2015 non-enhancing tumour) is merged into NCR/NET.")
+
+            with staged_dataset(final_dir, overwrite=overwrite) as staging:
+                for sub_folder in ("imagesTr", "labelsTr", "imagesTs"):
+                    (staging / sub_folder).mkdir()
+                records = map_cases(partial(convert_case, staging_dir=staging, legacy_2015=legacy_2015), cases,
+                                    num_processes=num_processes, description=f"Dataset{dataset_id:03d} convert")
+                write_dataset_json(
+                    staging, channel_names=CHANNEL_NAMES, labels=dict(REGION_LABELS),
+                    num_training=sum(record.is_training for record in records), file_ending=FILE_ENDING,
+                    dataset_name=final_dir.name, regions_class_order=list(REGIONS_CLASS_ORDER),
+                    nnunet_mm_block={"source": str(Path(source_dir).resolve()), "converter": self.converter,
+                                     "notes": [LABELS_NOTE, EXPORT_NOTE]},
+                    description=f"BraTS {self.year} brain tumour segmentation: T1, T1ce, T2, FLAIR "
+                                f"(co-registered, 1 mm, skull-stripped). Labels remapped as in nnU-Net's "
+                                f"Dataset042_BraTS18; trained on regions.",
+                    reference="Menze et al., IEEE TMI 2015; Bakas et al., Sci. Data 2017; Bakas et al., "
+                              "arXiv:1811.02629",
+                    license="BraTS data-use terms (registration required; not redistributable)",
+                )
+        summary = summarize(records, output_dir=final_dir, channel_names=CHANNEL_NAMES, labels=dict(REGION_LABELS),
+                            count_labels=LABEL_VALUES, notes=_notes(records, legacy_2015))
+        logger.info("converted %d training and %d test case(s) into %s", summary.num_training, summary.num_test,
+                    final_dir)
+        return summary
+
+    def convert(self, source_dir: Path, *, test_source: Path | None = None, legacy_2015: bool = False,
+                dataset_id: int | None = None, dataset_name: str | None = None, output_root: Path | None = None,
+                overwrite: bool = False, num_processes: int = 1) -> Path:
+        """Convert this release into ``<output_root>/Dataset<id>_<name>`` and return that folder; the arguments and
+        errors are those of :meth:`convert_with_summary`."""
+        return self.convert_with_summary(source_dir, test_source=test_source, legacy_2015=legacy_2015,
+                                         dataset_id=dataset_id, dataset_name=dataset_name, output_root=output_root,
+                                         overwrite=overwrite, num_processes=num_processes).output_dir
+
+    def build_parser(self, prog: str | None = None) -> argparse.ArgumentParser:
+        """The converter's options: the source, ``--test-source``, ``--legacy-2015`` and the common ones."""
+        parser = argparse.ArgumentParser(
+            prog=prog, description=f"Convert the BraTS {self.year} training data (and optionally the validation "
+                                   f"data) into the nnU-Net raw dataset {self.converter}.")
+        parser.add_argument("source_dir", type=Path,
+                            help=f"{self.training_folder} (holding HGG/ and LGG/), or a .zip/.tar of it")
+        parser.add_argument("--test-source", type=Path, default=None,
+                            help=f"{self.validation_folder} (cases without _seg), or an archive; → imagesTs")
+        parser.add_argument("--legacy-2015", action="store_true",
+                            help="merge label 3 (BRATS 2015 non-enhancing tumour) into NCR/NET instead of refusing "
+                                 "it")
+        add_common_arguments(parser, dataset_id=self.dataset_id, dataset_name=self.dataset_name)
+        return parser
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """The converter's command line; returns the exit status (0 success, 1 a problem with the input or
+        arguments)."""
+        args = self.build_parser().parse_args(argv)
+        return run_converter_cli(self.convert_with_summary, args, source_dir=args.source_dir,
+                                 test_source=args.test_source, legacy_2015=args.legacy_2015)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# command lines
-
-def build_parser(release: BratsRelease, prog: str | None = None) -> argparse.ArgumentParser:
-    """The converter's options: the source, ``--test-source``, ``--legacy-2015`` and the common ones."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description=f"Convert the BraTS {release.year} training data (and optionally the validation "
-                               f"data) into the nnU-Net raw dataset {release.converter}.")
-    parser.add_argument("source_dir", type=Path,
-                        help=f"{release.training_folder} (holding HGG/ and LGG/), or a .zip/.tar of it")
-    parser.add_argument("--test-source", type=Path, default=None,
-                        help=f"{release.validation_folder} (cases without _seg), or an archive; → imagesTs")
-    parser.add_argument("--legacy-2015", action="store_true",
-                        help="merge label 3 (BRATS 2015 non-enhancing tumour) into NCR/NET instead of refusing it")
-    add_common_arguments(parser, dataset_id=release.dataset_id, dataset_name=release.dataset_name)
-    return parser
-
+# the export command line
 
 def build_export_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """Options of ``python -m nnunet_mm.conversion.brats``."""

@@ -125,8 +125,9 @@ class DatasetSummary:
     num_training: int
     num_test: int
     channel_names: dict[str, str]
-    labels: dict[str, Any]
-    label_voxel_counts: dict[str, int]
+    labels: dict[str, Any]  # as in dataset.json (regions included)
+    label_voxel_counts: dict[str, int]  # voxels in labelsTr per name of counted_labels
+    counted_labels: dict[str, int]  # name → label value counted in label_voxel_counts
     spacing_min: tuple[float, ...]
     spacing_max: tuple[float, ...]
     notes: tuple[str, ...] = ()
@@ -139,7 +140,8 @@ class DatasetSummary:
     def format(self) -> str:
         channels = ", ".join(f"{k} {v}" for k, v in self.channel_names.items())
         counts = ", ".join(f"{name} ({value}): {self.label_voxel_counts.get(name, 0)}"
-                           for name, value in self.labels.items() if not isinstance(value, (list, tuple)))
+                           for name, value in self.counted_labels.items())
+        axes = ", ".join("xyz"[:len(self.spacing_min)])
 
         def fmt(values: tuple[float, ...]) -> str:
             return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
@@ -147,16 +149,25 @@ class DatasetSummary:
         lines = [f"Converted {self.num_training} training and {self.num_test} test case(s) into {self.output_dir}",
                  f"  channels: {channels}",
                  f"  labels (voxels in labelsTr): {counts}",
-                 f"  spacing (x, y, z) mm: min {fmt(self.spacing_min)}, max {fmt(self.spacing_max)}"]
+                 f"  spacing ({axes}) mm: min {fmt(self.spacing_min)}, max {fmt(self.spacing_max)}"]
         lines += [f"  {note}" for note in self.notes]
         return "\n".join(lines)
 
 
 def summarize(records: Sequence[CaseRecord], *, output_dir: Path, channel_names: dict[str, str],
-              labels: dict[str, Any], notes: Sequence[str] = ()) -> DatasetSummary:
-    """Totals over the per-case records (label voxel counts are summed over training cases)."""
-    plain = {name: int(value) for name, value in labels.items() if not isinstance(value, (list, tuple))}
-    totals = np.zeros(max(plain.values()) + 1, dtype=np.int64)
+              labels: dict[str, Any], notes: Sequence[str] = (),
+              count_labels: dict[str, int] | None = None) -> DatasetSummary:
+    """Totals over the per-case records (label voxel counts are summed over training cases).
+
+    Args:
+        labels: the ``labels`` of dataset.json; region entries (lists of values) are kept but not counted.
+        count_labels: name → value of the labels whose voxels are counted; None = the plain (integer) entries of
+            ``labels``. Region datasets pass the values that labelsTr holds, e.g. BraTS' edema, NCR/NET and
+            enhancing tumour.
+    """
+    counted = ({name: int(value) for name, value in labels.items() if not isinstance(value, (list, tuple))}
+               if count_labels is None else {name: int(value) for name, value in count_labels.items()})
+    totals = np.zeros(max(counted.values()) + 1, dtype=np.int64)
     for record in records:
         if record.label_voxel_counts is not None:
             counts = np.asarray(record.label_voxel_counts[:totals.size], dtype=np.int64)
@@ -168,7 +179,8 @@ def summarize(records: Sequence[CaseRecord], *, output_dir: Path, channel_names:
         num_test=sum(not r.is_training for r in records),
         channel_names=dict(channel_names),
         labels=dict(labels),
-        label_voxel_counts={name: int(totals[value]) for name, value in plain.items()},
+        label_voxel_counts={name: int(totals[value]) for name, value in counted.items()},
+        counted_labels=counted,
         spacing_min=tuple(float(v) for v in spacings.min(axis=0)),
         spacing_max=tuple(float(v) for v in spacings.max(axis=0)),
         notes=tuple(notes),

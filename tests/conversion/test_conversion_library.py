@@ -1,6 +1,8 @@
-"""The shared converter library: DICOM order by position, slice sniffing, label whitelists, safe archives."""
+"""The shared converter library: DICOM order by position, slice sniffing, label whitelists, safe archives, source
+file listing, summaries."""
 from __future__ import annotations
 
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -9,8 +11,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_mm.conversion import (bin_intensities, check_inside, extract_archive, natural_key, numeric_sorted,
-                                  prepare_output, read_dicom_volume, read_slice, remap_labels, source_folder)
+from nnunet_mm.conversion import (CaseRecord, ConversionError, bin_intensities, check_inside, extract_archive,
+                                  natural_key, numeric_sorted, prepare_output, raise_if_problems, read_dicom_volume,
+                                  read_slice, remap_labels, source_files, source_folder, summarize)
 from nnunet_mm.io import write_dicom_series
 
 
@@ -117,6 +120,41 @@ def test_archives_with_escaping_members_are_refused_before_anything_is_extracted
     assert not folder.exists()  # the temporary extraction is removed
 
 
+def test_errors_inside_an_extracted_archive_name_the_archive_member(tmp_path, monkeypatch):
+    archive = tmp_path / "amos22.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("amos22/labelsTr/amos_0001.nii.gz", "x")
+    with pytest.raises(ConversionError) as caught:
+        with source_folder(archive) as folder:
+            raise_if_problems([f"{folder / 'labelsTr' / 'amos_0001.nii.gz'}: unknown label values [7]",
+                               f"{folder}: no test cases"], archive)
+    assert caught.value.problems == [f"{archive}:amos22/labelsTr/amos_0001.nii.gz: unknown label values [7]",
+                                     f"{archive}:amos22: no test cases"]
+    assert f"  - {archive}:amos22/labelsTr/amos_0001.nii.gz: unknown" in str(caught.value)
+    assert "nnunet_mm_extract_" not in str(caught.value)
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"^amos22\.zip:amos22/labelsTr/amos_0001\.nii\.gz: resolves to "
+                                         r"amos22\.zip:amos22/labelsTr/amos_0001\.nii\.gz, outside"):
+        with source_folder(Path("amos22.zip")) as folder:
+            check_inside(folder / "labelsTr" / "amos_0001.nii.gz", tmp_path / "elsewhere")
+
+    plain = tmp_path / "plain"
+    (plain / "labelsTr").mkdir(parents=True)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(plain / 'labelsTr'))}: not a case$"):
+        with source_folder(plain) as folder:
+            raise ValueError(f"{folder / 'labelsTr'}: not a case")
+
+
+def test_source_files_skip_hidden_entries_and_sort_numbers_numerically(tmp_path):
+    for name in ("Training Batch 10/volume-2.nii", "Training Batch 2/volume-10.nii", "Training Batch 2/volume-9.nii",
+                 "Training Batch 2/.DS_Store", "__MACOSX/Training Batch 2/._volume-9.nii", ".git/config"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert [p.relative_to(tmp_path).as_posix() for p in source_files(tmp_path)] == [
+        "Training Batch 2/volume-9.nii", "Training Batch 2/volume-10.nii", "Training Batch 10/volume-2.nii"]
+
+
 def test_symlinks_leaving_the_input_are_refused(tmp_path):
     (tmp_path / "input").mkdir()
     (tmp_path / "secret.nii.gz").write_bytes(b"x")
@@ -145,3 +183,23 @@ def test_strays_are_fixed_in_unsigned_label_arrays_too():
     labels = np.array([0, 205, 421], dtype=np.uint16)
     fixed = remap_labels(labels, {0: 0, 205: 1, 420: 2}, Path("mr_train_1010_label.nii.gz"), fixes={421: 420})
     np.testing.assert_array_equal(fixed, [0, 1, 2])
+
+
+def test_summaries_count_the_given_label_values_of_region_datasets_and_name_the_spacing_axes(tmp_path):
+    records = [CaseRecord("a", True, (1.0, 1.0, 1.0), (10, 1, 2, 3)), CaseRecord("b", True, (1.0, 1.0, 2.0), (5, 1)),
+               CaseRecord("c", False, (1.0, 1.0, 1.0))]
+    regions = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
+    only_plain = summarize(records, output_dir=tmp_path, channel_names={"0": "T1"}, labels=regions)
+    assert only_plain.label_voxel_counts == {"background": 15}
+    summary = summarize(records, output_dir=tmp_path, channel_names={"0": "T1"}, labels=regions,
+                        count_labels={"background": 0, "edema": 1, "NCR/NET": 2, "enhancing tumor": 3})
+    assert summary.labels == regions
+    assert summary.label_voxel_counts == {"background": 15, "edema": 2, "NCR/NET": 2, "enhancing tumor": 3}
+    assert "labels (voxels in labelsTr): background (0): 15, edema (1): 2, NCR/NET (2): 2, enhancing tumor (3): 3" \
+        in summary.format()
+    assert "spacing (x, y, z) mm: min (1, 1, 1), max (1, 1, 2)" in summary.format()
+
+    flat = summarize([CaseRecord("isic", True, (1.0, 1.0), (7, 3))], output_dir=tmp_path,
+                     channel_names={"0": "R", "1": "G", "2": "B"}, labels={"background": 0, "lesion": 1})
+    assert "labels (voxels in labelsTr): background (0): 7, lesion (1): 3" in flat.format()
+    assert "spacing (x, y) mm: min (1, 1), max (1, 1)" in flat.format()

@@ -1,11 +1,15 @@
-"""Tiny multi-phase liver cases in the mmLiTs-style layout, built directly with SimpleITK.
+"""Tiny multi-phase liver cases in the mmLiTs-style layout, built directly with SimpleITK, and the checks every
+converter test shares (input untouched, nothing written, nnU-Net's dataset integrity check), all handed to the
+tests through the ``kit`` fixture.
 
 The anatomy is defined in physical (scanner) coordinates, so every phase, whatever its grid, shows the same
 patient: a body ellipsoid, a spine cylinder, a liver ellipsoid and one tumour sphere, with phase-specific HU.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +17,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from nnunet_mm.conversion import ConversionError
 from nnunet_mm.io import write_dicom_series
 
 PHASES = ("pv", "art", "del", "nc")
@@ -110,12 +115,58 @@ def tree_state(folder: Path) -> dict[str, tuple[str, int]]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def assert_nothing_written(output_root: Path) -> None:
+    """The output root is missing or empty: no dataset and no staging folder were left behind."""
+    assert not output_root.exists() or list(output_root.iterdir()) == []
+
+
+@contextlib.contextmanager
+def refused(source: Path, output_root: Path, match: str | None = None) -> Iterator[pytest.ExceptionInfo]:
+    """``pytest.raises(ConversionError, match=match)`` around the block; then nothing was written under
+    ``output_root`` and no file under ``source`` changed."""
+    before = tree_state(source)
+    with pytest.raises(ConversionError, match=match) as caught:
+        yield caught
+    assert_nothing_written(output_root)
+    assert tree_state(source) == before
+
+
+class _SequentialPool:
+    """Stands in for the ``multiprocessing`` pool of nnU-Net's verify_dataset_integrity: runs ``starmap`` here."""
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def __enter__(self) -> "_SequentialPool":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def starmap(self, function, arguments):  # noqa: ANN001, ANN201 - multiprocessing.Pool's signature
+        return [function(*args) for args in arguments]
+
+
+def verify_dataset_integrity_in_process(dataset: Path) -> None:
+    """nnU-Net's ``verify_dataset_integrity(dataset, num_processes=1)`` with its spawned worker pool replaced by a
+    loop in this process: the same checks, without the seconds a spawned worker spends importing torch."""
+    import nnunetv2.experiment_planning.verify_dataset_integrity as verify_module
+
+    original = verify_module.multiprocessing
+    verify_module.multiprocessing = SimpleNamespace(get_context=lambda method: SimpleNamespace(Pool=_SequentialPool))
+    try:
+        verify_module.verify_dataset_integrity(str(dataset), num_processes=1)
+    finally:
+        verify_module.multiprocessing = original
+
+
 @pytest.fixture
 def kit() -> SimpleNamespace:
     """The helpers of this module, for test files (importing ``conftest`` by name is fragile under pytest)."""
     return SimpleNamespace(PHASES=PHASES, PHASE_HU=PHASE_HU, REFERENCE_GRID=REFERENCE_GRID, make_grid=make_grid,
                            render_phase=render_phase, render_label=render_label, write_case=write_case,
-                           tree_state=tree_state)
+                           tree_state=tree_state, assert_nothing_written=assert_nothing_written, refused=refused,
+                           verify_dataset_integrity=verify_dataset_integrity_in_process)
 
 
 @pytest.fixture

@@ -18,39 +18,9 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import SimpleITK as sitk
-
-class _SequentialPool:
-    """Stands in for the ``multiprocessing`` pool of nnU-Net's verify_dataset_integrity: runs ``starmap`` here."""
-
-    def __init__(self, *args: object) -> None:
-        pass
-
-    def __enter__(self) -> "_SequentialPool":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-    def starmap(self, function, arguments):  # noqa: ANN001, ANN201 - multiprocessing.Pool's signature
-        return [function(*args) for args in arguments]
-
-
-def verify_dataset_integrity_in_process(dataset: Path) -> None:
-    """nnU-Net's ``verify_dataset_integrity(dataset, num_processes=1)`` with its spawned worker pool replaced by a
-    loop in this process: the same checks, without the seconds a spawned worker spends importing torch."""
-    import nnunetv2.experiment_planning.verify_dataset_integrity as verify_module
-
-    original = verify_module.multiprocessing
-    verify_module.multiprocessing = SimpleNamespace(get_context=lambda method: SimpleNamespace(Pool=_SequentialPool))
-    try:
-        verify_module.verify_dataset_integrity(str(dataset), num_processes=1)
-    finally:
-        verify_module.multiprocessing = original
-
 
 REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 REAL_BRATS = REAL_DATA / "brats2015-deepmedic"

@@ -264,9 +264,3 @@ def train_sets_dir(root: Path) -> Path:
 def chaos_test_sets_dir(root: Path) -> Path:
     """``root/CHAOS_Test_Sets/Test_Sets``."""
     return root / "CHAOS_Test_Sets" / "Test_Sets"
-
-
-def tree_state(folder: Path) -> dict[str, tuple[str, int]]:
-    """``{relative path: (sha256, mtime_ns)}`` of every file under ``folder``, to show that the input is untouched."""
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -16,7 +16,6 @@ Layout written by :func:`write_mscmr` (``release=True`` adds the later ground-tr
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,9 +162,3 @@ def image_file(root: Path, patient: int, sequence: str) -> Path:
     """Where :func:`write_patient` put the image of ``sequence`` of ``patient``."""
     nii_stems = PATIENTS[patient][2]
     return root / TRAINING_FOLDER / "c0t2lge" / f"patient{patient}_{sequence}{_ending(sequence, nii_stems)}"
-
-
-def tree_state(folder: Path) -> dict[str, tuple[str, int]]:
-    """``{relative path: (sha256, mtime_ns)}`` of every file under ``folder``, to show that input is untouched."""
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}

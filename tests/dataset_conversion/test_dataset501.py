@@ -34,10 +34,6 @@ def _names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def _assert_nothing_written(output_root: Path) -> None:
-    assert not output_root.exists() or list(output_root.iterdir()) == []
-
-
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * np.logical_and(a > 0, b > 0).sum() / ((a > 0).sum() + (b > 0).sum())
 
@@ -106,11 +102,10 @@ def test_phantom_png_layout_becomes_pv_art_channels_pv_labels_art_phase_labels_a
                               "image slices: 16-bit PNG (value - 1024)"]
 
 
-def test_output_passes_nnunet_verify_dataset_integrity(seed_layout: tuple[Path, dict], output_root: Path) -> None:
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
-
+def test_output_passes_nnunet_verify_dataset_integrity(kit: SimpleNamespace, seed_layout: tuple[Path, dict],
+                                                       output_root: Path) -> None:
     dataset = convert(seed_layout[0], output_root=output_root, spacing_zyx_mm=SPACING_ZYX)
-    verify_dataset_integrity(str(dataset), num_processes=1)
+    kit.verify_dataset_integrity(dataset)
 
 
 def test_seed_naming_stacks_slices_numerically_and_unmasked_cases_become_test_cases(
@@ -163,15 +158,16 @@ class _TouchOnLoad:
         return Path.touch, (self.marker,)
 
 
-def test_a_pickle_that_would_run_code_is_refused_and_never_executed(seed_layout: tuple[Path, dict],
-                                                                    output_root: Path, tmp_path: Path) -> None:
+def test_a_pickle_that_would_run_code_is_refused_and_never_executed(kit: SimpleNamespace,
+                                                                    seed_layout: tuple[Path, dict], output_root: Path,
+                                                                    tmp_path: Path) -> None:
     root, _ = seed_layout
     marker, bad = tmp_path / "executed", root / "train_img" / "art" / "2" / "7.png"
     torch.save(_TouchOnLoad(marker), bad)
     with pytest.raises(ConversionError, match=re.escape(str(bad)) + ".*weights_only=True"):
         convert(root, output_root=output_root)
     assert not marker.exists()
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
 @pytest.mark.parametrize("image_format, png_offset, expected_shift, note", [  # 16-bit, 1024: the first test
@@ -225,15 +221,15 @@ def test_a_zip_archive_is_read_like_the_folder(seed_layout: tuple[Path, dict], t
     np.testing.assert_array_equal(_array(dataset / "labelsTr" / "2.nii.gz"), written["2"].labels["pv"])
 
 
-def test_an_archive_member_escaping_the_input_is_refused(seed_layout: tuple[Path, dict], tmp_path: Path,
-                                                         output_root: Path) -> None:
+def test_an_archive_member_escaping_the_input_is_refused(kit: SimpleNamespace, seed_layout: tuple[Path, dict],
+                                                         tmp_path: Path, output_root: Path) -> None:
     archive = tmp_path / "mpth.tar"
     with tarfile.open(archive, "w") as handle:
         handle.add(seed_layout[0], arcname="mpth")
         handle.add(seed_layout[0] / "train_img" / "pv" / "1" / "1.png", arcname="../evil.png")
     with pytest.raises(ValueError, match=re.escape(str(archive)) + ".*path escaping the input"):
         convert(archive, output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
     assert not (tmp_path / "evil.png").exists()
 
 
@@ -311,14 +307,12 @@ def test_bad_input_is_reported_with_the_file_and_nothing_is_written(kit: SimpleN
                                                                     output_root: Path, breaker) -> None:
     root = seed_layout[0]
     offending, message = breaker(root)
-    before = kit.tree_state(root)
-    with pytest.raises(ConversionError, match=re.escape(str(offending)) + ".*" + message):
+    with kit.refused(root, output_root, match=re.escape(str(offending)) + ".*" + message):
         convert(root, output_root=output_root)
-    _assert_nothing_written(output_root)
-    assert kit.tree_state(root) == before
 
 
-def test_several_problems_are_all_reported_at_once(seed_layout: tuple[Path, dict], output_root: Path) -> None:
+def test_several_problems_are_all_reported_at_once(kit: SimpleNamespace, seed_layout: tuple[Path, dict],
+                                                   output_root: Path) -> None:
     root = seed_layout[0]
     offending = [_odd_slice_shape(root)[0], _non_finite_slice(root)[0],  # both in case 1
                  _mask_slice_missing(root)[0]]  # case 2
@@ -329,21 +323,23 @@ def test_several_problems_are_all_reported_at_once(seed_layout: tuple[Path, dict
     assert len(caught.value.problems) == 4
     for path in offending + [unreadable]:
         assert str(path) in str(caught.value)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
 @pytest.mark.parametrize("make, message", [
     (lambda root: root.mkdir(), "train_img: folder not found"),
     (lambda root: [(root / "train_img" / p).mkdir(parents=True) for p in ("pv", "art")], "no case folders found"),
 ])
-def test_an_empty_input_is_reported(tmp_path: Path, output_root: Path, make, message: str) -> None:
+def test_an_empty_input_is_reported(kit: SimpleNamespace, tmp_path: Path, output_root: Path, make,
+                                    message: str) -> None:
     make(tmp_path / "mpth")
     with pytest.raises(ConversionError, match=message):
         convert(tmp_path / "mpth", output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
-def test_a_missing_phase_folder_and_a_dataset_without_masks_are_reported(seed_layout: tuple[Path, dict],
+def test_a_missing_phase_folder_and_a_dataset_without_masks_are_reported(kit: SimpleNamespace,
+                                                                         seed_layout: tuple[Path, dict],
                                                                          output_root: Path) -> None:
     root = seed_layout[0]
     with pytest.raises(ConversionError, match=re.escape(str(root / "train_img" / "del")) + ": phase folder not found"):
@@ -352,12 +348,13 @@ def test_a_missing_phase_folder_and_a_dataset_without_masks_are_reported(seed_la
         shutil.rmtree(root / kind)
     with pytest.raises(ConversionError, match="no case has mask folders"):
         convert(root, output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
-def test_a_failure_while_writing_leaves_no_dataset_and_no_staging_folder(seed_layout: tuple[Path, dict],
-                                                                          output_root: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_while_writing_leaves_no_dataset_and_no_staging_folder(kit: SimpleNamespace,
+                                                                         seed_layout: tuple[Path, dict],
+                                                                         output_root: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import nnunet_mm.dataset_conversion.Dataset501_MPTH as converter
 
     def failing_json(*args, **kwargs):
@@ -366,7 +363,7 @@ def test_a_failure_while_writing_leaves_no_dataset_and_no_staging_folder(seed_la
     monkeypatch.setattr(converter, "write_dataset_json", failing_json)
     with pytest.raises(OSError, match="disk full"):
         convert(seed_layout[0], output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -389,7 +386,8 @@ def test_an_existing_dataset_is_refused_without_overwrite_and_replaced_with_it(s
     assert _names(output_root) == [DATASET]
 
 
-def test_invalid_arguments_list_the_valid_values(seed_layout: tuple[Path, dict], output_root: Path) -> None:
+def test_invalid_arguments_list_the_valid_values(kit: SimpleNamespace, seed_layout: tuple[Path, dict],
+                                                 output_root: Path) -> None:
     root = seed_layout[0]
     with pytest.raises(ValueError, match=r"register must be one of \['none', 'rigid', 'affine'\]"):
         convert(root, output_root=output_root, register="bspline")
@@ -399,7 +397,7 @@ def test_invalid_arguments_list_the_valid_values(seed_layout: tuple[Path, dict],
         convert(root, output_root=output_root, spacing_zyx_mm=(3.0, -1.0, 1.0))
     with pytest.raises(ValueError, match="lies inside the source folder"):
         convert(root, output_root=root / "raw")
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
 def test_main_prints_the_summary(seed_layout: tuple[Path, dict], output_root: Path,

@@ -6,12 +6,13 @@ import re
 import shutil
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from layout_chaos import (T1_SPACING_ZYX_MM, T2_SPACING_ZYX_MM, MrTruth, chaos_test_sets_dir, train_sets_dir,
-                          tree_state, write_mr_patient)
+                          write_mr_patient)
 
 from nnunet_mm.conversion import ConversionError
 from nnunet_mm.dataset_conversion.Dataset502_CHAOS_MR import convert, convert_with_summary, main
@@ -32,21 +33,12 @@ def chaos(tmp_path: Path) -> tuple[Path, dict[str, MrTruth]]:
     return root, truths
 
 
-@pytest.fixture
-def output_root(tmp_path: Path) -> Path:
-    return tmp_path / "nnUNet_raw"
-
-
 def _array(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
 def _names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
-
-
-def _assert_nothing_written(output_root: Path) -> None:
-    assert not output_root.exists() or list(output_root.iterdir()) == []
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:
@@ -63,9 +55,9 @@ def test_the_fixture_reproduces_per_file_series_uids(chaos: tuple[Path, dict]) -
 
 
 def test_channels_and_labels_land_on_the_organs_whatever_way_the_file_names_run(
-        chaos: tuple[Path, dict[str, MrTruth]], output_root: Path) -> None:
+        kit: SimpleNamespace, chaos: tuple[Path, dict[str, MrTruth]], output_root: Path) -> None:
     source, truths = chaos
-    before = tree_state(source)
+    before = kit.tree_state(source)
     summary = convert_with_summary(source, output_root=output_root, t2_registration="none")
     dataset = output_root / DATASET
 
@@ -84,7 +76,7 @@ def test_channels_and_labels_land_on_the_organs_whatever_way_the_file_names_run(
             assert image.GetOrigin() == pytest.approx(truth.t1_geometry.origin_xyz_mm)
     assert summary.label_voxel_counts["spleen"] == sum(int((t.t1_labels == 4).sum()) for t in truths.values())
     assert "file numbers vs slice position: ascending in 1 series, descending in 1 series" in summary.format()
-    assert tree_state(source) == before
+    assert kit.tree_state(source) == before
 
 
 def test_dataset_json_names_the_channels_and_records_the_registration(chaos: tuple[Path, dict],
@@ -104,10 +96,9 @@ def test_dataset_json_names_the_channels_and_records_the_registration(chaos: tup
     assert not (dataset / "splits_final.json").exists()
 
 
-def test_output_passes_nnunet_verify_dataset_integrity(chaos: tuple[Path, dict], output_root: Path) -> None:
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
-
-    verify_dataset_integrity(str(convert(chaos[0], output_root=output_root)), num_processes=1)
+def test_output_passes_nnunet_verify_dataset_integrity(kit: SimpleNamespace, chaos: tuple[Path, dict],
+                                                       output_root: Path) -> None:
+    kit.verify_dataset_integrity(convert(chaos[0], output_root=output_root))
 
 
 def test_rigid_registration_moves_t2_onto_the_t1_anatomy(chaos: tuple[Path, dict[str, MrTruth]],
@@ -254,18 +245,16 @@ def _break_escaping_link(source: Path) -> tuple[str, str]:
 @pytest.mark.parametrize("breaker", [_break_missing_out_phase, _break_grey_level, _break_ground_count,
                                      _break_echo_slices, _break_unreadable_dicom, _break_missing_t2,
                                      _break_duplicate_patient, _break_escaping_link])
-def test_bad_input_is_reported_with_the_file_and_nothing_is_written(chaos: tuple[Path, dict], output_root: Path,
-                                                                    breaker) -> None:
+def test_bad_input_is_reported_with_the_file_and_nothing_is_written(kit: SimpleNamespace, chaos: tuple[Path, dict],
+                                                                    output_root: Path, breaker) -> None:
     source = chaos[0]
     offending, message = breaker(source)
-    before = tree_state(source)
-    with pytest.raises(ConversionError, match=re.escape(offending) + ".*" + message):
+    with kit.refused(source, output_root, match=re.escape(offending) + ".*" + message):
         convert(source, output_root=output_root)
-    _assert_nothing_written(output_root)
-    assert tree_state(source) == before
 
 
-def test_every_problem_of_every_patient_is_reported_at_once(chaos: tuple[Path, dict], output_root: Path) -> None:
+def test_every_problem_of_every_patient_is_reported_at_once(kit: SimpleNamespace, chaos: tuple[Path, dict],
+                                                            output_root: Path) -> None:
     source = chaos[0]
     breaks = [_break_missing_out_phase(source), _break_grey_level(source), _break_unreadable_dicom(source)]
     with pytest.raises(ConversionError) as caught:
@@ -273,27 +262,28 @@ def test_every_problem_of_every_patient_is_reported_at_once(chaos: tuple[Path, d
     assert len(caught.value.problems) == 3
     for offending, _ in breaks:
         assert offending in str(caught.value)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
-def test_a_source_without_mr_patients_is_reported(tmp_path: Path, output_root: Path) -> None:
+def test_a_source_without_mr_patients_is_reported(kit: SimpleNamespace, tmp_path: Path, output_root: Path) -> None:
     (tmp_path / "Train_Sets" / "MR").mkdir(parents=True)
     with pytest.raises(ConversionError, match="no patient folders found"):
         convert(tmp_path / "Train_Sets", output_root=output_root)
     (tmp_path / "other").mkdir()
     with pytest.raises(ConversionError, match="no MR/ folder found"):
         convert(tmp_path / "other", output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
-def test_an_archive_member_escaping_the_input_is_refused(tmp_path: Path, output_root: Path) -> None:
+def test_an_archive_member_escaping_the_input_is_refused(kit: SimpleNamespace, tmp_path: Path,
+                                                         output_root: Path) -> None:
     archive = tmp_path / "CHAOS_Train_Sets.zip"
     with zipfile.ZipFile(archive, "w") as handle:
         handle.writestr("CHAOS_Train_Sets/Train_Sets/MR/1/T2SPIR/Ground/IMG-0002-00001.png", b"")
         handle.writestr("../../escape.png", b"")
     with pytest.raises(ValueError, match=r"path escaping the input.*\.\./\.\./escape\.png"):
         convert(archive, output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
     assert not (tmp_path.parent / "escape.png").exists()
 
 

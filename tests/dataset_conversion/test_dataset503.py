@@ -6,12 +6,12 @@ import re
 import shutil
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from layout_chaos import (CT_SPACING_ZYX_MM, CtTruth, chaos_test_sets_dir, train_sets_dir, tree_state,
-                          write_ct_patient)
+from layout_chaos import CT_SPACING_ZYX_MM, CtTruth, chaos_test_sets_dir, train_sets_dir, write_ct_patient
 
 from nnunet_mm.conversion import ConversionError
 from nnunet_mm.dataset_conversion.Dataset503_CHAOS_CT import convert, convert_with_summary, main
@@ -29,11 +29,6 @@ def chaos(tmp_path: Path) -> tuple[Path, dict[str, CtTruth]]:
     return tmp_path / "CHAOS_Train_Sets", truths
 
 
-@pytest.fixture
-def output_root(tmp_path: Path) -> Path:
-    return tmp_path / "nnUNet_raw"
-
-
 def _array(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
@@ -42,16 +37,13 @@ def _names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def _assert_nothing_written(output_root: Path) -> None:
-    assert not output_root.exists() or list(output_root.iterdir()) == []
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # good input
 
-def test_the_flipped_ground_lands_on_the_liver(chaos: tuple[Path, dict[str, CtTruth]], output_root: Path) -> None:
+def test_the_flipped_ground_lands_on_the_liver(kit: SimpleNamespace, chaos: tuple[Path, dict[str, CtTruth]],
+                                               output_root: Path) -> None:
     source, truths = chaos
-    before = tree_state(source)
+    before = kit.tree_state(source)
     summary = convert_with_summary(source, output_root=output_root)
     dataset = output_root / DATASET
 
@@ -67,7 +59,7 @@ def test_the_flipped_ground_lands_on_the_liver(chaos: tuple[Path, dict[str, CtTr
             assert written.GetSpacing() == pytest.approx(CT_SPACING_ZYX_MM[::-1])
             assert written.GetOrigin() == pytest.approx(truth.geometry.origin_xyz_mm)
     assert summary.label_voxel_counts["liver"] == sum(int(t.liver.sum()) for t in truths.values())
-    assert tree_state(source) == before
+    assert kit.tree_state(source) == before
 
 
 def test_without_the_flip_png_k_lies_on_slice_k(chaos: tuple[Path, dict[str, CtTruth]], output_root: Path) -> None:
@@ -97,10 +89,9 @@ def test_dataset_json_uses_ct_normalisation_and_records_the_source(chaos: tuple[
     assert block["notes"][0].startswith("Ground liver_GT PNG k placed on slice N-1-k")
 
 
-def test_output_passes_nnunet_verify_dataset_integrity(chaos: tuple[Path, dict], output_root: Path) -> None:
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
-
-    verify_dataset_integrity(str(convert(chaos[0], output_root=output_root)), num_processes=1)
+def test_output_passes_nnunet_verify_dataset_integrity(kit: SimpleNamespace, chaos: tuple[Path, dict],
+                                                       output_root: Path) -> None:
+    kit.verify_dataset_integrity(convert(chaos[0], output_root=output_root))
 
 
 def test_the_test_set_goes_to_images_ts_and_the_source_may_be_a_tar(chaos: tuple[Path, dict], tmp_path: Path,
@@ -171,35 +162,33 @@ def _break_duplicate_patient(source: Path) -> tuple[str, str]:
 
 @pytest.mark.parametrize("breaker", [_break_missing_ground, _break_slice_count, _break_png_size,
                                      _break_unreadable_png, _break_unreadable_dicom, _break_duplicate_patient])
-def test_bad_input_is_reported_with_the_file_and_nothing_is_written(chaos: tuple[Path, dict], output_root: Path,
-                                                                    breaker) -> None:
+def test_bad_input_is_reported_with_the_file_and_nothing_is_written(kit: SimpleNamespace, chaos: tuple[Path, dict],
+                                                                    output_root: Path, breaker) -> None:
     source = chaos[0]
     offending, message = breaker(source)
-    before = tree_state(source)
-    with pytest.raises(ConversionError, match=re.escape(offending) + ".*" + message):
+    with kit.refused(source, output_root, match=re.escape(offending) + ".*" + message):
         convert(source, output_root=output_root)
-    _assert_nothing_written(output_root)
-    assert tree_state(source) == before
 
 
-def test_every_problem_is_reported_at_once(chaos: tuple[Path, dict], output_root: Path) -> None:
+def test_every_problem_is_reported_at_once(kit: SimpleNamespace, chaos: tuple[Path, dict], output_root: Path) -> None:
     source = chaos[0]
     breaks = [_break_slice_count(source), _break_unreadable_dicom(source)]
     with pytest.raises(ConversionError) as caught:
         convert(source, output_root=output_root)
     assert [offending in str(caught.value) for offending, _ in breaks] == [True, True]
     assert len(caught.value.problems) == 2
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
-def test_an_empty_ct_folder_and_an_ambiguous_source_are_reported(tmp_path: Path, output_root: Path) -> None:
+def test_an_empty_ct_folder_and_an_ambiguous_source_are_reported(kit: SimpleNamespace, tmp_path: Path,
+                                                                 output_root: Path) -> None:
     (tmp_path / "a" / "Train_Sets" / "CT").mkdir(parents=True)
     with pytest.raises(ConversionError, match="no patient folders found"):
         convert(tmp_path / "a", output_root=output_root)
     (tmp_path / "a" / "Test_Sets" / "CT").mkdir(parents=True)
     with pytest.raises(ConversionError, match="several CT/ folders found"):
         convert(tmp_path / "a", output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -225,9 +214,9 @@ def test_nnunet_mm_convert_passes_the_no_flip_option(chaos: tuple[Path, dict[str
     assert "(no flip)" in capsys.readouterr().out
 
 
-def test_main_reports_problems_and_returns_1(chaos: tuple[Path, dict], output_root: Path,
+def test_main_reports_problems_and_returns_1(kit: SimpleNamespace, chaos: tuple[Path, dict], output_root: Path,
                                              capsys: pytest.CaptureFixture) -> None:
     offending, _ = _break_missing_ground(chaos[0])
     assert main([str(chaos[0]), "--output-root", str(output_root)]) == 1
     assert f"{offending}: missing folder" in capsys.readouterr().err
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)

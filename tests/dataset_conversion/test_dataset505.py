@@ -13,8 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from layout_mscmr import (RELEASE_FOLDER, TRAINING_FOLDER, grid_image, image_file, label_file, render, tree_state,
-                          write_mscmr)
+from layout_mscmr import RELEASE_FOLDER, TRAINING_FOLDER, grid_image, image_file, label_file, render, write_mscmr
 
 import nnunet_mm.dataset_conversion.Dataset505_MSCMRSeg as converter
 from nnunet_mm.conversion import ConversionError
@@ -38,10 +37,6 @@ def _names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def _assert_nothing_written(output_root: Path) -> None:
-    assert not output_root.exists() or list(output_root.iterdir()) == []
-
-
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.astype(float).ravel(), b.astype(float).ravel())[0, 1])
 
@@ -58,17 +53,12 @@ def released_source(tmp_path: Path) -> Path:
     return write_mscmr(tmp_path / "MS-CMRSeg2019", release=True)
 
 
-@pytest.fixture
-def output_root(tmp_path: Path) -> Path:
-    return tmp_path / "nnUNet_raw"
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # multichannel mode
 
 def test_multichannel_puts_every_sequence_on_the_c0_grid_and_unlabelled_patients_in_imagests(
-        source: Path, output_root: Path) -> None:
-    before = tree_state(source)
+        kit: SimpleNamespace, source: Path, output_root: Path) -> None:
+    before = kit.tree_state(source)
     dataset = convert(source, output_root=output_root)
     assert dataset == output_root / DATASET
     assert _names(dataset / "imagesTr") == sorted(f"patient{p}_000{c}.nii.gz" for p in (1, 12) for c in range(3))
@@ -82,7 +72,7 @@ def test_multichannel_puts_every_sequence_on_the_c0_grid_and_unlabelled_patients
                                   _array(image_file(source, 12, "C0")))
     assert same_geometry(_read(dataset / "labelsTr" / "patient12.nii.gz"), _read(image_file(source, 12, "C0")),
                          tolerance=1e-4)
-    assert tree_state(source) == before
+    assert kit.tree_state(source) == before
 
 
 def test_labels_are_mapped_500_600_200_to_1_2_3_and_back(source: Path, output_root: Path) -> None:
@@ -109,17 +99,9 @@ def test_multichannel_dataset_json_names_the_sequences_and_the_registration(sour
 
 
 @pytest.mark.parametrize("mode", ["multichannel", "per-sequence"])
-def test_output_passes_nnunet_verify_dataset_integrity(source: Path, output_root: Path, mode: str,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import multiprocessing.pool
-
-    from nnunetv2.experiment_planning import verify_dataset_integrity as verify_module
-
-    # nnU-Net's own checks, run by threads instead of a spawned process pool: starting an interpreter that imports
-    # torch takes longer than checking these tiny cases
-    monkeypatch.setattr(verify_module.multiprocessing, "get_context",
-                        lambda method=None: SimpleNamespace(Pool=multiprocessing.pool.ThreadPool))
-    verify_module.verify_dataset_integrity(str(convert(source, output_root=output_root, mode=mode)), num_processes=1)
+def test_output_passes_nnunet_verify_dataset_integrity(kit: SimpleNamespace, source: Path, output_root: Path,
+                                                       mode: str) -> None:
+    kit.verify_dataset_integrity(convert(source, output_root=output_root, mode=mode))
 
 
 def test_rigid_registration_aligns_lge_with_c0_better_than_scanner_coordinates(source: Path,
@@ -267,16 +249,13 @@ def _break_unreadable(source: Path) -> tuple[Path, str]:
 
 @pytest.mark.parametrize("breaker", [_break_duplicate, _break_missing_channel, _break_label_value, _break_label_slices,
                                      _break_label_origin, _break_label_without_image, _break_unreadable])
-def test_bad_input_is_refused_naming_the_file_and_nothing_is_written(source: Path, output_root: Path,
-                                                                     breaker) -> None:
+def test_bad_input_is_refused_naming_the_file_and_nothing_is_written(kit: SimpleNamespace, source: Path,
+                                                                     output_root: Path, breaker) -> None:
     offending, message = breaker(source)
-    before = tree_state(source)
-    with pytest.raises(ConversionError) as caught:
+    with kit.refused(source, output_root) as caught:
         convert(source, output_root=output_root, registration="none")
     assert any(line.startswith(str(offending)) and message in line for line in caught.value.problems), \
         caught.value.problems
-    _assert_nothing_written(output_root)
-    assert tree_state(source) == before
 
 
 def test_all_problems_are_reported_together(source: Path, output_root: Path) -> None:
@@ -288,15 +267,15 @@ def test_all_problems_are_reported_together(source: Path, output_root: Path) -> 
         assert str(path) in str(caught.value)
 
 
-def test_a_reference_without_any_label_and_an_empty_source_are_refused(source: Path, tmp_path: Path,
-                                                                        output_root: Path) -> None:
+def test_a_reference_without_any_label_and_an_empty_source_are_refused(kit: SimpleNamespace, source: Path,
+                                                                       tmp_path: Path, output_root: Path) -> None:
     shutil.rmtree(source / TRAINING_FOLDER / "lgegt")
     with pytest.raises(ConversionError, match="no patient has a LGE label"):
         convert(source, output_root=output_root, reference="LGE")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConversionError, match="no MS-CMRSeg files found"):
         convert(tmp_path / "empty", output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
 def test_zip_sources_work_and_escaping_members_are_refused(source: Path, tmp_path: Path, output_root: Path) -> None:

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from layout_brats_isic import (REAL_BRATS, arrange_real_brats, brats_grid, verify_dataset_integrity_in_process,
-                               write_brats_case, write_brats_training, write_brats_validation)
+from layout_brats_isic import (REAL_BRATS, arrange_real_brats, brats_grid, write_brats_case, write_brats_training,
+                               write_brats_validation)
 
 from nnunet_mm.conversion import brats
 from nnunet_mm.conversion.errors import ConversionError
@@ -35,10 +35,6 @@ def brats2018(tmp_path: Path) -> SimpleNamespace:
 
 def _array(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-
-
-def _assert_nothing_written(output_root: Path) -> None:
-    assert not output_root.exists() or list(output_root.iterdir()) == []
 
 
 def _case_file(training: Path, case: str, suffix: str) -> Path:
@@ -102,9 +98,10 @@ def test_dataset_json_trains_on_regions_with_the_four_sequences(brats2018: Simpl
     assert dataset_json["nnunet_mm"]["source"] == str(brats2018.training.resolve())
 
 
-def test_output_passes_nnunet_verify_dataset_integrity(brats2018: SimpleNamespace, output_root: Path) -> None:
+def test_output_passes_nnunet_verify_dataset_integrity(kit: SimpleNamespace, brats2018: SimpleNamespace,
+                                                       output_root: Path) -> None:
     dataset = convert(brats2018.training, test_source=brats2018.validation, output_root=output_root)
-    verify_dataset_integrity_in_process(dataset)
+    kit.verify_dataset_integrity(dataset)
 
 
 def test_uncompressed_nii_files_are_found_and_written_compressed(tmp_path: Path, output_root: Path) -> None:
@@ -221,11 +218,8 @@ def _break_2019_folder_in_2018_data(training: Path) -> tuple[Path, str]:
 def test_bad_input_is_refused_naming_the_file_and_nothing_is_written(kit: SimpleNamespace, brats2018: SimpleNamespace,
                                                                      output_root: Path, breaker) -> None:
     offending, message = breaker(brats2018.training)
-    before = kit.tree_state(brats2018.training)
-    with pytest.raises(ConversionError, match=re.escape(str(offending)) + ".*" + message):
+    with kit.refused(brats2018.training, output_root, match=re.escape(str(offending)) + ".*" + message):
         convert(brats2018.training, test_source=brats2018.validation, output_root=output_root)
-    _assert_nothing_written(output_root)
-    assert kit.tree_state(brats2018.training) == before
 
 
 def test_every_problem_is_reported_at_once(brats2018: SimpleNamespace, output_root: Path) -> None:
@@ -238,25 +232,25 @@ def test_every_problem_is_reported_at_once(brats2018: SimpleNamespace, output_ro
         assert str(path) in str(caught.value)
 
 
-def test_an_empty_source_folder_is_refused(tmp_path: Path, output_root: Path) -> None:
+def test_an_empty_source_folder_is_refused(kit: SimpleNamespace, tmp_path: Path, output_root: Path) -> None:
     (tmp_path / "empty" / "HGG").mkdir(parents=True)
     with pytest.raises(ConversionError, match="no BraTS case folders found"):
         convert(tmp_path / "empty", output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
-def test_a_symbolic_link_leading_out_of_the_input_is_refused(brats2018: SimpleNamespace, tmp_path: Path,
-                                                             output_root: Path) -> None:
+def test_a_symbolic_link_leading_out_of_the_input_is_refused(kit: SimpleNamespace, brats2018: SimpleNamespace,
+                                                             tmp_path: Path, output_root: Path) -> None:
     path = _case_file(brats2018.training, "Brats18_2013_2_1", "t2")
     outside = tmp_path / "elsewhere_t2.nii.gz"
     path.rename(outside)
     path.symlink_to(outside)
     with pytest.raises(ConversionError, match=re.escape(str(path)) + ".*outside the input folder"):
         convert(brats2018.training, output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
-def test_a_failure_while_writing_leaves_no_dataset(brats2018: SimpleNamespace, output_root: Path,
+def test_a_failure_while_writing_leaves_no_dataset(kit: SimpleNamespace, brats2018: SimpleNamespace, output_root: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     def failing_json(*args, **kwargs):
         raise OSError("disk full")
@@ -264,7 +258,7 @@ def test_a_failure_while_writing_leaves_no_dataset(brats2018: SimpleNamespace, o
     monkeypatch.setattr(brats, "write_dataset_json", failing_json)
     with pytest.raises(OSError, match="disk full"):
         convert(brats2018.training, output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -280,15 +274,15 @@ def test_a_zip_archive_is_accepted_as_source(brats2018: SimpleNamespace, tmp_pat
     assert json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["source"] == str(archive.resolve())
 
 
-def test_an_archive_member_escaping_the_input_is_refused(brats2018: SimpleNamespace, tmp_path: Path,
-                                                         output_root: Path) -> None:
+def test_an_archive_member_escaping_the_input_is_refused(kit: SimpleNamespace, brats2018: SimpleNamespace,
+                                                         tmp_path: Path, output_root: Path) -> None:
     archive = tmp_path / "training.tar"
     with tarfile.open(archive, "w") as handle:
         handle.add(brats2018.training, arcname="MICCAI_BraTS_2018_Data_Training")
         handle.add(_case_file(brats2018.training, "Brats18_2013_2_1", "seg"), arcname="../escaped_seg.nii.gz")
     with pytest.raises(ValueError, match=re.escape(str(archive)) + r".*\.\./escaped_seg\.nii\.gz"):
         convert(archive, output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
     assert not (tmp_path / "escaped_seg.nii.gz").exists()
 
 
@@ -353,12 +347,12 @@ def test_main_prints_the_summary(brats2018: SimpleNamespace, output_root: Path,
     assert "training grades: HGG 2, LGG 1" in printed
 
 
-def test_main_reports_problems_and_returns_1(brats2018: SimpleNamespace, output_root: Path,
+def test_main_reports_problems_and_returns_1(kit: SimpleNamespace, brats2018: SimpleNamespace, output_root: Path,
                                              capsys: pytest.CaptureFixture) -> None:
     _break_legacy_label(brats2018.training)
     assert main([str(brats2018.training), "--output-root", str(output_root)]) == 1
     assert "--legacy-2015" in capsys.readouterr().err
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
 def test_main_refuses_unknown_flags() -> None:
@@ -370,7 +364,7 @@ def test_main_refuses_unknown_flags() -> None:
 # real data
 
 @pytest.mark.skipif(not REAL_BRATS.is_dir(), reason=f"real BRATS 2015 sample data not found at {REAL_BRATS}")
-def test_real_brats_2015_case_is_refused_strictly_and_converts_with_legacy_2015(tmp_path: Path,
+def test_real_brats_2015_case_is_refused_strictly_and_converts_with_legacy_2015(kit: SimpleNamespace, tmp_path: Path,
                                                                                output_root: Path) -> None:
     """One real BRATS 2015 case (deepmedic sample), copied into tmp_path in the BraTS 2018 naming: FLAIR and T1c
     (z-scored) become ``_flair``/``_t1ce``, copies of T1c and FLAIR stand in for the missing ``_t1``/``_t2``, and
@@ -379,7 +373,7 @@ def test_real_brats_2015_case_is_refused_strictly_and_converts_with_legacy_2015(
     segmentation = training / "HGG" / "Brats18_2013_5_1" / "Brats18_2013_5_1_seg.nii.gz"
     with pytest.raises(ConversionError, match=re.escape(str(segmentation)) + r".*\[3\].*--legacy-2015"):
         convert(training, output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
     dataset = convert(training, legacy_2015=True, output_root=output_root)
     label = _array(dataset / "labelsTr" / "Brats18_2013_5_1.nii.gz")
@@ -387,4 +381,4 @@ def test_real_brats_2015_case_is_refused_strictly_and_converts_with_legacy_2015(
     assert label.shape == (155, 240, 240)
     np.testing.assert_array_equal(label == 2, np.isin(original, (1, 3)))
     np.testing.assert_array_equal(label == 3, original == 4)
-    verify_dataset_integrity_in_process(dataset)
+    kit.verify_dataset_integrity(dataset)

@@ -15,8 +15,7 @@ import pytest
 import SimpleITK as sitk
 from layout_brats_isic import (ISIC_LESION_CENTRE_YX, ISIC_LESION_RADIUS, ISIC_SIZE_HW, ISIC_TEST_INPUT,
                                ISIC_TRAINING_GROUND_TRUTH, ISIC_TRAINING_INPUT, ISIC_VALIDATION_INPUT, REAL_ISIC,
-                               arrange_real_isic, isic_case, isic_id, verify_dataset_integrity_in_process, write_jpeg,
-                               write_isic2018, write_png)
+                               arrange_real_isic, isic_case, isic_id, write_isic2018, write_jpeg, write_png)
 
 from nnunet_mm.conversion.errors import ConversionError
 from nnunet_mm.dataset_conversion.Dataset508_ISIC2018 import (convert, downscaled_size, main,
@@ -34,10 +33,6 @@ def source(tmp_path: Path) -> Path:
 
 def _array(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-
-
-def _assert_nothing_written(output_root: Path) -> None:
-    assert not output_root.exists() or list(output_root.iterdir()) == []
 
 
 def _mask_file(source: Path, number: int) -> Path:
@@ -85,7 +80,8 @@ def test_dataset_json_uses_the_natural_image_reader_and_records_image_labels(sou
     assert image_labels == {isic_id(n): "diseased" for n in TRAINING}
 
 
-def test_normal_crops_are_lesion_free_extra_cases_with_empty_labels(source: Path, output_root: Path) -> None:
+def test_normal_crops_are_lesion_free_extra_cases_with_empty_labels(kit: SimpleNamespace, source: Path,
+                                                                    output_root: Path) -> None:
     dataset = convert(source, output_root=output_root, normal_crops=2, crop_size=16, crop_margin=4)
     image_labels = json.loads((dataset / "image_labels.json").read_text())
     crops = sorted(case for case, value in image_labels.items() if value == "normal")
@@ -105,7 +101,7 @@ def test_normal_crops_are_lesion_free_extra_cases_with_empty_labels(source: Path
         assert len(found) == 1
         top, left = found[0]
         assert not lesion_grown[top:top + 16, left:left + 16].any()
-    verify_dataset_integrity_in_process(dataset)
+    kit.verify_dataset_integrity(dataset)
 
 
 def test_normal_crop_positions_avoid_the_grown_lesion_and_are_reproducible() -> None:
@@ -155,8 +151,8 @@ def test_binarize_threshold_accepts_lossily_resaved_masks(source: Path, output_r
     np.testing.assert_array_equal(_array(dataset / "labelsTr" / "ISIC_0000002.png"), mask // 255)
 
 
-def test_output_passes_nnunet_verify_dataset_integrity(source: Path, output_root: Path) -> None:
-    verify_dataset_integrity_in_process(convert(source, output_root=output_root))
+def test_output_passes_nnunet_verify_dataset_integrity(kit: SimpleNamespace, source: Path, output_root: Path) -> None:
+    kit.verify_dataset_integrity(convert(source, output_root=output_root))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -216,11 +212,8 @@ def _break_rgba_image(source: Path) -> tuple[Path, str]:
 def test_bad_input_is_refused_naming_the_file_and_nothing_is_written(kit: SimpleNamespace, source: Path,
                                                                      output_root: Path, breaker) -> None:
     offending, message = breaker(source)
-    before = kit.tree_state(source)
-    with pytest.raises(ConversionError, match=re.escape(str(offending)) + ".*" + message):
+    with kit.refused(source, output_root, match=re.escape(str(offending)) + ".*" + message):
         convert(source, output_root=output_root)
-    _assert_nothing_written(output_root)
-    assert kit.tree_state(source) == before
 
 
 def test_every_problem_is_reported_at_once(source: Path, output_root: Path) -> None:
@@ -233,7 +226,7 @@ def test_every_problem_is_reported_at_once(source: Path, output_root: Path) -> N
         assert str(path) in str(caught.value)
 
 
-def test_an_empty_source_folder_is_refused(tmp_path: Path, output_root: Path) -> None:
+def test_an_empty_source_folder_is_refused(kit: SimpleNamespace, tmp_path: Path, output_root: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConversionError, match=f"missing .*{ISIC_TRAINING_INPUT}"):
         convert(tmp_path / "empty", output_root=output_root)
@@ -241,15 +234,15 @@ def test_an_empty_source_folder_is_refused(tmp_path: Path, output_root: Path) ->
     (tmp_path / "empty" / ISIC_TRAINING_GROUND_TRUTH).mkdir()
     with pytest.raises(ConversionError, match=r"no training images \(\*\.jpg\) found"):
         convert(tmp_path / "empty", output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
-def test_invalid_options_are_refused(source: Path, output_root: Path) -> None:
+def test_invalid_options_are_refused(kit: SimpleNamespace, source: Path, output_root: Path) -> None:
     with pytest.raises(ValueError, match="binarize_threshold must be in 0..254"):
         convert(source, output_root=output_root, binarize_threshold=255)
     with pytest.raises(ValueError, match="max_size must be >= 8"):
         convert(source, output_root=output_root, max_size=0)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -266,17 +259,18 @@ def test_the_downloaded_zips_are_read_without_unpacking(source: Path, tmp_path: 
     assert len(list((dataset / "imagesTr").iterdir())) == 3 and len(list((dataset / "imagesTs").iterdir())) == 2
 
 
-def test_an_archive_member_escaping_the_input_is_refused(source: Path, tmp_path: Path, output_root: Path) -> None:
+def test_an_archive_member_escaping_the_input_is_refused(kit: SimpleNamespace, source: Path, tmp_path: Path,
+                                                         output_root: Path) -> None:
     archive = tmp_path / "isic.tar.gz"
     with tarfile.open(archive, "w:gz") as handle:
         handle.add(source, arcname="isic2018")
         handle.add(_image_file(source, 0), arcname="isic2018/../../evil.jpg")
     with pytest.raises(ValueError, match=re.escape(str(archive)) + r".*evil\.jpg"):
         convert(archive, output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
-def test_a_symbolic_link_leading_out_of_the_input_is_refused(source: Path, tmp_path: Path,
+def test_a_symbolic_link_leading_out_of_the_input_is_refused(kit: SimpleNamespace, source: Path, tmp_path: Path,
                                                              output_root: Path) -> None:
     outside = tmp_path / "elsewhere.jpg"
     path = _image_file(source, 1)
@@ -284,7 +278,7 @@ def test_a_symbolic_link_leading_out_of_the_input_is_refused(source: Path, tmp_p
     path.symlink_to(outside)
     with pytest.raises(ConversionError, match=re.escape(str(path)) + ".*outside the input folder"):
         convert(source, output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
 def test_an_existing_dataset_is_refused_without_overwrite_and_replaced_with_it(source: Path,
@@ -314,14 +308,14 @@ def test_main_prints_the_summary(source: Path, output_root: Path, capsys: pytest
     assert "image_labels.json: 3 diseased, 3 normal" in printed
 
 
-def test_main_through_the_nnunet_mm_command_reports_problems(source: Path, output_root: Path,
+def test_main_through_the_nnunet_mm_command_reports_problems(kit: SimpleNamespace, source: Path, output_root: Path,
                                                             capsys: pytest.CaptureFixture) -> None:
     from nnunet_mm.cli.main import main as nnunet_mm_main
 
     _break_mask_value(source)
     assert nnunet_mm_main(["convert", "508", str(source), "--output-root", str(output_root)]) == 1
     assert "are neither 0 nor 255" in capsys.readouterr().err
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
 def test_main_refuses_unknown_flags() -> None:
@@ -333,7 +327,8 @@ def test_main_refuses_unknown_flags() -> None:
 # real data
 
 @pytest.mark.skipif(not REAL_ISIC.is_dir(), reason=f"real ISIC 2017 sample data not found at {REAL_ISIC}")
-def test_real_isic_samples_convert_downscaled_and_pass_verify(tmp_path: Path, output_root: Path) -> None:
+def test_real_isic_samples_convert_downscaled_and_pass_verify(kit: SimpleNamespace, tmp_path: Path,
+                                                              output_root: Path) -> None:
     """The six real ISIC 2017 samples (3024 × 2016 JPEGs, 0/255 masks) copied into the ISIC 2018 folders: four as
     training images, two as validation images, downscaled to 256 pixels for speed."""
     source = tmp_path / "isic2018"
@@ -346,4 +341,4 @@ def test_real_isic_samples_convert_downscaled_and_pass_verify(tmp_path: Path, ou
     assert sorted(p.name for p in (dataset / "imagesTs").iterdir()) == [f"{c}_0000.png" for c in validation_ids]
     image_labels = json.loads((dataset / "image_labels.json").read_text())
     assert [image_labels[case] for case in train_ids] == ["diseased"] * 4
-    verify_dataset_integrity_in_process(dataset)
+    kit.verify_dataset_integrity(dataset)

@@ -2,7 +2,6 @@
 test-volume-N.nii), with geometry kept exactly."""
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -50,27 +49,13 @@ def write_lits_layout(root: Path) -> Path:
     return root
 
 
-def tree_state(folder: Path) -> dict[str, tuple[str, int]]:
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def _training_file(source: Path, kind: str, number: int) -> Path:
     return source / TRAINING_NUMBERS[number] / f"{kind}-{number}.nii"
-
-
-def _assert_nothing_written(output_root: Path) -> None:
-    assert not output_root.exists() or list(output_root.iterdir()) == []
 
 
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
     return write_lits_layout(tmp_path / "LiTS")
-
-
-@pytest.fixture
-def output_root(tmp_path: Path) -> Path:
-    return tmp_path / "nnUNet_raw"
 
 
 @pytest.fixture
@@ -81,8 +66,9 @@ def dataset(source: Path, output_root: Path) -> Path:
 # ----------------------------------------------------------------------------------------------------------------
 # good input
 
-def test_training_and_test_volumes_get_lits_ids_and_the_input_is_untouched(source: Path, output_root: Path) -> None:
-    before = tree_state(source)
+def test_training_and_test_volumes_get_lits_ids_and_the_input_is_untouched(kit: SimpleNamespace, source: Path,
+                                                                           output_root: Path) -> None:
+    before = kit.tree_state(source)
     dataset = convert(source, output_root=output_root)
     assert dataset == output_root / DATASET
     assert sorted(p.name for p in (dataset / "imagesTr").iterdir()) == \
@@ -90,7 +76,7 @@ def test_training_and_test_volumes_get_lits_ids_and_the_input_is_untouched(sourc
     assert sorted(p.name for p in (dataset / "labelsTr").iterdir()) == \
         sorted(f"lits_{n}.nii.gz" for n in TRAINING_NUMBERS)
     assert [p.name for p in (dataset / "imagesTs").iterdir()] == ["lits_test_0_0000.nii.gz"]
-    assert tree_state(source) == before
+    assert kit.tree_state(source) == before
 
 
 def test_geometry_and_voxels_are_preserved_exactly_including_flipped_and_oblique_directions(source: Path,
@@ -121,16 +107,8 @@ def test_dataset_json_has_one_ct_channel_and_the_lits_labels(source: Path, datas
                                          "source": str(source.resolve()), "converter": "Dataset510_LiTS"}
 
 
-def test_output_passes_nnunet_verify_dataset_integrity(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import multiprocessing.pool
-
-    from nnunetv2.experiment_planning import verify_dataset_integrity as verify_module
-
-    # nnU-Net's own checks, run by threads instead of a spawned process pool: starting an interpreter that imports
-    # torch takes longer than checking these tiny cases
-    monkeypatch.setattr(verify_module.multiprocessing, "get_context",
-                        lambda method=None: SimpleNamespace(Pool=multiprocessing.pool.ThreadPool))
-    verify_module.verify_dataset_integrity(str(dataset), num_processes=1)
+def test_output_passes_nnunet_verify_dataset_integrity(kit: SimpleNamespace, dataset: Path) -> None:
+    kit.verify_dataset_integrity(dataset)
 
 
 def test_cases_are_found_in_numeric_order_across_batch_folders(source: Path) -> None:
@@ -203,15 +181,12 @@ def _break_unreadable(source: Path) -> tuple[Path, str]:
 @pytest.mark.parametrize("breaker", [_break_missing_segmentation, _break_orphan_segmentation, _break_label_value,
                                      _break_segmentation_spacing, _break_segmentation_slices, _break_duplicate,
                                      _break_unreadable])
-def test_bad_input_is_refused_naming_the_file_and_nothing_is_written(source: Path, output_root: Path,
-                                                                     breaker) -> None:
+def test_bad_input_is_refused_naming_the_file_and_nothing_is_written(kit: SimpleNamespace, source: Path,
+                                                                     output_root: Path, breaker) -> None:
     offending, message = breaker(source)
-    before = tree_state(source)
-    with pytest.raises(ConversionError) as caught:
+    with kit.refused(source, output_root) as caught:
         convert(source, output_root=output_root)
     assert any(str(offending) in line and message in line for line in caught.value.problems), caught.value.problems
-    _assert_nothing_written(output_root)
-    assert tree_state(source) == before
 
 
 def test_all_problems_are_reported_together(source: Path, output_root: Path) -> None:
@@ -223,21 +198,22 @@ def test_all_problems_are_reported_together(source: Path, output_root: Path) -> 
         assert str(path) in str(caught.value)
 
 
-def test_an_empty_source_is_refused(tmp_path: Path, output_root: Path) -> None:
+def test_an_empty_source_is_refused(kit: SimpleNamespace, tmp_path: Path, output_root: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConversionError, match="no LiTS files found"):
         convert(tmp_path / "empty", output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
-def test_an_archive_member_escaping_the_input_is_refused(tmp_path: Path, output_root: Path) -> None:
+def test_an_archive_member_escaping_the_input_is_refused(kit: SimpleNamespace, tmp_path: Path,
+                                                         output_root: Path) -> None:
     archive = tmp_path / "lits.zip"
     with zipfile.ZipFile(archive, "w") as handle:
         handle.writestr("Training Batch 1/volume-0.nii", b"x")
         handle.writestr("../outside/segmentation-0.nii", b"x")
     with pytest.raises(ValueError, match=re.escape(str(archive)) + ".*path escaping the input"):
         convert(archive, output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
     assert not (tmp_path / "outside").exists()
 
 
@@ -263,11 +239,12 @@ def test_main_prints_the_summary(source: Path, output_root: Path, capsys: pytest
     assert "spacing (x, y, z) mm: min (0.8, 0.8, 2.5), max (0.8, 0.8, 2.5)" in printed
 
 
-def test_nnunet_mm_convert_runs_this_converter_and_reports_problems(source: Path, output_root: Path,
+def test_nnunet_mm_convert_runs_this_converter_and_reports_problems(kit: SimpleNamespace, source: Path,
+                                                                    output_root: Path,
                                                                     capsys: pytest.CaptureFixture) -> None:
     from nnunet_mm.cli.main import main as cli_main
 
     _break_missing_segmentation(source)
     assert cli_main(["convert", "510", str(source), "--output-root", str(output_root)]) == 1
     assert "training volume without segmentation" in capsys.readouterr().err
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)

@@ -21,10 +21,6 @@ def _read(path: Path) -> sitk.Image:
     return sitk.ReadImage(str(path))
 
 
-def _assert_nothing_written(output_root: Path) -> None:
-    assert not output_root.exists() or list(output_root.iterdir()) == []
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # good input
 
@@ -68,11 +64,9 @@ def test_dataset_json_names_every_channel_ct_and_records_the_phases(source: Path
     assert not (dataset / "splits_final.json").exists()
 
 
-def test_output_passes_nnunet_verify_dataset_integrity(source: Path, output_root: Path) -> None:
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
-
+def test_output_passes_nnunet_verify_dataset_integrity(kit: SimpleNamespace, source: Path, output_root: Path) -> None:
     dataset = convert(source, output_root=output_root, qa_figures=False)
-    verify_dataset_integrity(str(dataset), num_processes=1)
+    kit.verify_dataset_integrity(dataset)
 
 
 def test_dicom_folders_work_as_reference_and_as_other_phase(kit: SimpleNamespace, tmp_path: Path,
@@ -200,11 +194,8 @@ def _break_2d(source: Path) -> Path:
 def test_bad_input_is_reported_with_the_file_and_nothing_is_written(kit: SimpleNamespace, source: Path,
                                                                     output_root: Path, breaker, message: str) -> None:
     offending = breaker(source)
-    before = kit.tree_state(source)
-    with pytest.raises(ConversionError, match=re.escape(str(offending)) + ".*" + message):
+    with kit.refused(source, output_root, match=re.escape(str(offending)) + ".*" + message):
         convert(source, output_root=output_root)
-    _assert_nothing_written(output_root)
-    assert kit.tree_state(source) == before
 
 
 def test_label_grid_message_prints_both_geometries(source: Path, output_root: Path) -> None:
@@ -222,7 +213,7 @@ def test_duplicate_case_id_names_both_folders(source: Path, output_root: Path) -
     assert str(source / "case 01") in problem and str(source / "case_01") in problem
 
 
-def test_several_problems_are_all_reported_at_once(source: Path, output_root: Path) -> None:
+def test_several_problems_are_all_reported_at_once(kit: SimpleNamespace, source: Path, output_root: Path) -> None:
     offending = [_break_missing_phase(source), _break_nan(source), _break_label_value(source),
                  _break_unreadable(source), _break_label_grid(source)]
     with pytest.raises(ConversionError) as caught:
@@ -230,18 +221,19 @@ def test_several_problems_are_all_reported_at_once(source: Path, output_root: Pa
     assert len(caught.value.problems) == 5
     for path in offending:
         assert str(path) in str(caught.value)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
-def test_an_empty_source_folder_is_reported(tmp_path: Path, output_root: Path) -> None:
+def test_an_empty_source_folder_is_reported(kit: SimpleNamespace, tmp_path: Path, output_root: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConversionError, match="no case folders found"):
         convert(tmp_path / "empty", output_root=output_root)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
-def test_a_failure_while_writing_leaves_no_dataset_and_no_staging_folder(source: Path, output_root: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_while_writing_leaves_no_dataset_and_no_staging_folder(kit: SimpleNamespace, source: Path,
+                                                                         output_root: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import nnunet_mm.dataset_conversion.Dataset511_MultiPhaseLiver as converter
 
     def failing_json(*args, **kwargs):
@@ -250,7 +242,7 @@ def test_a_failure_while_writing_leaves_no_dataset_and_no_staging_folder(source:
     monkeypatch.setattr(converter, "write_dataset_json", failing_json)
     with pytest.raises(OSError, match="disk full"):
         convert(source, output_root=output_root, qa_figures=False)
-    _assert_nothing_written(output_root)
+    kit.assert_nothing_written(output_root)
 
 
 # ----------------------------------------------------------------------------------------------------------------
