@@ -13,9 +13,8 @@ from nnunet_mm.phantom import write_mpth
 
 
 @pytest.fixture
-def mpth_preprocessed(tmp_path, monkeypatch):
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
-                                                                       preprocess)
+def mpth_preprocessed(tmp_path, monkeypatch, quick_fingerprint):
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiments, preprocess
 
     monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
     monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
@@ -23,7 +22,7 @@ def mpth_preprocessed(tmp_path, monkeypatch):
     monkeypatch.setenv("nnUNet_n_proc_DA", "1")  # planning needs >= 1
     source = write_mpth(tmp_path / "mpth", num_cases=2, seed=5, shape_zyx=(12, 48, 48))
     convert(source, output_root=tmp_path / "raw", spacing_zyx_mm=(3.0, 1.5, 1.5))
-    extract_fingerprints([501], num_processes=1)
+    quick_fingerprint(501)
     plan_experiments([501])
     preprocess([501], configurations=("3d_fullres",), num_processes=(1,))
     return tmp_path

@@ -48,18 +48,9 @@ def _raw_with_unlabeled(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def planned(tmp_path_factory):
+def planned(tmp_path_factory, quick_fingerprint):
     """The dataset planned and preprocessed (3d_fullres) by nnU-Net, once for this module."""
-    from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprint_dataset, plan_experiments,
-                                                                       preprocess)
-
-    class QuickFingerprintExtractor(DatasetFingerprintExtractor):
-        """nnU-Net's extractor with 10^5 intensity samples instead of 10^8 (those take ~30 s even on tiny data)."""
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.num_foreground_voxels_for_intensitystats = 1e5
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiments, preprocess
 
     root = tmp_path_factory.mktemp("unlabeled")
     with pytest.MonkeyPatch.context() as patch:
@@ -68,7 +59,7 @@ def planned(tmp_path_factory):
         patch.setenv("nnUNet_results", str(root / "res"))
         patch.setenv("nnUNet_n_proc_DA", "1")  # the planner needs >= 1
         raw = _raw_with_unlabeled(root / "raw")
-        extract_fingerprint_dataset(DATASET_ID, QuickFingerprintExtractor, num_processes=1)
+        quick_fingerprint(DATASET_ID)
         plan_experiments([DATASET_ID])
         preprocess([DATASET_ID], configurations=("3d_fullres",), num_processes=(1,))
         yield raw, root / "pre" / raw.name
