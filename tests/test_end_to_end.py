@@ -124,7 +124,19 @@ def test_stock_commands_on_a_dataset_we_did_not_generate(tmp_path, without_ext_t
     assert f"{case}_0000.nii.gz: reference channel 0 is missing" in refused.stderr
 
 
-def test_cmg_trainer_cli_cycle_in_2d_with_continue(tmp_path, without_ext_trainer):
+def _plan_in_process(dataset_id: int, configuration: str, env: dict, monkeypatch, quick_fingerprint) -> None:
+    """Fingerprint (fewer intensity samples), plan and preprocess with nnU-Net's API in this process; the CLI
+    version of this step is covered by the demo test, and its fingerprint sampling alone takes ~30 s here."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiments, preprocess
+
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(name, env[name])
+    quick_fingerprint(dataset_id)
+    plan_experiments([dataset_id])
+    preprocess([dataset_id], configurations=(configuration,), num_processes=(1,))
+
+
+def test_cmg_trainer_cli_cycle_in_2d_with_continue(tmp_path, without_ext_trainer, monkeypatch, quick_fingerprint):
     """`nnUNetv2_train ... -tr CMGTrainer_debug` (2d), `--c` after the end, `nnUNetv2_predict -tr CMGTrainer_debug`."""
     from nnunet_mm.phantom import write_nnunet_raw
 
@@ -140,7 +152,7 @@ def test_cmg_trainer_cli_cycle_in_2d_with_continue(tmp_path, without_ext_trainer
         assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         return done.stdout
 
-    run("nnUNetv2_plan_and_preprocess", "-d", "590", "-c", "2d", "-np", "1", "-npfp", "1")
+    _plan_in_process(590, "2d", env, monkeypatch, quick_fingerprint)
     run("nnUNetv2_train", "590", "2d", "0", "-tr", "CMGTrainer_debug", "-device", "cpu")
     fold = tmp_path / "res" / "Dataset590_CMGPhantom" / "CMGTrainer_debug__nnUNetPlans__2d" / "fold_0"
     checkpoint = torch_load_weights(fold / "checkpoint_final.pth")
@@ -167,9 +179,9 @@ def torch_load_weights(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)["network_weights"]
 
 
-def test_cmc_trainer_cli_cycle_with_unlabeled_cases(tmp_path, without_ext_trainer):
-    """label-fraction → nnUNetv2_plan_and_preprocess → preprocess-unlabeled → nnUNetv2_train CMCTrainer_debug →
-    nnUNetv2_predict (self-paired inference)."""
+def test_cmc_trainer_cli_cycle_with_unlabeled_cases(tmp_path, without_ext_trainer, monkeypatch, quick_fingerprint):
+    """label-fraction → plan/preprocess → preprocess-unlabeled → nnUNetv2_train CMCTrainer_debug → nnUNetv2_predict
+    (self-paired inference)."""
     from nnunet_mm.phantom import write_nnunet_raw
 
     env = dict(os.environ, nnUNet_raw=str(tmp_path / "raw"), nnUNet_preprocessed=str(tmp_path / "pre"),
@@ -185,7 +197,7 @@ def test_cmc_trainer_cli_cycle_with_unlabeled_cases(tmp_path, without_ext_traine
         return done.stdout
 
     run("nnunet_mm", "label-fraction", "-d", "580", "--fraction", "0.5", "--target-id", "581")
-    run("nnUNetv2_plan_and_preprocess", "-d", "581", "-c", "3d_fullres", "-np", "1", "-npfp", "1")
+    _plan_in_process(581, "3d_fullres", env, monkeypatch, quick_fingerprint)
     run("nnunet_mm", "preprocess-unlabeled", "-d", "581", "-c", "3d_fullres")
     run("nnUNetv2_train", "581", "3d_fullres", "0", "-tr", "CMCTrainer_debug", "-device", "cpu")
     fold = next((tmp_path / "res").glob("Dataset581_*")) / "CMCTrainer_debug__nnUNetPlans__3d_fullres" / "fold_0"
