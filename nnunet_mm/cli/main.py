@@ -28,6 +28,14 @@ def _parse_channels(text: str) -> list[int]:
     return channels
 
 
+def _add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-d -c -p -np`` of the plugin's post-preprocessing steps."""
+    parser.add_argument("-d", required=True, help="dataset name or id")
+    parser.add_argument("-c", default="3d_fullres", help="configuration [default: %(default)s]")
+    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
+    parser.add_argument("-np", type=int, default=1, help="processes [default: 1]")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnunet_mm",
@@ -94,20 +102,14 @@ def _build_parser() -> argparse.ArgumentParser:
         description="After nnUNetv2_plan_and_preprocess: preprocess the dataset's per-phase labels (the folder named "
                     "by 'phase_labels_dir' in dataset.json) as extra segmentation channels of a new configuration "
                     "'<c>_phases'. Train it with e.g. 'nnUNetv2_train 501 3d_fullres_phases 0 -tr CMGTrainer'.")
-    phases.add_argument("-d", required=True, help="dataset name or id")
-    phases.add_argument("-c", default="3d_fullres", help="configuration [default: %(default)s]")
-    phases.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
-    phases.add_argument("-np", type=int, default=1, help="processes [default: 1]")
+    _add_preprocessing_arguments(phases)
 
     unlabeled = sub.add_parser(
         "preprocess-unlabeled", help="preprocess the unlabeled cases (imagesUnl) for semi-supervised trainers",
         description="After nnUNetv2_plan_and_preprocess: preprocess the images in the folder named by "
                     "'unlabeled_dir' in dataset.json (default imagesUnl) with the configuration's plans into "
                     "<data_identifier>_unlabeled. The labeled data are untouched.")
-    unlabeled.add_argument("-d", required=True, help="dataset name or id")
-    unlabeled.add_argument("-c", default="3d_fullres", help="configuration [default: %(default)s]")
-    unlabeled.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
-    unlabeled.add_argument("-np", type=int, default=1, help="processes [default: 1]")
+    _add_preprocessing_arguments(unlabeled)
 
     fraction = sub.add_parser(
         "label-fraction", help="new raw dataset keeping only a fraction of the labels (rest in imagesUnl)",

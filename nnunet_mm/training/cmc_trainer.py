@@ -197,16 +197,7 @@ class CMCTrainer(MultiModalTrainer):
                                    for p in probabilities[1:]]).mean()
                 loss = loss + w_csc * csc + w_cac * cac
 
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.optimizer.step()
+        self.backward_and_step(loss)
         return {"loss": loss.detach().cpu().numpy(), "csc_loss": csc.detach().cpu().numpy(),
                 "cac_loss": cac.detach().cpu().numpy()}
 

@@ -121,16 +121,7 @@ class CMGTrainer(MultiModalTrainer):
                                   region_masks=region_masks, use_prediction=use_prediction)
             loss = self.cmg_loss(result, target, phase_labels)
 
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.optimizer.step()
+        self.backward_and_step(loss)
         return {"loss": loss.detach().cpu().numpy()}
 
     def cmg_loss(self, result: dict, target: list[torch.Tensor], phase_labels: torch.Tensor) -> torch.Tensor:

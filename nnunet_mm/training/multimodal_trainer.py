@@ -180,6 +180,19 @@ class MultiModalTrainer(nnUNetTrainer):
             return images, draw
         return torch.cat((images, data[:, num_image_channels:]), dim=1), draw
 
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        """nnU-Net's update for a custom training step: (scaled) backward, gradient clipping at 12, optimizer step."""
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+
     def _make_augmentation_generator(self) -> torch.Generator:
         """A generator on the training device, different on every DDP rank (and every run unless seeded)."""
         base_seed = self.mm_settings.seed
