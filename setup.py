@@ -78,6 +78,8 @@ setup(
         "scipy",
         "tqdm",
         "matplotlib",
+        "monai>=1.4",  # generative blocks (autoencoder, diffusion UNet, schedulers), registration warps
+        "scikit-image",  # Otsu / watershed for pseudo masks
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["nnunet_mm=nnunet_mm.cli.main:main"]},

@@ -18,6 +18,11 @@ import sys
 from typing import Sequence
 
 
+# modules of nnunet_mm.cli that add their own sub-commands: each has ``register(subparsers)``, and every parser it
+# adds sets ``handler`` (``parser.set_defaults(handler=fn)``, ``fn(args) -> int``)
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def _parse_channels(text: str) -> list[int]:
     try:
         channels = [int(c) for c in text.replace(" ", "").split(",") if c != ""]
@@ -140,6 +145,8 @@ def _build_parser() -> argparse.ArgumentParser:
     maps.add_argument("-device", default=None, choices=("cuda", "cpu", "mps"))
 
     sub.add_parser("env", help="show trainer discovery (nnUNet_extTrainer) and the nnU-Net paths")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(f"nnunet_mm.cli.{module_name}").register(sub)
     return parser
 
 
@@ -318,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(argv) >= 2 and argv[0] == "convert" and not argv[1].startswith("-"):
         return _run_convert(argv[1], argv[2:])
     args = _build_parser().parse_args(argv)
+    if getattr(args, "handler", None) is not None:
+        return args.handler(args)
     if args.command == "predict":
         return _run_predict(args)
     if args.command == "env":
