@@ -83,3 +83,18 @@ def test_paired_two_channel_step_uses_unlabeled_cases_with_gradients(tmp_path, m
     assert np.isfinite(result["loss"]) and result["csc_loss"] > 0 and np.isfinite(result["cac_loss"])
     after = list(trainer.cmc_network.encoder.parameters())
     assert any(not torch.equal(b, a) for b, a in zip(before, after))
+
+    # resuming (what `nnUNetv2_train ... --c` does: a new trainer loads the checkpoint) restores the extra logs, and
+    # the next epoch appends to them and rebuilds the unlabeled loader
+    trainer.current_epoch = 0
+    trainer.on_train_epoch_end([result])
+    trainer.save_checkpoint(str(tmp_path / "checkpoint_latest.pth"))
+    resumed = CMCTrainer({**plans, "continue_training": True}, "3d_fullres", "all", load_json(str(base / "dataset.json")), torch.device("cpu"))
+    resumed.load_checkpoint(str(tmp_path / "checkpoint_latest.pth"))
+    logged = resumed.logger.local_logger.my_fantastic_logging
+    assert resumed.current_epoch == 1
+    assert logged["csc_loss"] == [float(result["csc_loss"])] and logged["cac_loss"] == [float(result["cac_loss"])]
+    resumed.dataloader_unlabeled = resumed._make_unlabeled_loader()
+    assert next(resumed.dataloader_unlabeled)["data"].shape[1] == 2
+    resumed.on_train_epoch_end([{**result, "csc_loss": np.float32(0.5)}])
+    assert logged["csc_loss"] == [float(result["csc_loss"]), 0.5]

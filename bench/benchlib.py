@@ -1,0 +1,93 @@
+"""Pieces shared by the benchmark scripts: nnU-Net paths in a work folder, in-process training with per-step timing,
+prediction of a raw test folder and nnU-Net's evaluation.
+
+The scripts run as ``python bench/<script>.py``, so this module is importable as ``benchlib`` from them.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def set_nnunet_paths(workdir: Path) -> None:
+    """Point nnU-Net's three path variables into ``workdir`` (raw, preprocessed, results) and create them."""
+    for name, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"), ("nnUNet_results", "results")):
+        os.environ[name] = str(workdir / sub)
+        (workdir / sub).mkdir(parents=True, exist_ok=True)
+
+
+def plan_and_preprocess(dataset_id: int, configuration: str = "3d_fullres", num_processes: int = 2) -> None:
+    """nnU-Net's fingerprint, default planner and preprocessing for one configuration (API, in this process)."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
+                                                                       preprocess)
+
+    extract_fingerprints([dataset_id], num_processes=num_processes)
+    plan_experiments([dataset_id])
+    preprocess([dataset_id], configurations=(configuration,), num_processes=(num_processes,))
+
+
+def train(trainer_name: str, dataset_name: str, *, device_name: str, epochs: int, iterations: int,
+          configuration: str = "3d_fullres", attributes: dict | None = None, warmup_steps: int = 3):
+    """Train ``trainer_name`` on fold 'all' with a given schedule; returns (trainer, timing dict).
+
+    ``attributes`` are set on the trainer after construction (e.g. ``{"semi_start_fraction": 0.3}``). Timing:
+    wall seconds of the whole run and the median seconds per ``train_step`` after ``warmup_steps`` steps (CUDA
+    synchronised, so the number is the step's real cost, data loading excluded).
+    """
+    import numpy as np
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    preprocessed = Path(os.environ["nnUNet_preprocessed"]) / dataset_name
+    plans = load_json(str(preprocessed / "nnUNetPlans.json"))
+    plans["continue_training"] = False
+    trainer_class = recursive_find_trainer_class_by_name(trainer_name)
+    if trainer_class is None:
+        raise RuntimeError(f"nnU-Net cannot find trainer {trainer_name} (is nnUNet_extTrainer set? 'nnunet_mm env')")
+    trainer = trainer_class(plans=plans, configuration=configuration, fold="all",
+                            dataset_json=load_json(str(preprocessed / "dataset.json")),
+                            device=torch.device(device_name))
+    trainer.num_epochs, trainer.num_iterations_per_epoch = epochs, iterations
+    trainer.num_val_iterations_per_epoch = max(1, iterations // 5)
+    for name, value in (attributes or {}).items():
+        setattr(trainer, name, value)
+
+    step_seconds: list[float] = []
+    original_step = trainer.train_step
+
+    def timed_step(batch: dict) -> dict:
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize(trainer.device)
+        start = time.perf_counter()
+        result = original_step(batch)
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize(trainer.device)
+        step_seconds.append(time.perf_counter() - start)
+        return result
+
+    trainer.train_step = timed_step
+    start = time.perf_counter()
+    trainer.run_training()
+    measured = step_seconds[warmup_steps:] or step_seconds
+    return trainer, {"train_seconds": round(time.perf_counter() - start, 1),
+                     "step_ms_median": round(1000 * float(np.median(measured)), 1), "steps": len(step_seconds)}
+
+
+def predict_and_evaluate(trainer, images: Path, labels: Path, output: Path, *, device_name: str,
+                         labels_to_evaluate: list[int]) -> dict[int, float]:
+    """Predict ``images`` with the trained model folder (nnU-Net's predictor, mirroring on) and return nnU-Net's
+    mean Dice per label against ``labels``."""
+    import torch
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(device=torch.device(device_name), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(Path(trainer.output_folder_base)), use_folds=("all",))
+    predictor.predict_from_files(str(images), str(output), save_probabilities=False, overwrite=True,
+                                 num_processes_preprocessing=1, num_processes_segmentation_export=1)
+    metrics = compute_metrics_on_folder(str(labels), str(output), str(output / "summary.json"), SimpleITKIO(),
+                                        trainer.dataset_json["file_ending"], labels_to_evaluate, num_processes=1)
+    return {int(k): float(v["Dice"]) for k, v in metrics["mean"].items()}
