@@ -42,7 +42,9 @@ def test_hook_can_be_switched_off():
 
 PLUGIN_TRAINERS = {"MultiModalTrainer": "multimodal_trainer", "MultiModalTrainer_debug": "multimodal_trainer",
                    "CMGTrainer": "cmg_trainer", "CMGTrainer_debug": "cmg_trainer",
-                   "CMCTrainer": "cmc_trainer", "CMCTrainer_debug": "cmc_trainer"}
+                   "CMCTrainer": "cmc_trainer", "CMCTrainer_debug": "cmc_trainer",
+                   "SynthTumorTrainer": "synth_tumor_trainer", "SynthTumorTrainer_debug": "synth_tumor_trainer",
+                   "WeakLabelTrainer": "weak_label_trainer", "WeakLabelTrainer_debug": "weak_label_trainer"}
 
 
 def test_nnunet_lookup_finds_every_plugin_trainer():

@@ -2,3 +2,5 @@
 from nnunet_mm.training.cmc_trainer import CMCTrainer, CMCTrainer_debug  # noqa: F401
 from nnunet_mm.training.cmg_trainer import CMGTrainer, CMGTrainer_debug  # noqa: F401
 from nnunet_mm.training.multimodal_trainer import MultiModalTrainer, MultiModalTrainer_debug  # noqa: F401
+from nnunet_mm.training.synth_tumor_trainer import SynthTumorTrainer, SynthTumorTrainer_debug  # noqa: F401
+from nnunet_mm.training.weak_label_trainer import WeakLabelTrainer, WeakLabelTrainer_debug  # noqa: F401

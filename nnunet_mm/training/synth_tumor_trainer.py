@@ -1,0 +1,182 @@
+"""SynthTumorTrainer: nnU-Net trained on real plus online-synthesised multi-phase tumours (Diff4MMLiTS, paper 002).
+
+Method (the paper's segmenter stage, §3.2 "MS", with the synthesis of §3.2 "MCS"):
+
+* **Online synthesis in** :meth:`train_step`, on the training device, after nnU-Net's loader and CPU augmentation:
+  every sample whose patch contains liver receives, with probability ``p`` (``"probability"``, 0.5 as in DiffTumor),
+  synthetic tumours in its healthy liver — samples of normal cases and the tumour-free liver of tumour cases alike.
+  The mask (:func:`~nnunet_mm.synthesis.masks.sample_tumour_masks`: deformed ellipsoids of a random size class) is
+  the same for every phase, so the tumour is aligned across phases by construction; the chosen synthesizer paints
+  each phase with its own appearance (``"handcrafted"``: per-phase contrast fitted from the real tumours,
+  :mod:`nnunet_mm.synthesis.handcrafted`; ``"diffusion"``: the latent-diffusion models trained by the plugin).
+* **Targets follow**: the tumour label is written into the mask and the deep-supervision pyramid is rebuilt from the
+  new full-resolution label with nnU-Net's own nearest-neighbour downsampling.
+* Then :class:`MultiModalTrainer`'s misalignment and modality dropout, so synthetic tumours are misregistered like
+  real ones, and nnU-Net's step.
+* **Loss** ``L = Dice + 0.5·CE`` (the paper; ``"dice_weight"``/``"ce_weight"``), nnU-Net's DC_and_CE with deep
+  supervision.
+* **Validation** on real data only (nnU-Net's validation step is untouched).
+* **Post-processing** (optional, at prediction): ``nnunet_mm keep-tumours-in-liver -i PRED -o OUT`` removes tumour
+  components outside the predicted liver.
+
+Settings: the ``"synthesis"`` object of the dataset.json ``"nnunet_mm"`` block (:mod:`nnunet_mm.synthesis.settings`).
+DDP: every random draw comes from the rank's own generator; nothing is collective. The synthesizer is stateless
+(the statistics live in a file beside the preprocessed data), so ``--c`` needs no extra checkpoint state.
+Hooks overridden: ``__init__``, ``initialize``, ``_build_loss``, ``train_step``, ``on_train_epoch_end``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+
+from nnunet_mm.synthesis.base import TumorSynthesizer
+from nnunet_mm.synthesis.handcrafted import HandcraftedSynthesizer
+from nnunet_mm.synthesis.masks import sample_tumour_masks
+from nnunet_mm.synthesis.settings import SynthesisSettings
+from nnunet_mm.synthesis.statistics import (TumourContrastStatistics, fit_tumour_statistics, preprocessed_cases,
+                                            statistics_path)
+from nnunet_mm.training.multimodal_trainer import MultiModalTrainer, reference_target, resize_label
+
+MIN_LIVER_VOXELS = 16  # a patch with less liver than this gets no synthetic tumour
+
+
+class SynthTumorTrainer(MultiModalTrainer):
+    """Real + online synthetic tumours (see the module docstring)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.synthesis_settings = SynthesisSettings.from_dataset_json(dataset_json)
+        self.liver_label, self.tumour_label = self.synthesis_settings.resolve_labels(dataset_json["labels"])
+        self.synthetic_probability = self.synthesis_settings.probability  # p, the share of liver samples
+        self.synthesizer: TumorSynthesizer | None = None
+
+    def initialize(self) -> None:
+        if self.label_manager.has_regions:
+            raise ValueError("SynthTumorTrainer writes the tumour label into the target; region-based labels "
+                             "(regions_class_order) are not supported.")
+        super().initialize()
+        self.synthesizer = self._build_synthesizer()
+        settings = self.synthesis_settings
+        self.print_to_log_file(
+            f"nnunet_mm: synthetic tumours ({settings.synthesizer}) with p = {self.synthetic_probability}, size "
+            f"classes {[c.name for c in settings.masks.size_classes]} (probabilities "
+            f"{[round(p, 3) for p in settings.masks.probabilities]}), liver label {self.liver_label}, tumour label "
+            f"{self.tumour_label}; loss {settings.dice_weight}·Dice + {settings.ce_weight}·CE",
+            also_print_to_console=True)
+
+    def _build_loss(self):
+        loss = super()._build_loss()
+        dice_and_ce = loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss
+        dice_and_ce.weight_dice = self.synthesis_settings.dice_weight
+        dice_and_ce.weight_ce = self.synthesis_settings.ce_weight
+        return loss
+
+    # ------------------------------------------------------------------------------------------------------------
+    # the method
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = reference_target(batch["target"])
+        targets = [t.to(self.device, non_blocking=True) for t in (target if isinstance(target, list) else [target])]
+        data, targets, synthetic = self.insert_synthetic_tumours(data, targets)
+        result = super().train_step({**batch, "data": data,
+                                     "target": targets if isinstance(target, list) else targets[0]})
+        return {**result, "synthetic_fraction": synthetic.float().mean().cpu().numpy()}
+
+    def insert_synthetic_tumours(self, data: torch.Tensor, targets: list[torch.Tensor]
+                                 ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """With probability p per sample with liver, paint synthetic tumours and write them into every target scale.
+
+        Args:
+            data: (B, C, *patch) float on the training device; the first ``num_channels`` channels are the phases.
+            targets: deep-supervision targets, highest resolution first, each (B, 1, *scale) integer labels.
+
+        Returns:
+            (data, targets, chosen (B,) bool); the inputs are not modified, unchosen samples stay bit-identical.
+        """
+        with torch.no_grad():
+            label = targets[0]
+            liver = label == self.liver_label
+            draw = torch.rand(label.shape[0], generator=self.augmentation_generator,
+                              device=self.augmentation_generator.device).to(label.device)
+            chosen = (draw < self.synthetic_probability) & (liver.flatten(1).sum(1) >= MIN_LIVER_VOXELS)
+            if not chosen.any():
+                return data, targets, chosen
+            index = chosen.nonzero()[:, 0]
+            masks = sample_tumour_masks(liver[index], self.configuration_manager.spacing,
+                                        self.synthesis_settings.masks, self.augmentation_generator)
+            phases = self.mm_settings.num_channels
+            data = data.clone()
+            data[index, :phases] = self.synthesizer(data[index, :phases], masks, self.augmentation_generator)
+            new_label = torch.where(masks, torch.full_like(label[index], self.tumour_label), label[index])
+            targets = [t.clone() for t in targets]
+            for t in targets:
+                t[index] = resize_label(new_label, t.shape[2:])  # nnU-Net's DS downsampling: nearest-exact
+        return data, targets, chosen
+
+    def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
+        super().on_train_epoch_end(train_outputs)
+        fraction = float(np.mean([o["synthetic_fraction"] for o in train_outputs]))
+        self.print_to_log_file(f"nnunet_mm: synthetic tumours in {100 * fraction:.1f} % of the training samples "
+                               f"(this rank)")
+
+    # ------------------------------------------------------------------------------------------------------------
+    # synthesizers
+
+    def _build_synthesizer(self) -> TumorSynthesizer:
+        settings = self.synthesis_settings
+        if settings.synthesizer == "diffusion":
+            try:
+                from nnunet_mm.synthesis.latent_diffusion import LatentDiffusionSynthesizer, default_model_folder
+            except ImportError as error:
+                raise ImportError(f"synthesizer 'diffusion' needs nnunet_mm.synthesis.latent_diffusion, which could "
+                                  f"not be imported ({error}); use \"synthesizer\": \"handcrafted\".") from error
+            folder = Path(settings.model_folder) if settings.model_folder else \
+                default_model_folder(Path(self.preprocessed_dataset_folder_base))
+            return LatentDiffusionSynthesizer.from_folder(folder, self.device)
+        return HandcraftedSynthesizer(self._tumour_statistics(), self.configuration_manager.spacing,
+                                      texture_sigma_mm=settings.texture_sigma_mm,
+                                      edge_sigma_voxels=settings.edge_sigma_voxels,
+                                      contrast_jitter=settings.contrast_jitter)
+
+    def _phase_names(self) -> tuple[str, ...]:
+        if self.mm_settings.phase_names is not None:
+            return self.mm_settings.phase_names
+        return tuple(str(self.dataset_json["channel_names"][k]) for k in sorted(self.dataset_json["channel_names"],
+                                                                                 key=int))
+
+    def _tumour_statistics(self) -> TumourContrastStatistics:
+        """The statistics file if it exists, else fitted now from this fold's training cases (and saved)."""
+        configured = self.synthesis_settings.statistics_file
+        path = Path(configured) if configured else statistics_path(Path(self.preprocessed_dataset_folder_base),
+                                                                   self.configuration_manager.data_identifier)
+        if path.is_file() or configured:
+            statistics = TumourContrastStatistics.load(path)
+            if statistics.num_phases != self.mm_settings.num_channels:
+                raise ValueError(f"{path}: statistics for {statistics.num_phases} phases, but the dataset has "
+                                 f"{self.mm_settings.num_channels} channels; refit with 'nnunet_mm synth-stats'.")
+            self.print_to_log_file(f"nnunet_mm: tumour contrast statistics from {path}", also_print_to_console=True)
+            return statistics
+        training_keys, _ = self.do_split()
+        statistics = fit_tumour_statistics(preprocessed_cases(Path(self.preprocessed_dataset_folder), training_keys),
+                                           self._phase_names(), self.liver_label, self.tumour_label)
+        if self.local_rank == 0:
+            statistics.save(path)
+        self.print_to_log_file(f"nnunet_mm: fitted tumour contrast statistics from the training cases of fold "
+                               f"{self.fold} into {path}:\n{statistics.summary()}", also_print_to_console=True)
+        return statistics
+
+
+class SynthTumorTrainer_debug(SynthTumorTrainer):
+    """2 epochs × 4 iterations, 2 validation iterations."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 2
+        self.num_iterations_per_epoch = 4
+        self.num_val_iterations_per_epoch = 2

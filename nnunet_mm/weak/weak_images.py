@@ -1,0 +1,225 @@
+"""A 2D dataset of diseased and normal images from an nnU-Net raw dataset, for the label-transfer GAN.
+
+Sources:
+
+* **2D datasets** (ISIC PNGs, or volumes with one slice): one image per training case, labelled by the dataset's
+  image-level labels (:mod:`nnunet_mm.weak.image_labels`).
+* **3D datasets** (BraTS, phantoms): axial slices (array axis 0). A slice of a ``"normal"`` case is normal; a slice of
+  a diseased case is diseased when its label slice holds a lesion label and normal when it is tumour-free (this needs
+  ``labelsTr``; slice-level labels are then weak labels derived from the masks, as in the paper's BraTS setup).
+  Slices whose foreground covers less than ``min_foreground_fraction`` of the slice are skipped.
+
+Every image is scaled to [-1, 1] per channel (8-bit images as ``x / 127.5 - 1``, others between the 0.5 and 99.5
+percentiles of the whole case) and resized to ``size × size`` (linear; masks nearest). The foreground is where
+any channel lies above the lowest intensity (black background of BraTS, air around a CT body), holes filled.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+from skimage.transform import resize
+
+from nnunet_mm.weak.image_labels import DISEASED, NORMAL, read_image_labels
+
+logger = logging.getLogger(__name__)
+
+BACKGROUND_LEVEL = -0.98  # normalised intensities at or below this count as background
+
+
+@dataclass
+class WeakImage:
+    """One 2D image of the GAN dataset.
+
+    Attributes:
+        case_id: nnU-Net case identifier.
+        slice_index: axial slice of a 3D case, None for a 2D case.
+        image: (C, size, size) float32 in [-1, 1].
+        foreground: (size, size) bool.
+        image_label: ``"diseased"`` or ``"normal"``.
+        original_shape: (H, W) of the slice before resizing.
+    """
+
+    case_id: str
+    slice_index: int | None
+    image: np.ndarray
+    foreground: np.ndarray
+    image_label: str
+    original_shape: tuple[int, int]
+
+
+def case_channel_files(images_folder: Path, file_ending: str) -> dict[str, list[Path]]:
+    """``{case: [CASE_0000<ending>, CASE_0001<ending>, ...]}`` for every case in ``images_folder``.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no image with ``file_ending``.
+        ValueError: a case whose channel numbers are not 0, 1, 2, ... (the message names the case's files).
+    """
+    if not images_folder.is_dir():
+        raise FileNotFoundError(f"{images_folder}: folder does not exist.")
+    pattern = re.compile(rf"^(.+)_(\d{{4}}){re.escape(file_ending)}$")
+    channels: dict[str, dict[int, Path]] = {}
+    for file in sorted(images_folder.iterdir()):
+        match = pattern.match(file.name)
+        if match:
+            channels.setdefault(match.group(1), {})[int(match.group(2))] = file
+    if not channels:
+        raise FileNotFoundError(f"{images_folder}: no images CASE_XXXX{file_ending}.")
+    result = {}
+    for case, files in channels.items():
+        if sorted(files) != list(range(len(files))):
+            raise ValueError(f"{images_folder}: case {case} has channel files {sorted(files)}; expected 0..{len(files) - 1} "
+                             f"({[f.name for f in files.values()]}).")
+        result[case] = [files[c] for c in range(len(files))]
+    return result
+
+
+def read_case_array(files: list[Path]) -> tuple[np.ndarray, bool]:
+    """Channels of one case as (C, Z, Y, X) float32 (a 2D image gets Z = 1) and whether the input was 8-bit.
+
+    Raises:
+        ValueError: unreadable files or channels of different sizes, naming the files.
+    """
+    arrays, eight_bit = [], True
+    for file in files:
+        try:
+            image = sitk.ReadImage(str(file))
+        except RuntimeError as error:
+            raise ValueError(f"{file}: cannot read image ({str(error).strip().splitlines()[-1]}).") from None
+        eight_bit &= image.GetPixelID() in (sitk.sitkUInt8, sitk.sitkVectorUInt8)
+        array = sitk.GetArrayFromImage(image).astype(np.float32)
+        components = image.GetNumberOfComponentsPerPixel()
+        if components == 1:
+            array = array[None]
+        else:
+            array = np.moveaxis(array, -1, 0)
+        if image.GetDimension() == 2:
+            array = array[:, None]
+        arrays.extend(array)
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise ValueError(f"{files[0].parent}: channels of {files[0].name[:-len('_0000') - 4]}… have different sizes "
+                         f"{sorted(shapes)}: {[f.name for f in files]}.")
+    return np.stack(arrays), eight_bit
+
+
+def normalise_case(array: np.ndarray, eight_bit: bool) -> np.ndarray:
+    """(C, ...) intensities scaled to [-1, 1] per channel (see the module docstring)."""
+    if eight_bit:
+        return (array / 127.5 - 1.0).astype(np.float32)
+    result = np.empty_like(array, dtype=np.float32)
+    for channel, values in enumerate(array):
+        low, high = np.percentile(values, (0.5, 99.5))
+        scale = max(high - low, 1e-6)
+        result[channel] = np.clip((values - low) / scale, 0.0, 1.0) * 2.0 - 1.0
+    return result
+
+
+def foreground_of(image: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels where any channel of the (C, H, W) normalised image is above the background level."""
+    return ndimage.binary_fill_holes((image > BACKGROUND_LEVEL).any(axis=0))
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """(C, H, W) → (C, size, size), linear."""
+    return resize(image, (image.shape[0], size, size), order=1, mode="edge", anti_aliasing=True,
+                  preserve_range=True).astype(np.float32)
+
+
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool → ``shape``, nearest neighbour."""
+    return resize(mask.astype(np.uint8), shape, order=0, mode="edge", anti_aliasing=False,
+                  preserve_range=True).astype(bool)
+
+
+def _slice_labels(label_file: Path, lesion_labels: tuple[int, ...] | None) -> np.ndarray:
+    """(Z,) bool: slices of a 3D label file that hold a lesion."""
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(label_file)))
+    if label.ndim == 2:
+        label = label[None]
+    lesion = label > 0 if lesion_labels is None else np.isin(label, lesion_labels)
+    return lesion.reshape(lesion.shape[0], -1).any(axis=1)
+
+
+def load_weak_images(dataset_folder: Path, *, size: int, lesion_labels: tuple[int, ...] | None = None,
+                     min_foreground_fraction: float = 0.05, progress: bool = False) -> list[WeakImage]:
+    """The diseased and normal 2D images of a raw dataset's ``imagesTr`` (see the module docstring).
+
+    Args:
+        dataset_folder: ``$nnUNet_raw/DatasetXXX_Name``.
+        size: side of the square images (a multiple of 4).
+        lesion_labels: label values that make a 3D slice diseased (None: every foreground label).
+        min_foreground_fraction: 3D slices with less foreground are skipped.
+        progress: show a tqdm progress bar.
+
+    Raises:
+        FileNotFoundError: missing dataset.json, images, or labels needed for the slices of a 3D diseased case.
+        ValueError: image-level labels that are malformed or name unknown cases, 2D cases without a label.
+    """
+    if size % 4 or size < 8:
+        raise ValueError(f"size must be a multiple of 4 and >= 8 (the generator downsamples twice), got {size}.")
+    dataset_json_file = Path(dataset_folder) / "dataset.json"
+    if not dataset_json_file.is_file():
+        raise FileNotFoundError(f"{dataset_json_file}: missing; is {dataset_folder} an nnU-Net raw dataset?")
+    dataset_json = json.loads(dataset_json_file.read_text(encoding="utf-8"))
+    file_ending = dataset_json["file_ending"]
+    cases = case_channel_files(Path(dataset_folder) / "imagesTr", file_ending)
+    image_labels = read_image_labels(dataset_json, Path(dataset_folder)) or {}
+    unknown = sorted(set(image_labels) - set(cases))
+    if unknown:
+        raise ValueError(f"{dataset_json_file}: image labels name case(s) without images in imagesTr: {unknown[:5]}.")
+    iterator = sorted(cases)
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(iterator, desc="reading images", unit="case")
+    images: list[WeakImage] = []
+    for case in iterator:
+        array, eight_bit = read_case_array(cases[case])
+        volume = normalise_case(array, eight_bit)
+        is_3d = volume.shape[1] > 1
+        if is_3d:
+            images += _volume_slices(case, volume, image_labels.get(case), Path(dataset_folder), file_ending,
+                                     size=size, lesion_labels=lesion_labels,
+                                     min_foreground_fraction=min_foreground_fraction)
+            continue
+        if case not in image_labels:
+            label_file = Path(dataset_folder) / "labelsTr" / f"{case}{file_ending}"
+            if not label_file.is_file():
+                raise ValueError(f"{dataset_json_file}: no image label for 2D case {case} and no {label_file} to "
+                                 f"derive one from; add it to 'nnunet_mm'.'image_labels'.")
+            image_labels[case] = DISEASED if _slice_labels(label_file, lesion_labels).any() else NORMAL
+        image = volume[:, 0]
+        images.append(WeakImage(case, None, resize_image(image, size),
+                                resize_mask(foreground_of(image), (size, size)), image_labels[case],
+                                tuple(image.shape[1:])))
+    counts = {value: sum(i.image_label == value for i in images) for value in (DISEASED, NORMAL)}
+    logger.info("%s: %d diseased and %d normal 2D images", dataset_folder, counts[DISEASED], counts[NORMAL])
+    return images
+
+
+def _volume_slices(case: str, volume: np.ndarray, case_label: str | None, dataset_folder: Path, file_ending: str, *,
+                   size: int, lesion_labels: tuple[int, ...] | None,
+                   min_foreground_fraction: float) -> list[WeakImage]:
+    if case_label == NORMAL:
+        slice_is_diseased = np.zeros(volume.shape[1], dtype=bool)
+    else:
+        label_file = dataset_folder / "labelsTr" / f"{case}{file_ending}"
+        if not label_file.is_file():
+            raise FileNotFoundError(f"{label_file}: needed to tell the tumour-free (normal) slices of the 3D case "
+                                    f"{case}; or label the whole case 'normal' in 'nnunet_mm'.'image_labels'.")
+        slice_is_diseased = _slice_labels(label_file, lesion_labels)
+    images = []
+    for index in range(volume.shape[1]):
+        image = volume[:, index]
+        foreground = foreground_of(image)
+        if foreground.mean() < min_foreground_fraction:
+            continue
+        images.append(WeakImage(case, index, resize_image(image, size), resize_mask(foreground, (size, size)),
+                                DISEASED if slice_is_diseased[index] else NORMAL, tuple(image.shape[1:])))
+    return images

@@ -1,0 +1,196 @@
+"""3D autoencoder + mask-conditioned latent diffusion: training losses fall, sampling keeps the contract, CLI paths."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_mm.synthesis.autoencoder import AutoencoderConfig, build_autoencoder, train_autoencoder
+from nnunet_mm.synthesis.base import blending_rim
+from nnunet_mm.synthesis.latent_diffusion import (DiffusionConfig, LatentDiffusionSynthesizer, _schedulers,
+                                                  build_denoiser, default_model_folder, denoising_loss,
+                                                  train_diffusion, write_synthetic_pool)
+from nnunet_mm.synthesis.model_checkpoints import load_weights, read_config
+from nnunet_mm.synthesis.model_data import PreprocessedCrops
+
+# nnU-Net's blosc2 writer warns about chunk sizes for arrays this small
+pytestmark = pytest.mark.filterwarnings("ignore:Warning. Received empty chunks")
+CPU = torch.device("cpu")
+SHAPE = (12, 24, 24)
+PATCH = (8, 16, 16)
+TINY_AE = AutoencoderConfig(channels=(8, 16, 16), latent_channels=4, norm_num_groups=8, patch_size=PATCH,
+                            batch_size=2, steps=16, lr=2e-3, adversarial_start=8, discriminator_channels=8,
+                            discriminator_layers=1, checkpoint_every=8)
+TINY_LDM = DiffusionConfig(channels=(16, 32), attention_levels=(False, True), num_head_channels=16, norm_num_groups=8,
+                           patch_size=PATCH, batch_size=2, steps=16, lr=2e-3, num_inference_steps=4,
+                           margin_voxels=2, checkpoint_every=8)
+
+
+def _write_preprocessed(folder: Path, num_cases: int = 3) -> Path:
+    """Tiny nnU-Net preprocessed cases (blosc2, nnU-Net's own writer): 2 phases, liver ellipsoid (label 1) with a
+    tumour sphere (label 2) that is bright in phase 0 and dark in phase 1, in normalised units."""
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
+    folder.mkdir(parents=True)
+    z, y, x = np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij")
+    for case in range(num_cases):
+        rng = np.random.default_rng(case)
+        liver = ((z - 6) / 5) ** 2 + ((y - 12) / 10) ** 2 + ((x - 12) / 10) ** 2 <= 1
+        cz, cy, cx = 6, 10 + case, 11 + case
+        tumour = ((z - cz) / 2) ** 2 + ((y - cy) / 3) ** 2 + ((x - cx) / 3) ** 2 <= 1
+        seg = np.where(tumour, 2, np.where(liver, 1, 0)).astype(np.int8)
+        phases = []
+        for tumour_value in (2.0, -1.5):
+            image = np.where(liver, 0.5, -1.0) + np.where(tumour, tumour_value - 0.5, 0.0)
+            phases.append(image + 0.05 * rng.standard_normal(SHAPE))
+        nnUNetDatasetBlosc2.save_case(np.stack(phases).astype(np.float32), seg[None], {},
+                                      str(folder / f"case_{case:03d}"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A preprocessed folder, a trained tiny autoencoder and a trained tiny latent diffusion model."""
+    root = tmp_path_factory.mktemp("ldm")
+    data = _write_preprocessed(root / "nnUNetPlans_3d_fullres")
+    ae_crops = PreprocessedCrops(data, PATCH, center_labels=(1, 2))
+    ae_result = train_autoencoder(ae_crops, TINY_AE, root / "autoencoder", device=CPU, progress=False)
+    tumour_crops = PreprocessedCrops(data, PATCH, center_labels=(2,), foreground_fraction=1.0)
+    ldm_result = train_diffusion(tumour_crops, root / "autoencoder", TINY_LDM, root / "latent_diffusion",
+                                 tumour_label=2, phase_names=["art", "pv"], device=CPU, progress=False)
+    return root, data, ae_result, ldm_result
+
+
+def test_autoencoder_loss_falls_and_model_folder_is_complete(trained):
+    root, _, result, _ = trained
+    l1 = result.history["l1"]
+    assert len(l1) == TINY_AE.steps
+    assert np.mean(l1[-4:]) < 0.8 * np.mean(l1[:4])
+    assert len(result.history["discriminator"]) == TINY_AE.steps - TINY_AE.adversarial_start  # the GAN ran
+    folder = root / "autoencoder"
+    for name in ("autoencoder.safetensors", "config.json", "checkpoint_latest.pt", "losses.png"):
+        assert (folder / name).is_file(), name
+    network = load_weights(folder, "autoencoder", build_autoencoder(TINY_AE))
+    z_mu, _ = network.encode(torch.zeros(1, 1, *PATCH))
+    assert z_mu.shape == (1, 4, 2, 4, 4)  # downsampling 4, latent channels 4
+
+
+def test_autoencoder_resume_continues_and_refuses_silent_overwrite(trained, tmp_path):
+    root, data, _, _ = trained
+    crops = PreprocessedCrops(data, PATCH, center_labels=(1, 2))
+    config = AutoencoderConfig(**{**TINY_AE.__dict__, "steps": 3})
+    folder = tmp_path / "ae"
+    train_autoencoder(crops, config, folder, device=CPU, progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_autoencoder(crops, config, folder, device=CPU, progress=False)
+    resumed = train_autoencoder(crops, AutoencoderConfig(**{**TINY_AE.__dict__, "steps": 5}), folder, device=CPU,
+                                resume=True, progress=False)
+    assert resumed.step == 5 and len(resumed.history["l1"]) == 5
+
+
+def test_diffusion_loss_falls_on_a_fixed_batch(trained):
+    root, data, _, result = trained
+    folder = root / "latent_diffusion"
+    saved = read_config(folder)
+    autoencoder = load_weights(folder, "autoencoder", build_autoencoder(TINY_AE)).eval()
+    crops = PreprocessedCrops(data, PATCH, center_labels=(2,), foreground_fraction=1.0)
+    images, segs, phases = crops.sample(4, np.random.default_rng(123))
+    images, mask, phases = torch.from_numpy(images), torch.from_numpy(segs == 2), torch.from_numpy(phases)
+    scheduler, _ = _schedulers(TINY_LDM)
+
+    def fixed_loss(denoiser):
+        generator = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            return float(np.mean([denoising_loss(denoiser, autoencoder, scheduler, images, mask, phases,
+                                                 num_phases=2, latent_scale=saved["latent_scale"],
+                                                 generator=generator) for _ in range(4)]))
+
+    torch.manual_seed(TINY_LDM.seed)
+    initial = build_denoiser(TINY_LDM, 4, 2).eval()  # the same initialisation as the training run
+    trained_denoiser = load_weights(folder, "denoiser", build_denoiser(TINY_LDM, 4, 2)).eval()
+    assert fixed_loss(trained_denoiser) < 0.9 * fixed_loss(initial)
+    assert len(result.history["mse"]) == TINY_LDM.steps
+    assert saved["num_phases"] == 2 and saved["phase_names"] == ["art", "pv"] and saved["latent_scale"] > 0
+    assert (folder / "losses.png").is_file()
+
+
+def test_sampling_shapes_and_mask_region(trained):
+    root, _, _, _ = trained
+    synthesizer = LatentDiffusionSynthesizer.from_folder(root / "latent_diffusion", CPU)
+    images = torch.randn(3, 2, 12, 20, 28)
+    mask = torch.zeros(3, 1, 12, 20, 28, dtype=torch.bool)
+    mask[0, 0, 4:8, 6:10, 12:17] = True
+    mask[2, 0, 0:3, 16:20, 0:4] = True  # touching the borders
+    out = synthesizer(images, mask, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == images.dtype
+    outside = ~blending_rim(mask).expand_as(images)
+    assert torch.equal(out[outside], images[outside])  # bit-identical beyond the 2-voxel rim
+    assert torch.equal(out[1], images[1])  # empty mask: unchanged
+    inside = mask.expand_as(images)
+    assert (out[inside] - images[inside]).abs().mean() > 0.05  # the tumour region was actually redrawn
+    again = synthesizer(images, mask, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # all randomness from the caller's generator
+
+
+def test_synthesizer_refuses_2d_patches_and_wrong_channel_count(trained):
+    root, _, _, _ = trained
+    synthesizer = LatentDiffusionSynthesizer.from_folder(root / "latent_diffusion", CPU)
+    with pytest.raises(ValueError, match="3D"):
+        synthesizer(torch.zeros(1, 2, 32, 32), torch.ones(1, 1, 32, 32, dtype=torch.bool), torch.Generator())
+    with pytest.raises(ValueError, match="2 phase"):
+        synthesizer(torch.zeros(1, 3, 16, 32, 32), torch.ones(1, 1, 16, 32, 32, dtype=torch.bool),
+                    torch.Generator())
+    with pytest.raises(FileNotFoundError, match="train-diffusion"):
+        LatentDiffusionSynthesizer.from_folder(root / "nowhere", CPU)
+    assert default_model_folder(Path("/p/Dataset1_X")) == Path("/p/Dataset1_X/nnunet_mm_synthesis/latent_diffusion")
+
+
+def test_synthetic_pool_inserts_tumour_label_where_tumour_was_painted(trained, tmp_path):
+    root, data, _, _ = trained
+    dataset_json = {"labels": {"background": 0, "liver": 1, "tumor": 2}, "channel_names": {"0": "CT", "1": "CT"},
+                    "nnunet_mm": {"synthesis": {"class_probabilities": [1, 1, 0, 0]}}}
+    out = write_synthetic_pool(data, dataset_json, root / "latent_diffusion", tmp_path / "pool", num_samples=1,
+                               spacing=(3.0, 1.5, 1.5), device=CPU, progress=False)
+    record = json.loads((out / "pool.json").read_text())
+    assert len(record["samples"]) == 1 and (out / "pool.png").is_file()
+    sample = np.load(out / "pool_0000.npz")
+    assert sample["data"].shape == (2, *PATCH) and sample["seg"].shape == (1, *PATCH)
+    assert (sample["seg"] == 2).sum() >= record["samples"][0]["tumour_voxels"] > 0
+    with pytest.raises(FileExistsError):
+        write_synthetic_pool(data, dataset_json, root / "latent_diffusion", tmp_path / "pool", num_samples=1,
+                             spacing=(3.0, 1.5, 1.5), device=CPU, progress=False)
+
+
+def test_cli_trains_both_models_and_reports_missing_plans(trained, tmp_path, monkeypatch, capsys):
+    from nnunet_mm.cli.main import main
+
+    root, data, _, _ = trained
+    preprocessed = tmp_path / "preprocessed"
+    dataset = preprocessed / "Dataset987_Tiny"
+    dataset.mkdir(parents=True)
+    (dataset / "nnUNetPlans_3d_fullres").symlink_to(data, target_is_directory=True)
+    (dataset / "dataset.json").write_text(json.dumps(
+        {"labels": {"background": 0, "liver": 1, "tumor": 2}, "channel_names": {"0": "CT", "1": "CT"},
+         "file_ending": ".nii.gz", "numTraining": 3}))
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(preprocessed))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    assert main(["train-autoencoder", "-d", "Dataset987_Tiny", "-c", "3d_fullres"]) == 1
+    assert "nnUNetPlans.json: no such plans" in capsys.readouterr().err
+    (dataset / "nnUNetPlans.json").write_text(json.dumps(
+        {"dataset_name": "Dataset987_Tiny", "plans_name": "nnUNetPlans", "configurations": {"3d_fullres": {
+            "data_identifier": "nnUNetPlans_3d_fullres", "spacing": [3.0, 1.5, 1.5],
+            "architecture": {"network_class_name": "x", "arch_kwargs": {}, "_kw_requires_import": []}}}}))
+    tiny = ["--steps", "1", "--patch-size", *map(str, PATCH), "--batch-size", "1", "-device", "cpu"]
+    assert main(["train-autoencoder", "-d", "Dataset987_Tiny", "--channels", "8", "16", "16", "--latent-channels",
+                 "4", "--norm-groups", "8", "--discriminator-layers", "1", *tiny]) == 0
+    assert main(["train-diffusion", "-d", "Dataset987_Tiny", "--channels", "16", "32", "--norm-groups", "8",
+                 "--head-channels", "16", "--inference-steps", "2", *tiny]) == 0
+    model = dataset / "nnunet_mm_synthesis" / "latent_diffusion"
+    assert (model / "denoiser.safetensors").is_file() and (model / "autoencoder.safetensors").is_file()
+    assert main(["synth-pool", "-d", "Dataset987_Tiny", "-n", "1", "-o", str(tmp_path / "pool"), "-device",
+                 "cpu"]) == 0
+    assert (tmp_path / "pool" / "pool_0000.npz").is_file()

@@ -1,0 +1,82 @@
+"""GAN training: the losses fall on tiny data, checkpoints resume exactly, weights load without pickle."""
+import numpy as np
+import pytest
+import torch
+
+from nnunet_mm.weak.cltn_gan import (CHECKPOINT_FILE, GENERATOR_FILE, CLTNConfig, LabelTransferGAN, augment_batch,
+                                     load_generator, train_label_transfer_gan)
+from nnunet_mm.weak.cltn_losses import loss_weights_preset
+from nnunet_mm.weak.weak_images import WeakImage
+
+TINY = dict(in_channels=3, image_size=16, base_channels=4, num_res_blocks=1, discriminator_channels=4)
+
+
+def _tiny_batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    normal = torch.rand(2, 3, 16, 16, generator=g) * 0.2 + 0.3
+    diseased = normal.clone()
+    diseased[:, :, 5:11, 5:11] = -0.6  # a dark lesion
+    return diseased, normal
+
+
+def test_training_steps_lower_generator_and_discriminator_losses():
+    torch.manual_seed(0)
+    gan = LabelTransferGAN(CLTNConfig(**TINY, learning_rate=2e-3, loss_weights=loss_weights_preset("isic")))
+    real_a, real_b = _tiny_batch(0)
+    with torch.no_grad():
+        before_d = float(gan.discriminator_loss(real_a, real_b))
+        before_g = {k: float(v) for k, v in gan.generator_losses(real_a, real_b).items()}
+    for _ in range(6):
+        gan.train_step(real_a, real_b)
+    with torch.no_grad():
+        after_d = float(gan.discriminator_loss(real_a, real_b))
+        after_g = {k: float(v) for k, v in gan.generator_losses(real_a, real_b).items()}
+    assert after_d < before_d
+    content = ("cycle", "identity", "reconstruction", "cam")
+    assert sum(after_g[k] for k in content) < sum(before_g[k] for k in content)
+
+
+def test_augmentation_keeps_shape_and_range_and_depends_on_the_generator():
+    images = torch.rand(3, 3, 16, 16) * 2 - 1
+    first = augment_batch(images, torch.Generator().manual_seed(1))
+    again = augment_batch(images, torch.Generator().manual_seed(1))
+    other = augment_batch(images, torch.Generator().manual_seed(2))
+    assert first.shape == images.shape and first.abs().max() <= 1.0
+    torch.testing.assert_close(first, again)
+    assert not torch.equal(first, other)
+
+
+def _weak_images() -> list[WeakImage]:
+    diseased, normal = _tiny_batch(3)
+    foreground = np.ones((16, 16), bool)
+    return ([WeakImage(f"d{i}", None, x.numpy(), foreground, "diseased", (16, 16)) for i, x in enumerate(diseased)]
+            + [WeakImage(f"n{i}", None, x.numpy(), foreground, "normal", (16, 16)) for i, x in enumerate(normal)])
+
+
+def test_resumed_training_equals_uninterrupted_training(tmp_path):
+    config = CLTNConfig(**TINY)
+    train_label_transfer_gan(_weak_images(), tmp_path / "straight", iterations=3, config=config, progress=False)
+    train_label_transfer_gan(_weak_images(), tmp_path / "resumed", iterations=2, config=config, progress=False)
+    train_label_transfer_gan(_weak_images(), tmp_path / "resumed", iterations=3, config=config, resume=True,
+                             progress=False)
+    straight = torch.load(tmp_path / "straight" / CHECKPOINT_FILE, weights_only=True)
+    resumed = torch.load(tmp_path / "resumed" / CHECKPOINT_FILE, weights_only=True)
+    assert resumed["iteration"] == 3 and len(resumed["history"]["generator"]) == 3
+    for key, value in straight["networks"]["generator_ab"].items():
+        torch.testing.assert_close(resumed["networks"]["generator_ab"][key], value)
+    generator = load_generator(tmp_path / "resumed", torch.device("cpu"))
+    assert not generator.training
+    assert (tmp_path / "resumed" / GENERATOR_FILE).is_file() and (tmp_path / "resumed" / "cltn_losses.png").is_file()
+
+
+def test_existing_checkpoint_is_not_overwritten_without_a_flag(tmp_path):
+    config = CLTNConfig(**TINY)
+    train_label_transfer_gan(_weak_images(), tmp_path, iterations=1, config=config, progress=False)
+    with pytest.raises(FileExistsError, match="--continue.*--overwrite"):
+        train_label_transfer_gan(_weak_images(), tmp_path, iterations=2, config=config, progress=False)
+
+
+def test_gan_needs_both_kinds_of_images(tmp_path):
+    diseased_only = [i for i in _weak_images() if i.image_label == "diseased"]
+    with pytest.raises(ValueError, match="2 diseased and 0 normal"):
+        train_label_transfer_gan(diseased_only, tmp_path, iterations=1, config=CLTNConfig(**TINY), progress=False)
