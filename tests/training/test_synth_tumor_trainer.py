@@ -116,7 +116,7 @@ def test_cli_cycle_stats_train_predict_postprocess_and_preview(tmp_path, monkeyp
                           env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     fold = tmp_path / "res" / "Dataset596_SynthPhantom" / "SynthTumorTrainer_debug__nnUNetPlans__2d" / "fold_0"
-    log = next(fold.glob("training_log_*.txt")).read_text()
+    log = next(fold.glob("training_log_*.txt")).read_text(encoding="utf-8")
     assert f"tumour contrast statistics from {stats_file}" in log
     assert "0.5·CE" in log
     fractions = [float(line.split("synthetic tumours in ")[1].split(" %")[0]) for line in log.splitlines()

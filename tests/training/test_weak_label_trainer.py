@@ -55,7 +55,7 @@ def test_weak_label_cycle_gan_export_train_resume(tmp_path, monkeypatch, quick_f
     _run(env, "nnUNetv2_train", "921", "2d", "0", "-tr", "WeakLabelTrainer_debug", "-device", "cpu")
 
     fold = paths["nnUNet_results"] / target.name / "WeakLabelTrainer_debug__nnUNetPlans__2d" / "fold_0"
-    log = next(fold.glob("training_log_*.txt")).read_text()
+    log = next(fold.glob("training_log_*.txt")).read_text(encoding="utf-8")
     assert "4 normal case(s) trained as all background" in log
     assert "nnunet_mm: refined" in log
     consistency = [float(line.split("consistency ")[1].split()[0]) for line in log.splitlines()
