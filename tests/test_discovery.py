@@ -44,7 +44,8 @@ PLUGIN_TRAINERS = {"MultiModalTrainer": "multimodal_trainer", "MultiModalTrainer
                    "CMGTrainer": "cmg_trainer", "CMGTrainer_debug": "cmg_trainer",
                    "CMCTrainer": "cmc_trainer", "CMCTrainer_debug": "cmc_trainer",
                    "SynthTumorTrainer": "synth_tumor_trainer", "SynthTumorTrainer_debug": "synth_tumor_trainer",
-                   "WeakLabelTrainer": "weak_label_trainer", "WeakLabelTrainer_debug": "weak_label_trainer"}
+                   "WeakLabelTrainer": "weak_label_trainer", "WeakLabelTrainer_debug": "weak_label_trainer",
+                   "MASPriorTrainer": "mas_prior_trainer", "MASPriorTrainer_debug": "mas_prior_trainer"}
 
 
 def test_nnunet_lookup_finds_every_plugin_trainer():

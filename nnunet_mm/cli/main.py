@@ -20,7 +20,7 @@ from typing import Sequence
 
 # modules of nnunet_mm.cli that add their own sub-commands: each has ``register(subparsers)``, and every parser it
 # adds sets ``handler`` (``parser.set_defaults(handler=fn)``, ``fn(args) -> int``)
-COMMAND_MODULES: tuple[str, ...] = ("synthesis", "synthesis_models", "weak")
+COMMAND_MODULES: tuple[str, ...] = ("synthesis", "synthesis_models", "weak", "atlas")
 
 
 def _parse_channels(text: str) -> list[int]:

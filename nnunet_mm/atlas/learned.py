@@ -1,0 +1,417 @@
+"""Learned cross-modality MAS (paper 004): BiRegNet training, SimNet training, and their use by ``nnunet_mm mas``.
+
+**Data.** Every image is resampled to one network grid (``grid_shape``) over its own extent (the paper crops a ROI
+and resizes it to 96³; here the whole volume is the ROI) and z-scored after clipping to its 0.5–99.5 percentiles.
+Labels become one-hot class maps on that grid. Training pairs are (atlas from the atlas dataset, labelled target
+training case), so, as in the paper, labels are needed in both modalities.
+
+**BiRegNet loss** (journal version, [E]):
+``L = −D_ms(L_t, L_a∘φ_{a→t}) − D_ms(L_a, L_t∘φ_{t→a})
++ λ_c(‖I_t − (I_t∘φ_{t→a})∘φ_{a→t}‖₁ + ‖I_a − (I_a∘φ_{a→t})∘φ_{t→a}‖₁)``, λ_c = 0.1, where
+``D_ms`` is the soft Dice of the foreground classes averaged over Gaussian smoothings σ ∈ {0, 1, 2, 4} voxels.
+The image term compares each image only with itself (modality-free round trip). Warping is MONAI's ``Warp``
+(linear, ``output(x) = input(x + φ(x))``, φ in voxels); an optional bending-energy term (MONAI
+``BendingEnergyLoss``, weight ``bending_weight``, 0 by default as in the journal's attention version) regularises
+φ_{a→t}. Augmentation: independent random affine perturbations of atlas and target (≤ 0.1 of the normalised
+coordinates). Adam, lr 1e-3 × 0.96 every 100 steps.
+
+**SimNet** is trained on pairs made by the frozen BiRegNet: input (target image, warped atlas foreground
+probabilities), target ``s*(x)`` = share of the 3^D neighbourhood of x where the warped atlas label equals the target
+label, loss ``BCEWithLogits``. The atlas label is jittered by a random integer shift of −4..3 voxels along *every*
+axis ([BUG] the public code shifts only the first two axes). Adam, lr 1e-4 × 0.96 every 1000 steps.
+
+Weights are saved as ``state_dict`` files and loaded with ``torch.load(..., weights_only=True)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch.nn import functional as F
+
+from nnunet_mm.atlas.networks import BiRegNet, SimNet
+
+logger = logging.getLogger(__name__)
+
+MODEL_CONFIG = "mas_model.json"
+BIREGNET_WEIGHTS = "biregnet.pt"
+SIMNET_WEIGHTS = "simnet.pt"
+DICE_SIGMAS = (0.0, 1.0, 2.0, 4.0)
+
+
+@dataclass(frozen=True)
+class LearnedMASConfig:
+    """Network grid and sizes of a learned MAS model (saved as ``mas_model.json``)."""
+
+    grid_shape: tuple[int, ...] = (32, 64, 64)
+    num_classes: int = 3
+    base_channels: int = 4
+    simnet_base_channels: int = 8
+    num_levels: int = 3
+    cycle_weight: float = 0.1  # λ_c
+    bending_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        factor = 2 ** self.num_levels
+        if any(n % factor for n in self.grid_shape):
+            raise ValueError(f"grid_shape {list(self.grid_shape)} must be divisible by 2**num_levels = {factor}.")
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.grid_shape)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tensors on the network grid
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def normalise_intensity(array: np.ndarray) -> np.ndarray:
+    """Clip to the 0.5–99.5 percentiles and z-score (per volume, modality-agnostic)."""
+    low, high = np.percentile(array, (0.5, 99.5))
+    clipped = np.clip(array.astype(np.float32), low, high)
+    return (clipped - clipped.mean()) / max(float(clipped.std()), 1e-6)
+
+
+def to_grid(array: np.ndarray, grid_shape: tuple[int, ...], *, mode: str = "trilinear") -> torch.Tensor:
+    """(C, *spatial) or (*spatial) array → (C, *grid_shape) float tensor (linear resize over the full extent)."""
+    tensor = torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32)
+    if tensor.ndim == len(grid_shape):
+        tensor = tensor[None]
+    mode = mode if len(grid_shape) == 3 else "bilinear"
+    return F.interpolate(tensor[None], size=tuple(grid_shape), mode=mode, align_corners=False)[0]
+
+
+def one_hot(label: np.ndarray, num_classes: int) -> np.ndarray:
+    """(*spatial) integer label → (C, *spatial) float32."""
+    return np.stack([(label == k) for k in range(num_classes)]).astype(np.float32)
+
+
+def _gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian smoothing (truncated at 3σ, zero padding) of every channel; (B, C, *spatial)."""
+    if sigma == 0:
+        return x
+    radius = max(1, int(round(3 * sigma)))
+    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    spatial_dims = x.ndim - 2
+    conv = F.conv3d if spatial_dims == 3 else F.conv2d
+    channels = x.shape[1]
+    for axis in range(spatial_dims):
+        shape = [1] * spatial_dims
+        shape[axis] = kernel.numel()
+        padding = [0] * spatial_dims
+        padding[axis] = radius
+        x = conv(x, kernel.view(1, 1, *shape).repeat(channels, 1, *[1] * spatial_dims), padding=padding,
+                 groups=channels)
+    return x
+
+
+def multiscale_dice(truth: torch.Tensor, predicted: torch.Tensor, sigmas: tuple[float, ...] = DICE_SIGMAS) -> torch.Tensor:
+    """``D_ms``: soft Dice of the foreground classes (channels 1..), mean over Gaussian smoothings; (B, C, ...) in."""
+    dims = tuple(range(2, truth.ndim))
+    scores = []
+    for sigma in sigmas:
+        a, b = _gaussian_smooth(truth[:, 1:], sigma), _gaussian_smooth(predicted[:, 1:], sigma)
+        scores.append((2 * (a * b).sum(dims) + 1e-5) / ((a + b).sum(dims) + 1e-5))
+    return torch.stack(scores).mean()
+
+
+class _Warper:
+    def __init__(self):
+        import warnings
+
+        from monai.networks.blocks import Warp
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*native grid_sample.*")
+            self.warp = Warp(mode="bilinear", padding_mode="border")
+
+    def __call__(self, image: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:
+        return self.warp(image, ddf)
+
+
+def registration_loss(net: BiRegNet, atlas_image: torch.Tensor, target_image: torch.Tensor,
+                      atlas_label: torch.Tensor, target_label: torch.Tensor, config: LearnedMASConfig,
+                      warp: _Warper | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The BiRegNet loss (module docstring) for a batch; images (B, 1, ...), labels one-hot (B, C, ...)."""
+    warp = warp or _Warper()
+    a2t, t2a = net.forward_train(torch.cat((atlas_image, target_image), dim=1))
+    dice_forward = multiscale_dice(target_label, warp(atlas_label, a2t))
+    dice_backward = multiscale_dice(atlas_label, warp(target_label, t2a))
+    cycle = (F.l1_loss(warp(warp(target_image, t2a), a2t), target_image)
+             + F.l1_loss(warp(warp(atlas_image, a2t), t2a), atlas_image))
+    loss = -dice_forward - dice_backward + config.cycle_weight * cycle
+    if config.bending_weight > 0:
+        from monai.losses import BendingEnergyLoss
+
+        loss = loss + config.bending_weight * BendingEnergyLoss()(a2t)
+    return loss, {"dice_a2t": float(dice_forward.detach()), "dice_t2a": float(dice_backward.detach()),
+                  "cycle": float(cycle.detach())}
+
+
+def local_agreement(warped_label: torch.Tensor, target_label: torch.Tensor) -> torch.Tensor:
+    """SimNet's target ``s*``: share of the 3^D neighbourhood where the hard labels agree; (B, 1, ...) out."""
+    agree = (warped_label.argmax(1, keepdim=True) == target_label.argmax(1, keepdim=True)).float()
+    pool = F.avg_pool3d if agree.ndim == 5 else F.avg_pool2d
+    return pool(agree, 3, stride=1, padding=1, count_include_pad=False)
+
+
+def random_affine(batch: torch.Tensor, generator: torch.Generator, magnitude: float = 0.1) -> torch.Tensor:
+    """(B, D, D+1) affine matrices for ``F.affine_grid``: identity + U(−magnitude, magnitude) per entry."""
+    dims = batch.ndim - 2
+    theta = torch.eye(dims, dims + 1, device=batch.device).repeat(batch.shape[0], 1, 1)
+    noise = (torch.rand(theta.shape, generator=generator, device=batch.device) * 2 - 1) * magnitude
+    return theta + noise
+
+
+def apply_affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _load_volumes(dataset, cases: list[str], channel: int, config: LearnedMASConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    from nnunet_mm.io.images import read_image
+
+    images, labels = [], []
+    for case in cases:
+        image = sitk.GetArrayFromImage(read_image(dataset.image_file(case, channel))).astype(np.float32)
+        label_file = dataset.label_file(case)
+        if not label_file.is_file():
+            raise FileNotFoundError(f"{label_file}: missing; BiRegNet training needs labels in both modalities.")
+        label = sitk.GetArrayFromImage(read_image(label_file))
+        images.append(to_grid(normalise_intensity(image), config.grid_shape))
+        labels.append(to_grid(one_hot(label, config.num_classes), config.grid_shape))
+    return torch.stack(images), torch.stack(labels)
+
+
+def train_learned_mas(atlas_dataset: Any, target_dataset: Any, output_dir: Path, *,
+                      config: LearnedMASConfig = LearnedMASConfig(), iterations: int = 1500,
+                      simnet_iterations: int = 2000, batch_size: int = 2, device: str = "cpu", seed: int = 0,
+                      overwrite: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Train BiRegNet, then SimNet, and write ``output_dir`` (config, weights, ``training.json``, ``training.png``).
+
+    Args:
+        atlas_dataset / target_dataset: raw datasets (id, name or folder); the target's labelled training cases and
+            every atlas are used (channel 0 of the atlas, the reference channel of the target).
+        output_dir: model folder (refused if it exists, unless ``overwrite``).
+        config: grid and network sizes.
+        iterations / simnet_iterations: optimiser steps of each stage (0 skips SimNet).
+        batch_size: pairs per step.
+        device: torch device.
+        seed: seed of pair sampling and augmentation.
+
+    Returns:
+        The training summary (losses per stage, seconds, mean warped-label Dice before/after on the training pairs).
+    """
+    from tqdm import tqdm
+
+    from nnunet_mm.atlas.mas import open_raw_dataset
+    from nnunet_mm.data.settings import MultiModalSettings
+
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{output_dir} already exists and is not empty; pass --overwrite to replace it.")
+    atlases, targets = open_raw_dataset(atlas_dataset), open_raw_dataset(target_dataset)
+    target_channel = MultiModalSettings.from_dataset_json(targets.dataset_json).reference_channel
+    torch_device = torch.device(device)
+    atlas_images, atlas_labels = (t.to(torch_device) for t in _load_volumes(atlases, atlases.training_cases, 0, config))
+    target_images, target_labels = (t.to(torch_device) for t in
+                                    _load_volumes(targets, targets.training_cases, target_channel, config))
+    generator = torch.Generator(device=torch_device).manual_seed(seed)
+    torch.manual_seed(seed)
+    warp = _Warper()
+
+    net = BiRegNet(config.spatial_dims, config.base_channels, config.num_levels).to(torch_device)
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
+    schedule = torch.optim.lr_scheduler.StepLR(optimiser, step_size=100, gamma=0.96)
+    history: dict[str, list] = {"registration": [], "simnet": []}
+    start = time.perf_counter()
+    net.train()
+    for _ in tqdm(range(iterations), desc="mas-train: BiRegNet", disable=not show_progress):
+        a = torch.randint(len(atlas_images), (batch_size,), generator=generator, device=torch_device)
+        t = torch.randint(len(target_images), (batch_size,), generator=generator, device=torch_device)
+        theta_a, theta_t = random_affine(atlas_images[a], generator), random_affine(target_images[t], generator)
+        loss, parts = registration_loss(net, apply_affine(atlas_images[a], theta_a),
+                                        apply_affine(target_images[t], theta_t),
+                                        apply_affine(atlas_labels[a], theta_a), apply_affine(target_labels[t], theta_t),
+                                        config, warp)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        history["registration"].append({"loss": float(loss.detach()), **parts})
+    registration_seconds = time.perf_counter() - start
+    net.eval()
+    summary = {"config": {**asdict(config), "grid_shape": list(config.grid_shape)},
+               "atlas_dataset": atlases.folder.name, "target_dataset": targets.folder.name,
+               "registration_seconds": registration_seconds, "iterations": iterations,
+               "simnet_iterations": simnet_iterations}
+    summary["train_pair_dice_before_after"] = _pair_dice(net, atlas_images, atlas_labels, target_images,
+                                                         target_labels, warp)
+
+    simnet = None
+    if simnet_iterations > 0:
+        simnet = SimNet(config.spatial_dims, config.num_classes - 1, config.simnet_base_channels,
+                        config.num_levels).to(torch_device)
+        optimiser = torch.optim.Adam(simnet.parameters(), lr=1e-4)
+        schedule = torch.optim.lr_scheduler.StepLR(optimiser, step_size=1000, gamma=0.96)
+        simnet.train()
+        for _ in tqdm(range(simnet_iterations), desc="mas-train: SimNet", disable=not show_progress):
+            a = torch.randint(len(atlas_images), (batch_size,), generator=generator, device=torch_device)
+            t = torch.randint(len(target_images), (batch_size,), generator=generator, device=torch_device)
+            with torch.no_grad():
+                ddf = net(torch.cat((atlas_images[a], target_images[t]), dim=1))
+                warped = warp(atlas_labels[a], ddf)
+                shifts = torch.randint(-4, 4, (config.spatial_dims,), generator=generator, device=torch_device)
+                warped = torch.roll(warped, [int(s) for s in shifts], dims=tuple(range(2, warped.ndim)))
+                agreement = local_agreement(warped, target_labels[t])
+            logits = simnet(torch.cat((target_images[t], warped[:, 1:]), dim=1))
+            loss = F.binary_cross_entropy_with_logits(logits, agreement)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            history["simnet"].append({"loss": float(loss.detach())})
+        simnet.eval()
+    summary["total_seconds"] = time.perf_counter() - start
+    _write_model(output_dir, config, net, simnet, summary, history)
+    return summary
+
+
+def _pair_dice(net: BiRegNet, atlas_images, atlas_labels, target_images, target_labels, warp) -> list[float]:
+    """Mean foreground Dice of atlas labels on target labels over all pairs: before (identity) and after warping."""
+    before, after = [], []
+    with torch.no_grad():
+        for i in range(len(atlas_images)):
+            for j in range(len(target_images)):
+                ddf = net(torch.cat((atlas_images[i:i + 1], target_images[j:j + 1]), dim=1))
+                before.append(float(multiscale_dice(target_labels[j:j + 1], atlas_labels[i:i + 1], (0.0,))))
+                after.append(float(multiscale_dice(target_labels[j:j + 1], warp(atlas_labels[i:i + 1], ddf), (0.0,))))
+    return [float(np.mean(before)), float(np.mean(after))]
+
+
+def _write_model(output_dir: Path, config: LearnedMASConfig, net: BiRegNet, simnet: SimNet | None,
+                 summary: dict, history: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nnunet_mm.io.staging import staged_dataset
+
+    with staged_dataset(output_dir, overwrite=True) as staging:
+        (staging / MODEL_CONFIG).write_text(json.dumps(summary["config"], indent=2))
+        torch.save({k: v.cpu() for k, v in net.state_dict().items()}, staging / BIREGNET_WEIGHTS)
+        if simnet is not None:
+            torch.save({k: v.cpu() for k, v in simnet.state_dict().items()}, staging / SIMNET_WEIGHTS)
+        (staging / "training.json").write_text(json.dumps({**summary, "history": history}, indent=1))
+        figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        axes[0].plot([h["loss"] for h in history["registration"]], lw=0.6)
+        axes[0].set_title("BiRegNet loss")
+        axes[1].plot([h["loss"] for h in history["simnet"]], lw=0.6)
+        axes[1].set_title("SimNet BCE")
+        for ax in axes:
+            ax.set_xlabel("iteration")
+        figure.tight_layout()
+        figure.savefig(staging / "training.png", dpi=90)
+        plt.close(figure)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# inference: a registration backend and a fusion-weight model for nnunet_mm mas
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _resize_back(tensor: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    mode = "trilinear" if len(shape) == 3 else "bilinear"
+    return F.interpolate(tensor[None], size=shape, mode=mode, align_corners=False)[0].cpu().numpy()
+
+
+class LearnedRegistration:
+    """BiRegNet as a :class:`nnunet_mm.atlas.mas.PairRegistration` backend (one forward pass per pair)."""
+
+    def __init__(self, net: BiRegNet, config: LearnedMASConfig, weights_digest: str, device: str = "cpu"):
+        self.net, self.config, self.weights_digest = net.eval(), config, weights_digest
+        self.device = torch.device(device)
+        self.warper = _Warper()
+
+    def cache_key(self) -> dict[str, Any]:
+        return {"backend": "learned", "weights_sha256": self.weights_digest, "grid_shape": list(self.config.grid_shape)}
+
+    @torch.no_grad()
+    def warp(self, target: sitk.Image, atlas_image: sitk.Image, atlas_label: sitk.Image, num_classes: int):
+        from nnunet_mm.atlas.mas import WarpedAtlas
+
+        if num_classes != self.config.num_classes:
+            raise ValueError(f"the model was trained for {self.config.num_classes} classes, the dataset has "
+                             f"{num_classes}.")
+        grid = self.config.grid_shape
+        target_array = sitk.GetArrayFromImage(target).astype(np.float32)
+        atlas_array = sitk.GetArrayFromImage(atlas_image).astype(np.float32)
+        label = sitk.GetArrayFromImage(atlas_label)
+        pair = torch.stack([to_grid(normalise_intensity(atlas_array), grid)[0],
+                            to_grid(normalise_intensity(target_array), grid)[0]])[None].to(self.device)
+        ddf = self.net(pair)
+        atlas_on_grid = torch.cat([to_grid(atlas_array, grid), to_grid(one_hot(label, num_classes), grid)])[None]
+        warped = self.warper(atlas_on_grid.to(self.device), ddf)[0]
+        probabilities = np.clip(_resize_back(warped[1:], target_array.shape), 0, 1)
+        probabilities /= np.maximum(probabilities.sum(0, keepdims=True), 1e-6)
+        return WarpedAtlas(probabilities.astype(np.float32), _resize_back(warped[:1], target_array.shape)[0])
+
+
+class SimNetFusion:
+    """SimNet similarity maps as fusion weights (``fusion="simnet"``)."""
+
+    def __init__(self, net: SimNet, config: LearnedMASConfig, device: str = "cpu"):
+        self.net, self.config, self.device = net.eval(), config, torch.device(device)
+
+    @torch.no_grad()
+    def similarity(self, target: np.ndarray, atlas_probabilities: np.ndarray) -> np.ndarray:
+        """(K, *spatial) weights ``σ(SimNet(target, warped atlas label))`` on the target grid."""
+        grid = self.config.grid_shape
+        image = to_grid(normalise_intensity(target), grid)
+        weights = []
+        for probabilities in atlas_probabilities:
+            x = torch.cat((image, to_grid(probabilities[1:], grid)))[None].to(self.device)
+            weights.append(_resize_back(torch.sigmoid(self.net(x))[0], target.shape)[0])
+        return np.stack(weights).astype(np.float32)
+
+
+def load_learned_mas(model_dir: Path, device: str = "cpu") -> tuple[LearnedRegistration, SimNetFusion | None]:
+    """Load a folder written by :func:`train_learned_mas` (weights with ``weights_only=True``).
+
+    Raises:
+        FileNotFoundError: a missing config or weight file, naming it.
+    """
+    model_dir = Path(model_dir)
+    config_file, weights_file = model_dir / MODEL_CONFIG, model_dir / BIREGNET_WEIGHTS
+    for path in (config_file, weights_file):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; train a model with 'nnunet_mm mas-train' first.")
+    values = json.loads(config_file.read_text())
+    config = LearnedMASConfig(**{**values, "grid_shape": tuple(values["grid_shape"])})
+    net = BiRegNet(config.spatial_dims, config.base_channels, config.num_levels)
+    net.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
+    digest = hashlib.sha256(weights_file.read_bytes()).hexdigest()
+    backend = LearnedRegistration(net.to(device), config, digest, device)
+    simnet = None
+    if (model_dir / SIMNET_WEIGHTS).is_file():
+        sim = SimNet(config.spatial_dims, config.num_classes - 1, config.simnet_base_channels, config.num_levels)
+        sim.load_state_dict(torch.load(model_dir / SIMNET_WEIGHTS, map_location="cpu", weights_only=True))
+        simnet = SimNetFusion(sim.to(device), config, device)
+    return backend, simnet

@@ -1,0 +1,73 @@
+"""MASPriorTrainer: nnU-Net with multi-atlas prior channels (paper 004, cross-modality multi-atlas segmentation).
+
+Atlases labelled in another modality are registered to each target image and their fused labels become per-class
+prior probability channels (``nnunet_mm mas``, :mod:`nnunet_mm.atlas`). The segmentation network reads image and
+prior together; the prior helps most when few target labels exist. This trainer knows which channels are priors
+(``"nnunet_mm": {"modalities": {"1": "atlas_prior:liver", ...}}`` in dataset.json) and treats them as what they are:
+
+1. **No intensity augmentation on priors**: nnU-Net's intensity transforms see only the image channels
+   (:func:`restrict_intensity_transforms`); spatial augmentation and mirroring move priors with image and label.
+2. **Prior dropout**: with probability ``prior_dropout_probability`` per sample all prior channels are zeroed on the
+   training device (:func:`drop_priors`), so the network does not blindly copy the prior.
+3. The plugin's misalignment and modality dropout act on the image channels only (priors are never filled with a
+   copy of an image channel).
+
+Prediction is stock ``nnUNetv2_predict`` on a folder written by ``nnunet_mm mas`` (images + priors). DDP: prior
+dropout draws from the per-rank ``self.augmentation_generator``; the CPU transforms are per sample.
+
+Hooks overridden: ``__init__``, ``get_training_transforms`` (an instance method here; nnU-Net calls it through
+``self``), ``augment_multimodal_with_draw``.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from nnunet_mm.atlas.prior_augmentation import drop_priors, restrict_intensity_transforms
+from nnunet_mm.atlas.prior_channels import prior_channel_indices
+from nnunet_mm.training.multimodal_trainer import MultiModalDraw, MultiModalTrainer
+
+
+class MASPriorTrainer(MultiModalTrainer):
+    """nnU-Net on image + atlas prior channels: no intensity augmentation on priors, prior dropout."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.prior_channels = prior_channel_indices(dataset_json)
+        if not self.prior_channels:
+            raise ValueError("MASPriorTrainer: dataset.json marks no atlas prior channels (\"nnunet_mm\": "
+                             "{\"modalities\": {\"<c>\": \"atlas_prior:<class>\"}}); write the dataset with "
+                             "'nnunet_mm mas' or train with MultiModalTrainer.")
+        self.num_image_channels = self.prior_channels[0]
+        # the base augmentations (misalignment, modality dropout) see the image channels only
+        self.mm_settings = dataclasses.replace(self.mm_settings, num_channels=self.num_image_channels)
+        self.prior_dropout_probability = 0.3  # share of samples trained without their prior
+
+    def get_training_transforms(self, *args, **kwargs):
+        pipeline = super().get_training_transforms(*args, **kwargs)
+        return restrict_intensity_transforms(pipeline, self.num_image_channels)
+
+    def augment_multimodal_with_draw(self, data: torch.Tensor) -> tuple[torch.Tensor, MultiModalDraw]:
+        data, draw = super().augment_multimodal_with_draw(data)
+        with torch.no_grad():
+            data, _ = drop_priors(data, self.prior_channels, self.prior_dropout_probability,
+                                  self.augmentation_generator)
+        return data, draw
+
+    def initialize(self) -> None:
+        super().initialize()
+        self.print_to_log_file(f"nnunet_mm: atlas prior channels {self.prior_channels} (no intensity augmentation, "
+                               f"prior dropout p={self.prior_dropout_probability})", also_print_to_console=True)
+
+
+class MASPriorTrainer_debug(MASPriorTrainer):
+    """2 epochs × 4 iterations, 2 validation iterations."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 2
+        self.num_iterations_per_epoch = 4
+        self.num_val_iterations_per_epoch = 2

@@ -1,0 +1,99 @@
+"""``build_mas_dataset``: prior channels line up with the images, cache, refusal to overwrite, clear errors."""
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import SimpleITK as sitk
+
+from nnunet_mm.atlas.mas import MASSettings, SimpleITKRegistration, build_mas_dataset
+from nnunet_mm.atlas.phantom_pairs import write_cross_modality_datasets
+from nnunet_mm.atlas.prior_channels import prior_channel_indices
+from nnunet_mm.atlas.registration import RegistrationSettings
+
+FAST = SimpleITKRegistration(RegistrationSettings(stages=("rigid", "affine"), iterations=30, shrink_factors=(2, 1)))
+
+
+def _tree_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    atlas, target = write_cross_modality_datasets(root, atlas_id=701, target_id=702, num_atlases=2,
+                                                  num_target_training=2, num_target_test=1,
+                                                  shape_zyx=(12, 32, 32), spacing_zyx_mm=(4.0, 3.0, 3.0), seed=5)
+    return root, atlas, target
+
+
+def test_prior_channels_line_up_with_the_images(datasets, tmp_path):
+    root, atlas, target = datasets
+    before = _tree_digest(target)
+    out = build_mas_dataset(target, atlas, output_id=703, settings=MASSettings(num_atlases=2), backend=FAST,
+                            output_root=tmp_path, cache_dir=tmp_path / "cache", show_progress=False)
+    assert _tree_digest(target) == before  # the input is only read
+    dataset_json = json.loads((out / "dataset.json").read_text())
+    assert dataset_json["channel_names"] == {"0": "MR", "1": "noNorm", "2": "noNorm"}
+    assert prior_channel_indices(dataset_json) == [1, 2]
+    for split, case in (("Tr", "target_000"), ("Tr", "target_001"), ("Ts", "target_002")):
+        image = sitk.ReadImage(str(out / f"images{split}" / f"{case}_0000.nii.gz"))
+        label = sitk.GetArrayFromImage(sitk.ReadImage(str(target / f"labels{split}" / f"{case}.nii.gz")))
+        priors = [sitk.ReadImage(str(out / f"images{split}" / f"{case}_{c:04d}.nii.gz")) for c in (1, 2)]
+        for prior in priors:
+            assert prior.GetSize() == image.GetSize() and prior.GetSpacing() == image.GetSpacing()
+            assert prior.GetOrigin() == image.GetOrigin() and prior.GetDirection() == image.GetDirection()
+        liver_prior = sitk.GetArrayFromImage(priors[0]) + sitk.GetArrayFromImage(priors[1])
+        assert 0.0 <= liver_prior.min() and liver_prior.max() <= 1.0 + 1e-5
+        # the prior lies where the target's own liver is (registered), not somewhere else
+        assert liver_prior[label > 0].mean() > 2.5 * liver_prior[label == 0].mean()
+    assert (out / "labelsTr" / "target_000.nii.gz").is_file() and (out / "labelsTs" / "target_002.nii.gz").is_file()
+    assert (out / "nnunet_mm_qa" / "target_002.png").stat().st_size > 10_000
+    summary = json.loads((out / "nnunet_mm_qa" / "mas_summary.json").read_text())
+    assert summary["cases"]["target_000"]["fused_dice"]["1"] > 0.5
+    assert summary["cache_hits"] == 0 and summary["mean_seconds_per_pair"] > 0
+
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        build_mas_dataset(target, atlas, output_id=703, backend=FAST, output_root=tmp_path, show_progress=False)
+    again = build_mas_dataset(target, atlas, output_id=703, settings=MASSettings(num_atlases=2, fusion="staple"),
+                              backend=FAST, output_root=tmp_path, cache_dir=tmp_path / "cache", overwrite=True,
+                              show_progress=False)
+    summary = json.loads((again / "nnunet_mm_qa" / "mas_summary.json").read_text())
+    assert summary["cache_hits"] == 6  # 3 targets × 2 atlases, nothing registered twice
+
+
+def test_missing_atlas_label_is_named(datasets, tmp_path):
+    root, atlas, target = datasets
+    broken = tmp_path / "Dataset704_Broken"
+    (broken / "imagesTr").mkdir(parents=True)
+    (broken / "labelsTr").mkdir()
+    (broken / "dataset.json").write_text((atlas / "dataset.json").read_text())
+    for path in (atlas / "imagesTr").iterdir():
+        (broken / "imagesTr" / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(FileNotFoundError, match="atlas_000.nii.gz"):
+        build_mas_dataset(target, broken, output_id=705, backend=FAST, output_root=tmp_path, show_progress=False)
+    assert not (tmp_path / "Dataset705_PhantomMRTarget_MASPrior").exists()
+
+
+def test_label_maps_must_match(datasets, tmp_path):
+    root, atlas, target = datasets
+    other = tmp_path / "Dataset706_Other"
+    other.mkdir()
+    dataset_json = json.loads((atlas / "dataset.json").read_text())
+    dataset_json["labels"] = {"background": 0, "organ": 1}
+    (other / "dataset.json").write_text(json.dumps(dataset_json))
+    with pytest.raises(ValueError, match="share one label map"):
+        build_mas_dataset(target, other, output_id=707, backend=FAST, output_root=tmp_path, show_progress=False)
+
+
+def test_prior_channels_must_be_named_nonorm():
+    with pytest.raises(ValueError, match="noNorm"):
+        prior_channel_indices({"channel_names": {"0": "MR", "1": "MR"},
+                               "nnunet_mm": {"modalities": {"1": "atlas_prior:liver"}}})
+    with pytest.raises(ValueError, match="last"):
+        prior_channel_indices({"channel_names": {"0": "noNorm", "1": "MR"},
+                               "nnunet_mm": {"modalities": {"0": "atlas_prior:liver"}}})
