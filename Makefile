@@ -16,7 +16,7 @@ $(STAMP): setup.py pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -n 2
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/nnunet_mm demo --workdir $(DEMO_DIR) --overwrite
