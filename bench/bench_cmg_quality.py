@@ -21,24 +21,16 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
+import benchlib
+
 SCENARIOS = {"misregistered": 700, "aligned": 701}
-
-
-def _set_paths(workdir: Path) -> None:
-    for name, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"), ("nnUNet_results", "results")):
-        os.environ[name] = str(workdir / sub)
-        (workdir / sub).mkdir(parents=True, exist_ok=True)
 
 
 def prepare(scenario: str, *, num_training: int, num_test: int, shape: list[int], misregistration_mm: float,
             num_processes: int) -> str:
     """Write and plan/preprocess the scenario's dataset; returns its name."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
-                                                                       preprocess)
-
     from nnunet_mm.phantom import write_nnunet_raw
 
     dataset_id = SCENARIOS[scenario]
@@ -47,46 +39,21 @@ def prepare(scenario: str, *, num_training: int, num_test: int, shape: list[int]
                               num_training=num_training, num_test=num_test, seed=11, shape_zyx=tuple(shape),
                               overwrite=True, misregistration=not aligned,
                               max_translation_zyx_mm=(misregistration_mm,) * 3)
-    extract_fingerprints([dataset_id], num_processes=num_processes)
-    plan_experiments([dataset_id])
-    preprocess([dataset_id], configurations=("3d_fullres",), num_processes=(num_processes,))
+    benchlib.plan_and_preprocess(dataset_id, "3d_fullres", num_processes)
     return folder.name
 
 
 def train_and_evaluate(trainer_name: str, dataset_name: str, *, device_name: str, epochs: int, iterations: int
                        ) -> dict:
     """Train one trainer on fold 'all', predict imagesTs, evaluate against labelsTs."""
-    import torch
-    from batchgenerators.utilities.file_and_folder_operations import load_json
-    from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
-    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-
-    preprocessed = Path(os.environ["nnUNet_preprocessed"]) / dataset_name
-    plans = load_json(preprocessed / "nnUNetPlans.json")
-    plans["continue_training"] = False
-    dataset_json = load_json(preprocessed / "dataset.json")
-    trainer = recursive_find_trainer_class_by_name(trainer_name)(plans=plans, configuration="3d_fullres",
-                                                                 fold="all", dataset_json=dataset_json,
-                                                                 device=torch.device(device_name))
-    trainer.num_epochs, trainer.num_iterations_per_epoch = epochs, iterations
-    trainer.num_val_iterations_per_epoch = max(1, iterations // 5)
-    start = time.perf_counter()
-    trainer.run_training()
-    train_seconds = time.perf_counter() - start
-
+    trainer, timing = benchlib.train(trainer_name, dataset_name, device_name=device_name, epochs=epochs,
+                                     iterations=iterations)
     raw = Path(os.environ["nnUNet_raw"]) / dataset_name
     output = Path(os.environ["nnUNet_results"]) / dataset_name / f"predictions_{trainer_name}"
-    predictor = nnUNetPredictor(device=torch.device(device_name), allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(Path(trainer.output_folder_base)), use_folds=("all",))
-    predictor.predict_from_files(str(raw / "imagesTs"), str(output), save_probabilities=False, overwrite=True,
-                                 num_processes_preprocessing=1, num_processes_segmentation_export=1)
-    metrics = compute_metrics_on_folder(str(raw / "labelsTs"), str(output), str(output / "summary.json"),
-                                        SimpleITKIO(), dataset_json["file_ending"], [1, 2], num_processes=1)
-    means = {int(k): v for k, v in metrics["mean"].items()}
-    return {"trainer": trainer_name, "train_seconds": round(train_seconds, 1),
-            "dice_liver": round(float(means[1]["Dice"]), 4), "dice_tumour": round(float(means[2]["Dice"]), 4)}
+    dice = benchlib.predict_and_evaluate(trainer, raw / "imagesTs", raw / "labelsTs", output,
+                                         device_name=device_name, labels_to_evaluate=[1, 2])
+    return {"trainer": trainer_name, "train_seconds": timing["train_seconds"],
+            "dice_liver": round(dice[1], 4), "dice_tumour": round(dice[2], 4)}
 
 
 def save_chart(report: dict, png: Path) -> None:
@@ -132,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
-    _set_paths(output / "work")
+    benchlib.set_nnunet_paths(output / "work")
     report = {"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else args.device,
               "epochs": args.epochs, "iterations": args.iterations, "misregistration_mm": args.misregistration_mm,
               "num_training": args.num_training, "num_test": args.num_test, "shape": args.shape, "scenarios": {}}

@@ -65,18 +65,9 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _preprocessed(args: argparse.Namespace):
     """(dataset folder, dataset.json, configuration manager) of ``-d -c -p``."""
-    from nnunetv2.paths import nnUNet_preprocessed
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunet_mm.cli.preprocessed import load_preprocessed
 
-    folder = Path(nnUNet_preprocessed) / maybe_convert_to_dataset_name(args.d)
-    plans_file = folder / f"{args.p}.json"
-    if not plans_file.is_file():
-        raise FileNotFoundError(f"{plans_file}: no such plans; run nnUNetv2_plan_and_preprocess -d {args.d} first.")
-    plans = PlansManager(str(plans_file))
-    if args.c not in plans.available_configurations:
-        raise ValueError(f"{plans_file}: no configuration {args.c!r}; available: {plans.available_configurations}.")
-    return folder, json.loads((folder / "dataset.json").read_text()), plans.get_configuration(args.c)
+    return load_preprocessed(args.d, args.c, args.p)
 
 
 def _phase_names(dataset_json: dict) -> tuple[str, ...]:
