@@ -27,6 +27,7 @@ Hooks overridden: ``__init__`` (reads settings), ``initialize`` (creates the gen
 """
 from __future__ import annotations
 
+import locale
 import os
 import shutil
 from dataclasses import dataclass
@@ -115,6 +116,16 @@ class MultiModalTrainer(nnUNetTrainer):
         super().initialize()
         self.augmentation_generator = self._make_augmentation_generator()
         self._log_multimodal_settings()
+
+    def print_to_log_file(self, *args, also_print_to_console=True, add_timestamp=True):
+        """nnU-Net's logger, made safe for text its log file's encoding cannot hold.
+
+        nnU-Net opens the log in the locale's encoding (ASCII on many cluster nodes), so a channel name or a message
+        with a non-ASCII character would crash training; such characters are written as backslash escapes.
+        """
+        encoding = locale.getpreferredencoding(False)
+        printable = tuple(str(a).encode(encoding, "backslashreplace").decode(encoding) for a in args)
+        super().print_to_log_file(*printable, also_print_to_console=also_print_to_console, add_timestamp=add_timestamp)
 
     def do_split(self):
         self._adopt_raw_splits()

@@ -65,7 +65,7 @@ class SynthTumorTrainer(MultiModalTrainer):
             f"nnunet_mm: synthetic tumours ({settings.synthesizer}) with p = {self.synthetic_probability}, size "
             f"classes {[c.name for c in settings.masks.size_classes]} (probabilities "
             f"{[round(p, 3) for p in settings.masks.probabilities]}), liver label {self.liver_label}, tumour label "
-            f"{self.tumour_label}; loss {settings.dice_weight}·Dice + {settings.ce_weight}·CE",
+            f"{self.tumour_label}; loss {settings.dice_weight}*Dice + {settings.ce_weight}*CE",
             also_print_to_console=True)
 
     def _build_loss(self):

@@ -65,7 +65,7 @@ class WeakLabelTrainer(MultiModalTrainer):
                                    "voxels' pseudo labels (export with 'nnunet_mm weak export' to declare it).",
                                    also_print_to_console=True)
         self.print_to_log_file(f"nnunet_mm: weak labels, {len(self.normal_cases)} normal case(s) trained as all "
-                               f"background; EMA teacher α={self.ema_decay}, refinement every "
+                               f"background; EMA teacher decay={self.ema_decay}, refinement every "
                                f"{self.refinement_interval} epochs", also_print_to_console=True)
 
     @property
@@ -134,7 +134,7 @@ class WeakLabelTrainer(MultiModalTrainer):
             value = float(np.mean(gathered))
         self.logger.local_logger.my_fantastic_logging.setdefault("consistency_loss", [])
         self.logger.log("consistency_loss", value, self.current_epoch)
-        self.print_to_log_file(f"nnunet_mm: consistency {value:.5f} (λ {self.consistency_weight_now():.3f})")
+        self.print_to_log_file(f"nnunet_mm: consistency {value:.5f} (weight {self.consistency_weight_now():.3f})")
         if (self.current_epoch + 1) % self.refinement_interval == 0 and self.current_epoch + 1 < self.num_epochs:
             self.refine_labels()
 

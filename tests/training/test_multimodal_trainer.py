@@ -79,3 +79,28 @@ def test_an_existing_preprocessed_split_wins(tmp_path, monkeypatch):
     (tmp_path / "pre" / "Dataset777_X" / "splits_final.json").write_text("[2]")
     trainer._adopt_raw_splits()
     assert (tmp_path / "pre" / "Dataset777_X" / "splits_final.json").read_text() == "[2]"
+
+
+LOG_UNDER_ASCII_LOCALE = """
+import sys
+from nnunet_mm.training.multimodal_trainer import MultiModalTrainer
+trainer = MultiModalTrainer.__new__(MultiModalTrainer)
+trainer.local_rank, trainer.log_file = 0, sys.argv[1]
+trainer.print_to_log_file("channel T1\\u03c1 \\u2192 ok", also_print_to_console=False)
+print(open(sys.argv[1], "rb").read().decode("ascii"))
+"""
+
+
+def test_log_lines_survive_an_ascii_locale(tmp_path):
+    """nnU-Net opens its log in the locale's encoding; a non-ASCII message must not crash training there."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONIOENCODING": "ascii"}
+    log_file = tmp_path / "training_log.txt"
+    result = subprocess.run([sys.executable, "-c", LOG_UNDER_ASCII_LOCALE, str(log_file)], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "channel T1\\u03c1 \\u2192 ok" in result.stdout

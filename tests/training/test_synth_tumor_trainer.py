@@ -118,7 +118,7 @@ def test_cli_cycle_stats_train_predict_postprocess_and_preview(tmp_path, monkeyp
     fold = tmp_path / "res" / "Dataset596_SynthPhantom" / "SynthTumorTrainer_debug__nnUNetPlans__2d" / "fold_0"
     log = next(fold.glob("training_log_*.txt")).read_text(encoding="utf-8")
     assert f"tumour contrast statistics from {stats_file}" in log
-    assert "0.5·CE" in log
+    assert "0.5*CE" in log
     fractions = [float(line.split("synthetic tumours in ")[1].split(" %")[0]) for line in log.splitlines()
                  if "synthetic tumours in" in line]
     assert len(fractions) == 2 and all(0 < f <= 100 for f in fractions)
