@@ -166,7 +166,8 @@ class MultiModalSettings:
     KNOWN_KEYS = ("reference_channel", "phase_names", "misalignment", "modality_dropout", "seed")
     # keys that other parts of the plugin own; accepted here and passed through in ``extra``
     PASSTHROUGH_KEYS = ("modalities", "per_case_modality", "source", "registration", "unlabeled_dir",
-                        "phase_labels_dir", "converter", "notes", "image_labels", "synthesis")
+                        "phase_labels_dir", "converter", "notes", "image_labels", "synthesis",
+                        "weak_supervision", "prior_dropout")
 
     def channel_name(self, channel: int) -> str:
         """``"1 (art)"`` when phase names are known, else ``"1"``."""

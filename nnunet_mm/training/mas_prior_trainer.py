@@ -7,8 +7,9 @@ prior together; the prior helps most when few target labels exist. This trainer 
 
 1. **No intensity augmentation on priors**: nnU-Net's intensity transforms see only the image channels
    (:func:`restrict_intensity_transforms`); spatial augmentation and mirroring move priors with image and label.
-2. **Prior dropout**: with probability ``prior_dropout_probability`` per sample all prior channels are zeroed on the
-   training device (:func:`drop_priors`), so the network does not blindly copy the prior.
+2. **Prior dropout**: with probability p per sample (``"prior_dropout": {"probability": p}`` in the block, default
+   0.3) all prior channels are zeroed on the training device (:func:`drop_priors`), so the network does not blindly
+   copy the prior.
 3. The plugin's misalignment and modality dropout act on the image channels only (priors are never filled with a
    copy of an image channel).
 
@@ -25,7 +26,7 @@ import dataclasses
 import torch
 
 from nnunet_mm.atlas.prior_augmentation import drop_priors, restrict_intensity_transforms
-from nnunet_mm.atlas.prior_channels import prior_channel_indices
+from nnunet_mm.atlas.prior_channels import prior_channel_indices, prior_dropout_probability
 from nnunet_mm.training.multimodal_trainer import MultiModalDraw, MultiModalTrainer
 
 
@@ -43,7 +44,8 @@ class MASPriorTrainer(MultiModalTrainer):
         self.num_image_channels = self.prior_channels[0]
         # the base augmentations (misalignment, modality dropout) see the image channels only
         self.mm_settings = dataclasses.replace(self.mm_settings, num_channels=self.num_image_channels)
-        self.prior_dropout_probability = 0.3  # share of samples trained without their prior
+        # share of samples trained without their prior ("nnunet_mm": {"prior_dropout": {"probability": p}})
+        self.prior_dropout_probability = prior_dropout_probability(dataset_json)
 
     def get_training_transforms(self, *args, **kwargs):
         pipeline = super().get_training_transforms(*args, **kwargs)

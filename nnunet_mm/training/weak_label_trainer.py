@@ -10,6 +10,8 @@ describes and its public code lacks (methods.md §4.6, our design):
 * **Consistency** ``L = L_seg + λ(t)·MSE(softmax(student(aug₁)), softmax(teacher(aug₂)))``; aug₁ is nnU-Net's
   augmentation, aug₂ adds an intensity perturbation of the same batch; λ ramps up (sigmoid) over the first 40 % of
   the epochs to 1.
+* Settings: the ``"weak_supervision"`` object of the dataset.json block (:mod:`nnunet_mm.weak.settings`; the
+  defaults are the values below).
 * **Periodic refinement** every N = 100 epochs: the teacher predicts every training case (nnU-Net's sliding window);
   confident voxels (p ≥ τ = 0.9) take its label, disagreeing uncertain voxels (p < 0.6) become the dataset's ignore
   label (declared by the pseudo-mask export), the rest keep the GAN label. Refined labels live in
@@ -38,6 +40,7 @@ from nnunet_mm.training.multimodal_trainer import MultiModalTrainer, reference_t
 from nnunet_mm.weak.image_labels import normal_cases, read_image_labels
 from nnunet_mm.weak.mean_teacher import consistency_loss, ema_update, make_teacher, perturb_intensities
 from nnunet_mm.weak.refinement import RefinedLabelDataset, refine_pseudo_labels, save_refined_label
+from nnunet_mm.weak.settings import WeakTrainingSettings
 
 TEACHER_SUFFIX = ".teacher.safetensors"
 EXTRA_LOG_KEYS = ("consistency_loss",)
@@ -46,12 +49,16 @@ EXTRA_LOG_KEYS = ("consistency_loss",)
 class WeakLabelTrainer(MultiModalTrainer):
     """Mean-teacher training on pseudo masks with periodic refinement (see the module docstring)."""
 
-    ema_decay = 0.99  # α
-    consistency_weight = 1.0  # λ_max
-    consistency_rampup_fraction = 0.4  # λ reaches λ_max after 40 % of the epochs
-    refinement_interval = 100  # N epochs
-    confident_threshold = 0.9  # τ
-    uncertain_threshold = 0.6
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        settings = WeakTrainingSettings.from_dataset_json(dataset_json)  # "nnunet_mm": {"weak_supervision": ...}
+        self.ema_decay = settings.ema_decay  # α
+        self.consistency_weight = settings.consistency_weight  # λ_max
+        self.consistency_rampup_fraction = settings.consistency_rampup_fraction  # λ reaches λ_max after this share
+        self.refinement_interval = settings.refinement_interval  # N epochs
+        self.confident_threshold = settings.confident_threshold  # τ
+        self.uncertain_threshold = settings.uncertain_threshold
 
     def initialize(self) -> None:
         super().initialize()
@@ -222,11 +229,10 @@ def _deep_supervision_off(network: torch.nn.Module):
 class WeakLabelTrainer_debug(WeakLabelTrainer):
     """2 epochs × 4 iterations, 2 validation iterations; refinement after the first epoch."""
 
-    refinement_interval = 1
-
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self.refinement_interval = 1
         self.num_epochs = 2
         self.num_iterations_per_epoch = 4
         self.num_val_iterations_per_epoch = 2

@@ -58,3 +58,15 @@ def test_prior_dropout_zeroes_whole_samples_only_on_prior_channels():
     assert torch.equal(out[~dropped], data[~dropped])
     unchanged, none = drop_priors(data, [1, 2], 0.0, generator)
     assert torch.equal(unchanged, data) and not none.any()
+
+
+def test_prior_dropout_probability_comes_from_the_block_and_is_checked():
+    import pytest
+
+    from nnunet_mm.atlas.prior_channels import prior_dropout_probability
+
+    assert prior_dropout_probability({"nnunet_mm": {}}) == 0.3
+    assert prior_dropout_probability({"nnunet_mm": {"prior_dropout": {"probability": 0}}}) == 0.0
+    for bad in ({"probability": 1.5}, {"p": 0.2}, 0.2, {"probability": True}):
+        with pytest.raises(ValueError, match="Dataset703/dataset.json: 'nnunet_mm'.prior_dropout"):
+            prior_dropout_probability({"nnunet_mm": {"prior_dropout": bad}}, source="Dataset703/dataset.json")

@@ -1,0 +1,87 @@
+"""The ``"weak_supervision"`` object of the dataset.json ``"nnunet_mm"`` block: WeakLabelTrainer's settings.
+
+::
+
+    "nnunet_mm": {"weak_supervision": {
+        "ema_decay": 0.99,                   # alpha of the EMA teacher
+        "consistency_weight": 1.0,           # lambda_max of the student-teacher consistency term
+        "consistency_rampup_fraction": 0.4,  # lambda ramps up (sigmoid) over this share of the epochs
+        "refinement_interval": 100,          # the teacher refines the pseudo labels every N epochs
+        "confident_threshold": 0.9,          # teacher probability >= tau: its label replaces the pseudo label
+        "uncertain_threshold": 0.6           # below this (and disagreeing): nnU-Net's ignore label
+    }}
+
+Every key is optional; unknown keys and bad values are refused with a message naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+BLOCK_KEY = "weak_supervision"
+
+
+@dataclass(frozen=True)
+class WeakTrainingSettings:
+    """Validated ``"weak_supervision"`` settings (defaults: the values of methods.md §4.6)."""
+
+    ema_decay: float = 0.99
+    consistency_weight: float = 1.0
+    consistency_rampup_fraction: float = 0.4
+    refinement_interval: int = 100
+    confident_threshold: float = 0.9
+    uncertain_threshold: float = 0.6
+
+    @classmethod
+    def from_dict(cls, block: Mapping[str, Any] | None,
+                  where: str = f"nnunet_mm.{BLOCK_KEY}") -> "WeakTrainingSettings":
+        """Parse the block (None or missing: defaults).
+
+        Raises:
+            KeyError: an unknown key (the message lists the known ones).
+            ValueError: a bad value, naming the key.
+        """
+        block = {} if block is None else block
+        if not isinstance(block, Mapping):
+            raise ValueError(f"{where} must be an object, got {type(block).__name__}.")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(block) - set(known))
+        if unknown:
+            raise KeyError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}.")
+        values: dict[str, Any] = {}
+        for key, low, high, low_open in (("ema_decay", 0.0, 1.0, False), ("consistency_weight", 0.0, None, False),
+                                         ("consistency_rampup_fraction", 0.0, 1.0, False),
+                                         ("confident_threshold", 0.0, 1.0, True),
+                                         ("uncertain_threshold", 0.0, 1.0, True)):
+            if key in block:
+                values[key] = _number(block[key], f"{where}.{key}", low, high, low_open)
+        if "ema_decay" in values and values["ema_decay"] >= 1.0:
+            raise ValueError(f"{where}.ema_decay must be < 1 (1 would freeze the teacher), got {values['ema_decay']}.")
+        if "refinement_interval" in block:
+            interval = block["refinement_interval"]
+            if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+                raise ValueError(f"{where}.refinement_interval must be an integer >= 1 (epochs), got {interval!r}.")
+            values["refinement_interval"] = interval
+        settings = cls(**values)
+        if settings.uncertain_threshold > settings.confident_threshold:
+            raise ValueError(f"{where}: uncertain_threshold ({settings.uncertain_threshold}) must not exceed "
+                             f"confident_threshold ({settings.confident_threshold}).")
+        return settings
+
+    @classmethod
+    def from_dataset_json(cls, dataset_json: Mapping[str, Any], source: str = "dataset.json") -> "WeakTrainingSettings":
+        """The settings of the ``"weak_supervision"`` object of the ``"nnunet_mm"`` block (defaults when absent)."""
+        block = dataset_json.get("nnunet_mm") or {}
+        return cls.from_dict(block.get(BLOCK_KEY) if isinstance(block, Mapping) else None,
+                             f"{source}: 'nnunet_mm'.{BLOCK_KEY}")
+
+
+def _number(value: Any, where: str, low: float, high: float | None, low_open: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where} must be a number, got {value!r}.")
+    if value < low or (low_open and value == low) or (high is not None and value > high):
+        interval = f"{'(' if low_open else '['}{low}, {'inf)' if high is None else f'{high}]'}"
+        raise ValueError(f"{where} must be in {interval}, got {value}.")
+    return float(value)
