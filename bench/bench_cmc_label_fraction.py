@@ -34,6 +34,8 @@ from pathlib import Path
 
 import benchlib
 
+from nnunet_mm.visualize.style import figure_style
+
 SCENARIO_IDS = {"paired": 720, "amos": 730}  # source id; +1 few_plus_unlabeled, +2 few_supervised
 AMOS_FIXTURE_ORGANS = [1, 2, 3, 6, 8, 9]
 
@@ -124,6 +126,7 @@ def run_scenario(scenario: str, args: argparse.Namespace, workdir: Path) -> dict
     return {"arms": results, "summary": summary}
 
 
+@figure_style()
 def save_chart(report: dict, png: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import benchlib
 
+from nnunet_mm.visualize.style import figure_style
+
 SCENARIOS = {"misregistered": 700, "aligned": 701}
 
 
@@ -56,6 +58,7 @@ def train_and_evaluate(trainer_name: str, dataset_name: str, *, device_name: str
             "dice_liver": round(dice[1], 4), "dice_tumour": round(dice[2], 4)}
 
 
+@figure_style()
 def save_chart(report: dict, png: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")

@@ -26,6 +26,8 @@ import shutil
 import time
 from pathlib import Path
 
+from nnunet_mm.visualize.style import figure_style
+
 ATLAS_ID, TARGET_ID, MAS_ID, LEARNED_ID = 741, 742, 743, 744
 
 
@@ -162,6 +164,7 @@ def segmentation(args, dataset_name: str, dataset_id: int, trainer_name: str) ->
             "dice_liver": round(float(means[1]["Dice"]), 4), "dice_tumour": round(float(means[2]["Dice"]), 4)}
 
 
+@figure_style()
 def save_chart(report: dict, png: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")

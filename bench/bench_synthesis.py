@@ -36,6 +36,8 @@ from pathlib import Path
 
 import benchlib
 
+from nnunet_mm.visualize.style import figure_style
+
 DATASET_ID = 740
 DATASET_NAME = f"Dataset{DATASET_ID}_SynthBench"
 PHASES = ("pv", "art", "del", "nc")
@@ -150,6 +152,7 @@ def run_arm(arm: str, args: argparse.Namespace, raw_folder: Path) -> dict:
     return result
 
 
+@figure_style()
 def write_report(results: list[dict], args: argparse.Namespace, output: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")

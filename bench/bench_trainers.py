@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from nnunet_mm.visualize.style import figure_style
+
 DATASET_ID = 599
 CONFIGURATION = "3d_bench"
 
@@ -129,6 +131,7 @@ def bench_trainer(trainer_name: str, *, device_name: str, iterations: int, warmu
             "num_channels": len(dataset_json["channel_names"]), "case_shape": list(data.shape[1:])}
 
 
+@figure_style()
 def save_chart(results: list[dict], png: Path, title: str) -> None:
     """Grouped bars: ms/iteration without and with data loading, per trainer."""
     import matplotlib

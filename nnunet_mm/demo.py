@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from nnunet_mm.visualize.style import figure_style
+
 DATASET_ID = 511
 DATASET_NAME = "Dataset511_MultiPhaseLiver"
 LABELS = {1: "liver", 2: "tumor"}
@@ -131,6 +133,7 @@ def run_demo(workdir: Path, *, num_training: int = 8, num_test: int = 2, shape_z
     return result
 
 
+@figure_style()
 def save_overlay(images: Path, labels: Path, prediction_all: Path, prediction_missing: Path, png: Path, *,
                  missing_channels: Sequence[int]) -> Path:
     """PNG of one held-out case: the reference phase with ground truth and both predictions outlined."""

@@ -38,6 +38,7 @@ import torch
 from torch.nn import functional as F
 
 from nnunet_mm.atlas.networks import BiRegNet, SimNet
+from nnunet_mm.visualize.style import figure_style
 
 logger = logging.getLogger(__name__)
 
@@ -305,6 +306,7 @@ def _pair_dice(net: BiRegNet, atlas_images, atlas_labels, target_images, target_
     return [float(np.mean(before)), float(np.mean(after))]
 
 
+@figure_style()
 def _write_model(output_dir: Path, config: LearnedMASConfig, net: BiRegNet, simnet: SimNet | None,
                  summary: dict, history: dict) -> None:
     import matplotlib

@@ -5,11 +5,14 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_mm.visualize.style import figure_style
+
 
 def _middle_slice(volume: np.ndarray, index: int) -> np.ndarray:
     return volume[index] if volume.ndim == 3 else volume
 
 
+@figure_style()
 def save_mas_figure(path: Path, target: np.ndarray, warped_images: np.ndarray, warped_labels: np.ndarray,
                     prior: np.ndarray, *, title: str = "") -> Path:
     """Write a PNG: row 1 target and warped atlases (label contours), row 2 the prior per class and the fused label.

@@ -44,6 +44,7 @@ from nnunet_mm.synthesis import model_checkpoints as ckpt
 from nnunet_mm.synthesis.autoencoder import AutoencoderConfig, build_autoencoder, load_autoencoder
 from nnunet_mm.synthesis.base import blending_rim, check_synthesizer_inputs
 from nnunet_mm.synthesis.model_data import PreprocessedCrops
+from nnunet_mm.visualize.style import figure_style
 
 WEIGHTS_NAME = "denoiser"
 AUTOENCODER_WEIGHTS_NAME = "autoencoder"
@@ -439,6 +440,7 @@ def write_synthetic_pool(preprocessed_folder: Path, dataset_json: dict, model_fo
     return Path(output)
 
 
+@figure_style()
 def _save_pool_png(examples: list, png: Path) -> None:
     """Rows: samples; columns: each phase before | with synthetic tumour (mask outlined)."""
     import matplotlib

@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 import torch
 
+from nnunet_mm.visualize.style import figure_style
+
 CHECKPOINT_NAME = "checkpoint_latest.pt"
 CONFIG_NAME = "config.json"
 LOSS_PLOT_NAME = "losses.png"
@@ -142,6 +144,7 @@ def read_config(folder: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON ({error}).") from None
 
 
+@figure_style()
 def plot_losses(history: Mapping[str, list[float]], png: Path, title: str) -> Path:
     """Every loss curve of ``history`` against the step (log scale where all values are positive), as a PNG."""
     import matplotlib

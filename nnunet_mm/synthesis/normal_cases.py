@@ -32,6 +32,7 @@ from nnunet_mm.io.staging import staged_dataset
 from nnunet_mm.synthesis.masks import removal_mask
 from nnunet_mm.synthesis.model_data import (from_unit, intensity_window, raw_training_cases, read_dataset_json,
                                             to_unit)
+from nnunet_mm.visualize.style import figure_style
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +192,7 @@ def make_normal_dataset(source_folder: Path, target_folder: Path, *, method: Met
     return NormalCasesResult(target_folder, records, target_folder / png.name if png else None)
 
 
+@figure_style()
 def _save_examples_png(examples: list, channel_names: list[str], png: Path, method: str) -> Path | None:
     """Rows: cases; columns: each phase before | after, with the removal mask outlined."""
     if not examples:

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nnunet_mm.visualize.style import figure_style
+
 
 def _patch_slices(shape: Sequence[int], patch: Sequence[int], centre: Sequence[int]) -> list[slice]:
     slices = []
@@ -25,6 +27,7 @@ def _patch_slices(shape: Sequence[int], patch: Sequence[int], centre: Sequence[i
     return slices
 
 
+@figure_style()
 def save_guidance_figure(model_folder: Path, image_files: Sequence[Path], png: Path, *, fold: str | int = 0,
                          checkpoint: str = "checkpoint_final.pth", device: str = "cpu",
                          class_index: int | None = None) -> Path:

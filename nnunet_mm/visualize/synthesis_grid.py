@@ -17,6 +17,7 @@ from scipy import ndimage
 
 from nnunet_mm.synthesis.base import TumorSynthesizer
 from nnunet_mm.synthesis.masks import TumourMaskSettings, sample_tumour_masks
+from nnunet_mm.visualize.style import figure_style
 
 CROP_VOXELS = 48
 
@@ -95,6 +96,7 @@ def synthetic_tumour_examples(cases: Iterable[tuple[str, np.ndarray, np.ndarray]
     return examples
 
 
+@figure_style()
 def save_synthesis_grid(real: Sequence[TumourExample], synthetic: Sequence[TumourExample],
                         phase_names: Sequence[str], png: Path) -> Path:
     """Write the grid (rows: real, then synthetic tumours; columns: phases) as a PNG.

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from nnunet_mm.visualize.style import figure_style
 from nnunet_mm.weak.cltn_losses import (CLTNLossWeights, cam_classification, discriminator_terms,
                                         generator_adversarial_terms, loss_weights_preset)
 from nnunet_mm.weak.cltn_networks import CLTNDiscriminator, CLTNGenerator
@@ -223,6 +224,7 @@ def load_generator(model_dir: Path, device: torch.device) -> CLTNGenerator:
     return generator.to(device).eval()
 
 
+@figure_style()
 def save_loss_curves(history: dict[str, list[float]], png: Path) -> Path:
     """A PNG of the loss curves (moving average over 50 iterations)."""
     import matplotlib

@@ -29,6 +29,7 @@ from skimage.segmentation import watershed
 from skimage.transform import resize
 
 from nnunet_mm.io.staging import staged_dataset
+from nnunet_mm.visualize.style import figure_style
 from nnunet_mm.weak.cltn_gan import load_generator
 from nnunet_mm.weak.image_labels import DISEASED, NORMAL, read_image_labels
 from nnunet_mm.weak.weak_images import WeakImage, case_channel_files, load_weak_images
@@ -224,6 +225,7 @@ def _pseudo_dataset_json(source: dict, name: str, num_training: int, case_labels
     return dataset_json
 
 
+@figure_style()
 def save_pseudo_mask_overview(images: list[WeakImage], attention: list[np.ndarray], pseudo: dict, png: Path,
                               max_images: int = 8) -> Path:
     """A PNG with, per diseased image (up to ``max_images``): the image, the attention mask, the pseudo mask."""
