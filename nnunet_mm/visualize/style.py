@@ -14,6 +14,7 @@ from collections.abc import Iterator
 def figure_style() -> Iterator[None]:
     """Matplotlib's default style for the figures drawn inside; usable as ``with`` block or decorator."""
     import matplotlib
+    import matplotlib.style  # a submodule: not loaded by 'import matplotlib' alone
 
     with matplotlib.style.context("default"), matplotlib.rc_context({"savefig.facecolor": "white"}):
         yield

@@ -23,3 +23,14 @@ def test_figures_ignore_and_restore_a_global_seaborn_style():
         assert matplotlib.rcParams["font.size"] == styled_font  # the caller's style is back
     finally:
         matplotlib.rcParams.update(before)
+
+
+def test_works_in_a_fresh_interpreter_without_pyplot():
+    """``import matplotlib`` alone does not load ``matplotlib.style``; the helper must not rely on pyplot."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom nnunet_mm.visualize.style import figure_style\n"
+            "with figure_style():\n    pass\nprint('matplotlib.pyplot' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
