@@ -1,6 +1,6 @@
 """WeakLabelTrainer: segmentation from image-level labels via CLTN pseudo masks and a mean teacher (paper 003).
 
-Stage A (``nnunet_mm weak train-gan`` / ``export``, :mod:`nnunet_mm.weak`) turns "diseased / normal" labels into
+Stage A (``nnunet_mm weak-train-gan`` / ``weak-export``, :mod:`nnunet_mm.weak`) turns "diseased / normal" labels into
 pseudo masks with the label-transfer GAN. This trainer is stage B, the teacher–student refinement the paper
 describes and its public code lacks (methods.md §4.6, our design):
 
@@ -69,7 +69,7 @@ class WeakLabelTrainer(MultiModalTrainer):
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
         if self.label_manager.ignore_label is None:
             self.print_to_log_file("nnunet_mm: the dataset declares no 'ignore' label; refinement keeps uncertain "
-                                   "voxels' pseudo labels (export with 'nnunet_mm weak export' to declare it).",
+                                   "voxels' pseudo labels (export with 'nnunet_mm weak-export' to declare it).",
                                    also_print_to_console=True)
         self.print_to_log_file(f"nnunet_mm: weak labels, {len(self.normal_cases)} normal case(s) trained as all "
                                f"background; EMA teacher decay={self.ema_decay}, refinement every "

@@ -216,7 +216,7 @@ def load_generator(model_dir: Path, device: torch.device) -> CLTNGenerator:
 
     file = Path(model_dir) / GENERATOR_FILE
     if not file.is_file():
-        raise FileNotFoundError(f"{file}: no trained generator; run 'nnunet_mm weak train-gan' first.")
+        raise FileNotFoundError(f"{file}: no trained generator; run 'nnunet_mm weak-train-gan' first.")
     with safe_open(str(file), framework="pt") as handle:
         config = CLTNConfig.from_dict(json.loads(handle.metadata()["config"]))
     generator = CLTNGenerator(config.in_channels, config.base_channels, config.num_res_blocks)
