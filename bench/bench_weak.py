@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+import benchlib
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,6 +66,11 @@ def _prepare_data(kind: str, raw: Path, args: argparse.Namespace) -> tuple[Path,
     return folder, (2,)
 
 
+def _dataset_id(folder: Path) -> int:
+    """The id of a raw dataset folder ``DatasetXXX_Name``."""
+    return int(folder.name[len("Dataset"):].split("_")[0])
+
+
 def _bench_dataset(kind: str, args: argparse.Namespace, device) -> dict:
     from nnunet_mm.weak.cltn_gan import CLTNConfig, train_label_transfer_gan
     from nnunet_mm.weak.cltn_losses import loss_weights_preset
@@ -81,8 +88,7 @@ def _bench_dataset(kind: str, args: argparse.Namespace, device) -> dict:
     train_label_transfer_gan(images, model_dir, iterations=args.iterations, config=config,
                              batch_size=args.batch_size, overwrite=True, device=device, seed=args.seed)
     gan_seconds = time.perf_counter() - start
-    source_id = int(source.name[len("Dataset"):].split("_")[0])
-    target = raw / f"Dataset{source_id + 1:03d}_{source.name.split('_', 1)[1]}PseudoMasks"
+    target = raw / f"Dataset{_dataset_id(source) + 1:03d}_{source.name.split('_', 1)[1]}PseudoMasks"
     export_pseudo_mask_dataset(source, model_dir, target, method=args.method, lesion_labels=lesion_labels,
                                overwrite=True, device=device)
     report = json.loads((target / "pseudo_mask_dice.json").read_text())
@@ -101,19 +107,16 @@ def _bench_dataset(kind: str, args: argparse.Namespace, device) -> dict:
 
 def _stage_b(source: Path, pseudo: Path, args: argparse.Namespace, device) -> dict:
     """nnU-Net on pseudo masks vs on true masks, evaluated on held-out skin images against their true masks."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import benchlib
     from nnunet_mm.weak.synthetic import write_skin_lesion_dataset
 
-    test = write_skin_lesion_dataset(source.parent, dataset_id=int(pseudo.name[7:10]) + 1, name="BenchSkinTest",
+    test = write_skin_lesion_dataset(source.parent, dataset_id=_dataset_id(pseudo) + 1, name="BenchSkinTest",
                                      num_diseased=args.num_test // 2, num_normal=args.num_test - args.num_test // 2,
                                      size=args.image_size, seed=args.seed + 1000, overwrite=True)
     arms = {"true masks (nnUNetTrainer)": (source, "nnUNetTrainer"),
             "pseudo masks (WeakLabelTrainer)": (pseudo, "WeakLabelTrainer")}
     results = {}
     for arm, (dataset, trainer_name) in arms.items():
-        dataset_id = int(dataset.name[7:10])
-        benchlib.plan_and_preprocess(dataset_id, "2d", num_processes=2)
+        benchlib.plan_and_preprocess(_dataset_id(dataset), "2d", num_processes=2)
         trainer, timing = benchlib.train(trainer_name, dataset.name, device_name=device.type, configuration="2d",
                                          epochs=args.segmenter_epochs, iterations=args.segmenter_iterations)
         dice = benchlib.predict_and_evaluate(trainer, test / "imagesTr", test / "labelsTr",

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from nnunet_mm.data.validation import number
+
 PRIOR_CHANNEL_NAME = "noNorm"
 PRIOR_MODALITY_PREFIX = "atlas_prior:"
 
@@ -69,7 +71,4 @@ def prior_dropout_probability(dataset_json: Mapping[str, Any], source: str = "da
     where = f"{source}: 'nnunet_mm'.prior_dropout"
     if not isinstance(block, Mapping) or set(block) - {"probability"}:
         raise ValueError(f"{where} must be an object with the single key 'probability', got {block!r}.")
-    probability = block.get("probability", DEFAULT_PRIOR_DROPOUT)
-    if isinstance(probability, bool) or not isinstance(probability, (int, float)) or not 0 <= probability <= 1:
-        raise ValueError(f"{where}.probability must be a number in [0, 1], got {probability!r}.")
-    return float(probability)
+    return number(block.get("probability", DEFAULT_PRIOR_DROPOUT), f"{where}.probability", 0, 1)

@@ -22,14 +22,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from nnunet_mm.data.validation import check_keys
+
 BLOCK_KEY = "nnunet_mm"
 DROPOUT_MODES = ("duplicate", "zeros")
-
-
-def _check_keys(given: Mapping[str, Any], allowed: list[str], where: str) -> None:
-    unknown = sorted(set(given) - set(allowed))
-    if unknown:
-        raise KeyError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(allowed)}.")
 
 
 def _probability(value: Any, where: str) -> float:
@@ -83,7 +79,7 @@ class MisalignmentSettings:
         """Validated settings from a JSON object; missing keys keep their defaults."""
         if not isinstance(block, Mapping):
             raise ValueError(f"{where} must be an object, got {type(block).__name__}.")
-        _check_keys(block, [f.name for f in dataclasses.fields(cls)], where)
+        check_keys(block, [f.name for f in dataclasses.fields(cls)], where)
         values: dict[str, Any] = {}
         if "probability" in block:
             values["probability"] = _probability(block["probability"], f"{where}.probability")
@@ -129,7 +125,7 @@ class ModalityDropoutSettings:
         """Validated settings from a JSON object; missing keys keep their defaults."""
         if not isinstance(block, Mapping):
             raise ValueError(f"{where} must be an object, got {type(block).__name__}.")
-        _check_keys(block, [f.name for f in dataclasses.fields(cls)], where)
+        check_keys(block, [f.name for f in dataclasses.fields(cls)], where)
         values: dict[str, Any] = {}
         if "probability" in block:
             values["probability"] = _probability(block["probability"], f"{where}.probability")
@@ -191,7 +187,7 @@ class MultiModalSettings:
         where = f"{source}: '{BLOCK_KEY}'"
         if not isinstance(block, Mapping):
             raise ValueError(f"{where} must be an object, got {type(block).__name__}.")
-        _check_keys(block, list(cls.KNOWN_KEYS) + list(cls.PASSTHROUGH_KEYS), where)
+        check_keys(block, list(cls.KNOWN_KEYS) + list(cls.PASSTHROUGH_KEYS), where)
 
         reference = block.get("reference_channel", 0)
         if not isinstance(reference, int) or isinstance(reference, bool) or not 0 <= reference < num_channels:

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nnunet_mm.data.validation import check_keys, number
 from nnunet_mm.synthesis.masks import DEFAULT_SIZE_CLASSES, TumourMaskSettings, TumourSizeClass
 
 SYNTHESIZERS = ("handcrafted", "diffusion")
@@ -29,18 +30,10 @@ LIVER_NAMES = ("liver",)
 TUMOUR_NAMES = ("tumour", "tumor", "lesion", "liver_tumour", "liver_tumor")
 
 
-def _number(value: Any, where: str, low: float | None = None, high: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{where} must be a number, got {value!r}.")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{where} must be in [{low}, {high}], got {value}.")
-    return float(value)
-
-
 def _range(value: Any, where: str, low: float = 0.0) -> tuple[float, float]:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise ValueError(f"{where} must be a list [low, high], got {value!r}.")
-    pair = (_number(value[0], f"{where}[0]", low), _number(value[1], f"{where}[1]", low))
+    pair = (number(value[0], f"{where}[0]", low), number(value[1], f"{where}[1]", low))
     if pair[0] > pair[1]:
         raise ValueError(f"{where} must have low <= high, got {list(value)}.")
     return pair
@@ -86,9 +79,7 @@ class SynthesisSettings:
         block = block or {}
         if not isinstance(block, Mapping):
             raise ValueError(f"{where} must be an object, got {type(block).__name__}.")
-        unknown = sorted(set(block) - set(cls.KNOWN_KEYS))
-        if unknown:
-            raise KeyError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(cls.KNOWN_KEYS)}.")
+        check_keys(block, cls.KNOWN_KEYS, where)
         values: dict[str, Any] = {}
         if "synthesizer" in block:
             if block["synthesizer"] not in SYNTHESIZERS:
@@ -98,7 +89,7 @@ class SynthesisSettings:
         for key, low, high in (("probability", 0, 1), ("dice_weight", 0, None), ("ce_weight", 0, None),
                                ("contrast_jitter", 0, 0.99)):
             if key in block:
-                values[key] = _number(block[key], f"{where}.{key}", low, high)
+                values[key] = number(block[key], f"{where}.{key}", low, high)
         for key in ("texture_sigma_mm", "edge_sigma_voxels"):
             if key in block:
                 values[key] = _range(block[key], f"{where}.{key}", low=1e-3)
@@ -140,7 +131,7 @@ class SynthesisSettings:
                 count = _range(entry["count"], f"{item}.count", low=1)
                 if count != tuple(int(c) for c in count):
                     raise ValueError(f"{item}.count must be two integers, got {entry['count']!r}.")
-                classes.append(TumourSizeClass(str(entry["name"]), _number(entry["radius_mm"], f"{item}.radius_mm",
+                classes.append(TumourSizeClass(str(entry["name"]), number(entry["radius_mm"], f"{item}.radius_mm",
                                                                            1e-3),
                                                (int(count[0]), int(count[1])),
                                                _range(entry["elastic_std_mm"], f"{item}.elastic_std_mm")))
@@ -151,7 +142,7 @@ class SynthesisSettings:
             if not isinstance(raw, list) or len(raw) != len(classes):
                 raise ValueError(f"{where}.class_probabilities must be a list of {len(classes)} numbers (one per "
                                  f"size class {[c.name for c in classes]}), got {raw!r}.")
-            probabilities = tuple(_number(p, f"{where}.class_probabilities[{i}]", 0) for i, p in enumerate(raw))
+            probabilities = tuple(number(p, f"{where}.class_probabilities[{i}]", 0) for i, p in enumerate(raw))
         try:
             return TumourMaskSettings(classes, probabilities)
         except ValueError as error:

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nnunet_mm.data.validation import check_keys, number
+
 BLOCK_KEY = "weak_supervision"
 
 
@@ -46,17 +48,14 @@ class WeakTrainingSettings:
         block = {} if block is None else block
         if not isinstance(block, Mapping):
             raise ValueError(f"{where} must be an object, got {type(block).__name__}.")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(block) - set(known))
-        if unknown:
-            raise KeyError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}.")
+        check_keys(block, [f.name for f in dataclasses.fields(cls)], where)
         values: dict[str, Any] = {}
         for key, low, high, low_open in (("ema_decay", 0.0, 1.0, False), ("consistency_weight", 0.0, None, False),
                                          ("consistency_rampup_fraction", 0.0, 1.0, False),
                                          ("confident_threshold", 0.0, 1.0, True),
                                          ("uncertain_threshold", 0.0, 1.0, True)):
             if key in block:
-                values[key] = _number(block[key], f"{where}.{key}", low, high, low_open)
+                values[key] = number(block[key], f"{where}.{key}", low, high, low_open=low_open)
         if "ema_decay" in values and values["ema_decay"] >= 1.0:
             raise ValueError(f"{where}.ema_decay must be < 1 (1 would freeze the teacher), got {values['ema_decay']}.")
         if "refinement_interval" in block:
@@ -77,11 +76,3 @@ class WeakTrainingSettings:
         return cls.from_dict(block.get(BLOCK_KEY) if isinstance(block, Mapping) else None,
                              f"{source}: 'nnunet_mm'.{BLOCK_KEY}")
 
-
-def _number(value: Any, where: str, low: float, high: float | None, low_open: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{where} must be a number, got {value!r}.")
-    if value < low or (low_open and value == low) or (high is not None and value > high):
-        interval = f"{'(' if low_open else '['}{low}, {'inf)' if high is None else f'{high}]'}"
-        raise ValueError(f"{where} must be in {interval}, got {value}.")
-    return float(value)

@@ -1,0 +1,35 @@
+"""Checks shared by the parsers of the dataset.json ``"nnunet_mm"`` block; every message names where the value is."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def check_keys(given: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+    """Refuse keys of ``given`` that are not ``allowed``.
+
+    Raises:
+        KeyError: naming ``where``, the unknown keys and the known ones.
+    """
+    allowed = list(allowed)
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise KeyError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(allowed)}.")
+
+
+def number(value: Any, where: str, low: float | None = None, high: float | None = None, *,
+           low_open: bool = False) -> float:
+    """``value`` as a float if it is a JSON number (not a bool) within ``[low, high]`` (``(low, high]`` if
+    ``low_open``; None: unbounded).
+
+    Raises:
+        ValueError: naming ``where``, the interval and the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where} must be a number, got {value!r}.")
+    below = low is not None and (value < low or (low_open and value == low))
+    if below or (high is not None and value > high):
+        interval = (f"{'(' if low_open or low is None else '['}{'-inf' if low is None else low}, "
+                    f"{'inf)' if high is None else f'{high}]'}")
+        raise ValueError(f"{where} must be in {interval}, got {value}.")
+    return float(value)
