@@ -34,7 +34,7 @@ from pathlib import Path
 
 import benchlib
 
-from nnunet_mm.visualize.style import figure_style
+from nnunet_mm.io.figure_style import figure_style
 
 SCENARIO_IDS = {"paired": 720, "amos": 730}  # source id; +1 few_plus_unlabeled, +2 few_supervised
 AMOS_FIXTURE_ORGANS = [1, 2, 3, 6, 8, 9]
@@ -71,8 +71,8 @@ def make_arms(source_id: int, fraction: float) -> dict[str, int]:
     """Label-fraction datasets of the source: few labels + unlabeled, and the same few labels alone."""
     from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
 
-    from nnunet_mm.data.label_fraction import make_label_fraction_dataset
-    from nnunet_mm.preprocessing.unlabeled import preprocess_unlabeled
+    from nnunet_mm.cmc.label_fraction import make_label_fraction_dataset
+    from nnunet_mm.cmc.unlabeled import preprocess_unlabeled
 
     semi = make_label_fraction_dataset(source_id, fraction, target_id=source_id + 1, overwrite=True)
     supervised = make_label_fraction_dataset(source_id, fraction, target_id=source_id + 2,

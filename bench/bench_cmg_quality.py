@@ -25,7 +25,7 @@ from pathlib import Path
 
 import benchlib
 
-from nnunet_mm.visualize.style import figure_style
+from nnunet_mm.io.figure_style import figure_style
 
 SCENARIOS = {"misregistered": 700, "aligned": 701}
 

@@ -26,7 +26,7 @@ import shutil
 import time
 from pathlib import Path
 
-from nnunet_mm.visualize.style import figure_style
+from nnunet_mm.io.figure_style import figure_style
 
 ATLAS_ID, TARGET_ID, MAS_ID, LEARNED_ID = 741, 742, 743, 744
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import benchlib
 
-from nnunet_mm.visualize.style import figure_style
+from nnunet_mm.io.figure_style import figure_style
 
 DATASET_ID = 740
 DATASET_NAME = f"Dataset{DATASET_ID}_SynthBench"
@@ -97,7 +97,7 @@ class SynthesisTimer:
     def __enter__(self):
         import torch
 
-        from nnunet_mm.training.synth_tumor_trainer import SynthTumorTrainer
+        from nnunet_mm.synthesis.trainer import SynthTumorTrainer
 
         self.original = original = SynthTumorTrainer.insert_synthetic_tumours
         timer = self
@@ -119,7 +119,7 @@ class SynthesisTimer:
         return self
 
     def __exit__(self, *exc) -> None:
-        from nnunet_mm.training.synth_tumor_trainer import SynthTumorTrainer
+        from nnunet_mm.synthesis.trainer import SynthTumorTrainer
 
         SynthTumorTrainer.insert_synthetic_tumours = self.original
 

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from nnunet_mm.visualize.style import figure_style
+from nnunet_mm.io.figure_style import figure_style
 
 DATASET_ID = 599
 CONFIGURATION = "3d_bench"

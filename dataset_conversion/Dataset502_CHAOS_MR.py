@@ -13,7 +13,7 @@ with ``test_source`` / ``--test-source``::
 Without ``InPhase/`` and ``OutPhase/`` folders, the T1-DUAL files directly in ``DICOM_anon`` are split by echo time
 (the longer echo is in phase at 1.5 T). DICOM slices are ordered by position, not by series UID (every anonymised file
 has its own). Ground PNG k (natural name order) lies on the slice of DICOM file k (natural name order) of the
-in-phase series (or of T2-SPIR), see :mod:`nnunet_mm.conversion.chaos`; the summary says how the file names ran in
+in-phase series (or of T2-SPIR), see :mod:`nnunet_mm.dataset_conversion.chaos_layout`; the summary says how the file names ran in
 space. Grey levels become labels by bins: (55, 70] liver 1, (110, 135] right kidney 2, (175, 200] left kidney 3,
 (240, 255] spleen 4 (nnU-Net v1 ``convert_MR_seg``); any other non-zero grey level is an error naming the PNG.
 
@@ -59,7 +59,7 @@ from nnunet_mm.conversion import (CaseRecord, ConversionError, DatasetSummary, a
                                   image_from_array, label_dict, map_cases, prepare_output, raise_if_problems,
                                   register, resample_to_reference, run_converter_cli, source_folder, staged_dataset,
                                   summarize, voxel_counts, write_dataset_json, write_image)
-from nnunet_mm.conversion.chaos import (DICOM_FOLDER, GROUND_FOLDER, MR_LABEL_NAMES, DicomSeries, Patient,
+from nnunet_mm.dataset_conversion.chaos_layout import (DICOM_FOLDER, GROUND_FOLDER, MR_LABEL_NAMES, DicomSeries, Patient,
                                         checked_patients, mr_ground_labels, patient_splits, place_ground, read_ground,
                                         read_series, read_series_folder, required_folder, t1dual_echo_files)
 from nnunet_mm.io import geometry_differences

@@ -41,7 +41,7 @@ import SimpleITK as sitk
 from nnunet_mm.conversion import (CaseRecord, DatasetSummary, add_common_arguments, image_from_array, label_dict,
                                   map_cases, prepare_output, raise_if_problems, run_converter_cli, source_folder,
                                   staged_dataset, summarize, voxel_counts, write_dataset_json, write_image)
-from nnunet_mm.conversion.chaos import (CT_LABEL_NAMES, DICOM_FOLDER, GROUND_FOLDER, MaskOrder, Patient,
+from nnunet_mm.dataset_conversion.chaos_layout import (CT_LABEL_NAMES, DICOM_FOLDER, GROUND_FOLDER, MaskOrder, Patient,
                                         checked_patients, ct_ground_labels, place_ground, read_ground,
                                         read_series_folder, required_folder)
 

@@ -12,13 +12,13 @@ Output ``Dataset507_BraTS2019/``: ``imagesTr/<case>_0000..0003.nii.gz`` = T1, T1
 ``labelsTr/<case>.nii.gz`` with nnU-Net's remap (2→1 edema, 1→2 NCR/NET, 4→3 enhancing); validation cases in
 ``imagesTs``; dataset.json with region training (whole tumor, tumor core, enhancing tumor). Label 3 (BRATS 2015) is
 refused unless ``--legacy-2015``. Everything else, including where the facts come from, is in
-:mod:`nnunet_mm.conversion.brats`.
+:mod:`nnunet_mm.dataset_conversion.brats_layout`.
 """
 from __future__ import annotations
 
 import sys
 
-from nnunet_mm.conversion.brats import BratsRelease
+from nnunet_mm.dataset_conversion.brats_layout import BratsRelease
 
 RELEASE = BratsRelease(year=2019, dataset_id=507, dataset_name="BraTS2019", case_prefix="BraTS19_",
                        training_folder="MICCAI_BraTS_2019_Data_Training",
@@ -26,7 +26,7 @@ RELEASE = BratsRelease(year=2019, dataset_id=507, dataset_name="BraTS2019", case
 DATASET_ID = RELEASE.dataset_id
 DATASET_NAME = RELEASE.dataset_name
 
-# the entry points every converter module has; arguments, errors and options in nnunet_mm.conversion.brats
+# the entry points every converter module has; arguments, errors and options in nnunet_mm.dataset_conversion.brats_layout
 convert_with_summary = RELEASE.convert_with_summary
 convert = RELEASE.convert
 build_parser = RELEASE.build_parser

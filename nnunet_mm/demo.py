@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from nnunet_mm.visualize.style import figure_style
+from nnunet_mm.io.figure_style import figure_style
 
 DATASET_ID = 511
 DATASET_NAME = "Dataset511_MultiPhaseLiver"

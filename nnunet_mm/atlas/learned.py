@@ -38,7 +38,7 @@ import torch
 from torch.nn import functional as F
 
 from nnunet_mm.atlas.networks import BiRegNet, SimNet
-from nnunet_mm.visualize.style import figure_style
+from nnunet_mm.io.figure_style import figure_style
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def train_learned_mas(atlas_dataset: Any, target_dataset: Any, output_dir: Path,
     from tqdm import tqdm
 
     from nnunet_mm.atlas.mas import open_raw_dataset
-    from nnunet_mm.data.settings import MultiModalSettings
+    from nnunet_mm.settings.multimodal import MultiModalSettings
 
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:

@@ -305,7 +305,7 @@ def build_mas_dataset(target_dataset: int | str | Path, atlas_dataset: int | str
     """
     from tqdm import tqdm
 
-    from nnunet_mm.data.settings import MultiModalSettings
+    from nnunet_mm.settings.multimodal import MultiModalSettings
     from nnunet_mm.io.staging import staged_dataset
 
     target, atlases = open_raw_dataset(target_dataset), open_raw_dataset(atlas_dataset)

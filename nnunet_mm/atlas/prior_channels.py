@@ -6,14 +6,14 @@ foreground class (the fused atlas probability of that class, values in [0, 1]). 
 (``nnunetv2/preprocessing/normalization/map_channel_name_to_normalization.py``, key ``'nonorm'``, matched
 case-insensitively) then picks ``NoNormalization``, so the probabilities reach the network unchanged. The
 ``"nnunet_mm"`` block marks them in ``"modalities"`` (``{"1": "atlas_prior:liver", ...}``), which is how
-:class:`nnunet_mm.training.mas_prior_trainer.MASPriorTrainer` finds them.
+:class:`nnunet_mm.atlas.trainer.MASPriorTrainer` finds them.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from nnunet_mm.data.validation import number
+from nnunet_mm.settings.validation import number
 
 PRIOR_CHANNEL_NAME = "noNorm"
 PRIOR_MODALITY_PREFIX = "atlas_prior:"

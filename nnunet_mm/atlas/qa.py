@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_mm.visualize.style import figure_style
+from nnunet_mm.io.figure_style import figure_style
 
 
 def _middle_slice(volume: np.ndarray, index: int) -> np.ndarray:

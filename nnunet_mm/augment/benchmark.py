@@ -8,7 +8,7 @@ import torch
 
 from nnunet_mm.augment.misalignment import random_misalignment
 from nnunet_mm.augment.modality_dropout import random_modality_dropout
-from nnunet_mm.data.settings import MisalignmentSettings, ModalityDropoutSettings
+from nnunet_mm.settings.multimodal import MisalignmentSettings, ModalityDropoutSettings
 
 __all__ = ["benchmark_augmentation"]
 

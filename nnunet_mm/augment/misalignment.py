@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nnunet_mm.data.settings import MisalignmentSettings
+from nnunet_mm.settings.multimodal import MisalignmentSettings
 
 __all__ = [
     "MisalignmentParameters",

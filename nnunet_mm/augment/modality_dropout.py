@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nnunet_mm.data.settings import DROPOUT_MODES, ModalityDropoutSettings
+from nnunet_mm.settings.multimodal import DROPOUT_MODES, ModalityDropoutSettings
 
 __all__ = [
     "ModalityDropoutParameters",

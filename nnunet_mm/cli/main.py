@@ -6,21 +6,27 @@ Sub-commands:
     predict   nnU-Net prediction for cases that lack some input channels
     demo      the whole cycle on a phantom: convert, plan, train, predict, evaluate
     env       show how nnU-Net finds the plugin's trainers (nnUNet_extTrainer) and the nnU-Net paths
+
+Each method package adds its own commands through a ``register(subparsers)`` function in its ``cli`` module
+(:data:`COMMAND_MODULES`): CMG ``plan``, ``phase-labels``, ``cmg-maps``; CMC ``preprocess-unlabeled``,
+``label-fraction``; synthesis ``synth-*``, ``make-normal``, ``keep-tumours-in-liver``; weak ``weak-*``; atlas ``mas*``.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import importlib
 import logging
 import os
 import sys
 from typing import Sequence
 
+from nnunet_mm.cli.common import default_device
 
-# modules of nnunet_mm.cli that add their own sub-commands: each has ``register(subparsers)``, and every parser it
+
+# modules of the method packages that add their own sub-commands: each has ``register(subparsers)``, and every parser it
 # adds sets ``handler`` (``parser.set_defaults(handler=fn)``, ``fn(args) -> int``)
-COMMAND_MODULES: tuple[str, ...] = ("synthesis", "synthesis_models", "weak", "atlas")
+COMMAND_MODULES: tuple[str, ...] = ("nnunet_mm.cmg.cli", "nnunet_mm.cmc.cli", "nnunet_mm.synthesis.cli",
+                                    "nnunet_mm.synthesis.cli_models", "nnunet_mm.weak.cli", "nnunet_mm.atlas.cli")
 
 
 def _parse_channels(text: str) -> list[int]:
@@ -31,14 +37,6 @@ def _parse_channels(text: str) -> list[int]:
     if not channels:
         raise argparse.ArgumentTypeError("expected at least one channel index")
     return channels
-
-
-def _add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
-    """``-d -c -p -np`` of the plugin's post-preprocessing steps."""
-    parser.add_argument("-d", required=True, help="dataset name or id")
-    parser.add_argument("-c", default="3d_fullres", help="configuration [default: %(default)s]")
-    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
-    parser.add_argument("-np", type=int, default=1, help="processes [default: 1]")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -90,155 +88,10 @@ def _build_parser() -> argparse.ArgumentParser:
                           description="Arguments after 'demo' go to nnunet_mm.demo.")
     demo.add_argument("args", nargs=argparse.REMAINDER)
 
-    plan = sub.add_parser(
-        "plan", help="plan a dataset with a plugin planner (nnU-Net's -pl only searches nnU-Net itself)",
-        description="Extract the fingerprint if missing, plan with a plugin planner and preprocess what the plans "
-                    "need that does not exist yet. Then train with '-p <plans name>'.")
-    plan.add_argument("-d", required=True, type=int, help="dataset id")
-    plan.add_argument("-pl", default="CMGPlanner", choices=("CMGPlanner",), help="planner [default: %(default)s]")
-    plan.add_argument("-gpu_memory_target", type=float, default=None,
-                      help="GPU memory (GB) to size patch and batch for [default: the planner's, 8]")
-    plan.add_argument("-c", nargs="+", default=["2d", "3d_fullres"], help="configurations to preprocess "
-                      "[default: 2d 3d_fullres]")
-    plan.add_argument("-np", type=int, default=2, help="processes for fingerprint and preprocessing [default: 2]")
-
-    phases = sub.add_parser(
-        "phase-labels", help="add a '<configuration>_phases' configuration with per-phase labels (e.g. MPTH)",
-        description="After nnUNetv2_plan_and_preprocess: preprocess the dataset's per-phase labels (the folder named "
-                    "by 'phase_labels_dir' in dataset.json) as extra segmentation channels of a new configuration "
-                    "'<c>_phases'. Train it with e.g. 'nnUNetv2_train 501 3d_fullres_phases 0 -tr CMGTrainer'.")
-    _add_preprocessing_arguments(phases)
-
-    unlabeled = sub.add_parser(
-        "preprocess-unlabeled", help="preprocess the unlabeled cases (imagesUnl) for semi-supervised trainers",
-        description="After nnUNetv2_plan_and_preprocess: preprocess the images in the folder named by "
-                    "'unlabeled_dir' in dataset.json (default imagesUnl) with the configuration's plans into "
-                    "<data_identifier>_unlabeled. The labeled data are untouched.")
-    _add_preprocessing_arguments(unlabeled)
-
-    fraction = sub.add_parser(
-        "label-fraction", help="new raw dataset keeping only a fraction of the labels (rest in imagesUnl)",
-        description="Write a new raw dataset from a fully labeled one: FRACTION of the training cases keep their "
-                    "labels (per modality when dataset.json has per_case_modality), the others move to imagesUnl "
-                    "(their labels to labelsUnl_heldout, for evaluation only); splits over the labeled cases.")
-    fraction.add_argument("-d", required=True, help="source dataset name or id")
-    fraction.add_argument("--fraction", type=float, required=True, help="share of labeled cases, in (0, 1)")
-    fraction.add_argument("--target-id", type=int, required=True, help="id of the new dataset")
-    fraction.add_argument("--target-name", default=None, help="default: <source name>_labeled<percent>pct")
-    fraction.add_argument("--seed", type=int, default=0, help="seed of the case draw [default: 0]")
-    fraction.add_argument("--output-root", default=None, help="default: $nnUNet_raw")
-    fraction.add_argument("--overwrite", action="store_true", help="replace an existing target dataset")
-
-    maps = sub.add_parser("cmg-maps", help="save a CMG model's guidance maps and predictions of one case as PNG")
-    maps.add_argument("-i", required=True, help="folder with the case's CASE_XXXX<file_ending> files")
-    maps.add_argument("--case", required=True, help="case identifier (CASE)")
-    maps.add_argument("-o", required=True, help="output PNG")
-    maps_model = maps.add_mutually_exclusive_group(required=True)
-    maps_model.add_argument("-d", help="dataset name or id (with -tr, -p, -c)")
-    maps_model.add_argument("-m", "--model_folder", help="model folder (instead of -d/-tr/-p/-c)")
-    maps.add_argument("-tr", default="CMGTrainer", help="trainer [default: %(default)s]")
-    maps.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
-    maps.add_argument("-c", default="3d_fullres", help="configuration [default: %(default)s]")
-    maps.add_argument("-f", default="0", help="fold [default: 0]")
-    maps.add_argument("-chk", default="checkpoint_final.pth")
-    maps.add_argument("--class_index", type=int, default=None, help="class to show [default: the highest label]")
-    maps.add_argument("-device", default=None, choices=("cuda", "cpu", "mps"))
-
     sub.add_parser("env", help="show trainer discovery (nnUNet_extTrainer) and the nnU-Net paths")
     for module_name in COMMAND_MODULES:
-        importlib.import_module(f"nnunet_mm.cli.{module_name}").register(sub)
+        importlib.import_module(module_name).register(sub)
     return parser
-
-
-def _run_cmg_maps(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from nnunet_mm.inference.missing_channels import find_case_channel_files
-    from nnunet_mm.visualize.cmg_maps import save_guidance_figure
-
-    if args.model_folder:
-        model_folder = Path(args.model_folder)
-    else:
-        from nnunetv2.paths import nnUNet_results
-        from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-        model_folder = (Path(nnUNet_results) / maybe_convert_to_dataset_name(args.d) /
-                        f"{args.tr}__{args.p}__{args.c}")
-    dataset_json = json.loads((model_folder / "dataset.json").read_text())
-    files = find_case_channel_files(Path(args.i), dataset_json["file_ending"],
-                                    len(dataset_json["channel_names"])).get(args.case)
-    if not files:
-        print(f"nnunet_mm cmg-maps: no files {args.case}_XXXX{dataset_json['file_ending']} in {args.i}",
-              file=sys.stderr)
-        return 1
-    missing = [c for c in range(len(dataset_json["channel_names"])) if c not in files]
-    if missing:
-        print(f"nnunet_mm cmg-maps: {args.i}: case {args.case} lacks channel(s) {missing}", file=sys.stderr)
-        return 1
-    fold = args.f if args.f == "all" else int(args.f)
-    device = args.device or ("cuda" if _cuda_available() else "cpu")
-    png = save_guidance_figure(model_folder, [files[c] for c in sorted(files)], Path(args.o), fold=fold,
-                               checkpoint=args.chk, device=device, class_index=args.class_index)
-    print(f"wrote {png}")
-    return 0
-
-
-def _run_label_fraction(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from nnunet_mm.data.label_fraction import make_label_fraction_dataset
-    try:
-        target = make_label_fraction_dataset(args.d, args.fraction, target_id=args.target_id,
-                                             target_name=args.target_name, seed=args.seed,
-                                             output_root=Path(args.output_root) if args.output_root else None,
-                                             overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {target}; next: nnUNetv2_plan_and_preprocess -d {args.target_id} && "
-          f"nnunet_mm preprocess-unlabeled -d {args.target_id} -c 3d_fullres")
-    return 0
-
-
-def _run_plan(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
-
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprint_dataset,
-                                                                       plan_experiment_dataset, preprocess_dataset)
-    from nnunetv2.paths import nnUNet_preprocessed
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    from nnunet_mm.planners.cmg_planner import CMGPlanner
-
-    dataset_name = maybe_convert_to_dataset_name(args.d)
-    folder = Path(nnUNet_preprocessed) / dataset_name
-    if not (folder / "dataset_fingerprint.json").is_file():
-        extract_fingerprint_dataset(args.d, num_processes=args.np, check_dataset_integrity=True)
-    _, plans_name = plan_experiment_dataset(args.d, {"CMGPlanner": CMGPlanner}[args.pl],
-                                            gpu_memory_target_in_gb=args.gpu_memory_target)
-    plans = PlansManager(str(folder / f"{plans_name}.json"))
-    missing = [c for c in args.c if c in plans.available_configurations
-               and not (folder / plans.get_configuration(c).data_identifier).is_dir()]
-    if missing:
-        preprocess_dataset(args.d, plans_name, configurations=tuple(missing),
-                           num_processes=tuple([args.np] * len(missing)))
-    for configuration in args.c:
-        if configuration in plans.available_configurations:
-            cm = plans.get_configuration(configuration)
-            print(f"{configuration}: patch {cm.patch_size}, batch {cm.batch_size}, features "
-                  f"{cm.network_arch_init_kwargs['features_per_stage']}")
-    print(f"wrote {folder / (plans_name + '.json')}; train with: nnUNetv2_train {args.d} 3d_fullres 0 "
-          f"-tr CMGTrainer -p {plans_name}{os.linesep}", end="")
-    return 0
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -260,7 +113,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     folds = [f if f == "all" else int(f) for f in args.f]
     report = predict_with_missing_channels(
         Path(args.i), Path(args.o), model_folder, folds=folds, checkpoint_name=args.chk, available=args.available,
-        device=torch.device(args.device or ("cuda" if _cuda_available() else "cpu")), tile_step_size=args.step_size, use_mirroring=not args.disable_tta,
+        device=torch.device(args.device or default_device()), tile_step_size=args.step_size,
+        use_mirroring=not args.disable_tta,
         save_probabilities=args.save_probabilities, num_processes_export=args.nps,
         allow_tqdm=not args.disable_progress_bar)
     filled = {case: r["filled"] for case, r in report.items() if r["filled"]}
@@ -331,22 +185,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_predict(args)
     if args.command == "env":
         return _run_env()
-    if args.command == "plan":
-        return _run_plan(args)
-    if args.command == "cmg-maps":
-        return _run_cmg_maps(args)
-    if args.command == "preprocess-unlabeled":
-        from nnunet_mm.preprocessing.unlabeled import preprocess_unlabeled
-        folder = preprocess_unlabeled(args.d, args.c, args.p, args.np)
-        print(f"preprocessed unlabeled cases into {folder}")
-        return 0
-    if args.command == "label-fraction":
-        return _run_label_fraction(args)
-    if args.command == "phase-labels":
-        from nnunet_mm.preprocessing.phase_labels import add_phase_label_configuration
-        name = add_phase_label_configuration(args.d, args.c, args.p, args.np)
-        print(f"added configuration {name}; train with: nnUNetv2_train {args.d} {name} 0 -tr CMGTrainer")
-        return 0
     raise AssertionError(f"unhandled command {args.command}")  # argparse restricts the choices
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from nnunet_mm.augment import fill_missing_channels
-from nnunet_mm.data.settings import MultiModalSettings
+from nnunet_mm.settings.multimodal import MultiModalSettings
 
 logger = logging.getLogger(__name__)
 REPORT_NAME = "missing_channels.json"

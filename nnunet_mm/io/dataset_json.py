@@ -47,7 +47,7 @@ def write_dataset_json(out_dir: Path, *, channel_names: Mapping[int | str, str] 
         file_ending: e.g. ``".nii.gz"``.
         dataset_name: stored as ``"name"``.
         nnunet_mm_block: the plugin's settings, stored under ``"nnunet_mm"`` (validated with
-            :class:`nnunet_mm.data.MultiModalSettings` first, so a typo fails here and not at training time).
+            :class:`nnunet_mm.settings.multimodal.MultiModalSettings` first, so a typo fails here and not at training time).
         **extra: more ``generate_dataset_json`` arguments or extra top-level keys (``description``, ``reference``,
             ``license``, ``converted_by``, ...).
 
@@ -63,7 +63,7 @@ def write_dataset_json(out_dir: Path, *, channel_names: Mapping[int | str, str] 
     if num_training < 1:
         raise ValueError(f"num_training must be >= 1, got {num_training}; nnU-Net needs labelled cases.")
     if nnunet_mm_block is not None:
-        from nnunet_mm.data.settings import BLOCK_KEY, MultiModalSettings
+        from nnunet_mm.settings.multimodal import BLOCK_KEY, MultiModalSettings
 
         MultiModalSettings.from_dataset_json({"channel_names": channels, BLOCK_KEY: nnunet_mm_block},
                                              source=str(out_dir / "dataset.json"))

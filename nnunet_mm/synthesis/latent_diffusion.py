@@ -44,7 +44,7 @@ from nnunet_mm.synthesis import model_checkpoints as ckpt
 from nnunet_mm.synthesis.autoencoder import AutoencoderConfig, build_autoencoder, load_autoencoder
 from nnunet_mm.synthesis.base import blending_rim, check_synthesizer_inputs
 from nnunet_mm.synthesis.model_data import PreprocessedCrops
-from nnunet_mm.visualize.style import figure_style
+from nnunet_mm.io.figure_style import figure_style
 
 WEIGHTS_NAME = "denoiser"
 AUTOENCODER_WEIGHTS_NAME = "autoencoder"

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import torch
 
-from nnunet_mm.visualize.style import figure_style
+from nnunet_mm.io.figure_style import figure_style
 
 CHECKPOINT_NAME = "checkpoint_latest.pt"
 CONFIG_NAME = "config.json"

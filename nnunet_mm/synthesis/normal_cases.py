@@ -32,7 +32,7 @@ from nnunet_mm.io.staging import staged_dataset
 from nnunet_mm.synthesis.masks import removal_mask
 from nnunet_mm.synthesis.model_data import (from_unit, intensity_window, raw_training_cases, read_dataset_json,
                                             to_unit)
-from nnunet_mm.visualize.style import figure_style
+from nnunet_mm.io.figure_style import figure_style
 
 logger = logging.getLogger(__name__)
 

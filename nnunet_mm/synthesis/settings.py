@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nnunet_mm.data.validation import check_keys, number
+from nnunet_mm.settings.validation import check_keys, number
 from nnunet_mm.synthesis.masks import DEFAULT_SIZE_CLASSES, TumourMaskSettings, TumourSizeClass
 
 SYNTHESIZERS = ("handcrafted", "diffusion")

@@ -38,7 +38,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_mm.augment import (MisalignmentParameters, ModalityDropoutParameters, apply_misalignment,
                                apply_modality_dropout, sample_misalignment, sample_modality_dropout)
-from nnunet_mm.data.settings import MultiModalSettings
+from nnunet_mm.settings.multimodal import MultiModalSettings
 
 RANK_SEED_STRIDE = 1_000_003  # distinct, far-apart seeds per DDP rank
 
@@ -95,7 +95,7 @@ def resize_label(label: torch.Tensor, shape) -> torch.Tensor:
 
 
 def reference_target(target: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
-    """Segmentation channel 0 only: configurations made by :mod:`nnunet_mm.preprocessing.phase_labels` carry one
+    """Segmentation channel 0 only: configurations made by :mod:`nnunet_mm.cmg.phase_labels` carry one
     extra seg channel per non-reference phase, which nnU-Net's loss must not see."""
     if isinstance(target, list):
         return [t[:, :1] if t.shape[1] > 1 else t for t in target]

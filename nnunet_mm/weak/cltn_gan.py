@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nnunet_mm.visualize.style import figure_style
+from nnunet_mm.io.figure_style import figure_style
 from nnunet_mm.weak.cltn_losses import (CLTNLossWeights, cam_classification, discriminator_terms,
                                         generator_adversarial_terms, loss_weights_preset)
 from nnunet_mm.weak.cltn_networks import CLTNDiscriminator, CLTNGenerator

@@ -29,7 +29,7 @@ from skimage.segmentation import watershed
 from skimage.transform import resize
 
 from nnunet_mm.io.staging import staged_dataset
-from nnunet_mm.visualize.style import figure_style
+from nnunet_mm.io.figure_style import figure_style
 from nnunet_mm.weak.cltn_gan import load_generator
 from nnunet_mm.weak.image_labels import DISEASED, NORMAL, read_image_labels
 from nnunet_mm.weak.weak_images import WeakImage, case_channel_files, load_weak_images

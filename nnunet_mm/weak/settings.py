@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nnunet_mm.data.validation import check_keys, number
+from nnunet_mm.settings.validation import check_keys, number
 
 BLOCK_KEY = "weak_supervision"
 

@@ -14,7 +14,7 @@ from nnunet_mm.augment import (
     sample_misalignment,
 )
 from nnunet_mm.augment.benchmark import benchmark_augmentation
-from nnunet_mm.data.settings import MisalignmentSettings
+from nnunet_mm.settings.multimodal import MisalignmentSettings
 
 SPACING_3D = (3.0, 1.5, 1.5)
 SHAPE_3D = (2, 3, 24, 32, 32)

@@ -12,7 +12,7 @@ from nnunet_mm.augment import (
     random_modality_dropout,
     sample_modality_dropout,
 )
-from nnunet_mm.data.settings import ModalityDropoutSettings
+from nnunet_mm.settings.multimodal import ModalityDropoutSettings
 
 SHAPE_3D = (2, 3, 24, 32, 32)
 SHAPE_2D = (2, 3, 48, 48)

@@ -14,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 from layout_unpaired import CORONAL_DIRECTION, amos_label, ct_image, mr_image, write_amos
 
-from nnunet_mm.data.settings import MultiModalSettings
+from nnunet_mm.settings.multimodal import MultiModalSettings
 from nnunet_mm.dataset_conversion.Dataset504_AMOS import LABEL_NAMES, ConversionError, convert, main
 
 DATASET = "Dataset504_AMOS"

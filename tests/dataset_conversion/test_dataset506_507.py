@@ -1,4 +1,4 @@
-"""Dataset506_BraTS2018 / Dataset507_BraTS2019 and nnunet_mm.conversion.brats on tiny fixtures in the official
+"""Dataset506_BraTS2018 / Dataset507_BraTS2019 and nnunet_mm.dataset_conversion.brats_layout on tiny fixtures in the official
 layouts (layout_brats_isic.py) and on the real BRATS 2015 sample cases arranged in the BraTS 2018 naming."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from layout_brats_isic import (REAL_BRATS, arrange_real_brats, brats_grid, write_brats_case, write_brats_training,
                                write_brats_validation)
 
-from nnunet_mm.conversion import brats
+from nnunet_mm.dataset_conversion import brats_layout as brats
 from nnunet_mm.conversion.errors import ConversionError
 from nnunet_mm.dataset_conversion.Dataset506_BraTS2018 import convert, main
 from nnunet_mm.io import same_geometry

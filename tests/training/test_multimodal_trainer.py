@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import torch
 
-from nnunet_mm.data.settings import MultiModalSettings
+from nnunet_mm.settings.multimodal import MultiModalSettings
 from nnunet_mm.training.multimodal_trainer import MultiModalTrainer
 
 

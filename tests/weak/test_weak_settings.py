@@ -1,7 +1,7 @@
 """WeakLabelTrainer's settings from the dataset.json block."""
 import pytest
 
-from nnunet_mm.data.settings import MultiModalSettings
+from nnunet_mm.settings.multimodal import MultiModalSettings
 from nnunet_mm.weak.settings import WeakTrainingSettings
 
 

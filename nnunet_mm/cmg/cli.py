@@ -1,0 +1,122 @@
+"""The CMG commands of ``nnunet_mm``: ``plan`` (CMGPlanner), ``phase-labels``, ``cmg-maps``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from nnunet_mm.cli.common import add_preprocessing_arguments, default_device
+
+
+def register(subparsers) -> None:
+    """Add the CMG sub-commands to ``nnunet_mm``'s parser."""
+    plan = subparsers.add_parser(
+        "plan", help="plan a dataset with a plugin planner (nnU-Net's -pl only searches nnU-Net itself)",
+        description="Extract the fingerprint if missing, plan with a plugin planner and preprocess what the plans "
+                    "need that does not exist yet. Then train with '-p <plans name>'.")
+    plan.add_argument("-d", required=True, type=int, help="dataset id")
+    plan.add_argument("-pl", default="CMGPlanner", choices=("CMGPlanner",), help="planner [default: %(default)s]")
+    plan.add_argument("-gpu_memory_target", type=float, default=None,
+                      help="GPU memory (GB) to size patch and batch for [default: the planner's, 8]")
+    plan.add_argument("-c", nargs="+", default=["2d", "3d_fullres"], help="configurations to preprocess "
+                      "[default: 2d 3d_fullres]")
+    plan.add_argument("-np", type=int, default=2, help="processes for fingerprint and preprocessing [default: 2]")
+    plan.set_defaults(handler=_run_plan)
+
+    phases = subparsers.add_parser(
+        "phase-labels", help="add a '<configuration>_phases' configuration with per-phase labels (e.g. MPTH)",
+        description="After nnUNetv2_plan_and_preprocess: preprocess the dataset's per-phase labels (the folder named "
+                    "by 'phase_labels_dir' in dataset.json) as extra segmentation channels of a new configuration "
+                    "'<c>_phases'. Train it with e.g. 'nnUNetv2_train 501 3d_fullres_phases 0 -tr CMGTrainer'.")
+    add_preprocessing_arguments(phases)
+    phases.set_defaults(handler=_run_phase_labels)
+
+    maps = subparsers.add_parser("cmg-maps", help="save a CMG model's guidance maps and predictions of one case as PNG")
+    maps.add_argument("-i", required=True, help="folder with the case's CASE_XXXX<file_ending> files")
+    maps.add_argument("--case", required=True, help="case identifier (CASE)")
+    maps.add_argument("-o", required=True, help="output PNG")
+    maps_model = maps.add_mutually_exclusive_group(required=True)
+    maps_model.add_argument("-d", help="dataset name or id (with -tr, -p, -c)")
+    maps_model.add_argument("-m", "--model_folder", help="model folder (instead of -d/-tr/-p/-c)")
+    maps.add_argument("-tr", default="CMGTrainer", help="trainer [default: %(default)s]")
+    maps.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
+    maps.add_argument("-c", default="3d_fullres", help="configuration [default: %(default)s]")
+    maps.add_argument("-f", default="0", help="fold [default: 0]")
+    maps.add_argument("-chk", default="checkpoint_final.pth")
+    maps.add_argument("--class_index", type=int, default=None, help="class to show [default: the highest label]")
+    maps.add_argument("-device", default=None, choices=("cuda", "cpu", "mps"))
+    maps.set_defaults(handler=_run_cmg_maps)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprint_dataset,
+                                                                       plan_experiment_dataset, preprocess_dataset)
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_mm.cmg.planner import CMGPlanner
+
+    dataset_name = maybe_convert_to_dataset_name(args.d)
+    folder = Path(nnUNet_preprocessed) / dataset_name
+    if not (folder / "dataset_fingerprint.json").is_file():
+        extract_fingerprint_dataset(args.d, num_processes=args.np, check_dataset_integrity=True)
+    _, plans_name = plan_experiment_dataset(args.d, {"CMGPlanner": CMGPlanner}[args.pl],
+                                            gpu_memory_target_in_gb=args.gpu_memory_target)
+    plans = PlansManager(str(folder / f"{plans_name}.json"))
+    missing = [c for c in args.c if c in plans.available_configurations
+               and not (folder / plans.get_configuration(c).data_identifier).is_dir()]
+    if missing:
+        preprocess_dataset(args.d, plans_name, configurations=tuple(missing),
+                           num_processes=tuple([args.np] * len(missing)))
+    for configuration in args.c:
+        if configuration in plans.available_configurations:
+            cm = plans.get_configuration(configuration)
+            print(f"{configuration}: patch {cm.patch_size}, batch {cm.batch_size}, features "
+                  f"{cm.network_arch_init_kwargs['features_per_stage']}")
+    print(f"wrote {folder / (plans_name + '.json')}; train with: nnUNetv2_train {args.d} 3d_fullres 0 "
+          f"-tr CMGTrainer -p {plans_name}{os.linesep}", end="")
+    return 0
+
+
+def _run_phase_labels(args: argparse.Namespace) -> int:
+    from nnunet_mm.cmg.phase_labels import add_phase_label_configuration
+
+    name = add_phase_label_configuration(args.d, args.c, args.p, args.np)
+    print(f"added configuration {name}; train with: nnUNetv2_train {args.d} {name} 0 -tr CMGTrainer")
+    return 0
+
+
+def _run_cmg_maps(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nnunet_mm.inference.missing_channels import find_case_channel_files
+    from nnunet_mm.cmg.guidance_maps import save_guidance_figure
+
+    if args.model_folder:
+        model_folder = Path(args.model_folder)
+    else:
+        from nnunetv2.paths import nnUNet_results
+        from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+        model_folder = (Path(nnUNet_results) / maybe_convert_to_dataset_name(args.d) /
+                        f"{args.tr}__{args.p}__{args.c}")
+    dataset_json = json.loads((model_folder / "dataset.json").read_text())
+    files = find_case_channel_files(Path(args.i), dataset_json["file_ending"],
+                                    len(dataset_json["channel_names"])).get(args.case)
+    if not files:
+        print(f"nnunet_mm cmg-maps: no files {args.case}_XXXX{dataset_json['file_ending']} in {args.i}",
+              file=sys.stderr)
+        return 1
+    missing = [c for c in range(len(dataset_json["channel_names"])) if c not in files]
+    if missing:
+        print(f"nnunet_mm cmg-maps: {args.i}: case {args.case} lacks channel(s) {missing}", file=sys.stderr)
+        return 1
+    fold = args.f if args.f == "all" else int(args.f)
+    device = args.device or default_device()
+    png = save_guidance_figure(model_folder, [files[c] for c in sorted(files)], Path(args.o), fold=fold,
+                               checkpoint=args.chk, device=device, class_index=args.class_index)
+    print(f"wrote {png}")
+    return 0

@@ -1,0 +1,1 @@
+"""Network helpers shared by the methods' networks: sizes from nnU-Net plans, small conv blocks."""

@@ -1,1 +1,0 @@
-"""Preprocessing steps that nnU-Net does not have (they run after ``nnUNetv2_plan_and_preprocess``)."""

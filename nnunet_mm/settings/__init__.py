@@ -1,0 +1,1 @@
+"""The ``"nnunet_mm"`` block of dataset.json."""

@@ -1,0 +1,229 @@
+"""The ``"nnunet_mm"`` block of dataset.json: typed, validated plugin settings with defaults.
+
+nnU-Net keeps unknown top-level keys of dataset.json: the planner copies the file to the preprocessed folder, the
+trainer holds it as ``self.dataset_json`` and saves it next to the checkpoints, and the predictor reads that copy.
+So everything a trainer or our predict command must know about the data travels in one place::
+
+    "nnunet_mm": {
+        "reference_channel": 0,
+        "phase_names": ["pv", "art", "del", "nc"],
+        "misalignment": {"probability": 0.5, "max_translation_mm": [8, 3, 3], "max_rotation_deg": 2,
+                         "elastic_std_mm": 3, "elastic_control_points": 4},
+        "modality_dropout": {"probability": 0.1, "mode": "duplicate"},
+        "seed": null
+    }
+
+Every key is optional. Unknown keys are refused with the list of known ones, so a typo does not silently fall back
+to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from nnunet_mm.settings.validation import check_keys
+
+BLOCK_KEY = "nnunet_mm"
+DROPOUT_MODES = ("duplicate", "zeros")
+
+
+def _probability(value: Any, where: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be a number in [0, 1], got {value!r}.") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{where} must be in [0, 1], got {value}.")
+    return value
+
+
+def _non_negative(value: Any, where: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be a non-negative number, got {value!r}.") from None
+    if value < 0:
+        raise ValueError(f"{where} must be >= 0, got {value}.")
+    return value
+
+
+@dataclass(frozen=True)
+class MisalignmentSettings:
+    """Random per-channel registration error applied to every non-reference channel during training.
+
+    Attributes:
+        probability: chance that a given non-reference channel of a given sample is moved at all.
+        max_translation_mm: largest rigid offset per spatial axis of the preprocessed arrays (nnU-Net's transposed
+            axis order; for axial CT that is z, y, x). Offsets are drawn uniformly in ``[-max, max]``. A 2D
+            configuration uses the last two values.
+        max_rotation_deg: largest rotation angle (uniform in ``[-max, max]``) about each rotation axis.
+        elastic_std_mm: standard deviation of the smooth displacement at the control points.
+        elastic_control_points: control points per axis of the coarse displacement grid (>= 2).
+    """
+
+    probability: float = 0.5
+    max_translation_mm: tuple[float, ...] = (8.0, 3.0, 3.0)
+    max_rotation_deg: float = 2.0
+    elastic_std_mm: float = 3.0
+    elastic_control_points: int = 4
+
+    @property
+    def enabled(self) -> bool:
+        """True if this setting can move anything."""
+        moves = any(t > 0 for t in self.max_translation_mm) or self.max_rotation_deg > 0 or self.elastic_std_mm > 0
+        return self.probability > 0 and moves
+
+    @classmethod
+    def from_dict(cls, block: Mapping[str, Any], where: str = "misalignment") -> "MisalignmentSettings":
+        """Validated settings from a JSON object; missing keys keep their defaults."""
+        if not isinstance(block, Mapping):
+            raise ValueError(f"{where} must be an object, got {type(block).__name__}.")
+        check_keys(block, [f.name for f in dataclasses.fields(cls)], where)
+        values: dict[str, Any] = {}
+        if "probability" in block:
+            values["probability"] = _probability(block["probability"], f"{where}.probability")
+        if "max_translation_mm" in block:
+            raw = block["max_translation_mm"]
+            if isinstance(raw, (int, float)):
+                raw = [raw] * 3
+            if not isinstance(raw, (list, tuple)) or len(raw) not in (2, 3):
+                raise ValueError(f"{where}.max_translation_mm must be a number or a list of 2 or 3 numbers, "
+                                 f"got {raw!r}.")
+            values["max_translation_mm"] = tuple(
+                _non_negative(v, f"{where}.max_translation_mm[{i}]") for i, v in enumerate(raw))
+        for name in ("max_rotation_deg", "elastic_std_mm"):
+            if name in block:
+                values[name] = _non_negative(block[name], f"{where}.{name}")
+        if "elastic_control_points" in block:
+            points = block["elastic_control_points"]
+            if not isinstance(points, int) or isinstance(points, bool) or points < 2:
+                raise ValueError(f"{where}.elastic_control_points must be an integer >= 2, got {points!r}.")
+            values["elastic_control_points"] = points
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ModalityDropoutSettings:
+    """Random replacement of non-reference channels during training, so the model copes with missing ones.
+
+    Attributes:
+        probability: chance that a given non-reference channel of a given sample is dropped.
+        mode: ``"duplicate"`` replaces it with a copy of a present channel (Diff4MMLiTS fills missing phases this
+            way), ``"zeros"`` with zeros (the mean intensity after nnU-Net's normalisation).
+    """
+
+    probability: float = 0.1
+    mode: str = "duplicate"
+
+    @property
+    def enabled(self) -> bool:
+        return self.probability > 0
+
+    @classmethod
+    def from_dict(cls, block: Mapping[str, Any], where: str = "modality_dropout") -> "ModalityDropoutSettings":
+        """Validated settings from a JSON object; missing keys keep their defaults."""
+        if not isinstance(block, Mapping):
+            raise ValueError(f"{where} must be an object, got {type(block).__name__}.")
+        check_keys(block, [f.name for f in dataclasses.fields(cls)], where)
+        values: dict[str, Any] = {}
+        if "probability" in block:
+            values["probability"] = _probability(block["probability"], f"{where}.probability")
+        if "mode" in block:
+            if block["mode"] not in DROPOUT_MODES:
+                raise ValueError(f"{where}.mode must be one of {list(DROPOUT_MODES)}, got {block['mode']!r}.")
+            values["mode"] = block["mode"]
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class MultiModalSettings:
+    """Everything the plugin reads from the ``"nnunet_mm"`` block of one dataset.json.
+
+    Attributes:
+        num_channels: number of input channels (``len(channel_names)``).
+        reference_channel: the channel the label belongs to; it is never moved or dropped, and prediction
+            refuses to run without it.
+        phase_names: optional human-readable name per channel (e.g. ``["pv", "art"]``), for messages and figures.
+        misalignment: see :class:`MisalignmentSettings`.
+        modality_dropout: see :class:`ModalityDropoutSettings`.
+        seed: base seed of the trainer's augmentation generator (offset by the DDP rank); None draws a fresh one.
+        extra: other keys of the block, left to later features (e.g. ``unlabeled_dir``) to validate.
+    """
+
+    num_channels: int = 1
+    reference_channel: int = 0
+    phase_names: tuple[str, ...] | None = None
+    misalignment: MisalignmentSettings = field(default_factory=MisalignmentSettings)
+    modality_dropout: ModalityDropoutSettings = field(default_factory=ModalityDropoutSettings)
+    seed: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    KNOWN_KEYS = ("reference_channel", "phase_names", "misalignment", "modality_dropout", "seed")
+    # keys that other parts of the plugin own; accepted here and passed through in ``extra``
+    PASSTHROUGH_KEYS = ("modalities", "per_case_modality", "source", "registration", "unlabeled_dir",
+                        "phase_labels_dir", "converter", "notes", "image_labels", "synthesis",
+                        "weak_supervision", "prior_dropout")
+
+    def channel_name(self, channel: int) -> str:
+        """``"1 (art)"`` when phase names are known, else ``"1"``."""
+        if self.phase_names is not None and channel < len(self.phase_names):
+            return f"{channel} ({self.phase_names[channel]})"
+        return str(channel)
+
+    @classmethod
+    def from_dataset_json(cls, dataset_json: Mapping[str, Any], source: str = "dataset.json") -> "MultiModalSettings":
+        """Parse and validate the block; a dataset.json without it gets the defaults.
+
+        Raises:
+            KeyError: an unknown key in the block (the message lists the known ones).
+            ValueError: a value of the wrong type or out of range, naming ``source`` and the key.
+        """
+        channel_names = dataset_json.get("channel_names", dataset_json.get("modality"))
+        if not isinstance(channel_names, Mapping) or not channel_names:
+            raise ValueError(f"{source}: 'channel_names' is missing or empty.")
+        num_channels = len(channel_names)
+        block = dataset_json.get(BLOCK_KEY, {}) or {}
+        where = f"{source}: '{BLOCK_KEY}'"
+        if not isinstance(block, Mapping):
+            raise ValueError(f"{where} must be an object, got {type(block).__name__}.")
+        check_keys(block, list(cls.KNOWN_KEYS) + list(cls.PASSTHROUGH_KEYS), where)
+
+        reference = block.get("reference_channel", 0)
+        if not isinstance(reference, int) or isinstance(reference, bool) or not 0 <= reference < num_channels:
+            raise ValueError(f"{where}.reference_channel must be an integer in [0, {num_channels - 1}] "
+                             f"(dataset has {num_channels} channels), got {reference!r}.")
+        phase_names = block.get("phase_names")
+        if phase_names is not None:
+            if (not isinstance(phase_names, (list, tuple)) or len(phase_names) != num_channels
+                    or not all(isinstance(p, str) for p in phase_names)):
+                raise ValueError(f"{where}.phase_names must be a list of {num_channels} strings (one per channel), "
+                                 f"got {phase_names!r}.")
+            phase_names = tuple(phase_names)
+        seed = block.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ValueError(f"{where}.seed must be an integer or null, got {seed!r}.")
+        return cls(
+            num_channels=num_channels,
+            reference_channel=reference,
+            phase_names=phase_names,
+            misalignment=MisalignmentSettings.from_dict(block.get("misalignment", {}), f"{where}.misalignment"),
+            modality_dropout=ModalityDropoutSettings.from_dict(block.get("modality_dropout", {}),
+                                                               f"{where}.modality_dropout"),
+            seed=seed,
+            extra={k: v for k, v in block.items() if k in cls.PASSTHROUGH_KEYS},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The block as written to dataset.json (round-trips through :meth:`from_dataset_json`)."""
+        block: dict[str, Any] = {
+            "reference_channel": self.reference_channel,
+            "misalignment": dataclasses.asdict(self.misalignment),
+            "modality_dropout": dataclasses.asdict(self.modality_dropout),
+            "seed": self.seed,
+        }
+        block["misalignment"]["max_translation_mm"] = list(self.misalignment.max_translation_mm)
+        if self.phase_names is not None:
+            block["phase_names"] = list(self.phase_names)
+        block.update(self.extra)
+        return block

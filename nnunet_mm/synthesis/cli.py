@@ -1,0 +1,234 @@
+"""Commands of the synthetic-tumour pipeline (Diff4MMLiTS, paper 002), part A.
+
+    synth-stats             fit the real tumour-vs-liver statistics per phase (handcrafted synthesizer)
+    synth-preview           PNG grid of synthetic tumours next to real ones, per phase
+    keep-tumours-in-liver   post-process predicted segmentations: drop tumour components outside the liver
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    """Add the sub-commands of this module to ``nnunet_mm``'s parser."""
+    stats = subparsers.add_parser(
+        "synth-stats", help="fit per-phase tumour-vs-liver statistics for the handcrafted tumour synthesizer",
+        description="After nnUNetv2_plan_and_preprocess: measure, for every real tumour of the preprocessed "
+                    "training cases and every phase, the tumour-minus-liver contrast and the texture in nnU-Net's "
+                    "normalised space, and store them in <preprocessed>/<dataset>/nnunet_mm_synthesis/"
+                    "tumour_contrast_<data_identifier>.json, where SynthTumorTrainer reads them.")
+    _add_dataset_arguments(stats)
+    stats.add_argument("--fold", default=None,
+                       help="use only this fold's training cases (splits_final.json) [default: all cases]")
+    stats.add_argument("-o", "--output", default=None, help="output JSON [default: beside the preprocessed data]")
+    stats.add_argument("--overwrite", action="store_true", help="replace an existing statistics file")
+    stats.set_defaults(handler=run_synth_stats)
+
+    preview = subparsers.add_parser(
+        "synth-preview", help="PNG grid of synthetic tumours next to real ones, one column per phase",
+        description="Paint synthetic tumours into the healthy liver of preprocessed cases with the dataset's "
+                    "synthesizer settings and show them beside real tumours.")
+    _add_dataset_arguments(preview)
+    preview.add_argument("-o", "--output", required=True, help="output PNG")
+    preview.add_argument("-n", "--num-examples", type=int, default=4, help="real and synthetic rows [default: 4]")
+    preview.add_argument("--synthesizer", choices=("handcrafted", "diffusion"), default=None,
+                         help="default: the dataset.json setting (handcrafted)")
+    preview.add_argument("--seed", type=int, default=0, help="seed of the synthetic draws [default: 0]")
+    preview.add_argument("-device", default=None, choices=("cuda", "cpu", "mps"),
+                         help="device [default: cuda if available, else cpu]")
+    preview.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
+    preview.set_defaults(handler=run_synth_preview)
+
+    keep = subparsers.add_parser(
+        "keep-tumours-in-liver", help="post-process predictions: remove tumour components outside the liver",
+        description="For every segmentation in INPUT (e.g. an nnUNetv2_predict output folder), remove the tumour "
+                    "components that do not touch the predicted liver (Diff4MMLiTS post-processing). Labels come "
+                    "from INPUT/dataset.json (written by nnUNetv2_predict) unless given.")
+    keep.add_argument("-i", "--input", required=True, help="folder of predicted segmentations")
+    keep.add_argument("-o", "--output", required=True, help="output folder (created; never INPUT)")
+    keep.add_argument("--liver-label", type=int, default=None)
+    keep.add_argument("--tumour-label", type=int, default=None)
+    keep.add_argument("--file-ending", default=None, help="default: dataset.json's file_ending, else .nii.gz")
+    keep.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    keep.set_defaults(handler=run_keep_tumours_in_liver)
+
+
+def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-d", required=True, help="dataset name or id")
+    parser.add_argument("-c", default="3d_fullres", help="configuration [default: %(default)s]")
+    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
+
+
+def _preprocessed(args: argparse.Namespace):
+    """(dataset folder, dataset.json, configuration manager) of ``-d -c -p``."""
+    from nnunet_mm.io.preprocessed import load_preprocessed
+
+    return load_preprocessed(args.d, args.c, args.p)
+
+
+def _phase_names(dataset_json: dict) -> tuple[str, ...]:
+    block = dataset_json.get("nnunet_mm") or {}
+    names = block.get("phase_names")
+    channels = dataset_json["channel_names"]
+    return tuple(names) if names else tuple(str(channels[k]) for k in sorted(channels, key=int))
+
+
+def _fold_training_cases(folder: Path, fold: str | None) -> list[str] | None:
+    if fold is None:
+        return None
+    splits_file = folder / "splits_final.json"
+    if not splits_file.is_file():
+        raise FileNotFoundError(f"{splits_file}: no splits; train once (nnU-Net writes it) or omit --fold.")
+    splits = json.loads(splits_file.read_text())
+    if not fold.isdigit() or int(fold) >= len(splits):
+        raise ValueError(f"{splits_file}: fold {fold!r} does not exist ({len(splits)} folds).")
+    return list(splits[int(fold)]["train"])
+
+
+def run_synth_stats(args: argparse.Namespace) -> int:
+    """``nnunet_mm synth-stats``: fit and store the tumour contrast statistics."""
+    from tqdm import tqdm
+
+    from nnunet_mm.synthesis.settings import SynthesisSettings
+    from nnunet_mm.synthesis.statistics import fit_tumour_statistics, preprocessed_cases, statistics_path
+
+    try:
+        folder, dataset_json, configuration = _preprocessed(args)
+        output = Path(args.output) if args.output else statistics_path(folder, configuration.data_identifier)
+        if output.exists() and not args.overwrite:
+            raise FileExistsError(f"{output} exists; pass --overwrite to replace it.")
+        liver, tumour = SynthesisSettings.from_dataset_json(dataset_json, str(folder / "dataset.json")) \
+            .resolve_labels(dataset_json["labels"], str(folder / "dataset.json"))
+        cases = preprocessed_cases(folder / configuration.data_identifier, _fold_training_cases(folder, args.fold))
+        statistics = fit_tumour_statistics(tqdm(cases, desc="tumour statistics", unit="case", disable=None),
+                                           _phase_names(dataset_json), liver, tumour)
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
+        print(f"nnunet_mm synth-stats: {error}", file=sys.stderr)
+        return 1
+    statistics.save(output)
+    print(statistics.summary())
+    print(f"wrote {output}")
+    return 0
+
+
+def _device(name: str | None):
+    import torch
+
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def run_synth_preview(args: argparse.Namespace) -> int:
+    """``nnunet_mm synth-preview``: the PNG grid of real and synthetic tumours."""
+    import dataclasses
+
+    import torch
+
+    from nnunet_mm.synthesis.handcrafted import HandcraftedSynthesizer
+    from nnunet_mm.synthesis.settings import SynthesisSettings
+    from nnunet_mm.synthesis.statistics import (TumourContrastStatistics, fit_tumour_statistics, preprocessed_cases,
+                                                statistics_path)
+    from nnunet_mm.synthesis.figures import (real_tumour_examples, save_synthesis_grid,
+                                                    synthetic_tumour_examples)
+
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        print(f"nnunet_mm synth-preview: {output} exists; pass --overwrite to replace it.", file=sys.stderr)
+        return 1
+    device = _device(args.device)
+    try:
+        folder, dataset_json, configuration = _preprocessed(args)
+        source = str(folder / "dataset.json")
+        settings = SynthesisSettings.from_dataset_json(dataset_json, source)
+        if args.synthesizer:
+            settings = dataclasses.replace(settings, synthesizer=args.synthesizer)
+        liver, tumour = settings.resolve_labels(dataset_json["labels"], source)
+        phases = _phase_names(dataset_json)
+        data_folder = folder / configuration.data_identifier
+        if settings.synthesizer == "diffusion":
+            from nnunet_mm.synthesis.latent_diffusion import LatentDiffusionSynthesizer, default_model_folder
+            synthesizer = LatentDiffusionSynthesizer.from_folder(
+                Path(settings.model_folder) if settings.model_folder else default_model_folder(folder), device)
+        else:
+            stats_file = Path(settings.statistics_file) if settings.statistics_file else \
+                statistics_path(folder, configuration.data_identifier)
+            statistics = TumourContrastStatistics.load(stats_file) if stats_file.is_file() else \
+                fit_tumour_statistics(preprocessed_cases(data_folder), phases, liver, tumour)
+            synthesizer = HandcraftedSynthesizer(statistics, configuration.spacing,
+                                                 texture_sigma_mm=settings.texture_sigma_mm,
+                                                 edge_sigma_voxels=settings.edge_sigma_voxels,
+                                                 contrast_jitter=settings.contrast_jitter)
+        real = real_tumour_examples(preprocessed_cases(data_folder), tumour, args.num_examples)
+        generator = torch.Generator(device=device).manual_seed(args.seed)
+        synthetic = synthetic_tumour_examples(preprocessed_cases(data_folder), synthesizer, settings.masks,
+                                              configuration.spacing, liver, args.num_examples, generator)
+        partial = output.with_name(f".{output.stem}.{os.getpid()}.png")
+        save_synthesis_grid(real, synthetic, phases, partial)
+        os.replace(partial, output)
+    except (FileNotFoundError, ValueError, KeyError, ImportError) as error:
+        print(f"nnunet_mm synth-preview: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {output} ({len(real)} real, {len(synthetic)} synthetic tumours)")
+    return 0
+
+
+def run_keep_tumours_in_liver(args: argparse.Namespace) -> int:
+    """``nnunet_mm keep-tumours-in-liver``: post-process every segmentation of a folder into a new folder."""
+    import shutil
+
+    import numpy as np
+    import SimpleITK as sitk
+    from tqdm import tqdm
+
+    from nnunet_mm.io.staging import staged_dataset
+    from nnunet_mm.synthesis.liver_postprocessing import keep_tumours_in_liver
+    from nnunet_mm.synthesis.settings import SynthesisSettings
+
+    source, target = Path(args.input), Path(args.output)
+    if not source.is_dir():
+        print(f"nnunet_mm keep-tumours-in-liver: {source} is not a folder.", file=sys.stderr)
+        return 1
+    if target.resolve() == source.resolve():
+        print("nnunet_mm keep-tumours-in-liver: the output folder must differ from the input folder (inputs are "
+              "never modified).", file=sys.stderr)
+        return 1
+    dataset_file = source / "dataset.json"
+    dataset_json = json.loads(dataset_file.read_text()) if dataset_file.is_file() else {}
+    ending = args.file_ending or dataset_json.get("file_ending", ".nii.gz")
+    try:
+        if args.liver_label is not None and args.tumour_label is not None:
+            liver, tumour = args.liver_label, args.tumour_label
+        elif dataset_json:
+            liver, tumour = SynthesisSettings.from_dataset_json(dataset_json, str(dataset_file)).resolve_labels(
+                dataset_json["labels"], str(dataset_file))
+            liver = args.liver_label if args.liver_label is not None else liver
+            tumour = args.tumour_label if args.tumour_label is not None else tumour
+        else:
+            raise ValueError(f"{dataset_file} not found; pass --liver-label and --tumour-label.")
+        files = sorted(p for p in source.iterdir() if p.name.endswith(ending) and p.is_file())
+        if not files:
+            raise FileNotFoundError(f"{source}: no segmentation files ending in {ending}.")
+        removed_total = 0
+        with staged_dataset(target, overwrite=args.overwrite) as staging:
+            for path in tqdm(files, desc="keep tumours in liver", unit="case", disable=None):
+                try:
+                    image = sitk.ReadImage(str(path))
+                except RuntimeError as error:
+                    raise ValueError(f"{path}: cannot be read as an image ({str(error).strip()[:200]}).") from None
+                cleaned, removed = keep_tumours_in_liver(sitk.GetArrayFromImage(image), liver, tumour)
+                removed_total += removed
+                out = sitk.GetImageFromArray(cleaned.astype(np.uint8 if cleaned.max() < 256 else np.int32))
+                out.CopyInformation(image)
+                sitk.WriteImage(out, str(staging / path.name), useCompression=True)
+            for extra in ("dataset.json", "plans.json"):
+                if (source / extra).is_file():
+                    shutil.copyfile(source / extra, staging / extra)
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
+        print(f"nnunet_mm keep-tumours-in-liver: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(files)} segmentation(s) to {target}; removed {removed_total} tumour component(s) outside the "
+          f"liver (liver label {liver}, tumour label {tumour})")
+    return 0

@@ -1,1 +1,0 @@
-"""Figures of what the networks compute (guidance maps, predictions) for people to look at."""

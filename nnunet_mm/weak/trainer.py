@@ -1,0 +1,238 @@
+"""WeakLabelTrainer: segmentation from image-level labels via CLTN pseudo masks and a mean teacher (paper 003).
+
+Stage A (``nnunet_mm weak-train-gan`` / ``weak-export``, :mod:`nnunet_mm.weak`) turns "diseased / normal" labels into
+pseudo masks with the label-transfer GAN. This trainer is stage B, the teacher–student refinement the paper
+describes and its public code lacks (methods.md §4.6, our design):
+
+* **Student** = nnU-Net's network, trained with nnU-Net's DC+CE (deep supervision) on the pseudo masks; **normal
+  images give all-background supervision** (enforced when their cases are read).
+* **Teacher** = EMA of the student (decay α = 0.99, from epoch 0), updated after every optimiser step.
+* **Consistency** ``L = L_seg + λ(t)·MSE(softmax(student(aug₁)), softmax(teacher(aug₂)))``; aug₁ is nnU-Net's
+  augmentation, aug₂ adds an intensity perturbation of the same batch; λ ramps up (sigmoid) over the first 40 % of
+  the epochs to 1.
+* Settings: the ``"weak_supervision"`` object of the dataset.json block (:mod:`nnunet_mm.weak.settings`; the
+  defaults are the values below).
+* **Periodic refinement** every N = 100 epochs: the teacher predicts every training case (nnU-Net's sliding window);
+  confident voxels (p ≥ τ = 0.9) take its label, disagreeing uncertain voxels (p < 0.6) become the dataset's ignore
+  label (declared by the pseudo-mask export), the rest keep the GAN label. Refined labels live in
+  ``fold_X/refined_labels/`` and are read by the data loader from then on.
+* Prediction is stock nnU-Net (the student). ``--c`` restores the teacher (``<checkpoint>.teacher.safetensors``) and
+  keeps the refined labels; a fresh run clears them. DDP: every rank updates an identical teacher and refines a
+  disjoint share of the cases, then all wait at a barrier.
+
+Hooks overridden: ``initialize``, ``get_tr_and_val_datasets``, ``on_train_start``, ``train_step``,
+``on_train_epoch_end``, ``on_train_end``, ``save_checkpoint``, ``load_checkpoint``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast
+
+from nnunet_mm.training.schedules import sigmoid_rampup
+from nnunet_mm.training.multimodal_trainer import MultiModalTrainer, reference_target
+from nnunet_mm.weak.image_labels import normal_cases, read_image_labels
+from nnunet_mm.weak.mean_teacher import consistency_loss, ema_update, make_teacher, perturb_intensities
+from nnunet_mm.weak.refinement import RefinedLabelDataset, refine_pseudo_labels, save_refined_label
+from nnunet_mm.weak.settings import WeakTrainingSettings
+
+TEACHER_SUFFIX = ".teacher.safetensors"
+EXTRA_LOG_KEYS = ("consistency_loss",)
+
+
+class WeakLabelTrainer(MultiModalTrainer):
+    """Mean-teacher training on pseudo masks with periodic refinement (see the module docstring)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        settings = WeakTrainingSettings.from_dataset_json(dataset_json)  # "nnunet_mm": {"weak_supervision": ...}
+        self.ema_decay = settings.ema_decay  # α
+        self.consistency_weight = settings.consistency_weight  # λ_max
+        self.consistency_rampup_fraction = settings.consistency_rampup_fraction  # λ reaches λ_max after this share
+        self.refinement_interval = settings.refinement_interval  # N epochs
+        self.confident_threshold = settings.confident_threshold  # τ
+        self.uncertain_threshold = settings.uncertain_threshold
+
+    def initialize(self) -> None:
+        super().initialize()
+        self.teacher = make_teacher(self.student_network)
+        self.normal_cases = normal_cases(self._image_labels())
+        self.refined_label_folder = Path(self.output_folder) / "refined_labels"
+        for key in EXTRA_LOG_KEYS:
+            self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
+        if self.label_manager.ignore_label is None:
+            self.print_to_log_file("nnunet_mm: the dataset declares no 'ignore' label; refinement keeps uncertain "
+                                   "voxels' pseudo labels (export with 'nnunet_mm weak-export' to declare it).",
+                                   also_print_to_console=True)
+        self.print_to_log_file(f"nnunet_mm: weak labels, {len(self.normal_cases)} normal case(s) trained as all "
+                               f"background; EMA teacher decay={self.ema_decay}, refinement every "
+                               f"{self.refinement_interval} epochs", also_print_to_console=True)
+
+    @property
+    def student_network(self) -> torch.nn.Module:
+        module = self.network.module if self.is_ddp else self.network
+        return getattr(module, "_orig_mod", module)
+
+    def _image_labels(self) -> dict[str, str] | None:
+        from nnunetv2.paths import nnUNet_raw
+
+        folder = Path(nnUNet_raw) / self.plans_manager.dataset_name if nnUNet_raw else None
+        return read_image_labels(self.dataset_json, folder)
+
+    def get_tr_and_val_datasets(self):
+        dataset_tr, dataset_val = super().get_tr_and_val_datasets()
+        return (RefinedLabelDataset(dataset_tr, self.refined_label_folder, self.normal_cases),
+                RefinedLabelDataset(dataset_val, Path(self.output_folder) / "no_refinement_for_validation",
+                                    self.normal_cases))
+
+    def on_train_start(self) -> None:
+        if not self.was_initialized:
+            self.initialize()
+        if self.current_epoch == 0 and self.local_rank == 0 and self.refined_label_folder.is_dir():
+            shutil.rmtree(self.refined_label_folder)  # a fresh run must not read an earlier run's refinement
+        super().on_train_start()
+
+    def on_train_end(self) -> None:
+        super().on_train_end()
+        latest = Path(self.output_folder) / "checkpoint_latest.pth"
+        if self.local_rank == 0 and not latest.is_file():  # nnU-Net deleted checkpoint_latest.pth: drop its teacher
+            Path(f"{latest}{TEACHER_SUFFIX}").unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # the step
+
+    def consistency_weight_now(self) -> float:
+        """λ(t): sigmoid ramp-up over the first ``consistency_rampup_fraction`` of the epochs, then λ_max."""
+        rampup_epochs = max(1, int(round(self.consistency_rampup_fraction * self.num_epochs)))
+        return self.consistency_weight * sigmoid_rampup(min(self.current_epoch, rampup_epochs), rampup_epochs)
+
+    def train_step(self, batch: dict) -> dict:
+        data = self.augment_multimodal(batch["data"].to(self.device, non_blocking=True))
+        target = reference_target(batch["target"])
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        teacher_view = perturb_intensities(data, self.augmentation_generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            student_output = self.network(data)
+            supervised = self.loss(student_output, target)
+            with torch.no_grad():
+                teacher_output = self.teacher(teacher_view)
+            consistency = consistency_loss(_full_resolution(student_output), _full_resolution(teacher_output))
+            loss = supervised + self.consistency_weight_now() * consistency
+        self.backward_and_step(loss)
+        ema_update(self.teacher, self.student_network, self.ema_decay)
+        return {"loss": loss.detach().cpu().numpy(), "consistency_loss": consistency.detach().cpu().numpy()}
+
+    def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
+        super().on_train_epoch_end(train_outputs)
+        value = float(np.mean([o["consistency_loss"] for o in train_outputs]))
+        if self.is_ddp:
+            import torch.distributed as dist
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, value)
+            value = float(np.mean(gathered))
+        self.logger.local_logger.my_fantastic_logging.setdefault("consistency_loss", [])
+        self.logger.log("consistency_loss", value, self.current_epoch)
+        self.print_to_log_file(f"nnunet_mm: consistency {value:.5f} (weight {self.consistency_weight_now():.3f})")
+        if (self.current_epoch + 1) % self.refinement_interval == 0 and self.current_epoch + 1 < self.num_epochs:
+            self.refine_labels()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # refinement
+
+    def refine_labels(self) -> None:
+        """Rewrite the refined labels of this rank's share of the diseased training cases from the teacher."""
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+        dataset, _ = super().get_tr_and_val_datasets()
+        world_size = torch.distributed.get_world_size() if self.is_ddp else 1
+        keys = [k for k in sorted(dataset.identifiers) if k not in self.normal_cases][self.local_rank::world_size]
+        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                    perform_everything_on_device=True, device=self.device, verbose=False,
+                                    verbose_preprocessing=False, allow_tqdm=False)
+        predictor.manual_initialization(self.teacher, self.plans_manager, self.configuration_manager,
+                                        [self.teacher.state_dict()], self.dataset_json, self.__class__.__name__,
+                                        None)
+        changed = ignored = total = 0
+        with _deep_supervision_off(self.teacher):
+            for key in keys:
+                data, seg, _, _ = dataset.load_case(key)
+                logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(np.asarray(data)))
+                probabilities = torch.softmax(logits.float(), 0).numpy()
+                pseudo = np.asarray(seg)
+                refined = refine_pseudo_labels(pseudo, probabilities, confident_threshold=self.confident_threshold,
+                                               uncertain_threshold=self.uncertain_threshold,
+                                               ignore_label=self.label_manager.ignore_label)
+                save_refined_label(self.refined_label_folder, key, refined)
+                changed += int((refined != pseudo).sum())
+                ignored += int((refined == self.label_manager.ignore_label).sum()) \
+                    if self.label_manager.ignore_label is not None else 0
+                total += refined.size
+        if self.is_ddp:
+            torch.distributed.barrier()
+        self.print_to_log_file(f"nnunet_mm: refined {len(keys)} case(s) on rank {self.local_rank}: "
+                               f"{changed / max(total, 1):.2%} of voxels changed, {ignored / max(total, 1):.2%} "
+                               f"ignored", also_print_to_console=True)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # checkpoints: the teacher next to nnU-Net's file
+
+    def save_checkpoint(self, filename: str) -> None:
+        super().save_checkpoint(filename)
+        if self.local_rank == 0 and not self.disable_checkpointing:
+            from safetensors.torch import save_model
+
+            partial = f"{filename}.teacher.tmp"
+            save_model(self.teacher, partial, metadata={"ema_decay": str(self.ema_decay)})  # handles shared tensors
+            os.replace(partial, filename + TEACHER_SUFFIX)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        super().load_checkpoint(filename_or_checkpoint)
+        teacher_file = f"{filename_or_checkpoint}{TEACHER_SUFFIX}" if isinstance(filename_or_checkpoint, str) else None
+        if teacher_file is not None and os.path.isfile(teacher_file):
+            from safetensors.torch import load_model
+
+            load_model(self.teacher, teacher_file, device=str(self.device))
+            self.print_to_log_file(f"nnunet_mm: restored the EMA teacher from {teacher_file}")
+        else:
+            self.teacher.load_state_dict(self.student_network.state_dict())
+            self.print_to_log_file(f"nnunet_mm: no teacher file next to the checkpoint ({teacher_file}); the teacher "
+                                   f"restarts from the student", also_print_to_console=True)
+
+
+def _full_resolution(output: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    return output[0] if isinstance(output, (list, tuple)) else output
+
+
+@contextlib.contextmanager
+def _deep_supervision_off(network: torch.nn.Module):
+    """Temporarily make ``network`` (an nnU-Net architecture) return only the full-resolution logits."""
+    decoder = getattr(network, "decoder", None)
+    previous = getattr(decoder, "deep_supervision", None)
+    if previous is not None:
+        decoder.deep_supervision = False
+    try:
+        yield network
+    finally:
+        if previous is not None:
+            decoder.deep_supervision = previous
+
+
+class WeakLabelTrainer_debug(WeakLabelTrainer):
+    """2 epochs × 4 iterations, 2 validation iterations; refinement after the first epoch."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.refinement_interval = 1
+        self.num_epochs = 2
+        self.num_iterations_per_epoch = 4
+        self.num_val_iterations_per_epoch = 2

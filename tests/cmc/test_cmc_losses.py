@@ -1,0 +1,51 @@
+"""CMC's consistency terms: NT-Xent against a hand computation, CAC values, the ramps."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nnunet_mm.cmc.losses import anatomical_consistency, channel_nt_xent
+from nnunet_mm.training.schedules import cosine_rampdown, sigmoid_rampup
+
+
+def test_channel_nt_xent_equals_a_hand_computed_value():
+    torch.manual_seed(0)
+    a, b = torch.randn(1, 2, 3), torch.randn(1, 2, 3)  # C = 2 channels, N = 3 voxels
+    tau = 0.5
+    embeddings = [a[0, 0], a[0, 1], b[0, 0], b[0, 1]]
+    positive = {0: 2, 1: 3, 2: 0, 3: 1}
+
+    def cos(x, y):
+        return float(torch.dot(x, y) / (x.norm() * y.norm()))
+
+    total = 0.0
+    for i in range(4):
+        denominator = sum(math.exp(cos(embeddings[i], embeddings[k]) / tau) for k in range(4) if k != i)
+        total += -math.log(math.exp(cos(embeddings[i], embeddings[positive[i]]) / tau) / denominator)
+    assert channel_nt_xent(a, b, tau).item() == pytest.approx(total / 4, rel=1e-5)
+
+
+def test_matching_channels_give_a_lower_loss_than_shuffled_ones():
+    torch.manual_seed(1)
+    a = torch.randn(2, 8, 4, 4)
+    assert channel_nt_xent(a, a + 0.05 * torch.randn_like(a)) < channel_nt_xent(a, a[:, torch.randperm(8)])
+
+
+def test_anatomical_consistency_voxelwise_and_pooled():
+    p = torch.zeros(1, 3, 8, 8)
+    p[:, 0] = 1
+    p[:, 0, 2:5, 2:5], p[:, 1, 2:5, 2:5] = 0, 1
+    moved = torch.roll(p, 3, dims=3)
+    assert anatomical_consistency(p, p, paired=True).item() == pytest.approx(0, abs=1e-4)
+    assert anatomical_consistency(p, moved, paired=True).item() > 0.3  # misaligned: voxelwise disagreement
+    assert anatomical_consistency(p, moved, paired=False).item() == pytest.approx(0, abs=1e-4)  # same volumes
+
+
+def test_ramps_follow_the_paper_rescaled_to_the_schedule():
+    assert sigmoid_rampup(0, 100) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(99, 100) == pytest.approx(1.0)
+    assert cosine_rampdown(0, 100) == pytest.approx(1.0) and cosine_rampdown(99, 100) == pytest.approx(0.0)
+    assert sigmoid_rampup(69, 100, start_epoch=70) == 0.0 == cosine_rampdown(69, 100, start_epoch=70)
+    assert sigmoid_rampup(70, 100, start_epoch=70) == pytest.approx(math.exp(-5))

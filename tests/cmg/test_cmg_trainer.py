@@ -1,0 +1,81 @@
+"""CMGTrainer pieces that need no nnU-Net run: per-phase targets, network from plans, the prototype schedule."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from nnunet_mm.cmg.network import CMGUNet
+from nnunet_mm.settings.multimodal import MultiModalSettings
+from nnunet_mm.networks.from_plans import stream_width_factor
+from nnunet_mm.cmg.trainer import CMGTrainer, cmg_unet_from_plans
+from nnunet_mm.training.multimodal_trainer import labels_following_channels
+
+
+def _trainer(block: dict, num_channels: int) -> CMGTrainer:
+    trainer = CMGTrainer.__new__(CMGTrainer)
+    trainer.mm_settings = MultiModalSettings.from_dataset_json(
+        {"channel_names": {str(c): "CT" for c in range(num_channels)}, "nnunet_mm": block})
+    trainer.configuration_manager = SimpleNamespace(spacing=[3.0, 1.5, 1.5])
+    trainer.augmentation_generator = torch.Generator().manual_seed(0)
+    return trainer
+
+
+def _blob_label() -> torch.Tensor:
+    label = torch.zeros(2, 1, 12, 32, 32)
+    label[:, :, 3:9, 8:20, 10:22] = 1
+    label[:, :, 5:7, 12:16, 13:17] = 2
+    return label
+
+
+def test_each_phase_label_moves_with_its_phase():
+    trainer = _trainer({"misalignment": {"probability": 1.0, "max_translation_mm": [6, 6, 6]},
+                        "modality_dropout": {"probability": 0.0}}, num_channels=3)
+    label = _blob_label()
+    images = label.expand(-1, 3, -1, -1, -1).clone()  # every phase "shows" the label: its warp is visible
+    augmented, draw = trainer.augment_multimodal_with_draw(images)
+    phase_labels = labels_following_channels(label, draw, 3, [3.0, 1.5, 1.5], "duplicate")
+    assert torch.equal(phase_labels[:, 0:1], label)  # the reference label is untouched
+    moved = phase_labels[:, 1:] != label
+    assert moved.any()  # the other phases' labels moved ...
+    agreement = (phase_labels[:, 1:] == augmented[:, 1:].round()).float().mean()
+    assert agreement > 0.97  # ... exactly where their images went
+
+
+def test_a_dropped_phase_takes_the_label_of_the_phase_it_copies():
+    trainer = _trainer({"misalignment": {"probability": 1.0}, "modality_dropout": {"probability": 1.0}},
+                       num_channels=2)
+    label = _blob_label()
+    _, draw = trainer.augment_multimodal_with_draw(torch.randn(2, 2, 12, 32, 32))
+    phase_labels = labels_following_channels(label, draw, 3, [3.0, 1.5, 1.5], "duplicate")
+    assert torch.equal(phase_labels[:, 1:2], label)  # channel 1 was replaced by a copy of the reference
+
+
+def test_network_from_default_plans_is_a_slimmer_cmg_unet():
+    configuration = SimpleNamespace(
+        network_arch_class_name="dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        network_arch_init_kwargs={"n_stages": 4, "features_per_stage": [32, 64, 128, 256],
+                                  "conv_op": "torch.nn.modules.conv.Conv2d", "kernel_sizes": [[3, 3]] * 4,
+                                  "strides": [[1, 1], [2, 2], [2, 2], [2, 2]], "n_conv_per_stage": [2] * 4,
+                                  "n_conv_per_stage_decoder": [2] * 3, "conv_bias": True,
+                                  "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
+                                  "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None,
+                                  "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+                                  "nonlin_kwargs": {"inplace": True}},
+        network_arch_init_kwargs_req_import=["conv_op", "norm_op", "dropout_op", "nonlin"])
+    network = cmg_unet_from_plans(configuration, 2, 3, deep_supervision=True)
+    assert isinstance(network, CMGUNet)
+    assert network.encoders[0].output_channels == [20, 40, 76, 152]  # × 0.6, multiples of 4
+    assert stream_width_factor(4) < stream_width_factor(2)
+    outputs = network(torch.randn(1, 2, 64, 64))
+    assert [o.shape[-1] for o in outputs] == [64, 32, 16]
+
+
+def test_prototype_source_moves_from_ground_truth_to_predictions():
+    trainer = CMGTrainer.__new__(CMGTrainer)
+    trainer.num_epochs = 11
+    fractions = []
+    for epoch in (0, 5, 10):
+        trainer.current_epoch = epoch
+        fractions.append(trainer.predicted_prototype_fraction())
+    assert fractions == [0.0, 0.25, 0.5]

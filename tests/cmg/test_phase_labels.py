@@ -1,0 +1,67 @@
+"""Per-phase labels (MPTH's arterial masks) as extra seg channels of a '<c>_phases' configuration, used by
+CMGTrainer as the arterial phase's target."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_mm.dataset_conversion.Dataset501_MPTH import convert
+from nnunet_mm.phantom import write_mpth
+
+
+@pytest.fixture
+def mpth_preprocessed(tmp_path, monkeypatch, quick_fingerprint):
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiments, preprocess
+
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
+    monkeypatch.setenv("nnUNet_n_proc_DA", "1")  # planning needs >= 1
+    source = write_mpth(tmp_path / "mpth", num_cases=2, seed=5, shape_zyx=(12, 48, 48))
+    convert(source, output_root=tmp_path / "raw", spacing_zyx_mm=(3.0, 1.5, 1.5))
+    quick_fingerprint(501)
+    plan_experiments([501])
+    preprocess([501], configurations=("3d_fullres",), num_processes=(1,))
+    return tmp_path
+
+
+def test_phase_labels_become_aligned_extra_seg_channels_and_cmg_trains_on_them(mpth_preprocessed):
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
+    from nnunet_mm.cmg.phase_labels import add_phase_label_configuration
+    from nnunet_mm.cmg.trainer import CMGTrainer
+
+    assert add_phase_label_configuration(501, "3d_fullres") == "3d_fullres_phases"
+    base = mpth_preprocessed / "pre" / "Dataset501_MPTH"
+    plain = nnUNetDatasetBlosc2(str(base / "nnUNetPlans_3d_fullres"))
+    phases = nnUNetDatasetBlosc2(str(base / "nnUNetPlans_3d_fullres_phases"))
+    differs = 0
+    for identifier in plain.identifiers:
+        data, seg, _, _ = plain.load_case(identifier)
+        data_p, seg_p, _, _ = phases.load_case(identifier)
+        assert seg_p.shape == (2, *seg.shape[1:])
+        np.testing.assert_array_equal(np.asarray(seg_p[0]), np.asarray(seg[0]))  # channel 0 = nnU-Net's label
+        np.testing.assert_allclose(np.asarray(data_p), np.asarray(data))
+        differs += int((np.asarray(seg_p[1]) != np.asarray(seg[0])).sum())
+    assert differs > 0  # the arterial masks are misregistered, so they differ from the portal-venous ones
+
+    plans = load_json(str(base / "nnUNetPlans.json"))
+    os.environ["nnUNet_n_proc_DA"] = "0"  # a single-threaded loader in the test process (monkeypatch restores it)
+    plans["continue_training"] = False
+    trainer = CMGTrainer(plans, "3d_fullres_phases", "all", load_json(str(base / "dataset.json")),
+                         device=torch.device("cpu"))
+    trainer.initialize()
+    loader, _ = trainer.get_dataloaders()
+    batch = next(loader)
+    assert batch["target"][0].shape[1] == 2
+    seg = batch["target"][0].to(torch.float32)
+    labels = trainer._phase_labels(seg, type("Draw", (), {"misalignment": None, "dropout": None})())
+    assert torch.equal(labels[:, 1], seg[:, 1])  # the arterial channel is supervised with its own mask
+    loss = trainer.train_step(batch)["loss"]
+    assert np.isfinite(loss)
+    validation = trainer.validation_step(batch)  # the extra channel never reaches nnU-Net's loss
+    assert np.isfinite(validation["loss"])

@@ -1,0 +1,58 @@
+"""The dataset.json "nnunet_mm" block: defaults, validation, round trip."""
+import pytest
+
+from nnunet_mm.settings.multimodal import MultiModalSettings
+
+FOUR_PHASES = {"channel_names": {"0": "CT", "1": "CT", "2": "CT", "3": "CT"}, "labels": {"background": 0}}
+
+
+def test_missing_block_gives_defaults():
+    settings = MultiModalSettings.from_dataset_json(FOUR_PHASES)
+    assert settings.num_channels == 4
+    assert settings.reference_channel == 0
+    assert settings.misalignment.enabled and settings.modality_dropout.enabled
+    assert settings.modality_dropout.mode == "duplicate"
+
+
+def test_block_values_are_read():
+    dataset_json = {**FOUR_PHASES, "nnunet_mm": {
+        "reference_channel": 1, "phase_names": ["pv", "art", "del", "nc"], "seed": 7,
+        "misalignment": {"probability": 1.0, "max_translation_mm": [5, 2, 2], "elastic_std_mm": 0},
+        "modality_dropout": {"probability": 0.3, "mode": "zeros"}}}
+    settings = MultiModalSettings.from_dataset_json(dataset_json)
+    assert settings.reference_channel == 1
+    assert settings.channel_name(1) == "1 (art)"
+    assert settings.misalignment.max_translation_mm == (5.0, 2.0, 2.0)
+    assert settings.misalignment.elastic_std_mm == 0.0
+    assert settings.modality_dropout.mode == "zeros"
+    assert MultiModalSettings.from_dataset_json({**FOUR_PHASES, "nnunet_mm": settings.to_dict()}) == settings
+
+
+def test_unknown_key_is_refused_with_the_known_keys():
+    with pytest.raises(KeyError, match=r"unknown key\(s\) \['refernce_channel'\].*reference_channel"):
+        MultiModalSettings.from_dataset_json({**FOUR_PHASES, "nnunet_mm": {"refernce_channel": 0}})
+
+
+def test_unknown_nested_key_is_refused():
+    with pytest.raises(KeyError, match="misalignment.*max_shift"):
+        MultiModalSettings.from_dataset_json({**FOUR_PHASES, "nnunet_mm": {"misalignment": {"max_shift": 3}}})
+
+
+@pytest.mark.parametrize("block, message", [
+    ({"reference_channel": 4}, r"reference_channel must be an integer in \[0, 3\]"),
+    ({"modality_dropout": {"mode": "copy"}}, r"mode must be one of \['duplicate', 'zeros'\]"),
+    ({"modality_dropout": {"probability": 1.5}}, r"probability must be in \[0, 1\]"),
+    ({"misalignment": {"max_translation_mm": [1, 2, 3, 4]}}, "list of 2 or 3 numbers"),
+    ({"misalignment": {"elastic_control_points": 1}}, "integer >= 2"),
+    ({"phase_names": ["pv", "art"]}, "list of 4 strings"),
+    ({"seed": "abc"}, "seed must be an integer"),
+])
+def test_bad_values_name_the_key(block, message):
+    with pytest.raises(ValueError, match=message):
+        MultiModalSettings.from_dataset_json({**FOUR_PHASES, "nnunet_mm": block}, source="ds/dataset.json")
+
+
+def test_error_names_the_source_file():
+    with pytest.raises(ValueError, match="ds/dataset.json"):
+        MultiModalSettings.from_dataset_json({**FOUR_PHASES, "nnunet_mm": {"reference_channel": -1}},
+                                             source="ds/dataset.json")

@@ -1,0 +1,198 @@
+"""SynthTumorTrainer: targets follow the inserted tumours at every deep-supervision scale; the CLI cycle."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
+
+from nnunet_mm.settings.multimodal import MultiModalSettings
+from nnunet_mm.synthesis.handcrafted import HandcraftedSynthesizer
+from nnunet_mm.synthesis.settings import SynthesisSettings
+from nnunet_mm.synthesis.statistics import TumourContrastStatistics
+from nnunet_mm.synthesis.trainer import SynthTumorTrainer
+
+DS_SCALES = [[1.0, 1.0], [0.5, 0.5], [0.25, 0.25]]
+
+
+def _trainer(probability: float) -> SynthTumorTrainer:
+    trainer = SynthTumorTrainer.__new__(SynthTumorTrainer)
+    trainer.synthesis_settings = SynthesisSettings.from_dict({"probability": probability})
+    trainer.synthetic_probability = probability
+    trainer.liver_label, trainer.tumour_label = 1, 2
+    trainer.mm_settings = MultiModalSettings(num_channels=2)
+    trainer.configuration_manager = SimpleNamespace(spacing=[1.5, 1.5])
+    trainer.augmentation_generator = torch.Generator().manual_seed(0)
+    statistics = TumourContrastStatistics(("pv", "art"), np.array([[-2.0, 3.0]]), np.zeros((1, 2)),
+                                          np.zeros((1, 2)), ("real",))
+    trainer.synthesizer = HandcraftedSynthesizer(statistics, (1.5, 1.5))
+    return trainer
+
+
+def _batch(batch_size: int = 4) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    label = torch.zeros(batch_size, 1, 64, 64, dtype=torch.int16)
+    label[:-1, :, 8:56, 8:56] = 1  # the last sample has no liver
+    label[0, :, 10:14, 10:14] = 2  # a real tumour stays
+    data = torch.randn(batch_size, 3, 64, 64, generator=torch.Generator().manual_seed(1))  # 2 phases + 1 extra
+    return data, _pyramid(label)
+
+
+def _pyramid(label: torch.Tensor) -> list[torch.Tensor]:
+    """nnU-Net's deep-supervision targets: its transform applied to each sample's (1, X, Y) segmentation."""
+    transform = DownsampleSegForDSTransform(DS_SCALES)
+    per_sample = [transform(segmentation=sample)["segmentation"] for sample in label]
+    return [torch.stack([scales[s] for scales in per_sample]) for s in range(len(DS_SCALES))]
+
+
+def test_targets_match_the_inserted_tumours_at_every_deep_supervision_scale():
+    trainer = _trainer(probability=1.0)
+    data, targets = _batch()
+    new_data, new_targets, chosen = trainer.insert_synthetic_tumours(data, targets)
+    assert chosen.tolist() == [True, True, True, False]  # every sample with liver, none without
+    tumour = new_targets[0] == 2
+    synthetic = tumour & (targets[0] != 2)
+    assert synthetic[:3].flatten(1).any(1).all()
+    assert not (synthetic & (targets[0] != 1)).any()  # only healthy liver became tumour
+    assert (new_targets[0][0, :, 10:14, 10:14] == 2).all()  # the real tumour is kept
+    expected = _pyramid(new_targets[0])
+    for scale, (got, want) in enumerate(zip(new_targets, expected)):
+        assert got.shape == targets[scale].shape and got.dtype == targets[scale].dtype
+        assert torch.equal(got, want), f"scale {scale}"
+    changed = (new_data != data).any(1, keepdim=True)
+    assert torch.equal(new_data[:, 2:], data[:, 2:])  # channels beyond the phases are untouched
+    assert not (changed & ~_near(synthetic)).any()  # images change only at the tumour and its 2-voxel rim
+    inside = synthetic[:3, 0]
+    assert (new_data[:3, 0][inside] - data[:3, 0][inside]).mean() < -1.0  # pv darker, art brighter (fitted rows)
+    assert (new_data[:3, 1][inside] - data[:3, 1][inside]).mean() > 1.5
+    assert torch.equal(targets[0], _batch()[1][0])  # the inputs were not modified in place
+
+
+def _near(mask: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.max_pool2d(mask.float(), 5, stride=1, padding=2) > 0
+
+
+def test_probability_zero_leaves_the_batch_untouched():
+    trainer = _trainer(probability=0.0)
+    data, targets = _batch()
+    new_data, new_targets, chosen = trainer.insert_synthetic_tumours(data, targets)
+    assert not chosen.any() and new_data is data and all(a is b for a, b in zip(new_targets, targets))
+
+
+@pytest.mark.slow  # nnU-Net training in a subprocess, like the CLI cycles of test_end_to_end.py
+def test_cli_cycle_stats_train_predict_postprocess_and_preview(tmp_path, monkeypatch, quick_fingerprint):
+    """synth-stats → nnUNetv2_train SynthTumorTrainer_debug (2d, subprocess, with nnU-Net's final validation) →
+    keep-tumours-in-liver on the exported segmentations → synth-preview PNG."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiments, preprocess
+
+    from nnunet_mm.cli.main import main as nnunet_mm
+    from nnunet_mm.phantom import write_nnunet_raw
+
+    env = dict(os.environ, nnUNet_raw=str(tmp_path / "raw"), nnUNet_preprocessed=str(tmp_path / "pre"),
+               nnUNet_results=str(tmp_path / "res"), nnUNet_n_proc_DA="0", nnUNet_def_n_proc="1",
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(name, env[name])
+    write_nnunet_raw(tmp_path / "raw", dataset_id=596, name="SynthPhantom", num_training=5, seed=5,
+                     shape_zyx=(10, 48, 48), phases=("pv", "art"))
+    quick_fingerprint(596)
+    plan_experiments([596])
+    preprocess([596], configurations=("2d",), num_processes=(1,))
+
+    assert nnunet_mm(["synth-stats", "-d", "596", "-c", "2d"]) == 0
+    stats_file = tmp_path / "pre" / "Dataset596_SynthPhantom" / "nnunet_mm_synthesis" / \
+        "tumour_contrast_nnUNetPlans_2d.json"
+    statistics = TumourContrastStatistics.load(stats_file)
+    assert statistics.phase_names == ("pv", "art") and len(statistics.cases) >= 4
+    assert nnunet_mm(["synth-stats", "-d", "596", "-c", "2d"]) == 1  # refuses to overwrite
+
+    done = subprocess.run(["nnUNetv2_train", "596", "2d", "0", "-tr", "SynthTumorTrainer_debug", "-device", "cpu"],
+                          env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    fold = tmp_path / "res" / "Dataset596_SynthPhantom" / "SynthTumorTrainer_debug__nnUNetPlans__2d" / "fold_0"
+    log = next(fold.glob("training_log_*.txt")).read_text(encoding="utf-8")
+    assert f"tumour contrast statistics from {stats_file}" in log
+    assert "0.5*CE" in log
+    fractions = [float(line.split("synthetic tumours in ")[1].split(" %")[0]) for line in log.splitlines()
+                 if "synthetic tumours in" in line]
+    assert len(fractions) == 2 and all(0 < f <= 100 for f in fractions)
+    assert (fold / "validation" / "summary.json").is_file()
+
+    # nnUNetv2_predict runs stock nnU-Net on an unchanged network (as for MultiModalTrainer); the final validation
+    # above already predicted and exported the validation cases with nnU-Net's predictor: post-process those
+    validation = fold / "validation"
+    prediction = next(validation.glob("*.nii.gz"))
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction)))
+    array[:2, :3, :3] = 0  # clear every neighbour (also in the next slice)
+    array[0, 1, 1] = 2  # a tumour voxel with no liver around it
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(prediction))
+    labels = ["--liver-label", "1", "--tumour-label", "2"]
+    assert nnunet_mm(["keep-tumours-in-liver", "-i", str(validation), "-o", str(tmp_path / "post"), *labels]) == 0
+    cleaned = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "post" / prediction.name)))
+    assert cleaned[0, 1, 1] == 0 and np.array_equal(cleaned[array != 2], array[array != 2])
+    assert nnunet_mm(["keep-tumours-in-liver", "-i", str(validation), "-o", str(tmp_path / "post"), *labels]) == 1
+
+    png = tmp_path / "grid.png"
+    assert nnunet_mm(["synth-preview", "-d", "596", "-c", "2d", "-o", str(png), "-n", "2", "-device", "cpu"]) == 0
+    assert png.stat().st_size > 20_000
+
+
+def test_keep_tumours_in_liver_reads_the_labels_from_the_prediction_folders_dataset_json(tmp_path, capsys):
+    from nnunet_mm.cli.main import main as nnunet_mm
+
+    predictions = tmp_path / "pred"
+    predictions.mkdir()
+    (predictions / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 3, "tumor": 5},
+                                                          "file_ending": ".nii.gz"}))
+    segmentation = np.zeros((4, 12, 12), np.uint8)
+    segmentation[:, 2:8, 2:8] = 3
+    segmentation[1, 3:5, 3:5] = 5
+    segmentation[2, 10:12, 10:12] = 5
+    sitk.WriteImage(sitk.GetImageFromArray(segmentation), str(predictions / "case_1.nii.gz"))
+    assert nnunet_mm(["keep-tumours-in-liver", "-i", str(predictions), "-o", str(tmp_path / "out")]) == 0
+    cleaned = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "case_1.nii.gz")))
+    assert (cleaned[1, 3:5, 3:5] == 5).all() and not (cleaned[2, 10:12, 10:12] == 5).any()
+    assert (tmp_path / "out" / "dataset.json").is_file()
+    (predictions / "broken.nii.gz").write_text("not an image")
+    assert nnunet_mm(["keep-tumours-in-liver", "-i", str(predictions), "-o", str(tmp_path / "out2")]) == 1
+    assert "broken.nii.gz: cannot be read as an image" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()  # staged: nothing is left behind
+
+
+def test_diffusion_synthesizer_plugs_into_the_step_in_3d():
+    """The trainer with part B's LatentDiffusionSynthesizer (real MONAI networks, tiny and untrained): tumours are
+    written into the 3D targets and the images change only at the tumours and their blending rim."""
+    from nnunet_mm.synthesis.autoencoder import AutoencoderConfig, build_autoencoder
+    from nnunet_mm.synthesis.latent_diffusion import DiffusionConfig, LatentDiffusionSynthesizer, build_denoiser
+
+    ae_config = AutoencoderConfig(channels=(8, 8), latent_channels=2, norm_num_groups=8, patch_size=(8, 16, 16),
+                                  discriminator_layers=1)
+    config = DiffusionConfig(channels=(8, 8), attention_levels=(False, False), num_head_channels=8,
+                             norm_num_groups=8, patch_size=(8, 16, 16), num_train_timesteps=10,
+                             num_inference_steps=2, margin_voxels=2)
+    trainer = _trainer(probability=1.0)
+    trainer.configuration_manager = SimpleNamespace(spacing=[3.0, 1.5, 1.5])
+    trainer.synthesizer = LatentDiffusionSynthesizer(build_autoencoder(ae_config), build_denoiser(config, 2, 2),
+                                                     config, ae_config, latent_scale=1.0, num_phases=2)
+    label = torch.zeros(2, 1, 16, 32, 32, dtype=torch.int16)
+    label[:, :, 2:14, 4:28, 4:28] = 1
+    data = torch.randn(2, 2, 16, 32, 32, generator=torch.Generator().manual_seed(2))
+    targets = [label, resize_like(label, (8, 16, 16))]
+    new_data, new_targets, chosen = trainer.insert_synthetic_tumours(data, targets)
+    synthetic = (new_targets[0] == 2)
+    assert chosen.all() and synthetic.flatten(1).any(1).all()
+    assert torch.equal(new_targets[1], resize_like(new_targets[0], (8, 16, 16)))
+    near = torch.nn.functional.max_pool3d(synthetic.float(), 5, stride=1, padding=2) > 0
+    assert not ((new_data != data).any(1, keepdim=True) & ~near).any()
+    assert torch.isfinite(new_data).all()
+
+
+def resize_like(label: torch.Tensor, shape) -> torch.Tensor:
+    """nnU-Net's DS downsampling of a (B, 1, ...) label (nearest-exact)."""
+    return torch.nn.functional.interpolate(label.float(), size=shape, mode="nearest-exact").to(label.dtype)
