@@ -82,6 +82,11 @@ setup(
         "scikit-image",  # Otsu / watershed for pseudo masks
     ],
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},  # make test runs on 2 workers
-    entry_points={"console_scripts": ["nnunet_mm=nnunet_mm.cli.main:main"]},
+    entry_points={
+        "console_scripts": ["nnunet_mm=nnunet_mm.cli.main:main"],
+        # each method package registers its keys of the dataset.json "nnunet_mm" block (nnunet_mm.settings)
+        "nnunet_mm.settings": [f"{method} = nnunet_mm.{method}.settings"
+                               for method in ("cmg", "cmc", "synthesis", "weak", "atlas")],
+    },
     cmdclass=cmdclass,
 )

@@ -54,21 +54,3 @@ def prior_channel_indices(dataset_json: Mapping[str, Any], source: str = "datase
         raise ValueError(f"{source}: prior channels {priors} must be the last of the {num_channels} channels "
                          f"(image channels first), as 'nnunet_mm mas' writes them.")
     return priors
-
-
-DEFAULT_PRIOR_DROPOUT = 0.3
-
-
-def prior_dropout_probability(dataset_json: Mapping[str, Any], source: str = "dataset.json") -> float:
-    """MASPriorTrainer's prior dropout: ``"nnunet_mm": {"prior_dropout": {"probability": p}}``, default 0.3.
-
-    Raises:
-        ValueError: a block that is not an object, an unknown key, or p outside [0, 1], naming ``source``.
-    """
-    block = (dataset_json.get("nnunet_mm") or {}).get("prior_dropout")
-    if block is None:
-        return DEFAULT_PRIOR_DROPOUT
-    where = f"{source}: 'nnunet_mm'.prior_dropout"
-    if not isinstance(block, Mapping) or set(block) - {"probability"}:
-        raise ValueError(f"{where} must be an object with the single key 'probability', got {block!r}.")
-    return number(block.get("probability", DEFAULT_PRIOR_DROPOUT), f"{where}.probability", 0, 1)

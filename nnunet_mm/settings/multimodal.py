@@ -1,20 +1,15 @@
-"""The ``"nnunet_mm"`` block of dataset.json: typed, validated plugin settings with defaults.
+"""The core keys of the ``"nnunet_mm"`` block: channels, reference channel and the multimodal augmentation.
 
-nnU-Net keeps unknown top-level keys of dataset.json: the planner copies the file to the preprocessed folder, the
-trainer holds it as ``self.dataset_json`` and saves it next to the checkpoints, and the predictor reads that copy.
-So everything a trainer or our predict command must know about the data travels in one place::
+::
 
-    "nnunet_mm": {
-        "reference_channel": 0,
-        "phase_names": ["pv", "art", "del", "nc"],
-        "misalignment": {"probability": 0.5, "max_translation_mm": [8, 3, 3], "max_rotation_deg": 2,
-                         "elastic_std_mm": 3, "elastic_control_points": 4},
-        "modality_dropout": {"probability": 0.1, "mode": "duplicate"},
-        "seed": null
-    }
+    "reference_channel": 0,
+    "phase_names": ["pv", "art", "del", "nc"],
+    "misalignment": {"probability": 0.5, "max_translation_mm": [8, 3, 3], "max_rotation_deg": 2,
+                     "elastic_std_mm": 3, "elastic_control_points": 4},
+    "modality_dropout": {"probability": 0.1, "mode": "duplicate"},
+    "seed": null
 
-Every key is optional. Unknown keys are refused with the list of known ones, so a typo does not silently fall back
-to a default.
+Read through :func:`nnunet_mm.settings.read_settings` (``.multimodal``), which validates the whole block.
 """
 from __future__ import annotations
 
@@ -24,7 +19,6 @@ from typing import Any, Mapping
 
 from nnunet_mm.settings.validation import check_keys
 
-BLOCK_KEY = "nnunet_mm"
 DROPOUT_MODES = ("duplicate", "zeros")
 
 
@@ -148,7 +142,6 @@ class MultiModalSettings:
         misalignment: see :class:`MisalignmentSettings`.
         modality_dropout: see :class:`ModalityDropoutSettings`.
         seed: base seed of the trainer's augmentation generator (offset by the DDP rank); None draws a fresh one.
-        extra: other keys of the block, left to later features (e.g. ``unlabeled_dir``) to validate.
     """
 
     num_channels: int = 1
@@ -157,13 +150,8 @@ class MultiModalSettings:
     misalignment: MisalignmentSettings = field(default_factory=MisalignmentSettings)
     modality_dropout: ModalityDropoutSettings = field(default_factory=ModalityDropoutSettings)
     seed: int | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
-    KNOWN_KEYS = ("reference_channel", "phase_names", "misalignment", "modality_dropout", "seed")
-    # keys that other parts of the plugin own; accepted here and passed through in ``extra``
-    PASSTHROUGH_KEYS = ("modalities", "per_case_modality", "source", "registration", "unlabeled_dir",
-                        "phase_labels_dir", "converter", "notes", "image_labels", "synthesis",
-                        "weak_supervision", "prior_dropout")
+    KEYS = ("reference_channel", "phase_names", "misalignment", "modality_dropout", "seed")
 
     def channel_name(self, channel: int) -> str:
         """``"1 (art)"`` when phase names are known, else ``"1"``."""
@@ -172,23 +160,17 @@ class MultiModalSettings:
         return str(channel)
 
     @classmethod
-    def from_dataset_json(cls, dataset_json: Mapping[str, Any], source: str = "dataset.json") -> "MultiModalSettings":
-        """Parse and validate the block; a dataset.json without it gets the defaults.
+    def from_block(cls, dataset_json: Mapping[str, Any], block: Mapping[str, Any], where: str) -> "MultiModalSettings":
+        """Parse the core keys of ``block`` (the ``"nnunet_mm"`` object of ``dataset_json``); called by
+        :func:`nnunet_mm.settings.read_settings`, which checks the keys of the block first.
 
         Raises:
-            KeyError: an unknown key in the block (the message lists the known ones).
-            ValueError: a value of the wrong type or out of range, naming ``source`` and the key.
+            ValueError: a value of the wrong type or out of range, naming ``where`` and the key.
         """
         channel_names = dataset_json.get("channel_names", dataset_json.get("modality"))
         if not isinstance(channel_names, Mapping) or not channel_names:
-            raise ValueError(f"{source}: 'channel_names' is missing or empty.")
+            raise ValueError(f"{where.split(': ')[0]}: 'channel_names' is missing or empty.")
         num_channels = len(channel_names)
-        block = dataset_json.get(BLOCK_KEY, {}) or {}
-        where = f"{source}: '{BLOCK_KEY}'"
-        if not isinstance(block, Mapping):
-            raise ValueError(f"{where} must be an object, got {type(block).__name__}.")
-        check_keys(block, list(cls.KNOWN_KEYS) + list(cls.PASSTHROUGH_KEYS), where)
-
         reference = block.get("reference_channel", 0)
         if not isinstance(reference, int) or isinstance(reference, bool) or not 0 <= reference < num_channels:
             raise ValueError(f"{where}.reference_channel must be an integer in [0, {num_channels - 1}] "
@@ -211,11 +193,10 @@ class MultiModalSettings:
             modality_dropout=ModalityDropoutSettings.from_dict(block.get("modality_dropout", {}),
                                                                f"{where}.modality_dropout"),
             seed=seed,
-            extra={k: v for k, v in block.items() if k in cls.PASSTHROUGH_KEYS},
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The block as written to dataset.json (round-trips through :meth:`from_dataset_json`)."""
+        """The core keys as written to dataset.json (round-trip through :func:`nnunet_mm.settings.read_settings`)."""
         block: dict[str, Any] = {
             "reference_channel": self.reference_channel,
             "misalignment": dataclasses.asdict(self.misalignment),
@@ -225,5 +206,4 @@ class MultiModalSettings:
         block["misalignment"]["max_translation_mm"] = list(self.misalignment.max_translation_mm)
         if self.phase_names is not None:
             block["phase_names"] = list(self.phase_names)
-        block.update(self.extra)
         return block

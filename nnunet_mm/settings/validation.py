@@ -33,3 +33,19 @@ def number(value: Any, where: str, low: float | None = None, high: float | None 
                     f"{'inf)' if high is None else f'{high}]'}")
         raise ValueError(f"{where} must be in {interval}, got {value}.")
     return float(value)
+
+
+def relative_folder_name(value: Any, where: str) -> str:
+    """``value`` if it is a non-empty relative folder name that stays inside the dataset folder.
+
+    Raises:
+        ValueError: naming ``where`` and the value.
+    """
+    from pathlib import PurePath
+
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where} must be a folder name relative to the dataset folder, got {value!r}.")
+    path = PurePath(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"{where} must stay inside the dataset folder (relative, no '..'), got {value!r}.")
+    return value

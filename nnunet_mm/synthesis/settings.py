@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nnunet_mm.settings.block import register_sub_block
 from nnunet_mm.settings.validation import check_keys, number
 from nnunet_mm.synthesis.masks import DEFAULT_SIZE_CLASSES, TumourMaskSettings, TumourSizeClass
 
@@ -107,13 +108,6 @@ class SynthesisSettings:
             raise ValueError(f"{where}: dice_weight and ce_weight are both 0; the loss would be zero.")
         return settings
 
-    @classmethod
-    def from_dataset_json(cls, dataset_json: Mapping[str, Any], source: str = "dataset.json") -> "SynthesisSettings":
-        """The settings of the ``"synthesis"`` object of the ``"nnunet_mm"`` block (defaults when absent)."""
-        block = dataset_json.get("nnunet_mm") or {}
-        return cls.from_dict(block.get("synthesis") if isinstance(block, Mapping) else None,
-                             f"{source}: 'nnunet_mm'.synthesis")
-
     @staticmethod
     def _mask_settings(block: Mapping[str, Any], where: str) -> TumourMaskSettings:
         classes = DEFAULT_SIZE_CLASSES
@@ -173,3 +167,6 @@ class SynthesisSettings:
         if liver == tumour:
             raise ValueError(f"{source}: liver and tumour label are both {liver}.")
         return liver, tumour
+
+
+register_sub_block("synthesis", SynthesisSettings.from_dict, SynthesisSettings, owner=__name__)

@@ -36,36 +36,45 @@ def validate_image_labels(image_labels: Any, source: str) -> dict[str, str]:
     return {str(case): str(value) for case, value in image_labels.items()}
 
 
-def read_image_labels(dataset_json: Mapping[str, Any], dataset_folder: Path | None) -> dict[str, str] | None:
+def parse_image_labels_value(value: Any, where: str) -> str | dict[str, str]:
+    """The block's ``"image_labels"``: a file name (checked when read) or inline labels (checked now)."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError(f"{where} must be a file name or an object {{case: 'diseased' | 'normal'}}, got ''.")
+        return value
+    return validate_image_labels(value, where)
+
+
+def read_image_labels(image_labels: str | Mapping[str, str] | None, dataset_folder: Path | None,
+                      source: str = "dataset.json") -> dict[str, str] | None:
     """The image-level labels a dataset declares, or None when its block has no ``"image_labels"``.
 
     Args:
-        dataset_json: the parsed dataset.json.
+        image_labels: the typed ``"image_labels"`` value (``read_settings(...).method("image_labels")``).
         dataset_folder: the raw dataset folder, against which a file name is resolved (None: only inline labels
             can be read).
+        source: the dataset.json the value came from, for messages.
 
     Raises:
         FileNotFoundError: the named file does not exist (or no folder was given to resolve it).
         ValueError: malformed JSON or labels, naming the file.
     """
-    block = dataset_json.get("nnunet_mm") or {}
-    value = block.get(IMAGE_LABELS_KEY)
-    if value is None:
+    if image_labels is None:
         return None
-    if isinstance(value, str):
+    if isinstance(image_labels, str):
         if dataset_folder is None:
-            raise FileNotFoundError(f"dataset.json names the image-label file '{value}', but the raw dataset folder "
-                                    f"is unknown; set nnUNet_raw or put the labels inline.")
-        file = Path(dataset_folder) / value
+            raise FileNotFoundError(f"{source} names the image-label file '{image_labels}', but the raw dataset "
+                                    f"folder is unknown; set nnUNet_raw or put the labels inline.")
+        file = Path(dataset_folder) / image_labels
         if not file.is_file():
-            raise FileNotFoundError(f"{file}: image-label file named in dataset.json ('nnunet_mm'.'{IMAGE_LABELS_KEY}')"
-                                    f" does not exist.")
+            raise FileNotFoundError(f"{file}: image-label file named in {source} ('nnunet_mm'.'{IMAGE_LABELS_KEY}') "
+                                    f"does not exist.")
         try:
             value = json.loads(file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise ValueError(f"{file}: not valid JSON ({error.msg}, line {error.lineno}).") from None
         return validate_image_labels(value, str(file))
-    return validate_image_labels(value, str(Path(dataset_folder or ".") / "dataset.json"))
+    return dict(image_labels)
 
 
 def normal_cases(image_labels: Mapping[str, str] | None) -> frozenset[str]:

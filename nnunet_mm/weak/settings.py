@@ -1,4 +1,5 @@
-"""The ``"weak_supervision"`` object of the dataset.json ``"nnunet_mm"`` block: WeakLabelTrainer's settings.
+"""Weak supervision's keys of the ``"nnunet_mm"`` block: ``"weak_supervision"`` (WeakLabelTrainer's settings) and
+``"image_labels"`` (:mod:`nnunet_mm.weak.image_labels`).
 
 ::
 
@@ -20,9 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nnunet_mm.settings.block import register_sub_block
 from nnunet_mm.settings.validation import check_keys, number
+from nnunet_mm.weak.image_labels import IMAGE_LABELS_KEY, parse_image_labels_value
 
-BLOCK_KEY = "weak_supervision"
+WEAK_SUPERVISION_KEY = "weak_supervision"
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class WeakTrainingSettings:
 
     @classmethod
     def from_dict(cls, block: Mapping[str, Any] | None,
-                  where: str = f"nnunet_mm.{BLOCK_KEY}") -> "WeakTrainingSettings":
+                  where: str = f"nnunet_mm.{WEAK_SUPERVISION_KEY}") -> "WeakTrainingSettings":
         """Parse the block (None or missing: defaults).
 
         Raises:
@@ -69,10 +72,6 @@ class WeakTrainingSettings:
                              f"confident_threshold ({settings.confident_threshold}).")
         return settings
 
-    @classmethod
-    def from_dataset_json(cls, dataset_json: Mapping[str, Any], source: str = "dataset.json") -> "WeakTrainingSettings":
-        """The settings of the ``"weak_supervision"`` object of the ``"nnunet_mm"`` block (defaults when absent)."""
-        block = dataset_json.get("nnunet_mm") or {}
-        return cls.from_dict(block.get(BLOCK_KEY) if isinstance(block, Mapping) else None,
-                             f"{source}: 'nnunet_mm'.{BLOCK_KEY}")
 
+register_sub_block(WEAK_SUPERVISION_KEY, WeakTrainingSettings.from_dict, WeakTrainingSettings, owner=__name__)
+register_sub_block(IMAGE_LABELS_KEY, parse_image_labels_value, lambda: None, owner=__name__)
