@@ -72,15 +72,19 @@ def make_arms(source_id: int, fraction: float) -> dict[str, int]:
     from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
 
     from nnunet_mm.cmc.label_fraction import make_label_fraction_dataset
+    from nnunet_mm.cmc.settings import UNLABELED_DIR_KEY
     from nnunet_mm.cmc.unlabeled import preprocess_unlabeled
+    from nnunet_mm.settings import BLOCK_KEY, block_of
 
     semi = make_label_fraction_dataset(source_id, fraction, target_id=source_id + 1, overwrite=True)
     supervised = make_label_fraction_dataset(source_id, fraction, target_id=source_id + 2,
                                              target_name=semi.name.split("_", 1)[1] + "_supervised", overwrite=True)
-    shutil.rmtree(supervised / "imagesUnl")
-    dataset_json = load_json(str(supervised / "dataset.json"))
-    dataset_json["nnunet_mm"].pop("unlabeled_dir")
-    save_json(dataset_json, str(supervised / "dataset.json"), sort_keys=False)
+    shutil.rmtree(supervised / "imagesUnl")  # the same labelled cases, and no unlabeled ones
+    dataset_json_file = str(supervised / "dataset.json")
+    dataset_json = load_json(dataset_json_file)
+    dataset_json[BLOCK_KEY] = {k: v for k, v in block_of(dataset_json, dataset_json_file).items()
+                               if k != UNLABELED_DIR_KEY}
+    save_json(dataset_json, dataset_json_file, sort_keys=False)
     for dataset_id in (source_id, source_id + 1, source_id + 2):
         benchlib.plan_and_preprocess(dataset_id)
     preprocess_unlabeled(source_id + 1, "3d_fullres")

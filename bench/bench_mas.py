@@ -26,6 +26,7 @@ import shutil
 import time
 from pathlib import Path
 
+from nnunet_mm.evaluation.metrics import dice, mean_of_defined
 from nnunet_mm.io.figure_style import figure_style
 
 ATLAS_ID, TARGET_ID, MAS_ID, LEARNED_ID = 741, 742, 743, 744
@@ -42,14 +43,9 @@ def _summary(folder: Path) -> dict:
 
 
 def _mean_fg_dice(entries: list[dict]) -> dict[str, float]:
-    """Mean Dice per foreground class ("1" liver, "2" tumour) over entries ``{"1": d, "2": d}`` (None skipped)."""
-    import numpy as np
-
-    result = {}
-    for key, name in (("1", "liver"), ("2", "tumour")):
-        values = [e[key] for e in entries if e.get(key) is not None]
-        result[name] = round(float(np.mean(values)), 4) if values else float("nan")
-    return result
+    """Mean Dice per foreground class ("1" liver, "2" tumour) over entries ``{"1": d, "2": d}`` (undefined skipped)."""
+    return {name: round(mean_of_defined(e.get(key) for e in entries), 4)
+            for key, name in (("1", "liver"), ("2", "tumour"))}
 
 
 def _unregistered_dice(atlas: Path, target: Path) -> dict[str, float]:
@@ -63,11 +59,7 @@ def _unregistered_dice(atlas: Path, target: Path) -> dict[str, float]:
         for atlas_label in sorted((atlas / "labelsTr").glob("*.nii.gz")):
             moved = sitk.GetArrayFromImage(sitk.Resample(sitk.ReadImage(str(atlas_label)), truth,
                                                          sitk.Transform(), sitk.sitkNearestNeighbor, 0))
-            entry = {}
-            for k in (1, 2):
-                denominator = (moved == k).sum() + (t == k).sum()
-                entry[str(k)] = 2 * ((moved == k) & (t == k)).sum() / denominator if denominator else None
-            entries.append(entry)
+            entries.append({str(k): dice(t == k, moved == k) for k in (1, 2)})
     return _mean_fg_dice(entries)
 
 

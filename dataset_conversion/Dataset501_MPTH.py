@@ -35,9 +35,9 @@ Output, in ``<output_root>/Dataset501_MPTH/``:
 * ``labelsTr_phases/<case>_<channel:04d>.nii.gz``: the labels of each non-reference channel (``_0001`` = ART), same
   0/1/2 encoding, drawn on that phase's own masks and moved with the same transform as its image (nearest
   neighbour), so they lie on the grid of ``imagesTr`` — for per-phase supervision (CMG). dataset.json's
-  ``"nnunet_mm"`` block names the folder in ``"phase_labels_dir"``.
+  ``'nnunet_mm'`` block names the folder in ``"phase_labels_dir"``.
 * ``dataset.json``: every channel is named ``"CT"`` (CT normalisation); the phase names, registration, source and
-  the spacing/intensity conventions are in the ``"nnunet_mm"`` block.
+  the spacing/intensity conventions are in the ``'nnunet_mm'`` block.
 
 Facts from ``docs/datasets.md`` §2.8 checked against the seed code (``datasets/dataset.py`` and ``README.md`` of
 lzhLab/cross-modal-guidance): the folder layout, ``.png`` listing, ``torch.load`` of images (the result goes through
@@ -76,18 +76,17 @@ from nnunet_mm.conversion import (
     natural_key,
     prepare_output,
     raise_if_problems,
-    register as register_images,
-    resample_to_reference,
+    read_slice,
     run_converter_cli,
     sanitize_case_id,
+    sniff_format,
     source_folder,
-    staged_dataset,
     summarize,
     voxel_counts,
-    write_dataset_json,
-    write_image,
 )
-from nnunet_mm.conversion.slices import read_slice, sniff_format
+from nnunet_mm.evaluation.metrics import dice
+from nnunet_mm.io import (register as register_images, resample_to_reference, staged_dataset, write_dataset_json,
+                          write_image)
 
 logger = logging.getLogger(__name__)
 
@@ -377,13 +376,6 @@ def find_cases(root: Path, *, phases: Sequence[str]) -> tuple[list[MPTHCase], li
 # ----------------------------------------------------------------------------------------------------------------
 # converting one case
 
-def liver_dice(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Dice of the liver (label > 0) of two label maps; None when both are empty."""
-    a, b = a > 0, b > 0
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int(np.logical_and(a, b).sum()) / total if total else None
-
-
 def convert_case(case: MPTHCase, *, staging_dir: Path, spacing_zyx_mm: Sequence[float], png_offset: float | None,
                  registration: str) -> CaseRecord:
     """Write the channels (and labels) of ``case`` into ``staging_dir``; see the module docstring for the names."""
@@ -419,7 +411,7 @@ def convert_case(case: MPTHCase, *, staging_dir: Path, spacing_zyx_mm: Sequence[
     return CaseRecord(case.case_id, True, reference.GetSpacing(),
                       label_voxel_counts=voxel_counts(arrays[0], len(LABELS)),
                       extra={"encodings": sorted(volumes.encodings),
-                             "liver_dice": [liver_dice(arrays[0], other) for other in arrays[1:]]})
+                             "liver_dice": [dice(arrays[0] > 0, other > 0) for other in arrays[1:]]})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -461,10 +453,10 @@ def _phase_notes(records: Sequence[CaseRecord], phases: Sequence[str], register:
         notes.append(f"per-phase labels: {PHASE_LABELS_DIR}/<case>_<channel:04d>{FILE_ENDING} "
                      f"({len(training) * (len(phases) - 1)} files)")
     for offset, phase in enumerate(phases[1:]):
-        dice = [r.extra["liver_dice"][offset] for r in training if r.extra["liver_dice"][offset] is not None]
-        if dice:
+        liver_dice = [r.extra["liver_dice"][offset] for r in training if not np.isnan(r.extra["liver_dice"][offset])]
+        if liver_dice:
             notes.append(f"liver Dice {phases[0]} vs {phase} labels on the reference grid: mean "
-                         f"{np.mean(dice):.3f}, min {np.min(dice):.3f}")
+                         f"{np.mean(liver_dice):.3f}, min {np.min(liver_dice):.3f}")
     return notes
 
 

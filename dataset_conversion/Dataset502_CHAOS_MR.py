@@ -32,7 +32,7 @@ Output, one case per patient ``chaos_mr_<id>`` (so nnU-Net's default split is al
   :class:`nnunet_mm.training.multimodal_trainer.MultiModalTrainer` copies the raw folder's ``splits_final.json``
   there when the preprocessed folder has none.
 * ``dataset.json``: channel names ``T1_in``, ``T1_out``, ``T2`` (unknown names → nnU-Net's z-score normalisation),
-  labels ``background 0, liver 1, right_kidney 2, left_kidney 3, spleen 4``; the ``"nnunet_mm"`` block holds
+  labels ``background 0, liver 1, right_kidney 2, left_kidney 3, spleen 4``; the ``'nnunet_mm'`` block holds
   ``reference_channel`` 0, ``modalities``, ``registration``, ``source``, ``converter`` and ``notes``.
 
 Every patient is checked (all files read) before anything is written; all problems are reported together, each naming
@@ -57,12 +57,12 @@ import SimpleITK as sitk
 
 from nnunet_mm.conversion import (CaseRecord, ConversionError, DatasetSummary, add_common_arguments,
                                   image_from_array, label_dict, map_cases, prepare_output, raise_if_problems,
-                                  register, resample_to_reference, run_converter_cli, source_folder, staged_dataset,
-                                  summarize, voxel_counts, write_dataset_json, write_image)
+                                  run_converter_cli, source_folder, summarize, voxel_counts)
 from nnunet_mm.dataset_conversion.chaos_layout import (DICOM_FOLDER, GROUND_FOLDER, MR_LABEL_NAMES, DicomSeries, Patient,
                                         checked_patients, mr_ground_labels, patient_splits, place_ground, read_ground,
                                         read_series, read_series_folder, required_folder, t1dual_echo_files)
-from nnunet_mm.io import geometry_differences
+from nnunet_mm.io import (geometry_differences, register, resample_to_reference, staged_dataset, write_dataset_json,
+                          write_image)
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ non-zero pixel is liver (copies use 1 or 255).
 Output, one case per patient ``chaos_ct_<id>``, in ``<output_root>/Dataset503_CHAOS_CT/``:
 ``imagesTr/chaos_ct_<id>_0000.nii.gz`` (CT as stored, Hounsfield units after the DICOM rescale),
 ``labelsTr/chaos_ct_<id>.nii.gz`` (0 background, 1 liver), test patients in ``imagesTs``. ``dataset.json`` names the
-channel ``CT`` (nnU-Net's CT normalisation); the ``"nnunet_mm"`` block holds ``reference_channel`` 0,
+channel ``CT`` (nnU-Net's CT normalisation); the ``'nnunet_mm'`` block holds ``reference_channel`` 0,
 ``modalities``, ``registration`` (none), ``source``, ``converter`` and ``notes`` (the mask order used). CT and MR of
 CHAOS come from different patients, so they are separate datasets, never channels of one.
 
@@ -40,10 +40,11 @@ import SimpleITK as sitk
 
 from nnunet_mm.conversion import (CaseRecord, DatasetSummary, add_common_arguments, image_from_array, label_dict,
                                   map_cases, prepare_output, raise_if_problems, run_converter_cli, source_folder,
-                                  staged_dataset, summarize, voxel_counts, write_dataset_json, write_image)
+                                  summarize, voxel_counts)
 from nnunet_mm.dataset_conversion.chaos_layout import (CT_LABEL_NAMES, DICOM_FOLDER, GROUND_FOLDER, MaskOrder, Patient,
                                         checked_patients, ct_ground_labels, place_ground, read_ground,
                                         read_series_folder, required_folder)
+from nnunet_mm.io import staged_dataset, write_dataset_json, write_image
 
 logger = logging.getLogger(__name__)
 

@@ -16,14 +16,14 @@ Output, in ``<output_root>/Dataset504_AMOS/``:
 * ``imagesTr/amos_XXXX_0000.nii.gz`` + ``labelsTr/amos_XXXX.nii.gz`` for Tr and (``include_validation``, the default,
   as nnU-Net's post-challenge converters do) Va cases; ``imagesTs/amos_XXXX_0000.nii.gz`` for Ts cases. Without
   ``include_validation`` the Va cases go to ``imagesTs/`` with their labels in ``labelsTs/`` (a held-out set).
-* Every image and label is reoriented to LPS (identity direction, see :mod:`nnunet_mm.conversion.unpaired`); many
+* Every image and label is reoriented to LPS (identity direction, see :mod:`nnunet_mm.dataset_conversion.unpaired_layout`); many
   AMOS MRIs are coronal. Voxel values are unchanged; labels are written as uint8.
 * Labels: the 15 organs, values already consecutive (1 spleen ... 15 prostate/uterus), checked against that
   whitelist; any other value is an error naming the file.
 * dataset.json: one channel, ``"either_CT_or_MR"`` (z-score per case) for both modalities, ``"CT"`` for
   ``modality="ct"`` (CT normalisation), ``"MR"`` for ``modality="mr"`` (z-score). The modality of every case is in
-  ``"nnunet_mm": {"modalities": {"0": "CT|MR"}, "per_case_modality": {"amos_0001": "CT", "amos_0507": "MR", ...}}``
-  (see :mod:`nnunet_mm.conversion.unpaired` for the exact format).
+  ``'nnunet_mm': {"modalities": {"0": "CT|MR"}, "per_case_modality": {"amos_0001": "CT", "amos_0507": "MR", ...}}``
+  (see :mod:`nnunet_mm.dataset_conversion.unpaired_layout` for the exact format).
 
 Facts from docs/datasets.md §2.2 and where they were checked: the folder layout, the ``amos_XXXX`` names, the MSD-style
 challenge dataset.json with ``"licence"`` and the label order were confirmed in public code that reads the release
@@ -48,8 +48,9 @@ from pathlib import Path
 from nnunet_mm.conversion.archives import check_inside, source_folder
 from nnunet_mm.conversion.errors import ConversionError
 from nnunet_mm.conversion.runner import DatasetSummary, add_common_arguments, prepare_output, run_converter_cli
-from nnunet_mm.conversion.unpaired import (MODALITY_CHOICES, LabelEncoding, UnpairedCase, convert_unpaired_dataset,
-                                           duplicate_id_problems, find_nifti_files, nifti_stem, selected_modalities)
+from nnunet_mm.dataset_conversion.unpaired_layout import (MODALITY_CHOICES, LabelEncoding, UnpairedCase,
+                                                          convert_unpaired_dataset, duplicate_id_problems,
+                                                          find_nifti_files, nifti_stem, selected_modalities)
 
 __all__ = ["DATASET_ID", "DATASET_NAME", "LABEL_NAMES", "ConversionError", "build_parser", "convert",
            "convert_with_summary", "find_cases", "main", "modality_of"]

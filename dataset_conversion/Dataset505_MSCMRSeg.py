@@ -38,7 +38,7 @@ Modes (``--mode``):
   with nnU-Net's own trainers, copy it to ``$nnUNet_preprocessed/Dataset505_MSCMRSeg/`` yourself).
   Separate datasets per sequence would need three dataset ids, which other converters use.
 
-``dataset.json`` carries the ``"nnunet_mm"`` block: ``reference_channel`` 0, ``modalities`` (``"MR"`` per channel),
+``dataset.json`` carries the ``'nnunet_mm'`` block: ``reference_channel`` 0, ``modalities`` (``"MR"`` per channel),
 ``source``, ``converter``, plus ``phase_names`` (the sequences in channel order) and ``registration`` in
 multichannel mode, or ``per_case_modality`` in per-sequence mode. Both modes use dataset id 505 and the name
 ``MSCMRSeg`` by default; to keep both, give the second its own ``--dataset-id``/``--dataset-name``.
@@ -83,20 +83,15 @@ from nnunet_mm.conversion import (
     natural_key,
     prepare_output,
     raise_if_problems,
-    read_image,
-    register,
     remap_labels,
-    resample_to_reference,
     run_converter_cli,
     source_files,
     source_folder,
-    staged_dataset,
     summarize,
     voxel_counts,
-    write_dataset_json,
-    write_image,
 )
-from nnunet_mm.io import describe_geometry, geometry_differences
+from nnunet_mm.io import (describe_geometry, geometry_differences, read_image, register, resample_to_reference,
+                          staged_dataset, write_dataset_json, write_image)
 
 logger = logging.getLogger(__name__)
 
@@ -456,7 +451,7 @@ class WrittenCases:
 
     records: list[CaseRecord]
     channel_names: list[str]
-    block: dict[str, Any]  # the mode's part of the "nnunet_mm" block
+    block: dict[str, Any]  # the mode's part of the 'nnunet_mm' block
     notes: list[str]  # extra summary lines
     description: str
 

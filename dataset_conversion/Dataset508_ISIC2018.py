@@ -27,7 +27,7 @@ Output, in ``<output_root>/Dataset508_ISIC2018/``:
   seeded from the case id, so a conversion is reproducible. Dermoscopy corners are often dark vignetting; such
   crops are kept (they are lesion-free).
 * ``image_labels.json``: ``{case: "diseased" | "normal"}`` for every training case (every ISIC image shows a lesion;
-  the crops are normal), for weak supervision, referenced as ``"image_labels"`` in the ``"nnunet_mm"`` block.
+  the crops are normal), for weak supervision, referenced as ``"image_labels"`` in the ``'nnunet_mm'`` block.
 * ``dataset.json``: labels ``{background: 0, lesion: 1}``, file_ending ``.png``, ``overwrite_image_reader_writer``
   ``NaturalImage2DIO``.
 

@@ -17,12 +17,12 @@ Output, in ``<output_root>/Dataset509_MMWHS/``:
   in ``imagesTs/ct_2001_0000.nii.gz`` ...: the case id is the modality plus the number, because CT and MR numbers
   overlap although the patients differ.
 * Every image and label reoriented to LPS (identity direction; MR volumes come in mixed orientations), voxel values
-  unchanged; see :mod:`nnunet_mm.conversion.unpaired`.
+  unchanged; see :mod:`nnunet_mm.dataset_conversion.unpaired_layout`.
 * Labels 205/420/500/550/600/820/850 → 1..7 (:data:`RAW_TO_NNUNET`, a whitelist; :func:`labels_back_to_mmwhs` is the
   inverse for exporting predictions). The stray value 421 (known in ``mr_train_1010_label``) is read as 420 with a
   warning naming the file, and listed in the dataset.json notes; every other value is an error naming the file.
 * dataset.json: one channel, ``"either_CT_or_MR"`` (z-score per case) by default, ``"CT"`` (CT normalisation) for
-  ``modality="ct"``, ``"MR"`` (z-score) for ``modality="mr"``; per-case modality in ``"nnunet_mm"``
+  ``modality="ct"``, ``"MR"`` (z-score) for ``modality="mr"``; per-case modality in ``'nnunet_mm'``
   (``"modalities": {"0": "CT|MR"}``, ``"per_case_modality": {"ct_1001": "CT", "mr_1001": "MR", ...}``).
 
 Facts from docs/datasets.md §2.6 and where they were checked: the file names and the ``ct_train/``, ``mr_train/``,
@@ -50,8 +50,9 @@ import numpy as np
 from nnunet_mm.conversion.archives import source_folder
 from nnunet_mm.conversion.errors import ConversionError
 from nnunet_mm.conversion.runner import DatasetSummary, add_common_arguments, prepare_output, run_converter_cli
-from nnunet_mm.conversion.unpaired import (MODALITY_CHOICES, LabelEncoding, UnpairedCase, convert_unpaired_dataset,
-                                           duplicate_id_problems, find_nifti_files, nifti_stem, selected_modalities)
+from nnunet_mm.dataset_conversion.unpaired_layout import (MODALITY_CHOICES, LabelEncoding, UnpairedCase,
+                                                          convert_unpaired_dataset, duplicate_id_problems,
+                                                          find_nifti_files, nifti_stem, selected_modalities)
 
 __all__ = ["DATASET_ID", "DATASET_NAME", "LABEL_NAMES", "RAW_TO_NNUNET", "ConversionError", "build_parser",
            "convert", "convert_with_summary", "find_cases", "labels_back_to_mmwhs", "main"]

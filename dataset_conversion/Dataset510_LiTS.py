@@ -20,7 +20,7 @@ Output, in ``<output_root>/Dataset510_LiTS/``:
   segmentation as uint8 on the volume's geometry: a segmentation whose grid differs from its volume's by more than
   :data:`GEOMETRY_TOLERANCE` is refused.
 * ``dataset.json``: one channel named ``"CT"`` (nnU-Net's CT normalisation), labels background/liver/tumor,
-  ``"nnunet_mm": {"reference_channel": 0, "phase_names": ["pv"], "source": ..., "converter": ...}`` (LiTS is mostly
+  ``'nnunet_mm': {"reference_channel": 0, "phase_names": ["pv"], "source": ..., "converter": ...}`` (LiTS is mostly
   portal-venous, from seven centres).
 
 Facts checked: the file names and the ``Training Batch 1``/``Training Batch 2`` split (0..27, 28..130) match public
@@ -57,18 +57,15 @@ from nnunet_mm.conversion import (
     map_cases,
     prepare_output,
     raise_if_problems,
-    read_image,
     remap_labels,
     run_converter_cli,
     source_files,
     source_folder,
-    staged_dataset,
     summarize,
     voxel_counts,
-    write_dataset_json,
-    write_image,
 )
-from nnunet_mm.io import describe_geometry, geometry_differences
+from nnunet_mm.io import (describe_geometry, geometry_differences, read_image, staged_dataset, write_dataset_json,
+                          write_image)
 
 logger = logging.getLogger(__name__)
 

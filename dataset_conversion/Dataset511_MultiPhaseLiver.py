@@ -13,7 +13,7 @@ Output, in ``<output_root>/Dataset511_MultiPhaseLiver/``:
   resampled (linear; after optional rigid/affine registration to the reference) onto the reference grid;
   ``labelsTr/<case>.nii.gz`` = the label, values and grid unchanged (uint8); unlabelled cases go to ``imagesTs``.
 * ``dataset.json``: every channel is named ``"CT"`` so that nnU-Net applies CT normalisation to each phase (the
-  phase names are kept in the ``"nnunet_mm"`` block: ``reference_channel``, ``phase_names``, ``source``,
+  phase names are kept in the ``'nnunet_mm'`` block: ``reference_channel``, ``phase_names``, ``source``,
   ``registration``, ``converter``). Label values are kept as they are (``label_names[i]`` ↔ ``i + 1``), so no
   inverse mapping is needed to export predictions.
 * ``nnunet_mm_qa/`` (``qa_figures=True``): one PNG per case and ``summary.json``, see :func:`convert`; when
@@ -44,7 +44,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_mm.conversion.errors import ConversionError
-from nnunet_mm.conversion.runner import map_cases, prepare_output, sanitize_case_id
+from nnunet_mm.conversion.runner import (add_common_arguments, map_cases, prepare_output, run_converter_cli,
+                                         sanitize_case_id)
 from nnunet_mm.io import (
     IMAGE_ENDINGS,
     describe_geometry,
@@ -665,9 +666,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         prog=prog, description="Convert multi-phase liver CT (one folder per case, labels on the reference phase) "
                                "into an nnU-Net raw dataset.")
     parser.add_argument("source_dir", type=Path, help="folder with one sub-folder per case")
-    parser.add_argument("--output-root", type=Path, default=None, help="default: $nnUNet_raw")
-    parser.add_argument("--dataset-id", type=int, default=DATASET_ID)
-    parser.add_argument("--dataset-name", default=DATASET_NAME)
     parser.add_argument("--phases", type=_comma_list, default=list(DEFAULT_PHASES),
                         help="phase file stems, reference first (default: %(default)s)")
     parser.add_argument("--label-name", default=DEFAULT_LABEL_NAME, help="label file stem (default: %(default)s)")
@@ -676,33 +674,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--register", choices=REGISTRATION_CHOICES, default="none",
                         help="register each phase to the reference before resampling (default: %(default)s)")
     parser.add_argument("--no-qa", action="store_true", help="skip the QA figures and summary.json")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
-    parser.add_argument("-np", "--num-processes", type=int, default=1)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_common_arguments(parser, dataset_id=DATASET_ID, dataset_name=DATASET_NAME)
     return parser
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0 success, 1 a problem with the input or arguments)."""
-    args = parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                            format="%(levelname)s %(name)s: %(message)s")
-    try:
-        summary = convert_with_summary(
-            args.source_dir, dataset_id=args.dataset_id, dataset_name=args.dataset_name,
-            output_root=args.output_root, phases=args.phases, label_name=args.label_name, label_names=args.labels,
-            register=args.register, qa_figures=not args.no_qa, overwrite=args.overwrite,
-            num_processes=args.num_processes)
-    except (ValueError, FileExistsError, FileNotFoundError) as error:  # ConversionError is a ValueError
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(summary.format())
-    return 0
+    args = build_parser().parse_args(argv)
+    return run_converter_cli(convert_with_summary, args, source_dir=args.source_dir, phases=args.phases,
+                             label_name=args.label_name, label_names=args.labels, register=args.register,
+                             qa_figures=not args.no_qa)
 
 
 if __name__ == "__main__":

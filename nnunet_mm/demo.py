@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Sequence
 
 from nnunet_mm.io.figure_style import figure_style
+from nnunet_mm.io.raw_dataset import available_channel_files
+from nnunet_mm.io.staging import check_output
 
 DATASET_ID = 511
 DATASET_NAME = "Dataset511_MultiPhaseLiver"
@@ -66,10 +68,10 @@ def _run(step: str, command: list[str], env: dict[str, str], result: DemoResult,
 
 def _copy_channels(source: Path, target: Path, channels: Sequence[int]) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    for path in sorted(source.glob("*_[0-9][0-9][0-9][0-9].nii.gz")):
-        channel = int(path.name[-11:-7])
-        if channel in channels:
-            shutil.copy2(path, target / path.name)
+    for files in available_channel_files(source, ".nii.gz", None).values():
+        for channel in channels:
+            if channel in files:
+                shutil.copy2(files[channel], target / files[channel].name)
 
 
 def _read_dice(summary_file: Path) -> dict[str, float]:
@@ -86,10 +88,8 @@ def run_demo(workdir: Path, *, num_training: int = 8, num_test: int = 2, shape_z
         FileExistsError: ``workdir`` is not empty and ``overwrite`` is False.
         RuntimeError: a step failed; the message holds the end of its log.
     """
-    workdir = Path(workdir).resolve()
-    if workdir.exists() and any(workdir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{workdir} is not empty; pass --overwrite to replace it.")
+    workdir = check_output(Path(workdir).resolve(), overwrite=overwrite)
+    if workdir.is_dir() and any(workdir.iterdir()):  # only with overwrite
         shutil.rmtree(workdir)
     logs = workdir / "logs"
     logs.mkdir(parents=True)

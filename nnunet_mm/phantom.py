@@ -34,6 +34,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
+from nnunet_mm.settings import BLOCK_KEY
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -930,7 +932,7 @@ def write_nnunet_raw(
     Layout: ``root/DatasetXXX_Name/{imagesTr,labelsTr,imagesTs,labelsTs}`` with ``CASE_0000.nii.gz`` the reference
     phase and ``_0001``… the other phases in ``phases`` order, labels ``CASE.nii.gz`` of the reference phase, and a
     dataset.json whose channel names are all ``"CT"`` (so every phase gets CT normalisation) plus
-    ``"nnunet_mm": {"reference_channel": 0, "phase_names": [...]}``. The phases are misregistered but share the
+    the block ``'nnunet_mm': {"reference_channel": 0, "phase_names": [...]}``. The phases are misregistered but share the
     reference grid (with ``different_grids=True`` they are resampled onto it, linear for images).
 
     Args:
@@ -989,7 +991,7 @@ def write_nnunet_raw(
         ),
         license="synthetic data without patient information; free to use",
         converted_by="nnunet_mm.phantom",
-        nnunet_mm={"reference_channel": 0, "phase_names": list(phases)},
+        **{BLOCK_KEY: {"reference_channel": 0, "phase_names": list(phases)}},
     )
     logger.debug("wrote %d training and %d test phantom cases to %s", num_training, num_test, dataset_folder)
     return dataset_folder

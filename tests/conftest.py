@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from planned_phantom import planned_phantom, trainer_kit  # noqa: F401  (trainers built the nnU-Net way)
+
 
 def _quick_fingerprint(dataset_id: int) -> None:
     """nnU-Net's fingerprint extraction with 10^5 intensity samples instead of 10^8 (those take ~30 s even on tiny

@@ -13,13 +13,10 @@ from PIL import Image
 from scipy import ndimage
 
 from nnunet_mm import phantom
+from nnunet_mm.evaluation.metrics import dice
 from nnunet_mm.phantom import HU_BY_TISSUE, LABELS, PHASE_NAMES, make_case
 
 SMALL_SHAPE = (16, 32, 32)
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * float((a & b).sum()) / max(1, int(a.sum() + b.sum()))
 
 
 def _hu(tissue: str, phase: str) -> float:
@@ -162,8 +159,8 @@ def test_reference_phase_has_zero_displacement(cases):
 def test_organs_stay_aligned_while_tumours_do_not(cases):
     for case in cases:
         for phase in case.phase_names[1:]:
-            liver_dice = _dice(case.label >= 1, case.labels[phase] >= 1)
-            tumour_dice = _dice(case.label == 2, case.labels[phase] == 2)
+            liver_dice = dice(case.label >= 1, case.labels[phase] >= 1)
+            tumour_dice = dice(case.label == 2, case.labels[phase] == 2)
             assert liver_dice > 0.7, (case.seed, phase, liver_dice)
             assert tumour_dice < liver_dice, (case.seed, phase, tumour_dice, liver_dice)
 
@@ -173,8 +170,8 @@ def test_lesion_shift_lowers_tumour_dice(cases):
     for case in cases:
         without_shift = make_case(case.seed, lesion_shift_mm=None)
         for phase in case.phase_names[1:]:
-            shifted.append(_dice(case.label == 2, case.labels[phase] == 2))
-            unshifted.append(_dice(without_shift.label == 2, without_shift.labels[phase] == 2))
+            shifted.append(dice(case.label == 2, case.labels[phase] == 2))
+            unshifted.append(dice(without_shift.label == 2, without_shift.labels[phase] == 2))
     assert np.mean(shifted) < np.mean(unshifted)
 
 
@@ -216,7 +213,7 @@ def test_different_grids_give_non_reference_phases_their_own_grid():
 def test_liver_stays_aligned_after_resampling_a_different_grid_onto_the_reference():
     case = make_case(0, different_grids=True)
     for phase in case.phase_names[1:]:
-        assert _dice(case.label >= 1, case.label_on_reference_grid(phase) >= 1) > 0.6
+        assert dice(case.label >= 1, case.label_on_reference_grid(phase) >= 1) > 0.6
 
 
 def test_to_sitk_carries_spacing_origin_and_identity_direction():

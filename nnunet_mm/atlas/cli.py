@@ -109,7 +109,7 @@ def _run_mas(args: argparse.Namespace) -> int:
 
 def _run_mas_train(args: argparse.Namespace) -> int:
     from nnunet_mm.atlas.learned import LearnedMASConfig, train_learned_mas
-    from nnunet_mm.atlas.mas import open_raw_dataset
+    from nnunet_mm.io.raw_dataset import open_raw_dataset
 
     try:
         labels = open_raw_dataset(_dataset(args.target)).dataset_json["labels"]

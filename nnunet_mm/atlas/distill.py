@@ -18,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_mm.atlas.prior_channels import prior_channel_indices
+from nnunet_mm.settings import block_of, read_settings
 
 logger = logging.getLogger(__name__)
 
@@ -53,29 +54,27 @@ def build_distilled_dataset(mas_dataset: int | str | Path, *, output_id: int, ou
     """
     from tqdm import tqdm
 
-    from nnunet_mm.atlas.mas import open_raw_dataset
     from nnunet_mm.io.dataset_json import write_dataset_json
-    from nnunet_mm.io.staging import staged_dataset
+    from nnunet_mm.io.raw_dataset import open_raw_dataset
+    from nnunet_mm.io.staging import new_dataset_folder, staged_dataset
 
     if not 0.5 < confidence_threshold <= 1.0:
         raise ValueError(f"confidence_threshold must be in (0.5, 1], got {confidence_threshold}.")
     source = open_raw_dataset(mas_dataset)
-    priors = prior_channel_indices(source.dataset_json, str(source.folder / "dataset.json"))
+    settings = read_settings(source.dataset_json, str(source.folder / "dataset.json"))
+    priors = prior_channel_indices(settings, source.dataset_json["channel_names"])
     if not priors:
-        raise ValueError(f"{source.folder / 'dataset.json'}: no atlas prior channels; run 'nnunet_mm mas' first.")
+        raise ValueError(f"{settings.source}: no atlas prior channels; run 'nnunet_mm mas' first.")
     labels = dict(source.dataset_json["labels"])
     if "ignore" in labels:
-        raise ValueError(f"{source.folder / 'dataset.json'}: already has an ignore label.")
+        raise ValueError(f"{settings.source}: already has an ignore label.")
     ignore_value = max(int(v) for v in labels.values()) + 1
     num_images = priors[0]
-    if output_root is None:
-        from nnunetv2.paths import nnUNet_raw
-        output_root = Path(nnUNet_raw)
     name = output_name or f"{source.folder.name.split('_', 1)[-1]}_Distilled"
-    final_dir = Path(output_root) / f"Dataset{output_id:03d}_{name}"
+    final_dir = new_dataset_folder(output_id, name, output_root=output_root)
     summary: dict[str, Any] = {"confidence_threshold": confidence_threshold, "source": source.folder.name,
                                "cases": {}}
-    with staged_dataset(final_dir, overwrite=overwrite) as staging:
+    with staged_dataset(final_dir, overwrite=overwrite, sources=[source.folder]) as staging:
         for split, cases in (("Tr", source.training_cases), ("Ts", source.test_cases)):
             for case in tqdm(cases, desc=f"distill {split}", unit="case", disable=None):
                 (staging / f"images{split}").mkdir(exist_ok=True)
@@ -98,10 +97,9 @@ def build_distilled_dataset(mas_dataset: int | str | Path, *, output_id: int, ou
                     known = label != ignore_value
                     entry["confident_voxel_accuracy"] = float((label[known] == truth[known]).mean())
                 summary["cases"][case] = entry
-        block = {k: v for k, v in (source.dataset_json.get("nnunet_mm") or {}).items()
+        block = {k: v for k, v in block_of(source.dataset_json, settings.source).items()
                  if k not in ("modalities", "phase_names")}
-        modalities = (source.dataset_json.get("nnunet_mm") or {}).get("modalities") or {}
-        block["modalities"] = {k: v for k, v in modalities.items() if int(k) < num_images}
+        block["modalities"] = {str(c): m for c, m in settings.description.modalities.items() if c < num_images}
         block["notes"] = [f"labelsTr are fused atlas labels from {source.folder.name}; voxels with winning "
                           f"probability < {confidence_threshold} are 'ignore' ({ignore_value})"]
         write_dataset_json(staging, channel_names={str(c): source.dataset_json["channel_names"][str(c)]

@@ -209,7 +209,8 @@ def train_learned_mas(atlas_dataset: Any, target_dataset: Any, output_dir: Path,
     Args:
         atlas_dataset / target_dataset: raw datasets (id, name or folder); the target's labelled training cases and
             every atlas are used (channel 0 of the atlas, the reference channel of the target).
-        output_dir: model folder (refused if it exists, unless ``overwrite``).
+        output_dir: model folder (refused before training if it exists and is not empty, unless ``overwrite``,
+            and if it overlaps either dataset).
         config: grid and network sizes.
         iterations / simnet_iterations: optimiser steps of each stage (0 skips SimNet).
         batch_size: pairs per step.
@@ -221,14 +222,14 @@ def train_learned_mas(atlas_dataset: Any, target_dataset: Any, output_dir: Path,
     """
     from tqdm import tqdm
 
-    from nnunet_mm.atlas.mas import open_raw_dataset
-    from nnunet_mm.settings.multimodal import MultiModalSettings
+    from nnunet_mm.io.raw_dataset import open_raw_dataset
+    from nnunet_mm.io.staging import check_output
+    from nnunet_mm.settings import read_settings
 
-    output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{output_dir} already exists and is not empty; pass --overwrite to replace it.")
     atlases, targets = open_raw_dataset(atlas_dataset), open_raw_dataset(target_dataset)
-    target_channel = MultiModalSettings.from_dataset_json(targets.dataset_json).reference_channel
+    output_dir = check_output(Path(output_dir), overwrite=overwrite, sources=[atlases.folder, targets.folder])
+    target_channel = read_settings(targets.dataset_json,
+                                   str(targets.folder / "dataset.json")).multimodal.reference_channel
     torch_device = torch.device(device)
     atlas_images, atlas_labels = (t.to(torch_device) for t in _load_volumes(atlases, atlases.training_cases, 0, config))
     target_images, target_labels = (t.to(torch_device) for t in
@@ -290,7 +291,7 @@ def train_learned_mas(atlas_dataset: Any, target_dataset: Any, output_dir: Path,
             history["simnet"].append({"loss": float(loss.detach())})
         simnet.eval()
     summary["total_seconds"] = time.perf_counter() - start
-    _write_model(output_dir, config, net, simnet, summary, history)
+    _write_model(output_dir, config, net, simnet, summary, history, overwrite=overwrite)
     return summary
 
 
@@ -308,7 +309,7 @@ def _pair_dice(net: BiRegNet, atlas_images, atlas_labels, target_images, target_
 
 @figure_style()
 def _write_model(output_dir: Path, config: LearnedMASConfig, net: BiRegNet, simnet: SimNet | None,
-                 summary: dict, history: dict) -> None:
+                 summary: dict, history: dict, *, overwrite: bool) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -316,7 +317,7 @@ def _write_model(output_dir: Path, config: LearnedMASConfig, net: BiRegNet, simn
 
     from nnunet_mm.io.staging import staged_dataset
 
-    with staged_dataset(output_dir, overwrite=True) as staging:
+    with staged_dataset(output_dir, overwrite=overwrite) as staging:
         (staging / MODEL_CONFIG).write_text(json.dumps(summary["config"], indent=2))
         torch.save({k: v.cpu() for k, v in net.state_dict().items()}, staging / BIREGNET_WEIGHTS)
         if simnet is not None:

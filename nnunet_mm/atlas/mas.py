@@ -5,7 +5,7 @@ modality) are registered to the target's reference channel (:mod:`nnunet_mm.atla
 BiRegNet of :mod:`nnunet_mm.atlas.learned`), their labels are warped, fused (:mod:`nnunet_mm.atlas.fusion`), and the
 fused probability of every foreground class is appended as an extra input channel named ``noNorm``
 (:mod:`nnunet_mm.atlas.prior_channels`). The new dataset holds the target's own files (copied, never modified),
-the prior channels, a dataset.json whose ``"nnunet_mm"`` block marks the priors and records how they were made, a QA
+the prior channels, a dataset.json whose ``'nnunet_mm'`` block marks the priors and records how they were made, a QA
 PNG per case (``nnunet_mm_qa/<case>.png``) and ``nnunet_mm_qa/mas_summary.json`` (seconds per atlas-target pair,
 Dice of the fused label against the target label where the target has one). Stock ``nnUNetv2_predict`` on the
 new dataset's ``imagesTs`` then sees the same channels as training.
@@ -23,7 +23,7 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +34,9 @@ from nnunet_mm.atlas.fusion import FUSION_METHODS, fused_label, locally_weighted
     weighted_vote
 from nnunet_mm.atlas.prior_channels import PRIOR_CHANNEL_NAME, prior_channel_indices, prior_modality
 from nnunet_mm.atlas.registration import RegistrationSettings, register_atlas, warp_image, warp_label_probabilities
+from nnunet_mm.evaluation.metrics import defined_or_none, dice
+from nnunet_mm.io.raw_dataset import RawDataset, open_raw_dataset
+from nnunet_mm.settings import BLOCK_KEY, DatasetSettings, block_of, read_settings
 
 logger = logging.getLogger(__name__)
 
@@ -102,62 +105,6 @@ class MASSettings:
             raise ValueError(f"num_atlases must be >= 1, got {self.num_atlases}.")
 
 
-@dataclass
-class RawDataset:
-    """An nnU-Net raw dataset folder and its dataset.json."""
-
-    folder: Path
-    dataset_json: dict[str, Any]
-    training_cases: list[str] = field(default_factory=list)
-    test_cases: list[str] = field(default_factory=list)
-
-    @property
-    def file_ending(self) -> str:
-        return self.dataset_json["file_ending"]
-
-    @property
-    def num_channels(self) -> int:
-        return len(self.dataset_json["channel_names"])
-
-    def image_file(self, case: str, channel: int, split: str = "Tr") -> Path:
-        return self.folder / f"images{split}" / f"{case}_{channel:04d}{self.file_ending}"
-
-    def label_file(self, case: str, split: str = "Tr") -> Path:
-        return self.folder / f"labels{split}" / f"{case}{self.file_ending}"
-
-
-def open_raw_dataset(dataset: int | str | Path) -> RawDataset:
-    """Find a raw dataset by id, name or folder, and list its cases (those with channel ``_0000``).
-
-    Raises:
-        FileNotFoundError: no dataset.json, naming the folder.
-        ValueError: a case that lacks a channel file, naming the file.
-    """
-    if isinstance(dataset, Path) or (isinstance(dataset, str) and os.sep in dataset):
-        folder = Path(dataset)
-    else:
-        from nnunetv2.paths import nnUNet_raw
-        from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
-        folder = Path(nnUNet_raw) / maybe_convert_to_dataset_name(dataset)
-    json_file = folder / "dataset.json"
-    if not json_file.is_file():
-        raise FileNotFoundError(f"{json_file}: not found; expected an nnU-Net raw dataset.")
-    raw = RawDataset(folder, json.loads(json_file.read_text()))
-    ending = raw.file_ending
-    for split, cases in (("Tr", raw.training_cases), ("Ts", raw.test_cases)):
-        images = folder / f"images{split}"
-        if not images.is_dir():
-            continue
-        cases.extend(sorted(p.name[:-len(f"_0000{ending}")] for p in images.glob(f"*_0000{ending}")))
-        for case in cases:
-            for channel in range(raw.num_channels):
-                if not raw.image_file(case, channel, split).is_file():
-                    raise ValueError(f"{raw.image_file(case, channel, split)}: missing channel {channel} of case "
-                                     f"{case}.")
-    return raw
-
-
 def select_atlases(cases: Sequence[str], num_atlases: int) -> list[str]:
     """``num_atlases`` cases spread evenly over the sorted list (all of them if there are fewer)."""
     cases = sorted(cases)
@@ -217,15 +164,16 @@ def fuse(settings: MASSettings, warped: Sequence[WarpedAtlas], target: np.ndarra
     return weighted_vote(probabilities, simnet.similarity(target, probabilities))
 
 
-def _check_compatible(target: RawDataset, atlases: RawDataset, settings: MASSettings) -> None:
+def _check_compatible(target: RawDataset, target_settings: DatasetSettings, atlases: RawDataset,
+                      settings: MASSettings) -> None:
     if target.dataset_json["labels"] != atlases.dataset_json["labels"]:
         raise ValueError(f"{atlases.folder / 'dataset.json'}: labels {atlases.dataset_json['labels']} differ from "
                          f"{target.folder / 'dataset.json'}: {target.dataset_json['labels']}; atlas and target "
                          f"datasets must share one label map.")
     if any(isinstance(v, (list, tuple)) for v in target.dataset_json["labels"].values()):
         raise ValueError(f"{target.folder / 'dataset.json'}: region-based labels are not supported by 'mas'.")
-    if prior_channel_indices(target.dataset_json, str(target.folder / "dataset.json")):
-        raise ValueError(f"{target.folder / 'dataset.json'}: the target dataset already has prior channels.")
+    if prior_channel_indices(target_settings, target.dataset_json["channel_names"]):
+        raise ValueError(f"{target_settings.source}: the target dataset already has prior channels.")
     if not atlases.training_cases:
         raise ValueError(f"{atlases.folder / 'imagesTr'}: no atlas cases (files CASE_0000{atlases.file_ending}).")
     if not 0 <= settings.atlas_channel < atlases.num_channels:
@@ -236,32 +184,32 @@ def _check_compatible(target: RawDataset, atlases: RawDataset, settings: MASSett
         raise FileNotFoundError(f"atlas label(s) missing: {missing}")
 
 
-def _output_dataset_json(target: RawDataset, atlases: RawDataset, backend: PairRegistration,
-                         settings: MASSettings, name: str) -> dict[str, Any]:
+def _output_dataset_json(target: RawDataset, target_settings: DatasetSettings, atlases: RawDataset,
+                         backend: PairRegistration, settings: MASSettings, name: str) -> dict[str, Any]:
     labels = target.dataset_json["labels"]
     class_names = [n for n, v in sorted(labels.items(), key=lambda item: item[1]) if v != 0 and n != "ignore"]
     num_images = target.num_channels
     channel_names = dict(target.dataset_json["channel_names"])
-    block = copy.deepcopy(target.dataset_json.get("nnunet_mm") or {})
-    modalities = dict(block.get("modalities") or {})
+    block = copy.deepcopy(dict(block_of(target.dataset_json, target_settings.source)))
+    modalities = {str(c): m for c, m in target_settings.description.modalities.items()}
     for offset, class_name in enumerate(class_names):
         channel = str(num_images + offset)
         channel_names[channel] = PRIOR_CHANNEL_NAME
         modalities[channel] = prior_modality(class_name)
     block["modalities"] = modalities
-    if block.get("phase_names"):
-        block["phase_names"] = list(block["phase_names"]) + [f"prior_{c}" for c in class_names]
+    phase_names = target_settings.multimodal.phase_names
+    if phase_names:
+        block["phase_names"] = list(phase_names) + [f"prior_{c}" for c in class_names]
     block["registration"] = {"method": "multi-atlas label fusion", "atlas_dataset": atlases.folder.name,
                              "target_channel": settings.target_channel, "atlas_channel": settings.atlas_channel,
                              "num_atlases": settings.num_atlases, "fusion": settings.fusion,
                              **backend.cache_key()}
     block["source"] = str(target.folder.resolve())
-    notes = block.get("notes", [])
-    block["notes"] = [*([notes] if isinstance(notes, str) else notes),
+    block["notes"] = [*target_settings.description.notes,
                       f"channels {num_images}..{len(channel_names) - 1}: fused atlas prior probability per "
                       f"foreground class ({', '.join(class_names)}), written by 'nnunet_mm mas'"]
     return {"channel_names": channel_names, "labels": labels, "numTraining": target.dataset_json["numTraining"],
-            "file_ending": target.file_ending, "name": name, "nnunet_mm": block}
+            "file_ending": target.file_ending, "name": name, BLOCK_KEY: block}
 
 
 def _write_prior(prior: np.ndarray, reference: sitk.Image, path: Path) -> None:
@@ -270,9 +218,9 @@ def _write_prior(prior: np.ndarray, reference: sitk.Image, path: Path) -> None:
     sitk.WriteImage(image, str(path), useCompression=path.name.endswith(".gz"))
 
 
-def _dice(a: np.ndarray, b: np.ndarray, value: int) -> float | None:
-    denominator = int((a == value).sum() + (b == value).sum())
-    return None if denominator == 0 else 2.0 * int(((a == value) & (b == value)).sum()) / denominator
+def _dice_per_class(truth: np.ndarray, prediction: np.ndarray, num_classes: int) -> dict[str, float | None]:
+    """Dice of each foreground class for the JSON summary (``null`` where neither label map has the class)."""
+    return {str(k): defined_or_none(dice(truth == k, prediction == k)) for k in range(1, num_classes)}
 
 
 def build_mas_dataset(target_dataset: int | str | Path, atlas_dataset: int | str | Path, *, output_id: int,
@@ -301,29 +249,26 @@ def build_mas_dataset(target_dataset: int | str | Path, atlas_dataset: int | str
 
     Raises:
         FileExistsError: the output exists and ``overwrite`` is False (checked before any registration).
-        FileNotFoundError / ValueError: missing or incompatible inputs, naming the file.
+        FileNotFoundError / ValueError: missing or incompatible inputs, naming the file; a bad output id or name,
+            another dataset with the output id, or an output overlapping an input
+            (:func:`nnunet_mm.io.new_dataset_folder`, :func:`nnunet_mm.io.check_output`).
     """
     from tqdm import tqdm
 
-    from nnunet_mm.settings.multimodal import MultiModalSettings
-    from nnunet_mm.io.staging import staged_dataset
+    from nnunet_mm.io.staging import new_dataset_folder, staged_dataset
 
     target, atlases = open_raw_dataset(target_dataset), open_raw_dataset(atlas_dataset)
-    _check_compatible(target, atlases, settings)
+    target_settings = read_settings(target.dataset_json, str(target.folder / "dataset.json"))
+    _check_compatible(target, target_settings, atlases, settings)
     backend = backend or SimpleITKRegistration()
-    target_settings = MultiModalSettings.from_dataset_json(target.dataset_json, str(target.folder / "dataset.json"))
-    target_channel = target_settings.reference_channel if settings.target_channel is None else settings.target_channel
+    reference_channel = target_settings.multimodal.reference_channel
+    target_channel = reference_channel if settings.target_channel is None else settings.target_channel
     if not 0 <= target_channel < target.num_channels:
         raise ValueError(f"target channel {target_channel} does not exist in {target.folder} "
                          f"({target.num_channels} channels).")
-    if output_root is None:
-        from nnunetv2.paths import nnUNet_raw
-        output_root = Path(nnUNet_raw)
     name = output_name or f"{target.folder.name.split('_', 1)[-1]}_MASPrior"
-    final_dir = Path(output_root) / f"Dataset{output_id:03d}_{name}"
-    if final_dir.exists() and any(final_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{final_dir} already exists and is not empty; pass --overwrite to replace it.")
-    cache_dir = cache_dir if cache_dir is not None else Path(output_root) / ".nnunet_mm_mas_cache"
+    final_dir = new_dataset_folder(output_id, name, output_root=output_root)
+    cache_dir = cache_dir if cache_dir is not None else final_dir.parent / ".nnunet_mm_mas_cache"
     num_classes = max(int(v) for v in target.dataset_json["labels"].values()
                       if not isinstance(v, (list, tuple))) + 1
     if "ignore" in target.dataset_json["labels"]:
@@ -336,11 +281,11 @@ def build_mas_dataset(target_dataset: int | str | Path, atlas_dataset: int | str
         raise ValueError(f"{atlases.folder}: a case has no atlas other than itself; add atlas cases.")
     summary: dict[str, Any] = {"settings": {**settings.__dict__, "target_channel": target_channel},
                                "backend": backend.cache_key(), "cases": {}}
-    with staged_dataset(final_dir, overwrite=overwrite) as staging:
-        dataset_json = _output_dataset_json(target, atlases, backend,
+    with staged_dataset(final_dir, overwrite=overwrite, sources=[target.folder, atlases.folder]) as staging:
+        dataset_json = _output_dataset_json(target, target_settings, atlases, backend,
                                             MASSettings(**{**settings.__dict__, "target_channel": target_channel}),
                                             final_dir.name)
-        MultiModalSettings.from_dataset_json(dataset_json, str(final_dir / "dataset.json"))
+        read_settings(dataset_json, str(final_dir / "dataset.json"))
         (staging / "dataset.json").write_text(json.dumps(dataset_json, indent=4))
         for extra in ("splits_final.json",):
             if (target.folder / extra).is_file():
@@ -394,8 +339,8 @@ def _process_case(case: str, split: str, target: RawDataset, atlases: RawDataset
         shutil.copyfile(target.label_file(case, split), labels_dir / target.label_file(case).name)
         truth = sitk.GetArrayFromImage(read_image(target.label_file(case, split)))
         fused = fused_label(prior)
-        entry["fused_dice"] = {str(k): _dice(fused, truth, k) for k in range(1, num_classes)}
-        entry["atlas_dice"] = [{str(k): _dice(w.probabilities.argmax(0), truth, k) for k in range(1, num_classes)}
+        entry["fused_dice"] = _dice_per_class(truth, fused, num_classes)
+        entry["atlas_dice"] = [_dice_per_class(truth, w.probabilities.argmax(0), num_classes)
                                for w in warped]
     save_mas_figure(staging / QA_DIR / f"{case}.png", target_array, np.stack([w.image for w in warped]),
                     np.stack([w.probabilities.argmax(0) for w in warped]), prior,

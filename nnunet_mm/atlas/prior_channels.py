@@ -5,7 +5,7 @@ foreground class (the fused atlas probability of that class, values in [0, 1]). 
 ``"noNorm"`` in ``channel_names``: nnU-Net's normalisation mapping
 (``nnunetv2/preprocessing/normalization/map_channel_name_to_normalization.py``, key ``'nonorm'``, matched
 case-insensitively) then picks ``NoNormalization``, so the probabilities reach the network unchanged. The
-``"nnunet_mm"`` block marks them in ``"modalities"`` (``{"1": "atlas_prior:liver", ...}``), which is how
+block's ``modalities`` marks them (``{"1": "atlas_prior:liver", ...}``), which is how
 :class:`nnunet_mm.atlas.trainer.MASPriorTrainer` finds them.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from nnunet_mm.settings.validation import number
+from nnunet_mm.settings import DatasetSettings
 
 PRIOR_CHANNEL_NAME = "noNorm"
 PRIOR_MODALITY_PREFIX = "atlas_prior:"
@@ -24,33 +24,30 @@ def prior_modality(class_name: str) -> str:
     return f"{PRIOR_MODALITY_PREFIX}{class_name}"
 
 
-def prior_channel_indices(dataset_json: Mapping[str, Any], source: str = "dataset.json") -> list[int]:
-    """The prior channels of a dataset, from ``"nnunet_mm": {"modalities": ...}``.
+def prior_channel_indices(settings: DatasetSettings, channel_names: Mapping[str, Any]) -> list[int]:
+    """The prior channels of a dataset: those whose ``modalities`` entry starts with ``atlas_prior:``.
 
     Args:
-        dataset_json: the dataset.json content.
-        source: file name for messages.
+        settings: the dataset's settings (:func:`nnunet_mm.settings.read_settings`); ``settings.source`` names the
+            file in messages.
+        channel_names: dataset.json's ``channel_names``.
 
     Returns:
         Sorted channel indices (empty if the dataset has no priors).
 
     Raises:
         ValueError: a prior channel not named ``noNorm`` (nnU-Net would normalise it), or prior channels that are
-            not the last channels (image channels must come first), naming ``source``.
+            not the last channels (image channels must come first), naming ``settings.source``.
     """
-    channel_names = dataset_json.get("channel_names", {})
-    modalities = (dataset_json.get("nnunet_mm") or {}).get("modalities") or {}
-    if not isinstance(modalities, Mapping):
-        return []
-    priors = sorted(int(k) for k, v in modalities.items()
-                    if isinstance(v, str) and v.startswith(PRIOR_MODALITY_PREFIX))
+    priors = settings.description.channels_with_modality_prefix(PRIOR_MODALITY_PREFIX)
     for channel in priors:
         name = channel_names.get(str(channel), channel_names.get(channel))
         if name is None or str(name).casefold() != PRIOR_CHANNEL_NAME.casefold():
-            raise ValueError(f"{source}: channel {channel} is an atlas prior but is named {name!r} in channel_names; "
-                             f"name it {PRIOR_CHANNEL_NAME!r} so nnU-Net leaves the probabilities unnormalised.")
+            raise ValueError(f"{settings.source}: channel {channel} is an atlas prior but is named {name!r} in "
+                             f"channel_names; name it {PRIOR_CHANNEL_NAME!r} so nnU-Net leaves the probabilities "
+                             f"unnormalised.")
     num_channels = len(channel_names)
     if priors and priors != list(range(num_channels - len(priors), num_channels)):
-        raise ValueError(f"{source}: prior channels {priors} must be the last of the {num_channels} channels "
+        raise ValueError(f"{settings.source}: prior channels {priors} must be the last of the {num_channels} channels "
                          f"(image channels first), as 'nnunet_mm mas' writes them.")
     return priors

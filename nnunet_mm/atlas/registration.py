@@ -5,7 +5,8 @@ so a labelled CT atlas can be registered to an MR target (paper 004's setting). 
 multi-resolution pyramid with SimpleITK's multi-threaded metric. The stages chain: the affine stage starts from the
 rigid result, the B-spline stage optimises a free-form deformation on top of the affine transform. The result is one
 transform from target (fixed) space to atlas (moving) space, ready to pull atlas labels onto the target grid with
-:func:`warp_label_probabilities`.
+:func:`warp_label_probabilities`. The metric, the linear stages and the rigid → affine hand-over are the shared
+steps of :mod:`nnunet_mm.io.registration`; this module adds the atlas settings and the B-spline stage.
 
 Works for 2D and 3D images (SimpleITK images; arrays are (z, y, x)).
 """
@@ -16,6 +17,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import SimpleITK as sitk
+
+from nnunet_mm.io.registration import (affine_from_linear, centred_rigid, linear_stage, mattes_mi_method,
+                                       registration_error)
+from nnunet_mm.io.resample import resample_to_reference
 
 logger = logging.getLogger(__name__)
 
@@ -73,34 +78,21 @@ def _usable_levels(fixed: sitk.Image, shrink_factors: tuple[int, ...]) -> list[i
     return levels or [1]
 
 
-def _method(fixed: sitk.Image, settings: RegistrationSettings, shrink_factors: list[int]) -> sitk.ImageRegistrationMethod:
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(settings.sampling_percentage, settings.seed)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetShrinkFactorsPerLevel(shrink_factors)
-    method.SetSmoothingSigmasPerLevel([max(f - 1, 0) * 0.5 * min(fixed.GetSpacing()) for f in shrink_factors])
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    if settings.num_threads > 0:
-        method.SetNumberOfThreads(settings.num_threads)
-    return method
+def _method(fixed: sitk.Image, settings: RegistrationSettings,
+            shrink_factors: tuple[int, ...]) -> sitk.ImageRegistrationMethod:
+    levels = _usable_levels(fixed, shrink_factors)
+    return mattes_mi_method(fixed, shrink_factors=levels,
+                            smoothing_sigmas_mm=[max(f - 1, 0) * 0.5 * min(fixed.GetSpacing()) for f in levels],
+                            sampling_percentages=[settings.sampling_percentage] * len(levels),
+                            histogram_bins=settings.histogram_bins, seed=settings.seed,
+                            num_threads=settings.num_threads)
 
 
 def _linear_stage(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform,
                   settings: RegistrationSettings) -> sitk.Transform:
-    method = _method(fixed, settings, _usable_levels(fixed, settings.shrink_factors))
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4,
-                                                    numberOfIterations=settings.iterations,
-                                                    relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetInitialTransform(initial, inPlace=False)
-    result = method.Execute(fixed, moving)
-    logger.debug("%s stage: metric %.4f, %s", type(initial).__name__, method.GetMetricValue(),
-                 method.GetOptimizerStopConditionDescription())
-    if isinstance(result, sitk.CompositeTransform) and result.GetNumberOfTransforms() == 1:
-        return result.GetNthTransform(0).Downcast()
-    return result
+    return linear_stage(_method(fixed, settings, settings.shrink_factors), fixed, moving, initial, learning_rate=1.0,
+                        min_step=1e-4, iterations=settings.iterations, relaxation_factor=0.6,
+                        gradient_tolerance=1e-8)
 
 
 def _bspline_stage(fixed: sitk.Image, moving: sitk.Image, linear: sitk.Transform,
@@ -108,7 +100,7 @@ def _bspline_stage(fixed: sitk.Image, moving: sitk.Image, linear: sitk.Transform
     extent_mm = [n * s for n, s in zip(fixed.GetSize(), fixed.GetSpacing())]
     mesh_size = [max(1, int(round(e / settings.bspline_grid_spacing_mm))) for e in extent_mm]
     bspline = sitk.BSplineTransformInitializer(fixed, mesh_size, order=3)
-    method = _method(fixed, settings, _usable_levels(fixed, settings.bspline_shrink_factors))
+    method = _method(fixed, settings, settings.bspline_shrink_factors)
     method.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=settings.bspline_iterations,
                                 maximumNumberOfCorrections=5,
                                 maximumNumberOfFunctionEvaluations=2 * settings.bspline_iterations,
@@ -144,26 +136,18 @@ def register_atlas(fixed: sitk.Image, moving: sitk.Image,
                          f"{moving.GetDimension()}D.")
     fixed = sitk.Cast(fixed, sitk.sitkFloat32)
     moving = sitk.Cast(moving, sitk.sitkFloat32)
-    rigid_type = sitk.Euler3DTransform() if dimension == 3 else sitk.Euler2DTransform()
     # centre of the atlas onto the centre of the target: atlases and targets share no scanner coordinates
-    transform: sitk.Transform = sitk.CenteredTransformInitializer(
-        fixed, moving, rigid_type, sitk.CenteredTransformInitializerFilter.GEOMETRY)
+    transform = centred_rigid(fixed, moving)
     try:
         if "rigid" in settings.stages:
             transform = _linear_stage(fixed, moving, transform, settings)
         if "affine" in settings.stages:
-            affine = sitk.AffineTransform(dimension)
-            linear = transform.Downcast() if hasattr(transform, "Downcast") else transform
-            affine.SetCenter(linear.GetCenter())
-            affine.SetMatrix(linear.GetMatrix())
-            affine.SetTranslation(linear.GetTranslation())
-            transform = _linear_stage(fixed, moving, affine, settings)
+            transform = _linear_stage(fixed, moving, affine_from_linear(transform), settings)
         if "bspline" in settings.stages:
             bspline = _bspline_stage(fixed, moving, transform, settings)
             transform = sitk.CompositeTransform([transform, bspline])  # applied last-first: bspline, then linear
     except RuntimeError as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        raise RuntimeError(f"atlas registration failed: {lines[-1] if lines else error}") from None
+        raise registration_error(error, "atlas registration") from None
     return transform
 
 
@@ -191,8 +175,8 @@ def warp_label_probabilities(label: sitk.Image, reference: sitk.Image, transform
     for k in range(num_classes):
         indicator = sitk.GetImageFromArray((array == k).astype(np.float32))
         indicator.CopyInformation(label)
-        warped = sitk.Resample(indicator, reference, transform, sitk.sitkLinear, 1.0 if k == 0 else 0.0,
-                               sitk.sitkFloat32)
+        warped = resample_to_reference(indicator, reference, transform=transform,
+                                       default_value=1.0 if k == 0 else 0.0)
         probabilities.append(sitk.GetArrayFromImage(warped))
     stacked = np.clip(np.stack(probabilities), 0.0, 1.0)
     return (stacked / np.maximum(stacked.sum(0, keepdims=True), 1e-6)).astype(np.float32)
@@ -200,7 +184,5 @@ def warp_label_probabilities(label: sitk.Image, reference: sitk.Image, transform
 
 def warp_image(image: sitk.Image, reference: sitk.Image, transform: sitk.Transform) -> np.ndarray:
     """The atlas image on the target grid (linear; outside filled with the atlas minimum), as a float32 array."""
-    minimum = float(sitk.GetArrayViewFromImage(image).min())
-    warped = sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), reference, transform, sitk.sitkLinear, minimum,
-                           sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(warped)
+    return sitk.GetArrayFromImage(resample_to_reference(sitk.Cast(image, sitk.sitkFloat32), reference,
+                                                        transform=transform))

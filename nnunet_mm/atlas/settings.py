@@ -1,8 +1,8 @@
-"""The atlas-prior key of the ``"nnunet_mm"`` block: ``"prior_dropout"`` (MASPriorTrainer).
+"""The atlas-prior key of the ``'nnunet_mm'`` block: ``"prior_dropout"`` (MASPriorTrainer).
 
 ::
 
-    "nnunet_mm": {"prior_dropout": {"probability": 0.3}}
+    'nnunet_mm': {"prior_dropout": {"probability": 0.3}}
 
 The share of training samples whose prior channels are zeroed, so the network does not copy the prior blindly.
 Which channels are priors is part of the dataset description (``"modalities"``, :mod:`.prior_channels`).

@@ -17,7 +17,7 @@ Prediction is stock ``nnUNetv2_predict`` on a folder written by ``nnunet_mm mas`
 dropout draws from the per-rank ``self.augmentation_generator``; the CPU transforms are per sample.
 
 Hooks overridden: ``__init__``, ``get_training_transforms`` (an instance method here; nnU-Net calls it through
-``self``), ``augment_multimodal_with_draw``.
+``self``), ``augment_multimodal`` (of :class:`MultiModalTrainer`'s step).
 """
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ import dataclasses
 import torch
 
 from nnunet_mm.atlas.prior_augmentation import drop_priors, restrict_intensity_transforms
-from nnunet_mm.atlas.prior_channels import prior_channel_indices, prior_dropout_probability
+from nnunet_mm.atlas.prior_channels import prior_channel_indices
+from nnunet_mm.atlas.settings import PRIOR_DROPOUT_KEY
+from nnunet_mm.training.debug import DebugSchedule
 from nnunet_mm.training.multimodal_trainer import MultiModalDraw, MultiModalTrainer
 
 
@@ -36,7 +38,7 @@ class MASPriorTrainer(MultiModalTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.prior_channels = prior_channel_indices(dataset_json)
+        self.prior_channels = prior_channel_indices(self.dataset_settings, dataset_json["channel_names"])
         if not self.prior_channels:
             raise ValueError("MASPriorTrainer: dataset.json marks no atlas prior channels (\"nnunet_mm\": "
                              "{\"modalities\": {\"<c>\": \"atlas_prior:<class>\"}}); write the dataset with "
@@ -45,14 +47,15 @@ class MASPriorTrainer(MultiModalTrainer):
         # the base augmentations (misalignment, modality dropout) see the image channels only
         self.mm_settings = dataclasses.replace(self.mm_settings, num_channels=self.num_image_channels)
         # share of samples trained without their prior ("nnunet_mm": {"prior_dropout": {"probability": p}})
-        self.prior_dropout_probability = prior_dropout_probability(dataset_json)
+        self.prior_dropout_probability = self.dataset_settings.method(PRIOR_DROPOUT_KEY)
 
     def get_training_transforms(self, *args, **kwargs):
         pipeline = super().get_training_transforms(*args, **kwargs)
         return restrict_intensity_transforms(pipeline, self.num_image_channels)
 
-    def augment_multimodal_with_draw(self, data: torch.Tensor) -> tuple[torch.Tensor, MultiModalDraw]:
-        data, draw = super().augment_multimodal_with_draw(data)
+    def augment_multimodal(self, data: torch.Tensor) -> tuple[torch.Tensor, MultiModalDraw]:
+        """The base augmentation on the image channels, then prior dropout."""
+        data, draw = super().augment_multimodal(data)
         with torch.no_grad():
             data, _ = drop_priors(data, self.prior_channels, self.prior_dropout_probability,
                                   self.augmentation_generator)
@@ -64,12 +67,5 @@ class MASPriorTrainer(MultiModalTrainer):
                                f"prior dropout p={self.prior_dropout_probability})", also_print_to_console=True)
 
 
-class MASPriorTrainer_debug(MASPriorTrainer):
-    """2 epochs × 4 iterations, 2 validation iterations."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 4
-        self.num_val_iterations_per_epoch = 2
+class MASPriorTrainer_debug(DebugSchedule, MASPriorTrainer):
+    """MASPriorTrainer on the debug schedule (:class:`~nnunet_mm.training.debug.DebugSchedule`)."""

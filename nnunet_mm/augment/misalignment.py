@@ -24,7 +24,7 @@ position ``x`` appears at output position ``R⁻¹ (x - t)`` for a rigid warp).
   every voxel by tri/bilinear interpolation with ``align_corners=True`` (so the outermost control points sit exactly
   on the centres of the corner voxels). The result is continuous and piecewise (multi)linear between control points.
   Since that interpolation reproduces affine maps exactly, the whole of q is computed on the control grid and
-  upsampled once (separably, one broadcast operation per axis and control segment), straight into ``grid_sample``'s layout.
+  upsampled once (``F.interpolate(..., align_corners=True)``), straight into ``grid_sample``'s layout.
 - Resampling: ``torch.nn.functional.grid_sample`` with bilinear interpolation, ``padding_mode="border"`` and
   ``align_corners=True``. Channels that are not moved (the reference channel and inactive channels) are copied,
   never resampled, so they are bit-identical to the input.
@@ -51,6 +51,8 @@ __all__ = [
 
 # plane (i, j) rotated by the angle about each spatial axis of a 3D patch, in cyclic order
 _ROTATION_PLANES_3D = ((1, 2), (2, 0), (0, 1))
+# F.interpolate's (multi)linear mode per number of spatial dimensions
+_INTERPOLATION_MODES = {2: "bilinear", 3: "trilinear"}
 
 
 @dataclass(eq=False)  # tensors: element-wise == would be ambiguous
@@ -366,62 +368,6 @@ def _axis_positions_mm(spatial_shape: tuple[int, ...], spacing_mm: tuple[float, 
     return [(torch.arange(n, device=device, dtype=dtype) - (n - 1) / 2) * s for n, s in zip(spatial_shape, spacing_mm)]
 
 
-def _linear_interpolation_segments(num_points: int, num_control: int) -> list[tuple[int, int, int]]:
-    """1D linear interpolation with ``align_corners=True`` from K control points to n points, as index ranges.
-
-    Point i sits at control coordinate ``u_i = i (K - 1) / (n - 1)`` (the first and last points fall on the first
-    and last control points) and lies between control points ``k = min(floor(u_i), K - 2)`` and ``k + 1``. Applied
-    along every axis this is exactly ``F.interpolate(..., align_corners=True)`` in linear/bilinear/trilinear mode.
-
-    Returns:
-        ``(k, start, stop)`` for every segment: points ``start..stop-1`` interpolate between control points k and
-        k + 1. Plain Python integers, so no device synchronisation is needed to use them.
-    """
-    if num_control == 1:
-        return [(0, 0, num_points)]
-    step = (num_control - 1) / (num_points - 1) if num_points > 1 else 0.0
-    lefts = [min(int(math.floor(i * step)), num_control - 2) for i in range(num_points)]
-    segments = []
-    for i, k in enumerate(lefts):
-        if segments and segments[-1][0] == k:
-            segments[-1][2] = i + 1
-        else:
-            segments.append([k, i, i + 1])
-    return [tuple(segment) for segment in segments]
-
-
-def _upsample_control_grid(control: Tensor, spatial_shape: tuple[int, ...]) -> Tensor:
-    """(N, *control_grid, D) -> (N, *spatial, D) contiguous, by separable linear interpolation (align_corners=True).
-
-    Last axis first; along each axis, every run of points between the same two control points is one broadcast
-    linear interpolation written straight into the output, so each output element is written once and nothing full-size is
-    gathered. Element-wise arithmetic only (no matrix products), so the result keeps full float32 precision even
-    where TF32 matmuls are enabled.
-    """
-    upsampled = control
-    for axis in reversed(range(len(spatial_shape))):
-        dim, num_points, num_control = 1 + axis, spatial_shape[axis], upsampled.shape[1 + axis]
-        shape = list(upsampled.shape)
-        shape[dim] = num_points
-        output = upsampled.new_empty(shape)
-        if num_control == 1:
-            output.copy_(upsampled.expand(shape))
-            upsampled = output
-            continue
-        step = (num_control - 1) / (num_points - 1) if num_points > 1 else 0.0
-        position = torch.arange(num_points, device=control.device, dtype=control.dtype) * step
-        broadcast = [1] * len(shape)
-        for k, start, stop in _linear_interpolation_segments(num_points, num_control):
-            broadcast[dim] = stop - start
-            weight = (position[start:stop] - k).view(broadcast)
-            lower = upsampled.narrow(dim, k, 1)
-            # lower + w (upper - lower); addcmul has a much faster CPU kernel than lerp for broadcast inputs
-            torch.addcmul(lower, weight, upsampled.narrow(dim, k + 1, 1) - lower,
-                          out=output.narrow(dim, start, stop - start))
-        upsampled = output
-    return upsampled
-
-
 def _sampling_coordinates(flat: _FlatParameters, spatial_shape: tuple[int, ...], spacing_mm: tuple[float, ...],
                           dtype: torch.dtype, *, for_grid_sample: bool) -> Tensor:
     """q(p) = R·p + t + e(p) at every voxel of N pairs, component-last: (N, *spatial, D).
@@ -455,8 +401,10 @@ def _sampling_coordinates(flat: _FlatParameters, spatial_shape: tuple[int, ...],
     if for_grid_sample:
         components.reverse()
         scale = [2.0 / (s * (n - 1)) if n > 1 else 0.0 for n, s in zip(spatial_shape, spacing_mm)]
-    control_sampling = torch.stack([control_sampling_mm[:, a] * scale[a] for a in components], dim=-1)
-    return _upsample_control_grid(control_sampling, spatial_shape)
+    control_sampling = torch.stack([control_sampling_mm[:, a] * scale[a] for a in components], dim=1)
+    upsampled = F.interpolate(control_sampling, size=spatial_shape, mode=_INTERPOLATION_MODES[num_dims],
+                              align_corners=True)
+    return upsampled.movedim(1, -1)
 
 
 def _warp(pairs: Tensor, flat: _FlatParameters, spatial_shape: tuple[int, ...], spacing_mm: tuple[float, ...],

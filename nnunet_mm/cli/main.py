@@ -20,6 +20,7 @@ import os
 import sys
 from typing import Sequence
 
+import nnunet_mm
 from nnunet_mm.cli.common import default_device
 
 
@@ -41,7 +42,7 @@ def _parse_channels(text: str) -> list[int]:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="nnunet_mm",
+        prog=nnunet_mm.__name__,
         description="nnunet_mm: multimodal segmentation (misregistered, missing or unlabeled modalities) on top of "
                     "nnU-Net v2. Training and standard prediction use nnU-Net's own commands, e.g. "
                     "'nnUNetv2_train 511 3d_fullres 0 -tr MultiModalTrainer'.")

@@ -3,10 +3,11 @@
 :func:`make_label_fraction_dataset` writes a *new* raw dataset (the source is only read):
 
 * ``imagesTr/``, ``labelsTr/``: the kept labeled cases, ``max(1, round(fraction · N))`` of the ``N`` training cases
-  (when dataset.json has ``"nnunet_mm": {"per_case_modality": ...}``, the cases are drawn per modality and every
-  modality keeps at least one label, so the count can be higher);
+  (when the block of dataset.json has ``per_case_modality``, the cases are drawn per modality and every modality
+  keeps at least one label, so the count can be higher);
 * ``imagesUnl/``: every channel of the other training cases, declared with ``"unlabeled_dir": "imagesUnl"``
-  (:mod:`nnunet_mm.cmc.unlabeled` reads it);
+  (:mod:`nnunet_mm.cmc.unlabeled` reads it). A source that already has unlabeled cases (its ``unlabeled_dir`` set,
+  or an ``imagesUnl`` folder) is refused;
 * ``labelsUnl_heldout/``: the labels of those cases, kept aside for evaluating on them (pseudo-label quality,
   transductive Dice); nothing in training reads this folder;
 * ``imagesTs/``, ``labelsTs/`` and the other top-level files of the source (e.g. ``image_labels.json``) as they are;
@@ -34,11 +35,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nnunet_mm.cmc.settings import DEFAULT_UNLABELED_DIR, UNLABELED_DIR_KEY
+from nnunet_mm.settings import BLOCK_KEY, block_of, read_settings
+
 logger = logging.getLogger(__name__)
 
 HELDOUT_LABELS_DIR = "labelsUnl_heldout"
 _NNUNET_SPLIT_SEED = 12345  # nnUNetTrainer.do_split's seed, so 5+ labeled cases get nnU-Net's own split
 _OWN_FILES = ("dataset.json", "splits_final.json")
+_PHASE_LABELS_DIR_KEY = "phase_labels_dir"  # CMG's key (nnunet_mm.cmg.settings); its folder is copied for kept cases
 
 
 def _source_folder(source_dataset: int | str | Path) -> Path:
@@ -52,6 +57,19 @@ def _source_folder(source_dataset: int | str | Path) -> Path:
     if not (folder / "dataset.json").is_file():
         raise FileNotFoundError(f"{folder / 'dataset.json'}: not found; the source must be an nnU-Net raw dataset.")
     return folder
+
+
+def _refuse_unlabeled_cases(source: Path, unlabeled_dir: str, declared: bool) -> None:
+    """Refuse a source that already has unlabeled cases: its block sets ``unlabeled_dir``, or the folder that key
+    names (``imagesUnl`` when absent) exists and is not empty."""
+    folder = source / unlabeled_dir
+    has_files = folder.is_dir() and any(folder.iterdir())
+    if declared or has_files:
+        how = (f"its '{BLOCK_KEY}' block sets '{UNLABELED_DIR_KEY}': {unlabeled_dir!r}" if declared else
+               f"{folder} is not empty, and without '{UNLABELED_DIR_KEY}' that folder holds the unlabeled cases")
+        raise ValueError(f"{source / 'dataset.json'}: the source already has unlabeled cases ({how}); a label "
+                         f"fraction starts from a fully labeled dataset. Remove the unlabeled cases and the key, or "
+                         f"use the dataset as it is.")
 
 
 def _choose_labeled_cases(cases: Sequence[str], fraction: float, seed: int,
@@ -114,43 +132,42 @@ def make_label_fraction_dataset(source_dataset: int | str | Path, fraction: floa
 
     Raises:
         ValueError: ``fraction`` outside (0, 1) or keeping every case labeled; the source lists its cases in a
-            ``dataset`` key or already declares unlabeled cases; misnamed images or a missing channel; a bad id or
-            name, or an id clash.
+            ``dataset`` key, already has unlabeled cases or has an invalid block; misnamed images or a missing
+            channel; a bad id or name, or an id clash.
+        KeyError: an unknown key in the source's block.
         FileNotFoundError: the source dataset.json or a training label is missing.
         FileExistsError: the target exists and ``overwrite`` is False.
     """
     from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
 
-    from nnunet_mm.conversion.runner import prepare_output
-    from nnunet_mm.settings.multimodal import BLOCK_KEY, MultiModalSettings
-    from nnunet_mm.io.staging import staged_dataset
-    from nnunet_mm.cmc.unlabeled import DEFAULT_UNLABELED_DIR, UNLABELED_DIR_KEY, case_channel_files
+    from nnunet_mm.io.raw_dataset import case_channel_files
+    from nnunet_mm.io.staging import new_dataset_folder, staged_dataset
 
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1) (the share of training cases that keep their labels), "
                          f"got {fraction}.")
     source = _source_folder(source_dataset)
-    dataset_json = load_json(str(source / "dataset.json"))
-    settings = MultiModalSettings.from_dataset_json(dataset_json, source=str(source / "dataset.json"))
+    source_json = source / "dataset.json"
+    dataset_json = load_json(str(source_json))
+    settings = read_settings(dataset_json, str(source_json))
     if "dataset" in dataset_json:
-        raise ValueError(f"{source / 'dataset.json'}: lists its cases in a 'dataset' key; label fractions need the "
+        raise ValueError(f"{source_json}: lists its cases in a 'dataset' key; label fractions need the "
                          f"imagesTr/labelsTr layout.")
-    if UNLABELED_DIR_KEY in settings.extra:
-        raise ValueError(f"{source / 'dataset.json'}: already declares unlabeled cases ('{UNLABELED_DIR_KEY}': "
-                         f"{settings.extra[UNLABELED_DIR_KEY]!r}); start from a fully labeled dataset.")
+    _refuse_unlabeled_cases(source, settings.method(UNLABELED_DIR_KEY), settings.is_set(UNLABELED_DIR_KEY))
     file_ending = dataset_json["file_ending"]
-    images = case_channel_files(source / "imagesTr", dataset_json)
+    images = case_channel_files(source / "imagesTr", file_ending, settings.multimodal.num_channels,
+                                phase_names=settings.multimodal.phase_names, refuse_other_files=True)
     labels = {case: source / "labelsTr" / f"{case}{file_ending}" for case in images}
     missing = [str(label) for label in labels.values() if not label.is_file()]
     if missing:
         raise FileNotFoundError(f"{source / 'labelsTr'}: {len(missing)} training label(s) missing: {missing}")
-    labeled = _choose_labeled_cases(list(images), fraction, seed, settings.extra.get("per_case_modality", {}))
+    labeled = _choose_labeled_cases(list(images), fraction, seed, settings.description.per_case_modality)
     unlabeled = sorted(set(images) - set(labeled))
     if not unlabeled:
         raise ValueError(f"fraction {fraction} keeps all {len(images)} training case(s) of {source} labeled (at least "
                          f"one per modality); choose a smaller fraction.")
-    target = prepare_output(source, dataset_id=target_id, dataset_name=target_name or _default_target_name(
-        source, fraction), output_root=output_root, overwrite=overwrite)
+    target = new_dataset_folder(target_id, target_name or _default_target_name(source, fraction),
+                                output_root=output_root)
 
     note = (f"label fraction {fraction:g} of {source.name} (seed {seed}): {len(labeled)} of {len(images)} training "
             f"cases keep their labels; the images of the other {len(unlabeled)} are in {DEFAULT_UNLABELED_DIR}, their "
@@ -158,14 +175,13 @@ def make_label_fraction_dataset(source_dataset: int | str | Path, fraction: floa
     new_json = copy.deepcopy(dataset_json)
     new_json["name"] = target.name
     new_json["numTraining"] = len(labeled)
-    block: dict[str, Any] = dict(new_json.get(BLOCK_KEY) or {})
-    notes = block.get("notes", [])
-    block["notes"] = [*([notes] if isinstance(notes, str) else notes), note]
+    block: dict[str, Any] = dict(block_of(dataset_json, str(source_json)))
+    block["notes"] = [*settings.description.notes, note]
     block[UNLABELED_DIR_KEY] = DEFAULT_UNLABELED_DIR
     new_json[BLOCK_KEY] = block
-    MultiModalSettings.from_dataset_json(new_json, source=str(target / "dataset.json"))
+    read_settings(new_json, str(target / "dataset.json"))
 
-    with staged_dataset(target, overwrite=overwrite) as staging:
+    with staged_dataset(target, overwrite=overwrite, sources=[source]) as staging:
         _copy_files([f for case in labeled for f in images[case]], staging / "imagesTr")
         _copy_files([labels[case] for case in labeled], staging / "labelsTr")
         _copy_files([f for case in unlabeled for f in images[case]], staging / DEFAULT_UNLABELED_DIR)
@@ -173,8 +189,8 @@ def make_label_fraction_dataset(source_dataset: int | str | Path, fraction: floa
         for folder in ("imagesTs", "labelsTs"):
             if (source / folder).is_dir():
                 shutil.copytree(source / folder, staging / folder)
-        phase_labels_dir = settings.extra.get("phase_labels_dir")
-        if phase_labels_dir and (source / phase_labels_dir).is_dir():
+        phase_labels_dir = settings.method(_PHASE_LABELS_DIR_KEY)
+        if phase_labels_dir is not None and (source / phase_labels_dir).is_dir():
             kept = set(labeled)  # phase label files are named {case}_{XXXX}{file_ending}
             _copy_files([f for f in sorted((source / phase_labels_dir).iterdir())
                          if f.name.endswith(file_ending) and f.name[:-len(file_ending) - 5] in kept],

@@ -14,6 +14,10 @@ into logits with deep supervision.
 ``forward(x)`` is the inference path; :meth:`forward_pair` returns every stream's pre-attention bottleneck (what the
 channel-wise semantic consistency compares) and logits. Under DDP the training step goes through the wrapper's
 ``forward`` (``forward(streams=[...])``), where gradients are synchronised.
+
+The reference channel is stored as a buffer in the ``state_dict`` (``reference_index``), as in
+:class:`~nnunet_mm.cmg.network.CMGUNet`: nnU-Net's predictor rebuilds the network from the plans alone (reference 0)
+and then loads the weights, which restore the reference channel it was trained with.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from typing import Any
 import torch
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
 from nnunet_mm.cmc.bottleneck import CrossModalityBottleneck
@@ -41,9 +46,13 @@ class CMCUNet(nn.Module):
                  nonlin: type[nn.Module] | None = None, nonlin_kwargs: dict | None = None,
                  deep_supervision: bool = False, nonlin_first: bool = False, reference_channel: int = 0):
         super().__init__()
+        if not 0 <= reference_channel < input_channels:
+            raise ValueError(f"reference_channel {reference_channel} is not one of the {input_channels} channels.")
         self.input_channels = input_channels
         self.num_streams = max(2, input_channels)
-        self.reference_channel = reference_channel
+        self.register_buffer("reference_index", torch.tensor(reference_channel, dtype=torch.long))
+        self.reference_channel = reference_channel  # a Python copy of the buffer: no device sync in forward
+        self.register_load_state_dict_post_hook(CMCUNet._sync_reference_channel)
         self.encoder = PlainConvEncoder(1, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
                                         n_conv_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
                                         dropout_op_kwargs, nonlin, nonlin_kwargs, return_skips=True,
@@ -54,6 +63,28 @@ class CMCUNet(nn.Module):
         self.bottleneck = CrossModalityBottleneck(spec, self.num_streams, deepest, kernel)
         self.decoder = UNetDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
                                    nonlin_first=nonlin_first)
+
+    @staticmethod
+    def _sync_reference_channel(module: "CMCUNet", incompatible_keys: Any) -> None:
+        module.reference_channel = int(module.reference_index)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        # weights saved before the reference channel was stored predict with channel 0, as they always did
+        state_dict.setdefault(f"{prefix}reference_index", torch.zeros((), dtype=torch.long))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def set_reference_channel(self, channel: int) -> None:
+        """Make ``channel`` the one whose logits :meth:`forward` returns (stored in the state_dict).
+
+        Raises:
+            ValueError: ``channel`` is not an input channel.
+        """
+        if not 0 <= channel < self.input_channels:
+            raise ValueError(f"reference channel {channel} is not one of the {self.input_channels} channels.")
+        self.reference_index.fill_(channel)
+        self.reference_channel = channel
 
     def _streams(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.input_channels == 1:
@@ -97,8 +128,5 @@ class CMCUNet(nn.Module):
 
     @staticmethod
     def initialize(module: nn.Module) -> None:
-        """He initialisation of convolutions, as nnU-Net's ``InitWeights_He(1e-2)``."""
-        if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
-            nn.init.kaiming_normal_(module.weight, a=1e-2)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        """He initialisation of convolutions (``network.apply(...)``), as ``PlainConvUNet.initialize``."""
+        InitWeights_He(1e-2)(module)

@@ -1,8 +1,8 @@
-"""CMC's key of the ``"nnunet_mm"`` block: ``"unlabeled_dir"``.
+"""CMC's key of the ``'nnunet_mm'`` block: ``"unlabeled_dir"``.
 
 ::
 
-    "nnunet_mm": {"unlabeled_dir": "imagesUnl"}
+    'nnunet_mm': {"unlabeled_dir": "imagesUnl"}
 
 The raw-dataset folder (relative to the dataset folder) with the unlabeled cases, one file per channel as in
 ``imagesTr``. One meaning everywhere: the folder is this key's value, ``imagesUnl`` when the key is absent.

@@ -9,30 +9,38 @@ Method, as trained here (the paper's intent; its public code never back-propagat
   has both; a share ``self_pairing_probability`` of the pairs are self-pairs, which is how inference runs.
   Multi-channel datasets (paired acquisitions): one stream per channel.
 * **Loss** ``L = L_sup + w_csc(e)·L_CSC + w_cac(e)·L_CAC``: nnU-Net's DC+CE with deep supervision on every stream's
-  output (½ each for a pair); from ``semi_start_fraction · num_epochs`` on, a batch of unlabeled cases (``nnunet_mm
-  preprocess-unlabeled``) goes through the same forward (one call, so DDP sees one graph) and adds channel-wise
-  semantic consistency (NT-Xent over bottleneck channels, τ = 0.5) and anatomical consistency (1 − soft Dice,
-  voxelwise for paired channels, per-class volumes for unpaired pairs), with the paper's sigmoid ramp-up and cosine
-  ramp-down rescaled to the epochs after the start.
-* Extra losses are logged per epoch (``csc_loss``, ``cac_loss``), survive ``--c`` with the rest of nnU-Net's log;
-  the unlabeled loader is rebuilt on resume and shut down with the others.
+  output (½ each for a pair); from ``semi_start_fraction · num_epochs`` on, a batch of unlabeled cases goes through
+  the same forward (one call, so DDP sees one graph) and adds channel-wise semantic consistency (NT-Xent over
+  bottleneck channels, τ = 0.5) and anatomical consistency (1 − soft Dice, voxelwise for paired channels, per-class
+  volumes for unpaired pairs), with the paper's sigmoid ramp-up and cosine ramp-down rescaled to the epochs after
+  the start.
+* **Unlabeled cases**: training is semi-supervised exactly when ``nnunet_mm preprocess-unlabeled`` has written
+  unlabeled cases for the configuration (from the raw folder named by the block's ``unlabeled_dir``, ``imagesUnl``
+  by default); if the block names ``unlabeled_dir`` but nothing was preprocessed, training refuses to start.
+* Extra losses are logged per epoch (``csc_loss``, ``cac_loss``) by :class:`MultiModalTrainer`'s step and survive
+  ``--c`` with the rest of nnU-Net's log; the unlabeled loader is rebuilt on resume and shut down with the others.
+* The reference channel is stored in the network's weights, so ``nnUNetv2_predict`` rebuilds it exactly.
 """
 from __future__ import annotations
 
-import numpy as np
-import torch
-from nnunetv2.utilities.helpers import dummy_context
-from torch import autocast, nn
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-from nnunet_mm.cmc.network import CMCUNet
-from nnunet_mm.networks.from_plans import network_kwargs_from_plans
+import torch
+from torch import nn
+
 from nnunet_mm.cmc.losses import anatomical_consistency, channel_nt_xent
+from nnunet_mm.cmc.network import CMCUNet
+from nnunet_mm.cmc.settings import UNLABELED_DIR_KEY
+from nnunet_mm.cmc.unlabeled import unlabeled_folder
+from nnunet_mm.networks.from_plans import network_kwargs_from_plans
+from nnunet_mm.training.debug import DebugSchedule
+from nnunet_mm.training.multimodal_trainer import (MultiModalDraw, MultiModalTrainer, StepLoss, Target,
+                                                   labels_following_channels, reference_target, resize_label,
+                                                   target_list)
 from nnunet_mm.training.schedules import cosine_rampdown, sigmoid_rampup
-from nnunet_mm.training.multimodal_trainer import (MultiModalTrainer, labels_following_channels, reference_target,
-                                                   resize_label)
 
 CMC_CLASS_NAME = f"{CMCUNet.__module__}.{CMCUNet.__name__}"
-EXTRA_LOG_KEYS = ("csc_loss", "cac_loss")
 
 
 class CMCTrainer(MultiModalTrainer):
@@ -41,6 +49,7 @@ class CMCTrainer(MultiModalTrainer):
     semi_start_fraction = 0.7  # the paper starts at epoch 350 of 500
     self_pairing_probability = 0.25
     csc_temperature = 0.5
+    extra_log_keys = ("csc_loss", "cac_loss")
 
     @staticmethod
     def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
@@ -56,24 +65,18 @@ class CMCTrainer(MultiModalTrainer):
             raise ValueError("CMCTrainer needs plain labels (its anatomical consistency compares class "
                              "probabilities) and no cascade.")
         super().initialize()
-        self.cmc_network.reference_channel = self.mm_settings.reference_channel
+        self.unwrapped_network.set_reference_channel(self.mm_settings.reference_channel)
         self.paired = self.mm_settings.num_channels > 1
-        self.case_modality = dict(self.mm_settings.extra.get("per_case_modality") or {})
+        self.case_modality = dict(self.dataset_settings.description.per_case_modality)
         self.dataloader_unlabeled = None
-        for key in EXTRA_LOG_KEYS:
-            self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
-
-    @property
-    def cmc_network(self) -> CMCUNet:
-        module = self.network.module if self.is_ddp else self.network
-        return getattr(module, "_orig_mod", module)
 
     # ------------------------------------------------------------------------------------------------------------
     # unlabeled data
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        self.dataloader_unlabeled = self._make_unlabeled_loader()
+        folder = self.unlabeled_cases_folder()
+        self.dataloader_unlabeled = None if folder is None else self._make_unlabeled_loader(folder)
 
     def on_train_end(self) -> None:
         if self.dataloader_unlabeled is not None and hasattr(self.dataloader_unlabeled, "_finish"):
@@ -81,25 +84,42 @@ class CMCTrainer(MultiModalTrainer):
         self.dataloader_unlabeled = None
         super().on_train_end()
 
-    def _make_unlabeled_loader(self):
-        """nnU-Net's loader and training augmentation over the preprocessed unlabeled cases (random crops), or None
-        (with a log line) when the dataset declares none."""
+    def unlabeled_cases_folder(self) -> Path | None:
+        """The configuration's preprocessed unlabeled cases, or None (logged) when there are none: then CMC trains
+        supervised only.
+
+        Raises:
+            FileNotFoundError: the block names ``unlabeled_dir`` but its cases were not preprocessed (the message
+                gives the command).
+        """
+        from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
+        folder = unlabeled_folder(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier)
+        cases = nnUNetDatasetBlosc2.get_identifiers(str(folder)) if folder.is_dir() else []
+        if cases:
+            self.print_to_log_file(f"nnunet_mm: {len(cases)} unlabeled case(s) from {folder}; the consistency terms "
+                                   f"start at epoch {self._semi_start_epoch()}.", also_print_to_console=True)
+            return folder
+        raw_folder = self.dataset_settings.method(UNLABELED_DIR_KEY)
+        command = f"nnunet_mm preprocess-unlabeled -d {self.plans_manager.dataset_name} -c {self.configuration_name}"
+        if self.dataset_settings.is_set(UNLABELED_DIR_KEY):
+            raise FileNotFoundError(f"{folder}: no preprocessed unlabeled cases, but {self.dataset_settings.source} "
+                                    f"declares 'nnunet_mm': {{'{UNLABELED_DIR_KEY}': {raw_folder!r}}}; run "
+                                    f"'{command}' first.")
+        self.print_to_log_file(f"nnunet_mm: no preprocessed unlabeled cases ({folder}); CMC trains supervised only "
+                               f"(CMCUNet, no consistency terms). For semi-supervised training put unlabeled images "
+                               f"into the raw dataset's {raw_folder}/ and run '{command}'.",
+                               also_print_to_console=True)
+        return None
+
+    def _make_unlabeled_loader(self, folder: Path):
+        """nnU-Net's loader and training augmentation over the preprocessed unlabeled cases (random crops)."""
         from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
         from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
         from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
         from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
         from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
-        from nnunet_mm.cmc.unlabeled import unlabeled_folder
-
-        folder = unlabeled_folder(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier)
-        if not self.mm_settings.extra.get("unlabeled_dir"):
-            self.print_to_log_file("nnunet_mm: no unlabeled cases declared ('unlabeled_dir'); CMC trains supervised "
-                                   "only (CMCUNet, no consistency terms).", also_print_to_console=True)
-            return None
-        if not folder.is_dir() or not any(folder.iterdir()):
-            raise FileNotFoundError(f"{folder}: no preprocessed unlabeled cases; run 'nnunet_mm preprocess-unlabeled "
-                                    f"-d {self.plans_manager.dataset_name} -c {self.configuration_name}' first.")
         rotation, dummy_2d, initial_patch_size, mirror_axes = \
             self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         transforms = self.get_training_transforms(
@@ -119,13 +139,60 @@ class CMCTrainer(MultiModalTrainer):
     # ------------------------------------------------------------------------------------------------------------
     # the step
 
+    def _semi_start_epoch(self) -> int:
+        return int(round(self.semi_start_fraction * self.num_epochs))
+
     def consistency_weights(self) -> tuple[float, float]:
         """(w_csc, w_cac) at the current epoch: zero before the start, then the paper's ramps."""
-        start = int(round(self.semi_start_fraction * self.num_epochs))
+        start = self._semi_start_epoch()
         return (sigmoid_rampup(self.current_epoch, self.num_epochs, start),
                 cosine_rampdown(self.current_epoch, self.num_epochs, start))
 
-    def _pair_order(self, keys) -> torch.Tensor:
+    def compute_loss(self, data: torch.Tensor, target: Target, draw: MultiModalDraw, batch: dict) -> StepLoss:
+        """``L = L_sup + w_csc·L_CSC + w_cac·L_CAC``, labeled and unlabeled streams in one forward pass."""
+        num_channels = self.mm_settings.num_channels
+        if not self.paired and data.shape[0] < 2:
+            raise ValueError("CMCTrainer pairs samples of a batch; the configuration's batch size must be >= 2.")
+        order = None if self.paired else self._pair_order(batch.get("keys", range(data.shape[0])))
+        streams = self._streams(data[:, :num_channels], order)
+        num_labeled = streams[0].shape[0]
+        w_csc, w_cac = self.consistency_weights()
+        use_unlabeled = self.dataloader_unlabeled is not None and (w_csc > 0 or w_cac > 0)
+        if use_unlabeled:
+            unlabeled, _ = self.augment_multimodal(next(self.dataloader_unlabeled)["data"].to(self.device,
+                                                                                             non_blocking=True))
+            unlabeled_order = None if self.paired else torch.arange(unlabeled.shape[0] // 2 * 2)
+            streams = [torch.cat((labeled, other)) for labeled, other in
+                       zip(streams, self._streams(unlabeled[:, :num_channels], unlabeled_order))]
+
+        result = self.network(streams=streams)
+        outputs = [[scale[:num_labeled] for scale in stream] for stream in result["outputs"]]
+        loss = self._supervised_loss(outputs, target_list(reference_target(target)), draw, order)
+        csc = cac = torch.zeros((), device=self.device)
+        if use_unlabeled:
+            features = [f[num_labeled:] for f in result["bottleneck"]]  # before attention
+            probabilities = [torch.softmax(stream[0][num_labeled:].float(), 1) for stream in result["outputs"]]
+            csc = torch.stack([channel_nt_xent(features[0], f, self.csc_temperature) for f in features[1:]]).mean()
+            cac = torch.stack([anatomical_consistency(probabilities[0], p, paired=self.paired)
+                               for p in probabilities[1:]]).mean()
+            loss = loss + w_csc * csc + w_cac * cac
+        return StepLoss(loss, {"csc_loss": csc, "cac_loss": cac})
+
+    def _supervised_loss(self, outputs: list[list[torch.Tensor]], target: list[torch.Tensor], draw: MultiModalDraw,
+                         order: torch.Tensor | None) -> torch.Tensor:
+        """L_sup: nnU-Net's deep-supervision loss of every stream's labeled outputs, averaged over the streams.
+
+        Paired data: each stream against its channel's label after augmentation. Unpaired pairs: each half of the
+        batch against its own cases' labels (½ each).
+        """
+        if self.paired:
+            return torch.stack([self.loss(stream, stream_target) for stream, stream_target
+                                in zip(outputs, self._stream_targets(target, draw))]).mean()
+        half = len(order) // 2
+        return 0.5 * (self.loss(outputs[0], [t[order[:half]] for t in target])
+                      + self.loss(outputs[1], [t[order[half:]] for t in target]))
+
+    def _pair_order(self, keys: Sequence) -> torch.Tensor:
         """A permutation of the batch whose first and second halves pair different modalities where possible."""
         modalities = [self.case_modality.get(str(k), "") for k in keys]
         order = sorted(range(len(keys)), key=lambda i: modalities[i])
@@ -133,6 +200,8 @@ class CMCTrainer(MultiModalTrainer):
         return torch.tensor(order[:half] + order[half:2 * half], dtype=torch.long)
 
     def _streams(self, data: torch.Tensor, order: torch.Tensor | None) -> list[torch.Tensor]:
+        """The network's input streams: one per channel (paired), or the two halves of ``order`` with a share
+        ``self_pairing_probability`` of self-pairs (unpaired)."""
         if self.paired:
             return [data[:, c:c + 1] for c in range(data.shape[1])]
         half = len(order) // 2
@@ -143,7 +212,7 @@ class CMCTrainer(MultiModalTrainer):
         second = torch.where(self_pairs.view(-1, *([1] * (data.ndim - 1))), first, second)
         return [first, second]
 
-    def _stream_targets(self, target: list[torch.Tensor], draw) -> list[list[torch.Tensor]]:
+    def _stream_targets(self, target: list[torch.Tensor], draw: MultiModalDraw) -> list[list[torch.Tensor]]:
         """Paired data: per stream, the deep-supervision targets of its channel's label after augmentation (the
         reference label moved with that channel's misalignment)."""
         num_channels = self.mm_settings.num_channels
@@ -154,79 +223,14 @@ class CMCTrainer(MultiModalTrainer):
                                            reference_channel=self.mm_settings.reference_channel)
         return [[resize_label(labels[:, c:c + 1], t.shape[2:]) for t in target] for c in range(num_channels)]
 
-    def train_step(self, batch: dict) -> dict:
-        data, draw = self.augment_multimodal_with_draw(batch["data"].to(self.device, non_blocking=True))
-        target = reference_target(batch["target"])
-        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
-            else [target.to(self.device, non_blocking=True)]
-        if not self.paired and data.shape[0] < 2:
-            raise ValueError("CMCTrainer pairs samples of a batch; the configuration's batch size must be >= 2.")
-        order = None if self.paired else self._pair_order(batch.get("keys", range(data.shape[0])))
-        labeled_streams = self._streams(data[:, :self.mm_settings.num_channels], order)
-        num_labeled = labeled_streams[0].shape[0]
+    def extra_log_message(self, values: Mapping[str, float]) -> str:
         w_csc, w_cac = self.consistency_weights()
-        use_unlabeled = self.dataloader_unlabeled is not None and (w_csc > 0 or w_cac > 0)
-        streams = labeled_streams
-        if use_unlabeled:
-            unlabeled = self.augment_multimodal(next(self.dataloader_unlabeled)["data"].to(self.device,
-                                                                                          non_blocking=True))
-            unlabeled_order = None if self.paired else torch.arange(unlabeled.shape[0] // 2 * 2)
-            unlabeled_streams = self._streams(unlabeled[:, :self.mm_settings.num_channels], unlabeled_order)
-            streams = [torch.cat((a, b)) for a, b in zip(labeled_streams, unlabeled_streams)]
-
-        self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            result = self.network(streams=streams)
-            outputs = result["outputs"]
-            if self.paired:
-                stream_targets = self._stream_targets(target, draw)
-                supervised = torch.stack([self.loss([o[:num_labeled] for o in out], t)
-                                          for out, t in zip(outputs, stream_targets)]).mean()
-            else:
-                half = num_labeled
-                targets_first = [t[order[:half]] for t in target]
-                targets_second = [t[order[half:]] for t in target]
-                supervised = 0.5 * (self.loss([o[:half] for o in outputs[0]], targets_first)
-                                    + self.loss([o[:half] for o in outputs[1]], targets_second))
-            loss, csc, cac = supervised, torch.zeros(()), torch.zeros(())
-            if use_unlabeled:
-                features = [f[num_labeled:] for f in result["bottleneck"]]
-                probabilities = [torch.softmax(out[0][num_labeled:].float(), 1) for out in outputs]
-                csc = torch.stack([channel_nt_xent(features[0], f, self.csc_temperature)
-                                   for f in features[1:]]).mean()
-                cac = torch.stack([anatomical_consistency(probabilities[0], p, paired=self.paired)
-                                   for p in probabilities[1:]]).mean()
-                loss = loss + w_csc * csc + w_cac * cac
-
-        self.backward_and_step(loss)
-        return {"loss": loss.detach().cpu().numpy(), "csc_loss": csc.detach().cpu().numpy(),
-                "cac_loss": cac.detach().cpu().numpy()}
-
-    def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
-        super().on_train_epoch_end(train_outputs)
-        for key in EXTRA_LOG_KEYS:
-            self.logger.local_logger.my_fantastic_logging.setdefault(key, [])  # a checkpoint from before may lack it
-            value = float(np.mean([o[key] for o in train_outputs]))
-            if self.is_ddp:
-                import torch.distributed as dist
-                gathered = [None] * dist.get_world_size()
-                dist.all_gather_object(gathered, value)
-                value = float(np.mean(gathered))
-            self.logger.log(key, value, self.current_epoch)
-        w_csc, w_cac = self.consistency_weights()
-        self.print_to_log_file(f"nnunet_mm: csc {self.logger.local_logger.my_fantastic_logging['csc_loss'][-1]:.4f} "
-                               f"(w {w_csc:.3f}), cac {self.logger.local_logger.my_fantastic_logging['cac_loss'][-1]:.4f}"
-                               f" (w {w_cac:.3f})")
+        return (f"nnunet_mm: csc {values['csc_loss']:.4f} (w {w_csc:.3f}), cac {values['cac_loss']:.4f} "
+                f"(w {w_cac:.3f})")
 
 
-class CMCTrainer_debug(CMCTrainer):
-    """2 epochs × 4 iterations, 2 validation iterations; the consistency terms are on from the first epoch."""
+class CMCTrainer_debug(DebugSchedule, CMCTrainer):
+    """CMCTrainer on the debug schedule (:class:`~nnunet_mm.training.debug.DebugSchedule`), with the consistency
+    terms on from the first epoch."""
 
     semi_start_fraction = 0.0
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 4
-        self.num_val_iterations_per_epoch = 2

@@ -5,9 +5,9 @@ validation all need a label file, and an all-ignore label would distort the CT n
 unlabeled images live beside the labeled ones, in a folder nnU-Net does not read (docs/nnunet_notes.md §3.4):
 
 * **Raw:** ``<nnUNet_raw>/DatasetXXX_Name/imagesUnl/{case}_{XXXX}{file_ending}``, one file per channel of
-  ``channel_names`` exactly as in ``imagesTr``, no labels. Another folder can be declared in dataset.json with
-  ``"nnunet_mm": {"unlabeled_dir": "myUnlabeledImages"}`` (relative to the raw dataset folder); without the key the
-  default ``imagesUnl`` is used. Unlabeled case ids must differ from the labeled ones.
+  ``channel_names`` exactly as in ``imagesTr``, no labels. Another folder can be named by the block's
+  ``unlabeled_dir`` key (:mod:`nnunet_mm.cmc.settings`, relative to the raw dataset folder); the unlabeled folder is
+  always that key's value, ``imagesUnl`` when it is absent. Unlabeled case ids must differ from the labeled ones.
 * **Preprocessed:** after ``nnUNetv2_plan_and_preprocess``, :func:`preprocess_unlabeled` runs the configuration's own
   preprocessor on every unlabeled case (transpose, nonzero crop, normalisation with the *labeled* fingerprint's
   intensity statistics, resampling) and writes ``<nnUNet_preprocessed>/DatasetXXX_Name/<data_identifier>_unlabeled/``
@@ -24,7 +24,6 @@ self.configuration_manager.data_identifier))`` and an ``nnUNetDataLoader`` with 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -32,12 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from nnunet_mm.cmc.settings import UNLABELED_DIR_KEY
+from nnunet_mm.io.raw_dataset import available_channel_files, case_channel_files
+from nnunet_mm.settings import BLOCK_KEY, read_settings
+
 logger = logging.getLogger(__name__)
 
-UNLABELED_DIR_KEY = "unlabeled_dir"
-DEFAULT_UNLABELED_DIR = "imagesUnl"
 UNLABELED_SUFFIX = "_unlabeled"
-_CHANNEL_FILE = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")
 _MAX_LISTED_PROBLEMS = 20
 
 
@@ -61,50 +61,6 @@ def _raise_problems(problems: list[str], summary: str) -> None:
     raise ValueError(summary + "\n  " + "\n  ".join(listed))
 
 
-def case_channel_files(folder: Path | str, dataset_json: Mapping[str, Any]) -> dict[str, list[Path]]:
-    """The images of every case in an nnU-Net image folder, checked for completeness.
-
-    Args:
-        folder: a folder of ``{case}_{XXXX}{file_ending}`` files (``imagesTr``, ``imagesUnl``, ...). Hidden files
-            are skipped.
-        dataset_json: the dataset's dataset.json (``file_ending``, ``channel_names``, optional ``"nnunet_mm"``
-            ``phase_names`` for the messages).
-
-    Returns:
-        ``{case: [file of channel 0, file of channel 1, ...]}``, sorted by case.
-
-    Raises:
-        ValueError: a file not named ``{case}_{XXXX}{file_ending}``, a channel index outside ``channel_names``, or
-            a case without every channel; all problems are listed, each with its file.
-    """
-    from nnunet_mm.settings.multimodal import MultiModalSettings
-
-    folder = Path(folder)
-    settings = MultiModalSettings.from_dataset_json(dataset_json, source=f"dataset.json of {folder.parent}")
-    file_ending = dataset_json["file_ending"]
-    found: dict[str, dict[int, Path]] = {}
-    problems = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
-            continue
-        stem = path.name[:-len(file_ending)] if path.name.endswith(file_ending) else None
-        match = _CHANNEL_FILE.fullmatch(stem) if stem is not None and path.is_file() else None
-        if match is None:
-            problems.append(f"{path}: not an image named CASE_XXXX{file_ending} (XXXX = 4-digit channel index)")
-            continue
-        channel = int(match["channel"])
-        if channel >= settings.num_channels:
-            problems.append(f"{path}: channel {channel}, but dataset.json has {settings.num_channels} channel(s) "
-                            f"(0..{settings.num_channels - 1})")
-            continue
-        found.setdefault(match["case"], {})[channel] = path
-    for case, channels in sorted(found.items()):
-        problems += [f"{folder / f'{case}_{c:04d}{file_ending}'}: missing channel {settings.channel_name(c)} of "
-                     f"case {case!r}" for c in range(settings.num_channels) if c not in channels]
-    _raise_problems(problems, f"{folder}: {len(problems)} problem(s) with the image files:")
-    return {case: [channels[c] for c in range(settings.num_channels)] for case, channels in sorted(found.items())}
-
-
 def _labeled_case_files(raw_dataset_folder: Path, dataset_json: Mapping[str, Any]) -> dict[str, Path]:
     """``{case: one image file}`` of every labeled training case (``dataset`` key or ``imagesTr``)."""
     if "dataset" in dataset_json:
@@ -112,52 +68,45 @@ def _labeled_case_files(raw_dataset_folder: Path, dataset_json: Mapping[str, Any
     images = raw_dataset_folder / "imagesTr"
     if not images.is_dir():
         return {}
-    file_ending = dataset_json["file_ending"]
-    files: dict[str, Path] = {}
-    for path in sorted(images.iterdir()):
-        match = _CHANNEL_FILE.fullmatch(path.name[:-len(file_ending)]) if path.name.endswith(file_ending) else None
-        if match is not None:
-            files.setdefault(match["case"], path)
-    return files
+    return {case: next(iter(channels.values()))
+            for case, channels in available_channel_files(images, dataset_json["file_ending"], None).items()}
 
 
 def unlabeled_cases(raw_dataset_folder: Path | str, dataset_json: Mapping[str, Any]) -> dict[str, list[Path]]:
     """The unlabeled cases a raw dataset declares (see the module docstring for the layout).
 
-    The folder is ``"nnunet_mm": {"unlabeled_dir": ...}`` of dataset.json, relative to the raw dataset folder, or
-    ``imagesUnl`` when the key is absent.
+    The folder is the block's ``unlabeled_dir``, relative to the raw dataset folder (``imagesUnl`` when the key is
+    absent).
 
     Args:
         raw_dataset_folder: ``<nnUNet_raw>/DatasetXXX_Name``.
-        dataset_json: its dataset.json.
+        dataset_json: its dataset.json (read from ``raw_dataset_folder``; messages name that file).
 
     Returns:
         ``{case: [file of channel 0, file of channel 1, ...]}``, sorted by case.
 
     Raises:
         FileNotFoundError: the folder does not exist (the message says how to provide or declare it).
-        ValueError: ``unlabeled_dir`` is not a non-empty string; the folder has no images; a file is misnamed or a
-            case lacks a channel; an unlabeled case id is also a labeled training case (naming both files).
+        ValueError: an invalid block (e.g. ``unlabeled_dir`` not a relative folder name); the folder has no images;
+            a file is misnamed or a case lacks a channel; an unlabeled case id is also a labeled training case
+            (naming both files).
+        KeyError: an unknown key in the block.
     """
-    from nnunet_mm.settings.multimodal import MultiModalSettings
-
     raw_dataset_folder = Path(raw_dataset_folder)
     dataset_json_file = raw_dataset_folder / "dataset.json"
     file_ending = dataset_json["file_ending"]
-    settings = MultiModalSettings.from_dataset_json(dataset_json, source=str(dataset_json_file))
-    declared = settings.extra.get(UNLABELED_DIR_KEY)
-    if UNLABELED_DIR_KEY in settings.extra and (not isinstance(declared, str) or not declared):
-        raise ValueError(f"{dataset_json_file}: 'nnunet_mm'.{UNLABELED_DIR_KEY} must be a folder name relative to "
-                         f"the dataset folder, got {declared!r}.")
-    folder = raw_dataset_folder / (declared or DEFAULT_UNLABELED_DIR)
+    settings = read_settings(dataset_json, str(dataset_json_file))
+    folder_name = settings.method(UNLABELED_DIR_KEY)
+    folder = raw_dataset_folder / folder_name
     if not folder.is_dir():
-        how = (f"it is declared by 'nnunet_mm': {{'{UNLABELED_DIR_KEY}': {declared!r}}} in {dataset_json_file}; "
-               f"create it or fix the key" if declared else
+        how = (f"it is declared by '{BLOCK_KEY}': {{'{UNLABELED_DIR_KEY}': {folder_name!r}}} in {dataset_json_file}; "
+               f"create it or fix the key" if settings.is_set(UNLABELED_DIR_KEY) else
                f"put the unlabeled images there as CASE_XXXX{file_ending} (one file per channel, as in imagesTr), "
-               f"or name another folder with 'nnunet_mm': {{'{UNLABELED_DIR_KEY}': 'FOLDER'}} in "
+               f"or name another folder with '{BLOCK_KEY}': {{'{UNLABELED_DIR_KEY}': 'FOLDER'}} in "
                f"{dataset_json_file}")
         raise FileNotFoundError(f"{folder}: unlabeled image folder not found; {how}.")
-    cases = case_channel_files(folder, dataset_json)
+    cases = case_channel_files(folder, file_ending, settings.multimodal.num_channels,
+                               phase_names=settings.multimodal.phase_names, refuse_other_files=True)
     if not cases:
         raise ValueError(f"{folder}: no unlabeled images (expected CASE_XXXX{file_ending} files).")
     labeled = _labeled_case_files(raw_dataset_folder, dataset_json)

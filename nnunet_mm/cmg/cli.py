@@ -93,8 +93,8 @@ def _run_phase_labels(args: argparse.Namespace) -> int:
 def _run_cmg_maps(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nnunet_mm.inference.missing_channels import find_case_channel_files
     from nnunet_mm.cmg.guidance_maps import save_guidance_figure
+    from nnunet_mm.io.raw_dataset import available_channel_files
 
     if args.model_folder:
         model_folder = Path(args.model_folder)
@@ -104,8 +104,8 @@ def _run_cmg_maps(args: argparse.Namespace) -> int:
         model_folder = (Path(nnUNet_results) / maybe_convert_to_dataset_name(args.d) /
                         f"{args.tr}__{args.p}__{args.c}")
     dataset_json = json.loads((model_folder / "dataset.json").read_text())
-    files = find_case_channel_files(Path(args.i), dataset_json["file_ending"],
-                                    len(dataset_json["channel_names"])).get(args.case)
+    files = available_channel_files(Path(args.i), dataset_json["file_ending"], len(dataset_json["channel_names"]),
+                                    source=str(model_folder / "dataset.json")).get(args.case)
     if not files:
         print(f"nnunet_mm cmg-maps: no files {args.case}_XXXX{dataset_json['file_ending']} in {args.i}",
               file=sys.stderr)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from nnunet_mm.io.figure_style import figure_style
+from nnunet_mm.settings import model_folder_dataset_json_source, read_settings
 
 
 def _patch_slices(shape: Sequence[int], patch: Sequence[int], centre: Sequence[int]) -> list[slice]:
@@ -81,8 +82,8 @@ def save_guidance_figure(model_folder: Path, image_files: Sequence[Path], png: P
         return (volume[:, k] if volume.ndim == 4 else volume).float().cpu().numpy()
 
     num_phases, levels = network.num_phases, network.guidance_levels
-    phase_names = predictor.dataset_json.get("nnunet_mm", {}).get("phase_names") or \
-        [predictor.dataset_json["channel_names"][str(c)] for c in range(num_phases)]
+    settings = read_settings(predictor.dataset_json, model_folder_dataset_json_source(model_folder)).multimodal
+    phase_names = settings.display_names(predictor.dataset_json["channel_names"])
     item = 0
     fig, axes = plt.subplots(num_phases, levels + 2, figsize=(3.2 * (levels + 2), 3.2 * num_phases), squeeze=False)
     for p in range(num_phases):

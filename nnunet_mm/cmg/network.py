@@ -27,6 +27,7 @@ import torch
 from dynamic_network_architectures.building_blocks.helper import get_matching_convtransp
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
 from nnunet_mm.cmg.guidance import CrossModalGuidance
@@ -256,8 +257,5 @@ class CMGUNet(nn.Module):
 
     @staticmethod
     def initialize(module: nn.Module) -> None:
-        """He initialisation of convolutions, as nnU-Net's ``InitWeights_He(1e-2)``."""
-        if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
-            nn.init.kaiming_normal_(module.weight, a=1e-2)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        """He initialisation of convolutions (``network.apply(...)``), as ``PlainConvUNet.initialize``."""
+        InitWeights_He(1e-2)(module)

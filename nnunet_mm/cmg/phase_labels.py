@@ -1,7 +1,7 @@
 """Per-phase labels as extra segmentation channels, for trainers that supervise every phase (CMGTrainer).
 
 Some datasets label every phase separately (MPTH keeps the arterial-phase masks, converter 501 writes them to
-``labelsTr_phases/<case>_<channel:04d>.nii.gz`` and records ``"phase_labels_dir"`` in the ``"nnunet_mm"`` block).
+``labelsTr_phases/<case>_<channel:04d>.nii.gz`` and records ``phase_labels_dir`` in the ``'nnunet_mm'`` block).
 nnU-Net preprocesses one label per case. This step adds a configuration ``<configuration>_phases`` (inheriting
 everything from ``<configuration>``) whose preprocessed cases carry a segmentation with one channel per phase:
 
@@ -79,20 +79,24 @@ def add_phase_label_configuration(dataset: str | int, configuration: str = "3d_f
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
+    from nnunet_mm.cmg.settings import PHASE_LABELS_DIR_KEY
     from nnunet_mm.conversion.runner import map_cases
-    from nnunet_mm.settings.multimodal import MultiModalSettings
+    from nnunet_mm.settings import BLOCK_KEY, read_settings
 
     dataset_name = maybe_convert_to_dataset_name(dataset)
     raw = Path(nnUNet_raw) / dataset_name
-    dataset_json = load_json(str(raw / "dataset.json"))
-    settings = MultiModalSettings.from_dataset_json(dataset_json, source=str(raw / "dataset.json"))
-    phase_dir_name = settings.extra.get("phase_labels_dir")
-    if not phase_dir_name:
-        raise ValueError(f"{raw / 'dataset.json'}: the 'nnunet_mm' block names no 'phase_labels_dir'; this dataset "
-                         f"has no per-phase labels.")
+    dataset_json_file = raw / "dataset.json"
+    dataset_json = load_json(str(dataset_json_file))
+    dataset_settings = read_settings(dataset_json, str(dataset_json_file))
+    settings = dataset_settings.multimodal
+    phase_dir_name = dataset_settings.method(PHASE_LABELS_DIR_KEY)
+    if phase_dir_name is None:
+        raise ValueError(f"{dataset_json_file}: the '{BLOCK_KEY}' block names no '{PHASE_LABELS_DIR_KEY}'; this "
+                         f"dataset has no per-phase labels.")
     phase_dir = raw / phase_dir_name
     if not phase_dir.is_dir():
-        raise ValueError(f"{phase_dir}: per-phase label folder named in dataset.json does not exist.")
+        raise ValueError(f"{phase_dir}: per-phase label folder named in {dataset_json_file} "
+                         f"('{BLOCK_KEY}'.{PHASE_LABELS_DIR_KEY}) does not exist.")
     plans_file = Path(nnUNet_preprocessed) / dataset_name / f"{plans_identifier}.json"
     if not plans_file.is_file():
         raise FileNotFoundError(f"{plans_file}: no plans; run nnUNetv2_plan_and_preprocess -d {dataset} first.")

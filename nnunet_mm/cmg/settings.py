@@ -1,8 +1,8 @@
-"""CMG's key of the ``"nnunet_mm"`` block: ``"phase_labels_dir"``.
+"""CMG's key of the ``'nnunet_mm'`` block: ``"phase_labels_dir"``.
 
 ::
 
-    "nnunet_mm": {"phase_labels_dir": "labelsTr_phases"}
+    'nnunet_mm': {"phase_labels_dir": "labelsTr_phases"}
 
 The raw-dataset folder (relative to the dataset folder) holding one label per non-reference phase,
 ``<case>_<channel:04d><file_ending>``; ``nnunet_mm phase-labels`` preprocesses it into a ``<configuration>_phases``

@@ -18,21 +18,24 @@ Method, as trained here:
   inference does (inference always uses predictions).
 * Misalignment augmentation and modality dropout of :class:`MultiModalTrainer` stay on.
 
-Hooks: ``build_network_architecture`` (static, plans only, as nnU-Net's predictor requires), ``initialize``,
-``train_step``. Validation and prediction go through ``forward(x)``: the reference phase's logits.
+Hooks: ``build_network_architecture`` (static, plans only, as nnU-Net's predictor requires), ``initialize``, and
+:meth:`~CMGTrainer.compute_loss` inside :class:`MultiModalTrainer`'s step. Validation and prediction go through
+``forward(x)``: the reference phase's logits. The reference channel is stored in the network's weights, so
+``nnUNetv2_predict`` rebuilds it exactly.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
-from torch import autocast, nn
+from torch import nn
 
 from nnunet_mm.cmg.network import CMGUNet
 from nnunet_mm.networks.from_plans import network_kwargs_from_plans
-from nnunet_mm.training.multimodal_trainer import (MultiModalTrainer, labels_following_channels, reference_target,
-                                                   resize_label)
+from nnunet_mm.training.debug import DebugSchedule
+from nnunet_mm.training.multimodal_trainer import (MultiModalDraw, MultiModalTrainer, StepLoss, Target,
+                                                   labels_following_channels, reference_target, resize_label,
+                                                   target_list)
 
 CMG_CLASS_NAME = f"{CMGUNet.__module__}.{CMGUNet.__name__}"
 
@@ -74,14 +77,8 @@ class CMGTrainer(MultiModalTrainer):
             raise ValueError(f"CMGTrainer needs at least two phases (channels); dataset.json has "
                              f"{self.mm_settings.num_channels}. Use MultiModalTrainer.")
         super().initialize()
-        self.cmg_network.set_reference_channel(self.mm_settings.reference_channel)
+        self.unwrapped_network.set_reference_channel(self.mm_settings.reference_channel)
         self.side_loss = self._build_single_scale_loss()
-
-    @property
-    def cmg_network(self) -> CMGUNet:
-        """The CMGUNet itself, unwrapped from DDP and torch.compile."""
-        module = self.network.module if self.is_ddp else self.network
-        return getattr(module, "_orig_mod", module)
 
     def _build_single_scale_loss(self) -> nn.Module:
         """nnU-Net's DC+CE exactly as configured for this dataset, without the deep-supervision wrapper."""
@@ -98,31 +95,24 @@ class CMGTrainer(MultiModalTrainer):
         return self.predicted_prototypes_start + (self.predicted_prototypes_end - self.predicted_prototypes_start) \
             * min(max(progress, 0.0), 1.0)
 
-    def train_step(self, batch: dict) -> dict:
-        data = batch["data"].to(self.device, non_blocking=True)
-        target = batch["target"]
-        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
-            else [target.to(self.device, non_blocking=True)]
-        data, draw = self.augment_multimodal_with_draw(data)
-        settings, network = self.mm_settings, self.cmg_network
+    def _draw_predicted_prototype_samples(self, batch_size: int) -> torch.Tensor:
+        """(B,) bool: the samples whose prototypes come from the network's predictions in this step."""
+        draw = torch.rand(batch_size, generator=self.augmentation_generator, device=self.augmentation_generator.device)
+        return draw.to(self.device) < self.predicted_prototype_fraction()
+
+    def compute_loss(self, data: torch.Tensor, target: Target, draw: MultiModalDraw, batch: dict) -> StepLoss:
+        """Every phase supervised with its own label; prototypes from labels or from the network's predictions."""
+        num_phases, network = self.mm_settings.num_channels, self.unwrapped_network
+        targets = target_list(target)
         with torch.no_grad():
-            phase_labels = self._phase_labels(target[0], draw)
-            target = reference_target(target)
+            phase_labels = self._phase_labels(targets[0], draw)  # each phase's label, moved with its phase
             level_shapes = network.guidance_level_shapes(data.shape[2:])
             region_masks = [_region_masks(phase_labels[:, p:p + 1], level_shapes, network.num_classes)
-                            for p in range(settings.num_channels)]
-            use_prediction = torch.rand(data.shape[0], generator=self.augmentation_generator,
-                                        device=self.augmentation_generator.device).to(self.device) \
-                < self.predicted_prototype_fraction()
-
-        self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            result = self.network(data[:, :settings.num_channels], training_outputs=True,
-                                  region_masks=region_masks, use_prediction=use_prediction)
-            loss = self.cmg_loss(result, target, phase_labels)
-
-        self.backward_and_step(loss)
-        return {"loss": loss.detach().cpu().numpy()}
+                            for p in range(num_phases)]
+            use_prediction = self._draw_predicted_prototype_samples(data.shape[0])
+        result = self.network(data[:, :num_phases], training_outputs=True, region_masks=region_masks,
+                              use_prediction=use_prediction)
+        return StepLoss(self.cmg_loss(result, reference_target(targets), phase_labels))
 
     def cmg_loss(self, result: dict, target: list[torch.Tensor], phase_labels: torch.Tensor) -> torch.Tensor:
         """Reference DS loss + λ_phase · other phases' DS losses + λ_side · side-head losses."""
@@ -150,7 +140,7 @@ class CMGTrainer(MultiModalTrainer):
             loss = loss + self.side_loss_weight * torch.stack(side_terms).mean()
         return loss
 
-    def _phase_labels(self, seg: torch.Tensor, draw) -> torch.Tensor:
+    def _phase_labels(self, seg: torch.Tensor, draw: MultiModalDraw) -> torch.Tensor:
         """(B, C, ...) label of every image channel after augmentation, from the batch's segmentation: channel 0 is
         the reference label; a ``_phases`` configuration adds the other channels' labels in channel order."""
         settings = self.mm_settings
@@ -166,7 +156,7 @@ class CMGTrainer(MultiModalTrainer):
                              f"({num_channels}).")
         if draw.misalignment is None and draw.dropout is None:
             return labels
-        return labels_following_channels(labels, draw, self.cmg_network.num_classes,
+        return labels_following_channels(labels, draw, self.unwrapped_network.num_classes,
                                          self.configuration_manager.spacing, settings.modality_dropout.mode,
                                          reference_channel=reference)
 
@@ -179,12 +169,5 @@ def _region_masks(label: torch.Tensor, level_shapes, num_classes: int) -> list[t
     return [pool(one_hot, tuple(shape)) for shape in level_shapes]
 
 
-class CMGTrainer_debug(CMGTrainer):
-    """2 epochs × 4 iterations, 2 validation iterations: a whole CLI cycle on a CPU in minutes."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 4
-        self.num_val_iterations_per_epoch = 2
+class CMGTrainer_debug(DebugSchedule, CMGTrainer):
+    """CMGTrainer on the debug schedule (:class:`~nnunet_mm.training.debug.DebugSchedule`)."""

@@ -1,5 +1,6 @@
-"""What every converter does around its dataset-specific part: choose and guard the output folder, map over cases
-with a progress bar (optionally in parallel), summarise what was written, and the shared command-line options."""
+"""What every converter does around its dataset-specific part: check its arguments and output folder (through
+:mod:`nnunet_mm.io.staging`), map over cases with a progress bar (optionally in parallel), summarise what was written,
+and the shared command-line options."""
 from __future__ import annotations
 
 import argparse
@@ -12,10 +13,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from tqdm import tqdm
+
+from nnunet_mm.io.staging import check_output, new_dataset_folder
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -28,54 +31,24 @@ def sanitize_case_id(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", name)
 
 
-def resolve_output_root(output_root: Path | None) -> Path:
-    """``output_root`` or, when None, ``$nnUNet_raw`` (a clear error when neither is set)."""
-    if output_root is not None:
-        return Path(output_root)
-    from nnunetv2.paths import nnUNet_raw
-
-    if not nnUNet_raw:
-        raise ValueError("no output folder: output_root (--output-root) was not given and the environment variable "
-                         "nnUNet_raw is not set. Pass one, or export nnUNet_raw=/path/to/nnUNet_raw (see nnU-Net's "
-                         "documentation/setting_up_paths.md).")
-    return Path(nnUNet_raw)
-
-
 def prepare_output(source_dir: Path, *, dataset_id: int, dataset_name: str, output_root: Path | None,
                    overwrite: bool) -> Path:
     """Check the arguments that every converter shares and return ``<root>/DatasetNNN_Name``.
 
+    Called before the source is read, so that a bad output fails at once; the folder itself is then written with
+    :func:`nnunet_mm.io.staged_dataset`, which repeats the existence check.
+
     Raises:
         FileNotFoundError: ``source_dir`` does not exist.
-        ValueError: bad id or name, output overlapping the input, another dataset with the same id.
+        ValueError: bad id or name, no output root, output overlapping the input, another dataset with the same id
+            (:func:`nnunet_mm.io.new_dataset_folder`, :func:`nnunet_mm.io.check_output`).
         FileExistsError: the dataset exists and ``overwrite`` is False.
     """
     source_dir = Path(source_dir)
     if not source_dir.exists():
         raise FileNotFoundError(f"{source_dir}: source folder not found.")
-    if not 1 <= int(dataset_id) <= 999:
-        raise ValueError(f"dataset_id must be in 1..999, got {dataset_id}.")
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", dataset_name):
-        raise ValueError(f"dataset_name may hold only letters, digits, '_' and '-', got {dataset_name!r}.")
-    final_dir = resolve_output_root(output_root) / f"Dataset{int(dataset_id):03d}_{dataset_name}"
-    final, source = final_dir.resolve(), source_dir.resolve()
-    if final == source or source.is_relative_to(final):
-        raise ValueError(f"the output folder {final_dir} contains the source {source_dir}; choose another output "
-                         f"root (replacing the output would delete the input).")
-    if final.is_relative_to(source):
-        raise ValueError(f"the output folder {final_dir} lies inside the source folder {source_dir}; choose an "
-                         f"output root outside the input.")
-    prefix = f"Dataset{int(dataset_id):03d}_"
-    if final_dir.parent.is_dir():
-        clashes = sorted(p.name for p in final_dir.parent.iterdir()
-                         if p.is_dir() and p.name.startswith(prefix) and p.name != final_dir.name)
-        if clashes:
-            raise ValueError(f"{final_dir.parent} already holds {clashes} with the same dataset id; nnU-Net finds "
-                             f"datasets by id, so remove it or choose another --dataset-id.")
-    if final_dir.is_dir() and any(final_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{final_dir} already exists and is not empty; pass overwrite=True (--overwrite) to "
-                              f"replace it, or remove it first.")
-    return final_dir
+    final_dir = new_dataset_folder(dataset_id, dataset_name, output_root=output_root)
+    return check_output(final_dir, overwrite=overwrite, sources=[source_dir])
 
 
 def map_cases(function: Callable[[T], R], items: Sequence[T], *, num_processes: int = 1,
@@ -197,10 +170,17 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, dataset_id: int, da
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
-def run_converter_cli(convert_with_summary: Callable[..., DatasetSummary], args: argparse.Namespace,
+class PrintableSummary(Protocol):
+    """What a converter's ``convert_with_summary`` returns: :class:`DatasetSummary` or a converter's own summary."""
+
+    def format(self) -> str: ...
+
+
+def run_converter_cli(convert_with_summary: Callable[..., PrintableSummary], args: argparse.Namespace,
                       **kwargs: Any) -> int:
-    """Call ``convert_with_summary`` with the common options from ``args`` plus ``kwargs``; print the summary, or
-    ``error: ...`` for problems in the input or arguments. Returns the exit status (0 or 1)."""
+    """Call ``convert_with_summary`` with the common options from ``args`` (:func:`add_common_arguments`) plus
+    ``kwargs``; print the summary, or ``error: ...`` for problems in the input or arguments. Returns the exit status
+    (0 or 1)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                             format="%(levelname)s %(name)s: %(message)s")

@@ -1,4 +1,4 @@
-"""2D slice files (PNG, JPEG, serialised arrays with a ``.png`` name) and stacking them into 3D images."""
+"""2D slice files (PNG, JPEG, serialised arrays with a ``.png`` name) and 3D images built from slice arrays."""
 from __future__ import annotations
 
 import contextlib
@@ -143,23 +143,6 @@ def read_slice(path: Path, *, grayscale: bool = True) -> np.ndarray:
     elif array.ndim != 2:
         raise ValueError(f"{path}: expected a 2D slice, got an array of shape {array.shape}.")
     return array
-
-
-def read_slice_stack(files: Sequence[Path], *, folder: Path | None = None) -> np.ndarray:
-    """Read ``files`` (already in slice order) into a ``(z, y, x)`` array.
-
-    Raises:
-        ValueError: no files, or slices of different shape (the message names the first odd file and ``folder``).
-    """
-    if not files:
-        raise ValueError(f"{folder}: no slice files found.")
-    slices = [read_slice(f) for f in files]
-    shape = slices[0].shape
-    for file, array in zip(files, slices):
-        if array.shape != shape:
-            raise ValueError(f"{file}: slice shape {array.shape} differs from {files[0]} ({shape}); all slices of "
-                             f"{folder or Path(file).parent} must have the same size.")
-    return np.stack(slices)
 
 
 def image_from_array(array_zyx: np.ndarray, spacing_xyz: Sequence[float], *, reference: sitk.Image | None = None,

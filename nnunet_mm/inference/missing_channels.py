@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -26,40 +25,11 @@ import numpy as np
 import torch
 
 from nnunet_mm.augment import fill_missing_channels
-from nnunet_mm.settings.multimodal import MultiModalSettings
+from nnunet_mm.io.raw_dataset import available_channel_files
+from nnunet_mm.settings import MultiModalSettings, model_folder_dataset_json_source, read_settings
 
 logger = logging.getLogger(__name__)
 REPORT_NAME = "missing_channels.json"
-
-
-def find_case_channel_files(input_folder: Path, file_ending: str, num_channels: int) -> dict[str, dict[int, Path]]:
-    """Group ``{case}_{XXXX}{file_ending}`` files of a folder by case.
-
-    Raises:
-        FileNotFoundError: the folder does not exist or holds no file with that ending.
-        ValueError: a file's channel index is not below ``num_channels``.
-    """
-    input_folder = Path(input_folder)
-    if not input_folder.is_dir():
-        raise FileNotFoundError(f"{input_folder}: input folder does not exist.")
-    pattern = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(file_ending) + r"$")
-    cases: dict[str, dict[int, Path]] = {}
-    problems = []
-    for path in sorted(input_folder.iterdir()):
-        match = pattern.match(path.name)
-        if match is None:
-            continue
-        channel = int(match["channel"])
-        if channel >= num_channels:
-            problems.append(f"{path}: channel index {channel} but the model has {num_channels} channels "
-                            f"(_0000 .. _{num_channels - 1:04d}).")
-            continue
-        cases.setdefault(match["case"], {})[channel] = path
-    if problems:
-        raise ValueError("\n".join(problems))
-    if not cases:
-        raise FileNotFoundError(f"{input_folder}: no files named CASE_XXXX{file_ending}.")
-    return cases
 
 
 def plan_available_channels(cases: dict[str, dict[int, Path]], *, num_channels: int, reference_channel: int,
@@ -68,14 +38,18 @@ def plan_available_channels(cases: dict[str, dict[int, Path]], *, num_channels: 
     """Which channels each case provides.
 
     Args:
-        cases: output of :func:`find_case_channel_files`.
+        cases: ``{case: {channel: file}}`` of the input folder
+            (:func:`nnunet_mm.io.raw_dataset.available_channel_files`).
         available: channels every case must provide (others are ignored even if present); None uses whatever files
             each case has.
 
     Raises:
+        FileNotFoundError: ``cases`` is empty (the input folder holds no image).
         ValueError: the reference channel is not available, or a requested channel's file is missing (every
             problem is listed, each naming the file).
     """
+    if not cases:
+        raise FileNotFoundError(f"{input_folder}: no files named CASE_XXXX{file_ending}.")
     problems = []
     if available is not None:
         available = sorted(set(int(c) for c in available))
@@ -149,9 +123,9 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
     predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_mirroring=use_mirroring, device=device,
                                 allow_tqdm=allow_tqdm)
     predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint_name)
-    settings = MultiModalSettings.from_dataset_json(predictor.dataset_json, source=f"{model_folder}/dataset.json")
+    settings = read_settings(predictor.dataset_json, model_folder_dataset_json_source(model_folder)).multimodal
     file_ending = predictor.dataset_json["file_ending"]
-    cases = find_case_channel_files(Path(input_folder), file_ending, settings.num_channels)
+    cases = available_channel_files(input_folder, file_ending, settings.num_channels, source="the model")
     plan = plan_available_channels(cases, num_channels=settings.num_channels,
                                    reference_channel=settings.reference_channel, available=available,
                                    input_folder=Path(input_folder), file_ending=file_ending)

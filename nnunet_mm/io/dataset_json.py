@@ -1,10 +1,13 @@
-"""Writing dataset.json through nnU-Net's own ``generate_dataset_json``, plus our ``"nnunet_mm"`` block."""
+"""Writing dataset.json through nnU-Net's own ``generate_dataset_json``, plus the plugin's ``'nnunet_mm'`` block."""
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import nnunet_mm
+from nnunet_mm.settings import BLOCK_KEY, read_settings
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +49,8 @@ def write_dataset_json(out_dir: Path, *, channel_names: Mapping[int | str, str] 
         num_training: number of labelled training cases.
         file_ending: e.g. ``".nii.gz"``.
         dataset_name: stored as ``"name"``.
-        nnunet_mm_block: the plugin's settings, stored under ``"nnunet_mm"`` (validated with
-            :class:`nnunet_mm.settings.multimodal.MultiModalSettings` first, so a typo fails here and not at training time).
+        nnunet_mm_block: the plugin's settings, stored under :data:`nnunet_mm.settings.BLOCK_KEY` (validated with
+            :func:`nnunet_mm.settings.read_settings` first, so a typo fails here and not at training time).
         **extra: more ``generate_dataset_json`` arguments or extra top-level keys (``description``, ``reference``,
             ``license``, ``converted_by``, ...).
 
@@ -63,14 +66,11 @@ def write_dataset_json(out_dir: Path, *, channel_names: Mapping[int | str, str] 
     if num_training < 1:
         raise ValueError(f"num_training must be >= 1, got {num_training}; nnU-Net needs labelled cases.")
     if nnunet_mm_block is not None:
-        from nnunet_mm.settings.multimodal import BLOCK_KEY, MultiModalSettings
-
-        MultiModalSettings.from_dataset_json({"channel_names": channels, BLOCK_KEY: nnunet_mm_block},
-                                             source=str(out_dir / "dataset.json"))
-        extra["nnunet_mm"] = dict(nnunet_mm_block)
+        read_settings({"channel_names": channels, BLOCK_KEY: nnunet_mm_block}, str(out_dir / "dataset.json"))
+        extra[BLOCK_KEY] = dict(nnunet_mm_block)
     for index, name in channels.items():
         logger.info("channel %s %r: nnU-Net will use %s", index, name, get_normalization_scheme(name).__name__)
-    extra.setdefault("converted_by", "nnunet_mm")
+    extra.setdefault("converted_by", nnunet_mm.__name__)
     extra.setdefault("license", "see the licence of the source data")
     generate_dataset_json(str(out_dir), channel_names=channels, labels=checked_labels,
                           num_training_cases=int(num_training), file_ending=file_ending, dataset_name=dataset_name,

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+import nnunet_mm
+
 logger = logging.getLogger(__name__)
 
 # Longest first, so that "x.nii.gz" is not taken for an image with the ending ".gz".
@@ -165,7 +167,7 @@ def write_image(image: sitk.Image, path: Path) -> Path:
 
 
 def write_dicom_series(image: sitk.Image, folder: Path, *, series_instance_uid: str | None = None,
-                       modality: str = "CT", series_description: str = "nnunet_mm") -> list[Path]:
+                       modality: str = "CT", series_description: str = nnunet_mm.__name__) -> list[Path]:
     """Write a 3D integer image as a DICOM series, one file per slice (SimpleITK's "Dicom Series From Array").
 
     Meant for test fixtures and phantom layouts (e.g. CHAOS-like DICOM folders), not for clinical use.

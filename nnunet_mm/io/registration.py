@@ -1,13 +1,21 @@
-"""Intensity-based rigid and affine registration (SimpleITK), e.g. of contrast phases to a reference phase.
+"""Intensity-based registration with SimpleITK: the steps every registration of the project is made of, and
+:func:`register`, the rigid / affine registration of contrast phases to a reference phase used by the converters.
 
-The metric is Mattes mutual information, which tolerates the intensity changes between contrast phases and
-modalities. Optimisation runs on a 3-level pyramid (shrink 4, 2, 1; Gaussian smoothing 2, 1, 0 mm) with regular
-step gradient descent and physical-shift optimizer scales. Metric samples are drawn at random from a fixed seed, so
-repeated runs on the same inputs give the same transform (up to the round-off of multi-threaded sums, ~1e-15).
+The shared steps: :func:`mattes_mi_method` (Mattes mutual information, which tolerates the intensity changes
+between contrast phases and modalities; seeded random metric sampling; linear interpolation; a multi-resolution
+pyramid with Gaussian smoothing in mm), :func:`linear_stage` (regular step gradient descent with physical-shift
+optimizer scales), :func:`centred_rigid` (the moving image's centre onto the fixed image's centre),
+:func:`affine_from_linear` (an affine stage that starts where a rigid one stopped) and :func:`registration_error`.
+The atlas package (:mod:`nnunet_mm.atlas.registration`) chains the same steps and adds a B-spline stage.
+
+:func:`register` optimises on a 3-level pyramid (shrink 4, 2, 1; smoothing 2, 1, 0 mm). Metric samples are drawn
+at random from a fixed seed, so repeated runs on the same inputs give the same transform (up to the round-off of
+multi-threaded sums, ~1e-15).
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -49,11 +57,96 @@ def _pyramid(fixed: sitk.Image) -> tuple[list[int], list[float]]:
     return [f for f, _ in levels], [s for _, s in levels]
 
 
-def _initial_rigid(fixed: sitk.Image, moving: sitk.Image, initialization: str) -> sitk.Euler3DTransform:
+def mattes_mi_method(fixed: sitk.Image, *, shrink_factors: Sequence[int], smoothing_sigmas_mm: Sequence[float],
+                     sampling_percentages: Sequence[float], histogram_bins: int, seed: int,
+                     fixed_mask: sitk.Image | None = None, num_threads: int = 0) -> sitk.ImageRegistrationMethod:
+    """A registration method with Mattes mutual information, seeded random sampling and a pyramid; the optimizer
+    and the initial transform are left to the stage (:func:`linear_stage`, or the atlas's B-spline stage).
+
+    Args:
+        fixed: the fixed image (its spacing is the unit of ``smoothing_sigmas_mm``).
+        shrink_factors: pyramid levels, coarse to fine.
+        smoothing_sigmas_mm: Gaussian smoothing per level, in mm.
+        sampling_percentages: share of fixed voxels sampled per level.
+        histogram_bins: joint-histogram bins of the metric.
+        seed: seed of the metric sampling, > 0.
+        fixed_mask: optional binary image on the fixed grid; only voxels inside it are sampled.
+        num_threads: SimpleITK threads (0: SimpleITK's default, all cores).
+
+    Raises:
+        ValueError: ``seed`` is not positive (SimpleITK seeds from the wall clock at 0: not reproducible).
+    """
+    if seed <= 0:
+        raise ValueError(f"seed must be > 0, got {seed}: at 0 SimpleITK seeds the metric sampling from the wall "
+                         f"clock (not reproducible).")
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=histogram_bins)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentagePerLevel(list(sampling_percentages), seed)
+    if fixed_mask is not None:
+        method.SetMetricFixedMask(fixed_mask)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetShrinkFactorsPerLevel(list(shrink_factors))
+    method.SetSmoothingSigmasPerLevel(list(smoothing_sigmas_mm))
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    if num_threads > 0:
+        method.SetNumberOfThreads(num_threads)
+    return method
+
+
+def linear_stage(method: sitk.ImageRegistrationMethod, fixed: sitk.Image, moving: sitk.Image,
+                 initial: sitk.Transform, *, learning_rate: float, min_step: float, iterations: int,
+                 relaxation_factor: float, gradient_tolerance: float) -> sitk.Transform:
+    """Optimise a rigid or affine ``initial`` transform with regular step gradient descent (physical-shift scales).
+
+    Returns:
+        The optimised transform, of the type of ``initial`` (fixed-space points to moving-space points).
+
+    Raises:
+        RuntimeError: SimpleITK's optimiser failed (see :func:`registration_error`).
+    """
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=learning_rate, minStep=min_step,
+                                                    numberOfIterations=iterations,
+                                                    relaxationFactor=relaxation_factor,
+                                                    gradientMagnitudeTolerance=gradient_tolerance)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetInitialTransform(initial, inPlace=False)
+    result = method.Execute(fixed, moving)
+    logger.debug("%s stage stopped after %d iterations at metric %.4f: %s", type(initial).__name__,
+                 method.GetOptimizerIteration(), method.GetMetricValue(),
+                 method.GetOptimizerStopConditionDescription())
+    # Execute returns a composite holding the optimised transform; return that transform itself
+    if isinstance(result, sitk.CompositeTransform) and result.GetNumberOfTransforms() == 1:
+        return result.GetNthTransform(0).Downcast()
+    return result.Downcast() if hasattr(result, "Downcast") else result
+
+
+def centred_rigid(fixed: sitk.Image, moving: sitk.Image) -> sitk.Transform:
+    """A rigid transform (2D or 3D) that moves the centre of ``moving`` onto the centre of ``fixed``: the start for
+    images that share no scanner coordinates (SimpleITK's centred transform initialiser, geometry mode)."""
+    rigid = sitk.Euler3DTransform if fixed.GetDimension() == 3 else sitk.Euler2DTransform
+    return rigid(sitk.CenteredTransformInitializer(fixed, moving, rigid(),
+                                                   sitk.CenteredTransformInitializerFilter.GEOMETRY))
+
+
+def affine_from_linear(linear: sitk.Transform) -> sitk.AffineTransform:
+    """The affine transform equal to a rigid (or affine) one: where an affine stage starts."""
+    affine = sitk.AffineTransform(linear.GetDimension())
+    affine.SetCenter(linear.GetCenter())
+    affine.SetMatrix(linear.GetMatrix())
+    affine.SetTranslation(linear.GetTranslation())
+    return affine
+
+
+def registration_error(error: RuntimeError, what: str) -> RuntimeError:
+    """``"{what} failed: <SimpleITK's reason>"``: the last line of ITK's long exception text."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return RuntimeError(f"{what} failed: {lines[-1] if lines else error}")
+
+
+def _initial_rigid(fixed: sitk.Image, moving: sitk.Image, initialization: str) -> sitk.Transform:
     if initialization == "geometry":
-        # moves the centre of the moving image onto the centre of the fixed image
-        return sitk.Euler3DTransform(sitk.CenteredTransformInitializer(
-            fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.GEOMETRY))
+        return centred_rigid(fixed, moving)
     # identity in scanner coordinates, rotating about the centre of the fixed image
     transform = sitk.Euler3DTransform()
     centre_index = [(size - 1) / 2.0 for size in fixed.GetSize()]
@@ -65,35 +158,12 @@ def _run(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, fixed_m
          seed: int) -> sitk.Transform:
     shrink_factors, smoothing_sigmas = _pyramid(fixed)
     percentages = _sampling_percentages(fixed, shrink_factors)
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(
-        numberOfHistogramBins=_histogram_bins(fixed, shrink_factors[0], percentages[0]))
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    if seed == 0:
-        raise ValueError("seed 0 makes SimpleITK seed the metric sampling from the wall clock (not reproducible); "
-                         "use a positive seed.")
-    method.SetMetricSamplingPercentagePerLevel(percentages, seed)
-    if fixed_mask is not None:
-        method.SetMetricFixedMask(fixed_mask)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=100,
-                                                    relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6)
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel(shrink_factors)
-    method.SetSmoothingSigmasPerLevel(smoothing_sigmas)
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    method.SetInitialTransform(initial, inPlace=False)
-    result = method.Execute(fixed, moving)
-    logger.debug("registration stopped after %d iterations at metric %.4f: %s", method.GetOptimizerIteration(),
-                 method.GetMetricValue(), method.GetOptimizerStopConditionDescription())
-    return _unwrap(result)
-
-
-def _unwrap(transform: sitk.Transform) -> sitk.Transform:
-    """``Execute`` returns a composite holding the optimised transform; return that transform itself."""
-    if isinstance(transform, sitk.CompositeTransform) and transform.GetNumberOfTransforms() == 1:
-        return transform.GetNthTransform(0).Downcast()
-    return transform.Downcast() if hasattr(transform, "Downcast") else transform
+    method = mattes_mi_method(fixed, shrink_factors=shrink_factors, smoothing_sigmas_mm=smoothing_sigmas,
+                              sampling_percentages=percentages,
+                              histogram_bins=_histogram_bins(fixed, shrink_factors[0], percentages[0]), seed=seed,
+                              fixed_mask=fixed_mask)
+    return linear_stage(method, fixed, moving, initial, learning_rate=2.0, min_step=1e-3, iterations=100,
+                        relaxation_factor=0.5, gradient_tolerance=1e-6)
 
 
 def register(fixed: sitk.Image, moving: sitk.Image, *, mode: Literal["rigid", "affine"],
@@ -120,7 +190,7 @@ def register(fixed: sitk.Image, moving: sitk.Image, *, mode: Literal["rigid", "a
         ``AffineTransform`` (affine).
 
     Raises:
-        ValueError: an unknown ``mode`` or ``initialization``, or images that are not 3D.
+        ValueError: an unknown ``mode`` or ``initialization``, images that are not 3D, or ``seed`` <= 0.
         RuntimeError: the optimisation failed (e.g. the images do not overlap); SimpleITK's reason is included.
     """
     if mode not in REGISTRATION_MODES:
@@ -138,11 +208,6 @@ def register(fixed: sitk.Image, moving: sitk.Image, *, mode: Literal["rigid", "a
         rigid = _run(fixed, moving, _initial_rigid(fixed, moving, initialization), fixed_mask, seed)
         if mode == "rigid":
             return rigid
-        affine = sitk.AffineTransform(3)
-        affine.SetCenter(rigid.GetCenter())
-        affine.SetMatrix(rigid.GetMatrix())
-        affine.SetTranslation(rigid.GetTranslation())
-        return _run(fixed, moving, affine, fixed_mask, seed)
+        return _run(fixed, moving, affine_from_linear(rigid), fixed_mask, seed)
     except RuntimeError as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        raise RuntimeError(f"{mode} registration failed: {lines[-1] if lines else error}") from None
+        raise registration_error(error, f"{mode} registration") from None

@@ -1,15 +1,94 @@
-"""All-or-nothing creation of an output folder: write into a hidden staging folder, then rename it into place."""
+"""Where outputs go and how they appear: the one place that names a new raw dataset folder, refuses to replace an
+existing output without ``--overwrite`` or to touch an input, and writes a folder through a hidden staging folder that
+is renamed into place at the end.
+
+Every command that writes a dataset, a model folder or a results folder goes through :func:`staged_dataset`; commands
+that do long work first (training, reading every case) call :func:`check_output` up front so that they fail before
+that work, with the same message.
+"""
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+_DATASET_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def new_dataset_folder(dataset_id: int, dataset_name: str, *, output_root: Path | None = None) -> Path:
+    """``<output_root>/DatasetNNN_<dataset_name>``, the folder of a new nnU-Net raw dataset (not created here).
+
+    Args:
+        dataset_id: nnU-Net dataset id, 1..999.
+        dataset_name: the part after ``DatasetNNN_``: letters, digits, ``_`` and ``-``.
+        output_root: the folder holding the datasets; None = ``$nnUNet_raw``.
+
+    Raises:
+        ValueError: a bad id or name; no ``output_root`` and ``nnUNet_raw`` unset; ``output_root`` already holds
+            another dataset with the same id (nnU-Net finds datasets by id, so it would pick one of them).
+    """
+    if not 1 <= int(dataset_id) <= 999:
+        raise ValueError(f"dataset_id must be in 1..999, got {dataset_id}.")
+    if not _DATASET_NAME.fullmatch(dataset_name):
+        raise ValueError(f"dataset_name may hold only letters, digits, '_' and '-', got {dataset_name!r}.")
+    if output_root is None:
+        from nnunetv2.paths import nnUNet_raw
+
+        if not nnUNet_raw:
+            raise ValueError("no output folder: output_root (--output-root) was not given and the environment "
+                             "variable nnUNet_raw is not set. Pass one, or export nnUNet_raw=/path/to/nnUNet_raw (see "
+                             "nnU-Net's documentation/setting_up_paths.md).")
+        output_root = Path(nnUNet_raw)
+    folder = Path(output_root) / f"Dataset{int(dataset_id):03d}_{dataset_name}"
+    if folder.parent.is_dir():
+        prefix = f"Dataset{int(dataset_id):03d}_"
+        clashes = sorted(p.name for p in folder.parent.iterdir()
+                         if p.is_dir() and p.name.startswith(prefix) and p.name != folder.name)
+        if clashes:
+            raise ValueError(f"{folder.parent} already holds {clashes} with the same dataset id; nnU-Net finds "
+                             f"datasets by id, so remove it or choose another dataset id.")
+    return folder
+
+
+def check_output(target: Path, *, overwrite: bool, sources: Sequence[Path] = ()) -> Path:
+    """The one check before an output (a folder, or a single file) is written; returns ``target``.
+
+    An existing file or non-empty folder is refused unless ``overwrite``; an output that is, contains or lies
+    inside one of ``sources`` is always refused, since replacing it (or writing into it) would change the input.
+
+    Args:
+        target: the folder or file about to be written.
+        overwrite: replace an existing ``target`` (the commands' ``--overwrite``).
+        sources: the inputs the output is made from (folders or files); they are never modified.
+
+    Raises:
+        ValueError: ``target`` overlaps one of ``sources``.
+        FileExistsError: ``target`` exists (a folder: and is not empty) and ``overwrite`` is False.
+    """
+    target = Path(target)
+    resolved = target.resolve()
+    for source in sources:
+        source_resolved = Path(source).resolve()
+        if resolved == source_resolved or source_resolved.is_relative_to(resolved):
+            raise ValueError(f"the output {target} contains the source {source}; choose another output (replacing "
+                             f"the output would delete the input).")
+        if resolved.is_relative_to(source_resolved):
+            raise ValueError(f"the output {target} lies inside the source folder {source}; choose an output outside "
+                             f"the input.")
+    if overwrite or not (target.exists() or target.is_symlink()):
+        return target
+    is_folder = target.is_dir() and not target.is_symlink()
+    if is_folder and not any(target.iterdir()):  # an empty folder holds nothing to lose
+        return target
+    raise FileExistsError(f"{target} already exists{' and is not empty' if is_folder else ''}; pass --overwrite to "
+                          f"replace it, or remove it first.")
 
 
 def _sibling(final_dir: Path, tag: str) -> Path:
@@ -25,7 +104,7 @@ def _sibling(final_dir: Path, tag: str) -> Path:
 
 
 @contextlib.contextmanager
-def staged_dataset(final_dir: Path, *, overwrite: bool = False) -> Iterator[Path]:
+def staged_dataset(final_dir: Path, *, overwrite: bool = False, sources: Sequence[Path] = ()) -> Iterator[Path]:
     """Yield an empty staging folder; on success it becomes ``final_dir``, on any exception it is deleted.
 
     ``final_dir`` is created by one rename at the end, so readers never see a half-written folder. With
@@ -37,18 +116,18 @@ def staged_dataset(final_dir: Path, *, overwrite: bool = False) -> Iterator[Path
         final_dir: the folder to create, e.g. ``$nnUNet_raw/Dataset511_MultiPhaseLiver``. Its parent is created if
             missing.
         overwrite: replace an existing, non-empty ``final_dir``.
+        sources: the inputs the output is made from; ``final_dir`` must not be, contain or lie inside one of them
+            (see :func:`check_output`).
 
     Raises:
         FileExistsError: ``final_dir`` exists and is not empty and ``overwrite`` is False, or it exists and is not a
             folder. Raised before anything is created.
+        ValueError: ``final_dir`` overlaps one of ``sources``. Raised before anything is created.
     """
     final_dir = Path(final_dir).absolute()
-    if final_dir.exists() or final_dir.is_symlink():
-        if not final_dir.is_dir() or final_dir.is_symlink():
-            raise FileExistsError(f"{final_dir} exists and is not a folder; remove it or choose another output.")
-        if not overwrite and any(final_dir.iterdir()):
-            raise FileExistsError(f"{final_dir} already exists and is not empty; pass overwrite=True (--overwrite) "
-                                  f"to replace it, or remove it first.")
+    if (final_dir.exists() or final_dir.is_symlink()) and (not final_dir.is_dir() or final_dir.is_symlink()):
+        raise FileExistsError(f"{final_dir} exists and is not a folder; remove it or choose another output.")
+    check_output(final_dir, overwrite=overwrite, sources=sources)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = _sibling(final_dir, "staging")
     try:

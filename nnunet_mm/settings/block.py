@@ -31,6 +31,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module, metadata
+from pathlib import Path
 from typing import Any
 
 from nnunet_mm.settings.description import DatasetDescription
@@ -129,6 +130,9 @@ class DatasetSettings:
 def read_settings(dataset_json: Mapping[str, Any], source: str = "dataset.json") -> DatasetSettings:
     """Parse and validate the whole block of ``dataset_json``; a dataset.json without it gets the defaults.
 
+    A sub-block key whose value is null counts as absent: it gets its default and :meth:`DatasetSettings.is_set`
+    is False.
+
     Args:
         dataset_json: the parsed dataset.json.
         source: the file it was read from, for messages.
@@ -149,10 +153,11 @@ def read_settings(dataset_json: Mapping[str, Any], source: str = "dataset.json")
                        f"if one of its own keys is missing.)")
     multimodal = MultiModalSettings.from_block(dataset_json, block, where)
     description = DatasetDescription.from_block(block, where, num_channels=multimodal.num_channels)
-    parsed = {key: (sub.parse(block[key], f"{where}.{key}") if key in block else sub.default())
+    given = frozenset(key for key in sub_blocks if block.get(key) is not None)  # null: as if absent
+    parsed = {key: (sub.parse(block[key], f"{where}.{key}") if key in given else sub.default())
               for key, sub in sub_blocks.items()}
     return DatasetSettings(source=source, multimodal=multimodal, description=description, sub_blocks=parsed,
-                           given=frozenset(k for k in block if k in sub_blocks))
+                           given=given)
 
 
 def block_of(dataset_json: Mapping[str, Any], source: str = "dataset.json") -> Mapping[str, Any]:
@@ -161,15 +166,23 @@ def block_of(dataset_json: Mapping[str, Any], source: str = "dataset.json") -> M
     Raises:
         ValueError: the block is not a JSON object.
     """
-    block = dataset_json.get(BLOCK_KEY) or {}
+    block = dataset_json.get(BLOCK_KEY)
+    if block is None:
+        return {}
     if not isinstance(block, Mapping):
         raise ValueError(f"{source}: '{BLOCK_KEY}' must be an object, got {type(block).__name__}.")
     return block
 
 
-def preprocessed_dataset_json_source(preprocessed_dataset_folder: str | None) -> str:
+def preprocessed_dataset_json_source(preprocessed_dataset_folder: str | Path | None) -> str:
     """How to name the dataset.json a trainer reads in messages: nnU-Net's preprocessed copy, not the raw file."""
     if not preprocessed_dataset_folder:
         return "dataset.json (nnU-Net's preprocessed copy)"
     return (f"{preprocessed_dataset_folder}/dataset.json (nnU-Net's copy of the raw dataset.json, made at planning; "
             f"fix the raw file and re-run nnUNetv2_plan_and_preprocess, or edit this copy)")
+
+
+def model_folder_dataset_json_source(model_folder: str | Path) -> str:
+    """How to name the dataset.json of a trained model folder in messages: the copy nnU-Net saved at training."""
+    return (f"{model_folder}/dataset.json (the copy nnU-Net saved with the model at training; the raw and "
+            f"preprocessed dataset.json are not read)")

@@ -1,11 +1,12 @@
-"""What a converter records about a dataset in the ``"nnunet_mm"`` block: channel modalities and provenance.
+"""What a converter records about a dataset in the ``'nnunet_mm'`` block: channel modalities and provenance.
 
 ::
 
     "modalities": {"0": "CT|MR", "1": "atlas_prior:liver"},   # what each channel is (beyond channel_names)
     "per_case_modality": {"amos_0001": "CT", ...},            # unpaired datasets: the modality of each case
-    "source": "/abs/path/of/the/input", "converter": "Dataset504_AMOS",
-    "registration": {...},                                     # how channels were brought onto one grid
+    "source": "/abs/path/of/the/input",                        # or {"train": "...", "test": "..."}
+    "converter": "Dataset504_AMOS",
+    "registration": "rigid",                                   # or {...}: how channels were brought onto one grid
     "notes": ["every image reoriented to LPS", ...]
 
 These keys describe the data; the methods read them (CMC pairs by ``per_case_modality``, atlas priors are the
@@ -24,9 +25,9 @@ class DatasetDescription:
 
     modalities: Mapping[int, str] = field(default_factory=dict)
     per_case_modality: Mapping[str, str] = field(default_factory=dict)
-    source: str | None = None
+    source: str | Mapping[str, Any] | None = None
     converter: str | None = None
-    registration: Mapping[str, Any] | None = None
+    registration: str | Mapping[str, Any] | None = None
     notes: tuple[str, ...] = ()
 
     KEYS = ("modalities", "per_case_modality", "source", "converter", "registration", "notes")
@@ -52,18 +53,18 @@ class DatasetDescription:
         if not isinstance(per_case, Mapping) or not all(isinstance(v, str) for v in per_case.values()):
             raise ValueError(f"{where}.per_case_modality must be an object {{\"<case>\": \"<modality>\"}}, got "
                              f"{per_case!r}.")
-        for key in ("source", "converter"):
-            if block.get(key) is not None and not isinstance(block[key], str):
-                raise ValueError(f"{where}.{key} must be a string, got {block[key]!r}.")
-        registration = block.get("registration")
-        if registration is not None and not isinstance(registration, Mapping):
-            raise ValueError(f"{where}.registration must be an object, got {registration!r}.")
+        if block.get("converter") is not None and not isinstance(block["converter"], str):
+            raise ValueError(f"{where}.converter must be a string, got {block['converter']!r}.")
+        for key in ("source", "registration"):  # a path / method name, or an object of details
+            if block.get(key) is not None and not isinstance(block[key], (str, Mapping)):
+                raise ValueError(f"{where}.{key} must be a string or an object, got {block[key]!r}.")
         notes = block.get("notes") or []
         notes = [notes] if isinstance(notes, str) else notes
         if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
             raise ValueError(f"{where}.notes must be a string or a list of strings, got {notes!r}.")
         return cls(modalities=modalities, per_case_modality={str(k): v for k, v in per_case.items()},
-                   source=block.get("source"), converter=block.get("converter"), registration=registration,
+                   source=block.get("source"), converter=block.get("converter"),
+                   registration=block.get("registration"),
                    notes=tuple(notes))
 
     def channels_with_modality_prefix(self, prefix: str) -> list[int]:

@@ -1,4 +1,4 @@
-"""The core keys of the ``"nnunet_mm"`` block: channels, reference channel and the multimodal augmentation.
+"""The core keys of the ``'nnunet_mm'`` block: channels, reference channel and the multimodal augmentation.
 
 ::
 
@@ -132,7 +132,7 @@ class ModalityDropoutSettings:
 
 @dataclass(frozen=True)
 class MultiModalSettings:
-    """Everything the plugin reads from the ``"nnunet_mm"`` block of one dataset.json.
+    """The core settings of the ``'nnunet_mm'`` block of one dataset.json (channels and augmentation).
 
     Attributes:
         num_channels: number of input channels (``len(channel_names)``).
@@ -159,9 +159,19 @@ class MultiModalSettings:
             return f"{channel} ({self.phase_names[channel]})"
         return str(channel)
 
+    def display_names(self, channel_names: Mapping[str, Any]) -> tuple[str, ...]:
+        """One name per channel for figures: ``phase_names`` when given, else dataset.json's ``channel_names``.
+
+        Args:
+            channel_names: dataset.json's ``{"0": name, ...}``.
+        """
+        if self.phase_names is not None:
+            return self.phase_names
+        return tuple(str(channel_names[key]) for key in sorted(channel_names, key=int))
+
     @classmethod
     def from_block(cls, dataset_json: Mapping[str, Any], block: Mapping[str, Any], where: str) -> "MultiModalSettings":
-        """Parse the core keys of ``block`` (the ``"nnunet_mm"`` object of ``dataset_json``); called by
+        """Parse the core keys of ``block`` (the ``'nnunet_mm'`` object of ``dataset_json``); called by
         :func:`nnunet_mm.settings.read_settings`, which checks the keys of the block first.
 
         Raises:

@@ -1,4 +1,4 @@
-"""Checks shared by the parsers of the dataset.json ``"nnunet_mm"`` block; every message names where the value is."""
+"""Checks shared by the parsers of the dataset.json ``'nnunet_mm'`` block; every message names where the value is."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping

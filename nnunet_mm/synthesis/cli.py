@@ -63,18 +63,15 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
 
 
-def _preprocessed(args: argparse.Namespace):
-    """(dataset folder, dataset.json, configuration manager) of ``-d -c -p``."""
+def preprocessed_dataset(args: argparse.Namespace):
+    """(dataset folder, dataset.json, its settings, configuration manager) of ``-d -c -p``; the dataset.json is
+    nnU-Net's preprocessed copy, and the settings' messages say so (:func:`preprocessed_dataset_json_source`)."""
     from nnunet_mm.io.preprocessed import load_preprocessed
+    from nnunet_mm.settings import preprocessed_dataset_json_source, read_settings
 
-    return load_preprocessed(args.d, args.c, args.p)
-
-
-def _phase_names(dataset_json: dict) -> tuple[str, ...]:
-    block = dataset_json.get("nnunet_mm") or {}
-    names = block.get("phase_names")
-    channels = dataset_json["channel_names"]
-    return tuple(names) if names else tuple(str(channels[k]) for k in sorted(channels, key=int))
+    folder, dataset_json, configuration = load_preprocessed(args.d, args.c, args.p)
+    settings = read_settings(dataset_json, preprocessed_dataset_json_source(folder))
+    return folder, dataset_json, settings, configuration
 
 
 def _fold_training_cases(folder: Path, fold: str | None) -> list[str] | None:
@@ -93,19 +90,20 @@ def run_synth_stats(args: argparse.Namespace) -> int:
     """``nnunet_mm synth-stats``: fit and store the tumour contrast statistics."""
     from tqdm import tqdm
 
-    from nnunet_mm.synthesis.settings import SynthesisSettings
+    from nnunet_mm.io.staging import check_output
+    from nnunet_mm.synthesis.settings import SYNTHESIS_KEY
     from nnunet_mm.synthesis.statistics import fit_tumour_statistics, preprocessed_cases, statistics_path
 
     try:
-        folder, dataset_json, configuration = _preprocessed(args)
+        folder, dataset_json, dataset_settings, configuration = preprocessed_dataset(args)
         output = Path(args.output) if args.output else statistics_path(folder, configuration.data_identifier)
-        if output.exists() and not args.overwrite:
-            raise FileExistsError(f"{output} exists; pass --overwrite to replace it.")
-        liver, tumour = SynthesisSettings.from_dataset_json(dataset_json, str(folder / "dataset.json")) \
-            .resolve_labels(dataset_json["labels"], str(folder / "dataset.json"))
+        check_output(output, overwrite=args.overwrite)
+        liver, tumour = dataset_settings.method(SYNTHESIS_KEY).resolve_labels(dataset_json["labels"],
+                                                                               dataset_settings.source)
         cases = preprocessed_cases(folder / configuration.data_identifier, _fold_training_cases(folder, args.fold))
+        phases = dataset_settings.multimodal.display_names(dataset_json["channel_names"])
         statistics = fit_tumour_statistics(tqdm(cases, desc="tumour statistics", unit="case", disable=None),
-                                           _phase_names(dataset_json), liver, tumour)
+                                           phases, liver, tumour)
     except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
         print(f"nnunet_mm synth-stats: {error}", file=sys.stderr)
         return 1
@@ -127,26 +125,24 @@ def run_synth_preview(args: argparse.Namespace) -> int:
 
     import torch
 
+    from nnunet_mm.io.staging import check_output
     from nnunet_mm.synthesis.handcrafted import HandcraftedSynthesizer
-    from nnunet_mm.synthesis.settings import SynthesisSettings
+    from nnunet_mm.synthesis.settings import SYNTHESIS_KEY
     from nnunet_mm.synthesis.statistics import (TumourContrastStatistics, fit_tumour_statistics, preprocessed_cases,
                                                 statistics_path)
     from nnunet_mm.synthesis.figures import (real_tumour_examples, save_synthesis_grid,
                                                     synthetic_tumour_examples)
 
     output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        print(f"nnunet_mm synth-preview: {output} exists; pass --overwrite to replace it.", file=sys.stderr)
-        return 1
     device = _device(args.device)
     try:
-        folder, dataset_json, configuration = _preprocessed(args)
-        source = str(folder / "dataset.json")
-        settings = SynthesisSettings.from_dataset_json(dataset_json, source)
+        check_output(output, overwrite=args.overwrite)
+        folder, dataset_json, dataset_settings, configuration = preprocessed_dataset(args)
+        settings = dataset_settings.method(SYNTHESIS_KEY)
         if args.synthesizer:
             settings = dataclasses.replace(settings, synthesizer=args.synthesizer)
-        liver, tumour = settings.resolve_labels(dataset_json["labels"], source)
-        phases = _phase_names(dataset_json)
+        liver, tumour = settings.resolve_labels(dataset_json["labels"], dataset_settings.source)
+        phases = dataset_settings.multimodal.display_names(dataset_json["channel_names"])
         data_folder = folder / configuration.data_identifier
         if settings.synthesizer == "diffusion":
             from nnunet_mm.synthesis.latent_diffusion import LatentDiffusionSynthesizer, default_model_folder
@@ -168,7 +164,7 @@ def run_synth_preview(args: argparse.Namespace) -> int:
         partial = output.with_name(f".{output.stem}.{os.getpid()}.png")
         save_synthesis_grid(real, synthetic, phases, partial)
         os.replace(partial, output)
-    except (FileNotFoundError, ValueError, KeyError, ImportError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError, ImportError) as error:
         print(f"nnunet_mm synth-preview: {error}", file=sys.stderr)
         return 1
     print(f"wrote {output} ({len(real)} real, {len(synthetic)} synthetic tumours)")
@@ -184,16 +180,13 @@ def run_keep_tumours_in_liver(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from nnunet_mm.io.staging import staged_dataset
+    from nnunet_mm.settings import read_settings
     from nnunet_mm.synthesis.liver_postprocessing import keep_tumours_in_liver
-    from nnunet_mm.synthesis.settings import SynthesisSettings
+    from nnunet_mm.synthesis.settings import SYNTHESIS_KEY
 
     source, target = Path(args.input), Path(args.output)
     if not source.is_dir():
         print(f"nnunet_mm keep-tumours-in-liver: {source} is not a folder.", file=sys.stderr)
-        return 1
-    if target.resolve() == source.resolve():
-        print("nnunet_mm keep-tumours-in-liver: the output folder must differ from the input folder (inputs are "
-              "never modified).", file=sys.stderr)
         return 1
     dataset_file = source / "dataset.json"
     dataset_json = json.loads(dataset_file.read_text()) if dataset_file.is_file() else {}
@@ -202,7 +195,7 @@ def run_keep_tumours_in_liver(args: argparse.Namespace) -> int:
         if args.liver_label is not None and args.tumour_label is not None:
             liver, tumour = args.liver_label, args.tumour_label
         elif dataset_json:
-            liver, tumour = SynthesisSettings.from_dataset_json(dataset_json, str(dataset_file)).resolve_labels(
+            liver, tumour = read_settings(dataset_json, str(dataset_file)).method(SYNTHESIS_KEY).resolve_labels(
                 dataset_json["labels"], str(dataset_file))
             liver = args.liver_label if args.liver_label is not None else liver
             tumour = args.tumour_label if args.tumour_label is not None else tumour
@@ -212,7 +205,7 @@ def run_keep_tumours_in_liver(args: argparse.Namespace) -> int:
         if not files:
             raise FileNotFoundError(f"{source}: no segmentation files ending in {ending}.")
         removed_total = 0
-        with staged_dataset(target, overwrite=args.overwrite) as staging:
+        with staged_dataset(target, overwrite=args.overwrite, sources=[source]) as staging:
             for path in tqdm(files, desc="keep tumours in liver", unit="case", disable=None):
                 try:
                     image = sitk.ReadImage(str(path))

@@ -146,13 +146,6 @@ def _synthesis_folder(dataset_name: str) -> Path:
     return Path(nnUNet_preprocessed) / dataset_name / SYNTHESIS_FOLDER
 
 
-def _preprocessed(args: argparse.Namespace):
-    """(dataset folder, dataset.json, configuration manager) of ``-d -c -p``."""
-    from nnunet_mm.io.preprocessed import load_preprocessed
-
-    return load_preprocessed(args.d, args.c, args.p)
-
-
 def _fail(command: str, error: Exception) -> int:
     print(f"nnunet_mm {command}: error: {error}", file=sys.stderr)
     return 1
@@ -162,13 +155,15 @@ def run_train_inpainter(args: argparse.Namespace) -> int:
     from nnunetv2.paths import nnUNet_raw
 
     from nnunet_mm.synthesis.inpainting import InpainterConfig, train_inpainter
+    from nnunet_mm.settings import read_settings
     from nnunet_mm.synthesis.model_data import liver_slices, read_dataset_json
     from nnunet_mm.synthesis.normal_cases import dataset_labels
 
     try:
         name = _dataset_name(args.d)
         raw = Path(nnUNet_raw) / name
-        liver, tumour = dataset_labels(read_dataset_json(raw), str(raw / "dataset.json"))
+        dataset_json = read_dataset_json(raw)
+        liver, tumour = dataset_labels(read_settings(dataset_json, str(raw / "dataset.json")), dataset_json["labels"])
         config = InpainterConfig(base_channels=args.base_channels, num_blocks=args.blocks, patch_size=args.patch_size,
                                  batch_size=args.batch_size, steps=args.steps,
                                  adversarial_weight=0.0 if args.no_gan else InpainterConfig.adversarial_weight,
@@ -189,14 +184,15 @@ def run_train_inpainter(args: argparse.Namespace) -> int:
 def run_make_normal(args: argparse.Namespace) -> int:
     from nnunetv2.paths import nnUNet_raw
 
+    from nnunet_mm.io.staging import new_dataset_folder
     from nnunet_mm.synthesis.normal_cases import make_normal_dataset
 
     try:
         name = _dataset_name(args.d)
         source = Path(nnUNet_raw) / name
-        root = Path(args.output_root) if args.output_root else Path(nnUNet_raw)
         target_name = args.target_name or f"{name.split('_', 1)[1] if '_' in name else name}_normal"
-        target = root / f"Dataset{args.target_id:03d}_{target_name}"
+        target = new_dataset_folder(args.target_id, target_name,
+                                    output_root=Path(args.output_root) if args.output_root else None)
         model = None
         if args.inpainter == "ffc":
             model = Path(args.model) if args.model else _synthesis_folder(name) / "inpainter"
@@ -213,11 +209,12 @@ def run_make_normal(args: argparse.Namespace) -> int:
 def run_train_autoencoder(args: argparse.Namespace) -> int:
     from nnunet_mm.synthesis.autoencoder import AutoencoderConfig, train_autoencoder
     from nnunet_mm.synthesis.model_data import PreprocessedCrops
+    from nnunet_mm.synthesis.cli import preprocessed_dataset
     from nnunet_mm.synthesis.normal_cases import dataset_labels
 
     try:
-        folder, dataset_json, configuration = _preprocessed(args)
-        liver, tumour = dataset_labels(dataset_json, str(folder / "dataset.json"))
+        folder, dataset_json, settings, configuration = preprocessed_dataset(args)
+        liver, tumour = dataset_labels(settings, dataset_json["labels"])
         config = AutoencoderConfig(channels=tuple(args.channels), latent_channels=args.latent_channels,
                                    norm_num_groups=args.norm_groups, patch_size=tuple(args.patch_size),
                                    batch_size=args.batch_size, steps=args.steps,
@@ -239,11 +236,12 @@ def run_train_diffusion(args: argparse.Namespace) -> int:
     from nnunet_mm.synthesis.latent_diffusion import (DiffusionConfig, default_autoencoder_folder,
                                                       default_model_folder, train_diffusion)
     from nnunet_mm.synthesis.model_data import PreprocessedCrops
+    from nnunet_mm.synthesis.cli import preprocessed_dataset
     from nnunet_mm.synthesis.normal_cases import dataset_labels
 
     try:
-        folder, dataset_json, configuration = _preprocessed(args)
-        _, tumour = dataset_labels(dataset_json, str(folder / "dataset.json"))
+        folder, dataset_json, settings, configuration = preprocessed_dataset(args)
+        _, tumour = dataset_labels(settings, dataset_json["labels"])
         levels = len(args.channels)
         config = DiffusionConfig(channels=tuple(args.channels), attention_levels=(False,) * (levels - 1) + (True,),
                                  num_head_channels=args.head_channels, norm_num_groups=args.norm_groups,
@@ -254,8 +252,8 @@ def run_train_diffusion(args: argparse.Namespace) -> int:
                                   foreground_fraction=1.0)
         autoencoder = Path(args.autoencoder) if args.autoencoder else default_autoencoder_folder(folder)
         output = Path(args.output) if args.output else default_model_folder(folder)
-        phase_names = (dataset_json.get("nnunet_mm") or {}).get("phase_names")
-        result = train_diffusion(crops, autoencoder, config, output, tumour_label=tumour, phase_names=phase_names,
+        result = train_diffusion(crops, autoencoder, config, output, tumour_label=tumour,
+                                 phase_names=settings.multimodal.phase_names,
                                  device=_device(args.device), resume=args.resume, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
         return _fail("train-diffusion", error)
@@ -264,10 +262,11 @@ def run_train_diffusion(args: argparse.Namespace) -> int:
 
 
 def run_synth_pool(args: argparse.Namespace) -> int:
+    from nnunet_mm.synthesis.cli import preprocessed_dataset
     from nnunet_mm.synthesis.latent_diffusion import default_model_folder, write_synthetic_pool
 
     try:
-        folder, dataset_json, configuration = _preprocessed(args)
+        folder, dataset_json, settings, configuration = preprocessed_dataset(args)
         model = Path(args.model) if args.model else default_model_folder(folder)
         result = write_synthetic_pool(folder / configuration.data_identifier, dataset_json, model, Path(args.output),
                                       num_samples=args.num_samples, spacing=configuration.spacing,

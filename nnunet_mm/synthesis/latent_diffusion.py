@@ -29,7 +29,6 @@ autoencoder folder, so the folder is self-contained), ``denoiser.safetensors`` (
 """
 from __future__ import annotations
 
-import copy
 import math
 import shutil
 from dataclasses import asdict, dataclass
@@ -45,6 +44,7 @@ from nnunet_mm.synthesis.autoencoder import AutoencoderConfig, build_autoencoder
 from nnunet_mm.synthesis.base import blending_rim, check_synthesizer_inputs
 from nnunet_mm.synthesis.model_data import PreprocessedCrops
 from nnunet_mm.io.figure_style import figure_style
+from nnunet_mm.networks.ema import ema_update, frozen_copy
 
 WEIGHTS_NAME = "denoiser"
 AUTOENCODER_WEIGHTS_NAME = "autoencoder"
@@ -182,14 +182,6 @@ def _latent_scale(autoencoder: torch.nn.Module, crops: PreprocessedCrops, batch_
     return float(1.0 / torch.cat(latents).std().clamp_min(1e-6))
 
 
-@torch.no_grad()
-def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for ema_p, p in zip(ema.parameters(), model.parameters()):
-        ema_p.lerp_(p, 1 - decay)
-    for ema_b, b in zip(ema.buffers(), model.buffers()):
-        ema_b.copy_(b)
-
-
 def train_diffusion(crops: PreprocessedCrops, autoencoder_folder: Path, config: DiffusionConfig, folder: Path, *,
                     tumour_label: int, phase_names: Sequence[str] | None = None, device: torch.device,
                     resume: bool = False, overwrite: bool = False, progress: bool = True,
@@ -224,7 +216,7 @@ def train_diffusion(crops: PreprocessedCrops, autoencoder_folder: Path, config: 
                          f"×{ae_config.downsampling}, denoiser ×{config.downsampling}).")
     torch.manual_seed(config.seed)
     denoiser = build_denoiser(config, ae_config.latent_channels, num_phases).to(device)
-    ema = copy.deepcopy(denoiser).requires_grad_(False)
+    ema = frozen_copy(denoiser)
     optimizer = torch.optim.Adam(denoiser.parameters(), lr=config.lr)
     modules, optimizers = {"denoiser": denoiser, "ema": ema}, {"denoiser": optimizer}
     step, history = 0, {"mse": []}
@@ -259,7 +251,7 @@ def train_diffusion(crops: PreprocessedCrops, autoencoder_folder: Path, config: 
         loss.backward()
         optimizer.step()
         if config.ema_decay > 0:
-            _update_ema(ema, denoiser, min(config.ema_decay, (1 + step) / (10 + step)))
+            ema_update(ema, denoiser, min(config.ema_decay, (1 + step) / (10 + step)))
         else:
             ema.load_state_dict(denoiser.state_dict())
         history["mse"].append(loss.item())
@@ -393,25 +385,28 @@ def write_synthetic_pool(preprocessed_folder: Path, dataset_json: dict, model_fo
 
     Raises:
         FileExistsError: ``output`` exists and is not empty, without ``overwrite``.
+        ValueError: ``output`` is, holds or lies inside the preprocessed data or the model folder.
     """
     import json
 
     from tqdm import tqdm
 
     from nnunet_mm.io.staging import staged_dataset
+    from nnunet_mm.settings import preprocessed_dataset_json_source, read_settings
     from nnunet_mm.synthesis.masks import sample_tumour_masks
-    from nnunet_mm.synthesis.settings import SynthesisSettings
+    from nnunet_mm.synthesis.settings import SYNTHESIS_KEY
 
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-    settings = SynthesisSettings.from_dataset_json(dataset_json, str(preprocessed_folder))
-    liver, tumour = settings.resolve_labels(dataset_json["labels"], str(preprocessed_folder))
+    source = preprocessed_dataset_json_source(Path(preprocessed_folder).parent)
+    settings = read_settings(dataset_json, source).method(SYNTHESIS_KEY)
+    liver, tumour = settings.resolve_labels(dataset_json["labels"], source)
     synthesizer = LatentDiffusionSynthesizer.from_folder(model_folder, device)
     patch = tuple(patch_size or synthesizer.config.patch_size)
     crops = PreprocessedCrops(preprocessed_folder, patch, center_labels=(liver,), foreground_fraction=1.0)
     generator = torch.Generator(device=device).manual_seed(seed)
     records, examples = [], []
-    with staged_dataset(Path(output), overwrite=overwrite) as staging:
+    with staged_dataset(Path(output), overwrite=overwrite, sources=[preprocessed_folder, model_folder]) as staging:
         for index in tqdm(range(num_samples), desc="synthetic pool", disable=not progress):
             rng = np.random.default_rng([seed, index])
             for _ in range(20):  # a crop whose liver leaves room for a tumour

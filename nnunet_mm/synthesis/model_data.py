@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from nnunet_mm.io.raw_dataset import open_raw_dataset
+
 #: HU window mapped to [0, 1] for CT channels of the inpainter (DiffTumor's autoencoder window).
 CT_WINDOW_HU: tuple[float, float] = (-175.0, 250.0)
 
@@ -63,24 +65,21 @@ def read_dataset_json(raw_dataset_folder: Path) -> dict:
 
 
 def raw_training_cases(raw_dataset_folder: Path) -> list[RawCase]:
-    """Every labelled case of ``imagesTr``/``labelsTr``, with all channel files present (else a ValueError that
-    lists the missing files)."""
-    folder = Path(raw_dataset_folder)
-    dataset_json = read_dataset_json(folder)
-    ending = dataset_json["file_ending"]
-    num_channels = len(dataset_json["channel_names"])
-    labels = sorted((folder / "labelsTr").glob(f"*{ending}"))
-    if not labels:
-        raise FileNotFoundError(f"{folder / 'labelsTr'}: no label files *{ending}.")
-    cases, missing = [], []
-    for label in labels:
-        identifier = label.name[:-len(ending)]
-        images = tuple(folder / "imagesTr" / f"{identifier}_{c:04d}{ending}" for c in range(num_channels))
-        missing += [str(p) for p in images if not p.is_file()]
-        cases.append(RawCase(identifier, images, label))
+    """Every training case of ``imagesTr``, each with all its channel files and its label file.
+
+    Raises:
+        FileNotFoundError: no dataset.json, no training case, or a training case without a label file.
+        ValueError: a misnamed image or a case that lacks a channel file (every one listed).
+    """
+    raw = open_raw_dataset(Path(raw_dataset_folder))
+    if not raw.training_cases:
+        raise FileNotFoundError(f"{raw.folder / 'imagesTr'}: no training images CASE_XXXX{raw.file_ending}.")
+    missing = [str(raw.label_file(case)) for case in raw.training_cases if not raw.label_file(case).is_file()]
     if missing:
-        raise ValueError(f"{folder}: missing image file(s) for labelled cases: {missing}")
-    return cases
+        raise FileNotFoundError(f"{raw.folder / 'labelsTr'}: {len(missing)} training case(s) without a label file: "
+                                f"{missing}")
+    return [RawCase(case, tuple(raw.image_file(case, c) for c in range(raw.num_channels)), raw.label_file(case))
+            for case in raw.training_cases]
 
 
 def _read_array(path: Path) -> np.ndarray:

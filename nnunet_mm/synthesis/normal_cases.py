@@ -19,16 +19,18 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
 from nnunet_mm.io.images import read_image
-from nnunet_mm.io.staging import staged_dataset
+from nnunet_mm.io.staging import check_output, staged_dataset
+from nnunet_mm.settings import DatasetSettings, read_settings
 from nnunet_mm.synthesis.masks import removal_mask
 from nnunet_mm.synthesis.model_data import (from_unit, intensity_window, raw_training_cases, read_dataset_json,
                                             to_unit)
@@ -49,11 +51,16 @@ class NormalCasesResult:
     png: Path | None
 
 
-def dataset_labels(dataset_json: dict, source: str) -> tuple[int, int]:
-    """(liver, tumour) label values of a dataset.json (the ``"synthesis"`` settings or the label names)."""
-    from nnunet_mm.synthesis.settings import SynthesisSettings
+def dataset_labels(settings: DatasetSettings, labels: Mapping[str, Any]) -> tuple[int, int]:
+    """(liver, tumour) label values of a dataset: the ``"synthesis"`` settings, else the label names.
 
-    return SynthesisSettings.from_dataset_json(dataset_json, source).resolve_labels(dataset_json["labels"], source)
+    Args:
+        settings: the dataset's settings (:func:`nnunet_mm.settings.read_settings`); messages name its source.
+        labels: dataset.json's ``labels``.
+    """
+    from nnunet_mm.synthesis.settings import SYNTHESIS_KEY
+
+    return settings.method(SYNTHESIS_KEY).resolve_labels(labels, settings.source)
 
 
 class SliceInpainter:
@@ -118,16 +125,16 @@ def make_normal_dataset(source_folder: Path, target_folder: Path, *, method: Met
         overwrite: replace an existing, non-empty ``target_folder``.
 
     Raises:
-        FileExistsError: the target exists (without ``overwrite``) or is the source.
-        ValueError / FileNotFoundError: bad input, naming the file.
+        FileExistsError: the target exists and is not empty (without ``overwrite``).
+        ValueError / FileNotFoundError: bad input, naming the file; a target that is, holds or lies inside the source.
     """
     from tqdm import tqdm
 
     source_folder, target_folder = Path(source_folder).absolute(), Path(target_folder).absolute()
-    if source_folder == target_folder:
-        raise FileExistsError(f"{target_folder}: the target is the source dataset; choose another target.")
+    check_output(target_folder, overwrite=overwrite, sources=[source_folder])  # before the inpainter is loaded
     dataset_json = read_dataset_json(source_folder)
-    liver_label, tumour_label = dataset_labels(dataset_json, str(source_folder / "dataset.json"))
+    settings = read_settings(dataset_json, str(source_folder / "dataset.json"))
+    liver_label, tumour_label = dataset_labels(settings, dataset_json["labels"])
     channel_names = [str(v) for _, v in sorted(dataset_json["channel_names"].items(), key=lambda kv: int(kv[0]))]
     ending = dataset_json["file_ending"]
     cases = raw_training_cases(source_folder)

@@ -1,8 +1,8 @@
-"""The ``"synthesis"`` object of the dataset.json ``"nnunet_mm"`` block: SynthTumorTrainer's settings.
+"""The ``"synthesis"`` object of the dataset.json ``'nnunet_mm'`` block: SynthTumorTrainer's settings.
 
 ::
 
-    "nnunet_mm": {"synthesis": {
+    'nnunet_mm': {"synthesis": {
         "synthesizer": "handcrafted",          # or "diffusion" (needs 'nnunet_mm' latent-diffusion models)
         "probability": 0.5,                    # chance that a sample with liver in its patch gets tumours
         "class_probabilities": [1, 1, 1, 1],   # tiny, small, medium, large (or the names of "size_classes")
@@ -22,10 +22,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nnunet_mm.settings.block import register_sub_block
+from nnunet_mm.settings.block import BLOCK_KEY, register_sub_block
 from nnunet_mm.settings.validation import check_keys, number
 from nnunet_mm.synthesis.masks import DEFAULT_SIZE_CLASSES, TumourMaskSettings, TumourSizeClass
 
+SYNTHESIS_KEY = "synthesis"
 SYNTHESIZERS = ("handcrafted", "diffusion")
 LIVER_NAMES = ("liver",)
 TUMOUR_NAMES = ("tumour", "tumor", "lesion", "liver_tumour", "liver_tumor")
@@ -70,7 +71,8 @@ class SynthesisSettings:
                   "edge_sigma_voxels", "contrast_jitter")
 
     @classmethod
-    def from_dict(cls, block: Mapping[str, Any] | None, where: str = "nnunet_mm.synthesis") -> "SynthesisSettings":
+    def from_dict(cls, block: Mapping[str, Any] | None,
+                  where: str = f"'{BLOCK_KEY}'.{SYNTHESIS_KEY}") -> "SynthesisSettings":
         """Parse the block (None or missing: defaults).
 
         Raises:
@@ -153,14 +155,14 @@ class SynthesisSettings:
         def find(configured: int | None, names: tuple[str, ...], what: str, key: str) -> int:
             if configured is not None:
                 if configured not in plain.values():
-                    raise ValueError(f"{source}: synthesis.{key} = {configured} is not a label value of 'labels' "
-                                     f"{dict(labels)}.")
+                    raise ValueError(f"{source}: '{BLOCK_KEY}'.{SYNTHESIS_KEY}.{key} = {configured} is not a label "
+                                     f"value of 'labels' {dict(labels)}.")
                 return configured
             for name in names:
                 if name in plain:
                     return plain[name]
             raise ValueError(f"{source}: no {what} label among 'labels' {dict(labels)} (looked for {list(names)}); "
-                             f"set \"nnunet_mm\": {{\"synthesis\": {{\"{key}\": N}}}}.")
+                             f"set '{BLOCK_KEY}': {{'{SYNTHESIS_KEY}': {{'{key}': N}}}}.")
 
         liver = find(self.liver_label, LIVER_NAMES, "liver", "liver_label")
         tumour = find(self.tumour_label, TUMOUR_NAMES, "tumour", "tumour_label")
@@ -169,4 +171,4 @@ class SynthesisSettings:
         return liver, tumour
 
 
-register_sub_block("synthesis", SynthesisSettings.from_dict, SynthesisSettings, owner=__name__)
+register_sub_block(SYNTHESIS_KEY, SynthesisSettings.from_dict, SynthesisSettings, owner=__name__)

@@ -2,7 +2,8 @@
 
 Method (the paper's segmenter stage, §3.2 "MS", with the synthesis of §3.2 "MCS"):
 
-* **Online synthesis in** :meth:`train_step`, on the training device, after nnU-Net's loader and CPU augmentation:
+* **Online synthesis in** :meth:`~SynthTumorTrainer.prepare_batch` of :class:`MultiModalTrainer`'s step, on the
+  training device, after nnU-Net's loader and CPU augmentation:
   every sample whose patch contains liver receives, with probability ``p`` (``"probability"``, 0.5 as in DiffTumor),
   synthetic tumours in its healthy liver — samples of normal cases and the tumour-free liver of tumour cases alike.
   The mask (:func:`~nnunet_mm.synthesis.masks.sample_tumour_masks`: deformed ellipsoids of a random size class) is
@@ -12,7 +13,7 @@ Method (the paper's segmenter stage, §3.2 "MS", with the synthesis of §3.2 "MC
 * **Targets follow**: the tumour label is written into the mask and the deep-supervision pyramid is rebuilt from the
   new full-resolution label with nnU-Net's own nearest-neighbour downsampling.
 * Then :class:`MultiModalTrainer`'s misalignment and modality dropout, so synthetic tumours are misregistered like
-  real ones, and nnU-Net's step.
+  real ones, and nnU-Net's loss and update (the base step's default :meth:`~MultiModalTrainer.compute_loss`).
 * **Loss** ``L = Dice + 0.5·CE`` (the paper; ``"dice_weight"``/``"ce_weight"``), nnU-Net's DC_and_CE with deep
   supervision.
 * **Validation** on real data only (nnU-Net's validation step is untouched).
@@ -20,25 +21,27 @@ Method (the paper's segmenter stage, §3.2 "MS", with the synthesis of §3.2 "MC
   components outside the predicted liver.
 
 Settings: the ``"synthesis"`` object of the dataset.json ``"nnunet_mm"`` block (:mod:`nnunet_mm.synthesis.settings`).
-DDP: every random draw comes from the rank's own generator; nothing is collective. The synthesizer is stateless
-(the statistics live in a file beside the preprocessed data), so ``--c`` needs no extra checkpoint state.
-Hooks overridden: ``__init__``, ``initialize``, ``_build_loss``, ``train_step``, ``on_train_epoch_end``.
+DDP: every random draw comes from the rank's own generator; nothing is collective except the epoch's logged share
+of synthetic samples (``synthetic_fraction``, averaged over the ranks). The synthesizer is stateless (the statistics
+live in a file beside the preprocessed data), so ``--c`` needs no extra checkpoint state.
+Hooks overridden: ``__init__``, ``initialize``, ``_build_loss``, ``prepare_batch``.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 
 from nnunet_mm.synthesis.base import TumorSynthesizer
 from nnunet_mm.synthesis.handcrafted import HandcraftedSynthesizer
 from nnunet_mm.synthesis.masks import sample_tumour_masks
-from nnunet_mm.synthesis.settings import SynthesisSettings
 from nnunet_mm.synthesis.statistics import (TumourContrastStatistics, fit_tumour_statistics, preprocessed_cases,
                                             statistics_path)
-from nnunet_mm.training.multimodal_trainer import MultiModalTrainer, reference_target, resize_label
+from nnunet_mm.training.debug import DebugSchedule
+from nnunet_mm.training.multimodal_trainer import (MultiModalTrainer, Target, reference_target, resize_label,
+                                                   target_list)
 
 MIN_LIVER_VOXELS = 16  # a patch with less liver than this gets no synthetic tumour
 
@@ -46,11 +49,14 @@ MIN_LIVER_VOXELS = 16  # a patch with less liver than this gets no synthetic tum
 class SynthTumorTrainer(MultiModalTrainer):
     """Real + online synthetic tumours (see the module docstring)."""
 
+    extra_log_keys = ("synthetic_fraction",)
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.synthesis_settings = SynthesisSettings.from_dataset_json(dataset_json)
-        self.liver_label, self.tumour_label = self.synthesis_settings.resolve_labels(dataset_json["labels"])
+        self.synthesis_settings = self.dataset_settings.method("synthesis")
+        self.liver_label, self.tumour_label = self.synthesis_settings.resolve_labels(dataset_json["labels"],
+                                                                                     self.dataset_settings.source)
         self.synthetic_probability = self.synthesis_settings.probability  # p, the share of liver samples
         self.synthesizer: TumorSynthesizer | None = None
 
@@ -78,14 +84,11 @@ class SynthTumorTrainer(MultiModalTrainer):
     # ------------------------------------------------------------------------------------------------------------
     # the method
 
-    def train_step(self, batch: dict) -> dict:
-        data = batch["data"].to(self.device, non_blocking=True)
-        target = reference_target(batch["target"])
-        targets = [t.to(self.device, non_blocking=True) for t in (target if isinstance(target, list) else [target])]
-        data, targets, synthetic = self.insert_synthetic_tumours(data, targets)
-        result = super().train_step({**batch, "data": data,
-                                     "target": targets if isinstance(target, list) else targets[0]})
-        return {**result, "synthetic_fraction": synthetic.float().mean().cpu().numpy()}
+    def prepare_batch(self, data: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target, dict[str, torch.Tensor]]:
+        """Synthetic tumours into the batch before the multimodal augmentation (see the module docstring)."""
+        data, targets, synthetic = self.insert_synthetic_tumours(data, target_list(reference_target(target)))
+        target = targets if isinstance(target, list) else targets[0]
+        return data, target, {"synthetic_fraction": synthetic.float().mean()}
 
     def insert_synthetic_tumours(self, data: torch.Tensor, targets: list[torch.Tensor]
                                  ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
@@ -118,11 +121,8 @@ class SynthTumorTrainer(MultiModalTrainer):
                 t[index] = resize_label(new_label, t.shape[2:])  # nnU-Net's DS downsampling: nearest-exact
         return data, targets, chosen
 
-    def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
-        super().on_train_epoch_end(train_outputs)
-        fraction = float(np.mean([o["synthetic_fraction"] for o in train_outputs]))
-        self.print_to_log_file(f"nnunet_mm: synthetic tumours in {100 * fraction:.1f} % of the training samples "
-                               f"(this rank)")
+    def extra_log_message(self, values: Mapping[str, float]) -> str:
+        return f"nnunet_mm: synthetic tumours in {100 * values['synthetic_fraction']:.1f} % of the training samples"
 
     # ------------------------------------------------------------------------------------------------------------
     # synthesizers
@@ -171,12 +171,5 @@ class SynthTumorTrainer(MultiModalTrainer):
         return statistics
 
 
-class SynthTumorTrainer_debug(SynthTumorTrainer):
-    """2 epochs × 4 iterations, 2 validation iterations."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 4
-        self.num_val_iterations_per_epoch = 2
+class SynthTumorTrainer_debug(DebugSchedule, SynthTumorTrainer):
+    """SynthTumorTrainer on the debug schedule (:class:`~nnunet_mm.training.debug.DebugSchedule`)."""

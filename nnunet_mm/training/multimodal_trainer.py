@@ -1,9 +1,10 @@
-"""MultiModalTrainer: nnU-Net training for multimodal inputs that are misregistered or may be missing.
+"""MultiModalTrainer: nnU-Net training for multimodal inputs that are misregistered or may be missing, and the one
+training step every nnunet_mm trainer shares.
 
 Upstream nnU-Net assumes every channel is co-registered and present. This trainer keeps everything of
 ``nnUNetTrainer`` (plans, data loading, CPU augmentation, loss, deep supervision, validation, checkpoints) and adds
-two augmentations that run on the training device inside :meth:`train_step`, after nnU-Net's own CPU pipeline, so
-they add no data-loader work:
+two augmentations that run on the training device inside :meth:`~MultiModalTrainer.train_step`, after nnU-Net's own
+CPU pipeline, so they add no data-loader work:
 
 1. **Misalignment** (:mod:`nnunet_mm.augment.misalignment`): every non-reference channel gets its own random rigid
    offset and smooth elastic displacement, with magnitudes in mm converted through the configuration's spacing. The
@@ -14,32 +15,51 @@ they add no data-loader work:
    --available`` can fill missing channels at inference the same way.
 
 Misalignment comes first, so that a dropped channel filled from the reference is an exact copy, exactly as at
-inference. Settings come from the ``"nnunet_mm"`` block of dataset.json (:class:`MultiModalSettings`).
+inference. Settings come from the ``"nnunet_mm"`` block of nnU-Net's preprocessed copy of dataset.json, read once by
+:func:`nnunet_mm.settings.read_settings` into ``self.dataset_settings`` (``self.mm_settings`` is its multimodal part).
+
+**The step, written once.** :meth:`~MultiModalTrainer.train_step` moves data and targets to the device, runs
+:meth:`~MultiModalTrainer.prepare_batch` (a method's own change to the batch before augmentation; none by default),
+the multimodal augmentation (keeping its random draw), then ``zero_grad``, :meth:`~MultiModalTrainer.compute_loss`
+under nnU-Net's autocast (CUDA only), nnU-Net's update (scaled backward, gradient clipping at 12, optimizer step) and
+:meth:`~MultiModalTrainer.after_optimizer_step`. A method overrides :meth:`~MultiModalTrainer.compute_loss` (its
+network call and loss terms, returning a :class:`StepLoss`) and declares the extra values it logs in
+``extra_log_keys``; the base averages them per epoch, gathers them across DDP ranks, logs them to nnU-Net's logger
+(so they are saved in checkpoints and survive ``--c``) and prints them once per epoch.
 
 DDP (``-num_gpus N``): each rank draws from its own ``torch.Generator`` on its own device, seeded from the block's
 ``seed`` (or fresh entropy) plus the rank, and the augmentations use no collective operations.
 
 Splits: a converter may ship ``splits_final.json`` in the raw dataset folder (e.g. folds grouped by patient). nnU-Net
-only reads splits from the preprocessed folder, so :meth:`do_split` copies the raw one there when the preprocessed
-folder has none; an existing preprocessed ``splits_final.json`` always wins.
+only reads splits from the preprocessed folder, so :meth:`~MultiModalTrainer.do_split` copies the raw one there when
+the preprocessed folder has none; an existing preprocessed ``splits_final.json`` always wins.
 
-Hooks overridden: ``__init__`` (reads settings), ``initialize`` (creates the generator), ``do_split``, ``train_step``.
+Hooks of nnUNetTrainer overridden: ``__init__`` (reads settings), ``initialize`` (creates the generator),
+``do_split``, ``train_step``, ``validation_step``, ``on_train_epoch_end``, ``print_to_log_file``.
 """
 from __future__ import annotations
 
 import locale
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Union
 
+import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast, nn
+from torch._dynamo import OptimizedModule
 
 from nnunet_mm.augment import (MisalignmentParameters, ModalityDropoutParameters, apply_misalignment,
                                apply_modality_dropout, sample_misalignment, sample_modality_dropout)
-from nnunet_mm.settings.multimodal import MultiModalSettings
+from nnunet_mm.settings import preprocessed_dataset_json_source, read_settings
+from nnunet_mm.training.debug import DebugSchedule
 
+Target = Union[torch.Tensor, list[torch.Tensor]]  # nnU-Net's targets: one tensor, or one per deep-supervision scale
 RANK_SEED_STRIDE = 1_000_003  # distinct, far-apart seeds per DDP rank
 
 
@@ -49,6 +69,24 @@ class MultiModalDraw:
 
     misalignment: MisalignmentParameters | None
     dropout: ModalityDropoutParameters | None
+
+
+@dataclass
+class StepLoss:
+    """What a method's :meth:`MultiModalTrainer.compute_loss` returns.
+
+    Attributes:
+        loss: the scalar to back-propagate.
+        logs: extra scalar tensors to log, one per key of the trainer's ``extra_log_keys`` (the base detaches them).
+    """
+
+    loss: torch.Tensor
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def target_list(target: Target) -> list[torch.Tensor]:
+    """nnU-Net's targets as a list, highest resolution first (one entry without deep supervision)."""
+    return list(target) if isinstance(target, (list, tuple)) else [target]
 
 
 def labels_following_channels(label: torch.Tensor, draw: MultiModalDraw, num_classes: int,
@@ -67,6 +105,7 @@ def labels_following_channels(label: torch.Tensor, draw: MultiModalDraw, num_cla
         num_classes: label values are ``0..num_classes-1``.
         spacing: the configuration's spacing (as for the images).
         dropout_mode: the dataset's modality-dropout mode.
+        reference_channel: the channel the reference label belongs to (what a zero-filled channel takes).
 
     Returns:
         (B, C, *spatial) labels with the dtype of ``label``; channel c belongs to image channel c.
@@ -94,7 +133,7 @@ def resize_label(label: torch.Tensor, shape) -> torch.Tensor:
     return torch.nn.functional.interpolate(label.float(), size=tuple(shape), mode="nearest-exact").to(label.dtype)
 
 
-def reference_target(target: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+def reference_target(target: Target) -> Target:
     """Segmentation channel 0 only: configurations made by :mod:`nnunet_mm.cmg.phase_labels` carry one
     extra seg channel per non-reference phase, which nnU-Net's loss must not see."""
     if isinstance(target, list):
@@ -103,19 +142,34 @@ def reference_target(target: torch.Tensor | list[torch.Tensor]) -> torch.Tensor 
 
 
 class MultiModalTrainer(nnUNetTrainer):
-    """``nnUNetTrainer`` plus device-side misalignment and modality-dropout augmentation (base of all nnunet_mm
-    trainers)."""
+    """``nnUNetTrainer`` plus device-side misalignment and modality-dropout augmentation, and the training step
+    shared by every nnunet_mm trainer (see the module docstring).
+
+    A method subclass overrides :meth:`compute_loss` (and, if it needs them, :meth:`prepare_batch` and
+    :meth:`after_optimizer_step`), and names its extra logged values in ``extra_log_keys``.
+    """
+
+    extra_log_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.mm_settings = MultiModalSettings.from_dataset_json(dataset_json)
+        self.dataset_settings = read_settings(
+            dataset_json, preprocessed_dataset_json_source(self.preprocessed_dataset_folder_base))
+        self.mm_settings = self.dataset_settings.multimodal
         self.augmentation_generator: torch.Generator | None = None
 
     def initialize(self) -> None:
         super().initialize()
         self.augmentation_generator = self._make_augmentation_generator()
         self._log_multimodal_settings()
+
+    @property
+    def unwrapped_network(self) -> nn.Module:
+        """The network itself, unwrapped from DDP and torch.compile (for its attributes and methods; call
+        ``self.network`` for the forward pass, so DDP synchronises gradients)."""
+        module = self.network.module if self.is_ddp else self.network
+        return module._orig_mod if isinstance(module, OptimizedModule) else module
 
     def print_to_log_file(self, *args, also_print_to_console=True, add_timestamp=True):
         """nnU-Net's logger, made safe for text its log file's encoding cannot hold.
@@ -146,15 +200,109 @@ class MultiModalTrainer(nnUNetTrainer):
         os.replace(partial, target)  # atomic, so concurrent DDP ranks never see a half-written file
         self.print_to_log_file(f"nnunet_mm: using the converter's split {source}", also_print_to_console=True)
 
+    # ------------------------------------------------------------------------------------------------------------
+    # the step
+
     def train_step(self, batch: dict) -> dict:
+        """One optimisation step: device transfer, :meth:`prepare_batch`, :meth:`augment_multimodal`,
+        :meth:`compute_loss` under autocast, nnU-Net's update, :meth:`after_optimizer_step`.
+
+        Returns:
+            ``{"loss": ..., <each of extra_log_keys>: ...}`` as numpy scalars (nnU-Net collates them per epoch).
+        """
         data = batch["data"].to(self.device, non_blocking=True)
-        return super().train_step({**batch, "data": self.augment_multimodal(data),
-                                   "target": reference_target(batch["target"])})
+        target = batch["target"]
+        target = ([t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list)
+                  else target.to(self.device, non_blocking=True))
+        data, target, prepared_logs = self.prepare_batch(data, target)
+        data, draw = self.augment_multimodal(data)
+        self.optimizer.zero_grad(set_to_none=True)
+        # as nnU-Net: autocast on CUDA only (slow on the CPU, unsupported on MPS)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            step = self.compute_loss(data, target, draw, batch)
+        self._backward_and_step(step.loss)
+        self.after_optimizer_step()
+        logs = {**prepared_logs, **step.logs}
+        if set(logs) != set(self.extra_log_keys):
+            raise RuntimeError(f"{type(self).__name__}: the step logged {sorted(logs)}, but extra_log_keys declares "
+                               f"{sorted(self.extra_log_keys)}.")
+        return {"loss": step.loss.detach().cpu().numpy(),
+                **{key: value.detach().float().cpu().numpy() for key, value in logs.items()}}
+
+    def prepare_batch(self, data: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target, dict[str, torch.Tensor]]:
+        """A method's own change to a training batch on the device, before the multimodal augmentation (none here).
+
+        Args:
+            data: (B, C, X, Y[, Z]) float images on the training device.
+            target: nnU-Net's targets on the device (all segmentation channels; see :func:`reference_target`).
+
+        Returns:
+            (data, target, extra scalar logs); targets keep nnU-Net's structure.
+        """
+        return data, target, {}
+
+    def compute_loss(self, data: torch.Tensor, target: Target, draw: MultiModalDraw, batch: dict) -> StepLoss:
+        """The method's forward pass and loss; runs under autocast, after augmentation and ``zero_grad``.
+
+        Here: nnU-Net's loss (DC+CE with deep supervision) of ``self.network(data)`` against the reference label.
+
+        Args:
+            data: (B, C, X, Y[, Z]) augmented images on the training device.
+            target: nnU-Net's targets on the device, every segmentation channel (channel 0: the reference label).
+            draw: the random draw of the multimodal augmentation, for targets that must follow their channel
+                (:func:`labels_following_channels`).
+            batch: the loader's batch as it came (e.g. ``batch["keys"]``, the case ids).
+        """
+        return StepLoss(self.loss(self.network(data), reference_target(target)))
+
+    def after_optimizer_step(self) -> None:
+        """Called after every optimizer step (e.g. an EMA teacher's update); nothing here."""
+
+    def _backward_and_step(self, loss: torch.Tensor) -> None:
+        """nnU-Net's update: (scaled) backward, gradient clipping at 12, optimizer step."""
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
 
     def validation_step(self, batch: dict) -> dict:
         return super().validation_step({**batch, "target": reference_target(batch["target"])})
 
-    def augment_multimodal(self, data: torch.Tensor) -> torch.Tensor:
+    def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
+        """nnU-Net's epoch end, then the epoch's mean of every extra logged value (averaged over DDP ranks) into
+        nnU-Net's logger and one line of the training log."""
+        super().on_train_epoch_end(train_outputs)
+        if not self.extra_log_keys:
+            return
+        means = {key: float(np.mean([output[key] for output in train_outputs])) for key in self.extra_log_keys}
+        if self.is_ddp:
+            import torch.distributed as dist
+
+            gathered: list[dict[str, float] | None] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, means)
+            means = {key: float(np.mean([rank[key] for rank in gathered])) for key in self.extra_log_keys}
+        logged = self.logger.local_logger.my_fantastic_logging
+        for key, value in means.items():
+            # nnU-Net's logger accepts only known keys; a checkpoint from before a key existed has no entries for
+            # the earlier epochs, which are filled with NaN so that entry e stays epoch e
+            logged.setdefault(key, [float("nan")] * self.current_epoch)
+            self.logger.log(key, value, self.current_epoch)
+        self.print_to_log_file(self.extra_log_message(means))
+
+    def extra_log_message(self, values: Mapping[str, float]) -> str:
+        """The training-log line of one epoch's extra logged values (methods may word it)."""
+        return "nnunet_mm: " + ", ".join(f"{key} {value:.4f}" for key, value in values.items())
+
+    # ------------------------------------------------------------------------------------------------------------
+    # the multimodal augmentation
+
+    def augment_multimodal(self, data: torch.Tensor) -> tuple[torch.Tensor, MultiModalDraw]:
         """Misalign, then drop, the image channels of a training batch.
 
         Args:
@@ -162,13 +310,10 @@ class MultiModalTrainer(nnUNetTrainer):
                 (the one-hot previous stage of a cascade) are left alone.
 
         Returns:
-            A tensor of the same shape; the reference channel is bit-identical to the input.
+            The augmented batch (same shape; the reference channel is bit-identical to the input) and the random
+            draw, so that per-channel targets can move exactly like their channels
+            (:func:`labels_following_channels`).
         """
-        return self.augment_multimodal_with_draw(data)[0]
-
-    def augment_multimodal_with_draw(self, data: torch.Tensor) -> tuple[torch.Tensor, MultiModalDraw]:
-        """:meth:`augment_multimodal`, also returning the random draw, so that subclasses can move per-channel
-        targets exactly like the channels (see :func:`labels_following_channels`)."""
         settings = self.mm_settings
         num_image_channels = settings.num_channels
         draw = MultiModalDraw(None, None)
@@ -191,19 +336,6 @@ class MultiModalTrainer(nnUNetTrainer):
             return images, draw
         return torch.cat((images, data[:, num_image_channels:]), dim=1), draw
 
-    def backward_and_step(self, loss: torch.Tensor) -> None:
-        """nnU-Net's update for a custom training step: (scaled) backward, gradient clipping at 12, optimizer step."""
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.optimizer.step()
-
     def _make_augmentation_generator(self) -> torch.Generator:
         """A generator on the training device, different on every DDP rank (and every run unless seeded)."""
         base_seed = self.mm_settings.seed
@@ -224,12 +356,5 @@ class MultiModalTrainer(nnUNetTrainer):
                                    also_print_to_console=True)
 
 
-class MultiModalTrainer_debug(MultiModalTrainer):
-    """2 epochs × 4 iterations, 2 validation iterations: a whole CLI cycle on a CPU in minutes."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 4
-        self.num_val_iterations_per_epoch = 2
+class MultiModalTrainer_debug(DebugSchedule, MultiModalTrainer):
+    """MultiModalTrainer on the debug schedule (:class:`~nnunet_mm.training.debug.DebugSchedule`)."""

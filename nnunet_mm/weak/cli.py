@@ -106,12 +106,13 @@ def run_train_gan(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """``nnunet_mm weak-export``."""
+    from nnunet_mm.io.staging import new_dataset_folder
     from nnunet_mm.weak.pseudo_masks import export_pseudo_mask_dataset
 
     try:
         source = _raw_dataset_folder(args.d)
         name = args.target_name or f"{source.name.split('_', 1)[1]}PseudoMasks"
-        target = source.parent / f"Dataset{args.target_id:03d}_{name}"
+        target = new_dataset_folder(args.target_id, name, output_root=source.parent)
         export_pseudo_mask_dataset(source, Path(args.model), target, method=args.method,
                                    lesion_labels=_lesion_labels(args.lesion_labels), overwrite=args.overwrite,
                                    device=_device(args.device))

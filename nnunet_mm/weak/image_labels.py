@@ -1,10 +1,10 @@
-"""Image-level labels (``"diseased"`` / ``"normal"``) from the ``"nnunet_mm"`` block of dataset.json.
+"""Image-level labels (``"diseased"`` / ``"normal"``) from the ``'nnunet_mm'`` block of dataset.json.
 
 The block's ``"image_labels"`` is either an inline object ``{case: "diseased" | "normal"}`` or the name of a JSON
 file holding that object, relative to the raw dataset folder (converter 508 writes ``image_labels.json``)::
 
-    "nnunet_mm": {"image_labels": {"ISIC_0000000": "diseased", "ISIC_0000000_normal1": "normal"}}
-    "nnunet_mm": {"image_labels": "image_labels.json"}
+    'nnunet_mm': {"image_labels": {"ISIC_0000000": "diseased", "ISIC_0000000_normal1": "normal"}}
+    'nnunet_mm': {"image_labels": "image_labels.json"}
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from nnunet_mm.settings.block import BLOCK_KEY
 
 DISEASED, NORMAL = "diseased", "normal"
 IMAGE_LABEL_VALUES = (DISEASED, NORMAL)
@@ -67,7 +69,7 @@ def read_image_labels(image_labels: str | Mapping[str, str] | None, dataset_fold
                                     f"folder is unknown; set nnUNet_raw or put the labels inline.")
         file = Path(dataset_folder) / image_labels
         if not file.is_file():
-            raise FileNotFoundError(f"{file}: image-label file named in {source} ('nnunet_mm'.'{IMAGE_LABELS_KEY}') "
+            raise FileNotFoundError(f"{file}: image-label file named in {source} ('{BLOCK_KEY}'.'{IMAGE_LABELS_KEY}') "
                                     f"does not exist.")
         try:
             value = json.loads(file.read_text(encoding="utf-8"))

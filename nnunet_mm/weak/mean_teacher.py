@@ -1,38 +1,18 @@
 """Mean teacher: an exponential moving average (EMA) of a student network, and the student–teacher consistency.
 
+The teacher is :func:`make_teacher` (a frozen copy of the student) updated by :func:`ema_update` after each
+optimiser step; both come from the shared EMA helper in :mod:`nnunet_mm.networks.ema`.
+
 Arrays and modules in and out; nothing here knows nnU-Net's trainer.
 """
 from __future__ import annotations
 
-import copy
-
 import torch
-from torch import nn
 
+from nnunet_mm.networks.ema import ema_update
+from nnunet_mm.networks.ema import frozen_copy as make_teacher
 
-def make_teacher(student: nn.Module) -> nn.Module:
-    """A frozen copy of ``student`` (eval mode, no gradients) to be updated by :func:`ema_update`."""
-    teacher = copy.deepcopy(student)
-    teacher.eval()
-    for parameter in teacher.parameters():
-        parameter.requires_grad_(False)
-    return teacher
-
-
-@torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
-    """``θ_teacher ← decay·θ_teacher + (1 − decay)·θ_student`` for parameters; buffers (e.g. norm statistics) are
-    copied.
-
-    Raises:
-        ValueError: ``decay`` outside [0, 1].
-    """
-    if not 0.0 <= decay <= 1.0:
-        raise ValueError(f"EMA decay must be in [0, 1], got {decay}.")
-    for teacher_parameter, student_parameter in zip(teacher.parameters(), student.parameters()):
-        teacher_parameter.mul_(decay).add_(student_parameter.detach(), alpha=1.0 - decay)
-    for teacher_buffer, student_buffer in zip(teacher.buffers(), student.buffers()):
-        teacher_buffer.copy_(student_buffer)
+__all__ = ["consistency_loss", "ema_update", "make_teacher", "perturb_intensities"]
 
 
 def perturb_intensities(images: torch.Tensor, generator: torch.Generator, noise_std: float = 0.1,

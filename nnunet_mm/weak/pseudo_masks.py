@@ -28,11 +28,14 @@ from skimage.morphology import dilation, footprint_rectangle, opening
 from skimage.segmentation import watershed
 from skimage.transform import resize
 
-from nnunet_mm.io.staging import staged_dataset
+from nnunet_mm.evaluation.metrics import defined_or_none, dice, mean_of_defined
+from nnunet_mm.io.raw_dataset import case_channel_files
+from nnunet_mm.io.staging import check_output, staged_dataset
+from nnunet_mm.settings import BLOCK_KEY, block_of, read_settings
 from nnunet_mm.io.figure_style import figure_style
 from nnunet_mm.weak.cltn_gan import load_generator
-from nnunet_mm.weak.image_labels import DISEASED, NORMAL, read_image_labels
-from nnunet_mm.weak.weak_images import WeakImage, case_channel_files, load_weak_images
+from nnunet_mm.weak.image_labels import DISEASED, IMAGE_LABELS_KEY, NORMAL, read_image_labels
+from nnunet_mm.weak.weak_images import WeakImage, load_weak_images
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +105,6 @@ def pseudo_mask_of(image: WeakImage, attention_mask: np.ndarray, method: str) ->
     return binarize_attention_mask(mask, foreground, method).astype(np.uint8)
 
 
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two boolean arrays (1.0 when both are empty)."""
-    total = prediction.sum() + truth.sum()
-    return 1.0 if total == 0 else float(2.0 * (prediction & truth).sum() / total)
-
-
 def export_pseudo_mask_dataset(source_folder: Path, model_dir: Path, target_folder: Path, *, method: str = "otsu",
                                lesion_labels: tuple[int, ...] | None = None, overwrite: bool = False,
                                device: torch.device = torch.device("cpu"), progress: bool = True) -> Path:
@@ -123,18 +120,17 @@ def export_pseudo_mask_dataset(source_folder: Path, model_dir: Path, target_fold
 
     Raises:
         FileExistsError: ``target_folder`` exists and ``overwrite`` is False (checked before any work).
+        ValueError: ``target_folder`` is, holds or lies inside ``source_folder`` or ``model_dir``.
         FileNotFoundError: no generator in ``model_dir``; missing source files.
     """
     source_folder, target_folder = Path(source_folder), Path(target_folder)
-    if target_folder.resolve() == source_folder.resolve():
-        raise ValueError(f"{target_folder}: the pseudo-mask dataset must not replace its source.")
-    if target_folder.exists() and any(target_folder.iterdir()) and not overwrite:
-        raise FileExistsError(f"{target_folder} already exists; pass --overwrite to replace it.")
+    check_output(target_folder, overwrite=overwrite, sources=[source_folder, model_dir])
     if method not in BINARIZATION_METHODS:
         raise ValueError(f"unknown binarisation method {method!r}; choose one of {list(BINARIZATION_METHODS)}.")
     generator = load_generator(model_dir, device)
     size = _generator_size(model_dir)
     source_json = json.loads((source_folder / "dataset.json").read_text(encoding="utf-8"))
+    settings = read_settings(source_json, str(source_folder / "dataset.json"))
     file_ending = source_json["file_ending"]
     images = load_weak_images(source_folder, size=size, lesion_labels=lesion_labels, min_foreground_fraction=0.0,
                               progress=progress)
@@ -142,9 +138,10 @@ def export_pseudo_mask_dataset(source_folder: Path, model_dir: Path, target_fold
     masks = attention_masks(generator, diseased, device=device)
     pseudo = {(image.case_id, image.slice_index): pseudo_mask_of(image, mask, method)
               for image, mask in zip(diseased, masks)}
-    cases = case_channel_files(source_folder / "imagesTr", file_ending)
-    case_labels = _case_labels(images, read_image_labels(source_json, source_folder))
-    report: dict[str, float] = {}
+    cases = case_channel_files(source_folder / "imagesTr", file_ending, None)
+    case_labels = _case_labels(images, read_image_labels(settings.method(IMAGE_LABELS_KEY), source_folder,
+                                                         settings.source))
+    report: dict[str, float | None] = {}
     with staged_dataset(target_folder, overwrite=overwrite) as staging:
         (staging / "imagesTr").mkdir()
         (staging / "labelsTr").mkdir()
@@ -164,11 +161,14 @@ def export_pseudo_mask_dataset(source_folder: Path, model_dir: Path, target_fold
             if truth_file.is_file() and case_labels[case] == DISEASED:
                 truth = sitk.GetArrayFromImage(sitk.ReadImage(str(truth_file)))
                 truth = truth > 0 if lesion_labels is None else np.isin(truth, lesion_labels)
-                report[case] = dice(label.astype(bool), truth.reshape(label.shape))
-        dataset_json = _pseudo_dataset_json(source_json, target_folder.name, len(cases), case_labels, method)
+                report[case] = defined_or_none(dice(truth.reshape(label.shape), label))
+        dataset_json = _pseudo_dataset_json(source_json, settings.source, target_folder.name, len(cases),
+                                            case_labels, method)
+        read_settings(dataset_json, str(target_folder / "dataset.json"))
         (staging / "dataset.json").write_text(json.dumps(dataset_json, indent=2) + "\n", encoding="utf-8")
         if report:
-            summary = {"method": method, "mean_dice": float(np.mean(list(report.values()))), "per_case": report}
+            summary = {"method": method, "mean_dice": defined_or_none(mean_of_defined(report.values())),
+                       "per_case": report}
             (staging / "pseudo_mask_dice.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
         save_pseudo_mask_overview(diseased, masks, pseudo, staging / "pseudo_masks.png")
     logger.info("wrote %s (%d cases, %d diseased images)", target_folder, len(cases), len(diseased))
@@ -212,16 +212,16 @@ def _case_pseudo_label(case: str, reference: sitk.Image, pseudo: dict) -> np.nda
     return label
 
 
-def _pseudo_dataset_json(source: dict, name: str, num_training: int, case_labels: dict[str, str],
+def _pseudo_dataset_json(source: dict, source_file: str, name: str, num_training: int, case_labels: dict[str, str],
                          method: str) -> dict:
     """The source's dataset.json with pseudo-mask labels (ignore declared) and the image labels inline."""
-    block = dict(source.get("nnunet_mm") or {})
-    block["image_labels"] = dict(sorted(case_labels.items()))
+    block = dict(block_of(source, source_file))
+    block[IMAGE_LABELS_KEY] = dict(sorted(case_labels.items()))
     block["notes"] = (f"labelsTr are CLTN pseudo masks ({method}); normal cases are all background; label 'ignore' "
                       f"is used by WeakLabelTrainer's refinement.")
     dataset_json = {key: value for key, value in source.items() if key not in ("labels", "numTraining", "name",
                                                                               "regions_class_order")}
-    dataset_json.update(name=name, labels=dict(PSEUDO_LABELS), numTraining=num_training, nnunet_mm=block)
+    dataset_json.update({"name": name, "labels": dict(PSEUDO_LABELS), "numTraining": num_training, BLOCK_KEY: block})
     return dataset_json
 
 

@@ -1,9 +1,9 @@
-"""Weak supervision's keys of the ``"nnunet_mm"`` block: ``"weak_supervision"`` (WeakLabelTrainer's settings) and
+"""Weak supervision's keys of the ``'nnunet_mm'`` block: ``"weak_supervision"`` (WeakLabelTrainer's settings) and
 ``"image_labels"`` (:mod:`nnunet_mm.weak.image_labels`).
 
 ::
 
-    "nnunet_mm": {"weak_supervision": {
+    'nnunet_mm': {"weak_supervision": {
         "ema_decay": 0.99,                   # alpha of the EMA teacher
         "consistency_weight": 1.0,           # lambda_max of the student-teacher consistency term
         "consistency_rampup_fraction": 0.4,  # lambda ramps up (sigmoid) over this share of the epochs

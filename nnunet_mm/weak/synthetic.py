@@ -1,6 +1,6 @@
 """Seeded ISIC-like synthetic data for weak supervision: RGB "skin" images, diseased ones with a dark irregular
 blob (the lesion), normal ones without, in the layout of converter 508 (PNG, ``NaturalImage2DIO``, image labels in
-the ``"nnunet_mm"`` block)."""
+the ``'nnunet_mm'`` block)."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from nnunet_mm.io.staging import staged_dataset
-from nnunet_mm.weak.image_labels import DISEASED, NORMAL
+from nnunet_mm.io.staging import new_dataset_folder, staged_dataset
+from nnunet_mm.settings import BLOCK_KEY
+from nnunet_mm.weak.image_labels import DISEASED, IMAGE_LABELS_KEY, NORMAL
 
 
 def make_skin_image(rng: np.random.Generator, size: int, with_lesion: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +42,7 @@ def write_skin_lesion_dataset(raw_root: Path, *, dataset_id: int, name: str = "S
                               num_normal: int, size: int = 64, seed: int = 0, overwrite: bool = False) -> Path:
     """Write ``raw_root/DatasetXXX_<name>``: imagesTr (RGB PNG), labelsTr (true masks, for evaluation), dataset.json
     with ``"image_labels"`` inline. Returns the dataset folder."""
-    folder = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
+    folder = new_dataset_folder(dataset_id, name, output_root=Path(raw_root))
     rng = np.random.default_rng(seed)
     image_labels = {}
     with staged_dataset(folder, overwrite=overwrite) as staging:
@@ -57,6 +58,6 @@ def write_skin_lesion_dataset(raw_root: Path, *, dataset_id: int, name: str = "S
         dataset_json = {"channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": {"background": 0, "lesion": 1},
                         "numTraining": len(image_labels), "file_ending": ".png",
                         "overwrite_image_reader_writer": "NaturalImage2DIO", "name": folder.name,
-                        "nnunet_mm": {"image_labels": image_labels}}
+                        BLOCK_KEY: {IMAGE_LABELS_KEY: image_labels}}
         (staging / "dataset.json").write_text(json.dumps(dataset_json, indent=1) + "\n", encoding="utf-8")
     return folder

@@ -20,39 +20,41 @@ describes and its public code lacks (methods.md §4.6, our design):
   keeps the refined labels; a fresh run clears them. DDP: every rank updates an identical teacher and refines a
   disjoint share of the cases, then all wait at a barrier.
 
-Hooks overridden: ``initialize``, ``get_tr_and_val_datasets``, ``on_train_start``, ``train_step``,
-``on_train_epoch_end``, ``on_train_end``, ``save_checkpoint``, ``load_checkpoint``.
+Hooks overridden: ``__init__``, ``initialize``, ``get_tr_and_val_datasets``, ``on_train_start``, ``compute_loss`` and
+``after_optimizer_step`` (inside :class:`MultiModalTrainer`'s step), ``on_train_epoch_end``, ``on_train_end``,
+``save_checkpoint``, ``load_checkpoint``.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
-from nnunetv2.utilities.helpers import dummy_context
-from torch import autocast
 
+from nnunet_mm.training.debug import DebugSchedule
+from nnunet_mm.training.multimodal_trainer import MultiModalDraw, MultiModalTrainer, StepLoss, Target, reference_target
 from nnunet_mm.training.schedules import sigmoid_rampup
-from nnunet_mm.training.multimodal_trainer import MultiModalTrainer, reference_target
-from nnunet_mm.weak.image_labels import normal_cases, read_image_labels
+from nnunet_mm.weak.image_labels import IMAGE_LABELS_KEY, normal_cases, read_image_labels
 from nnunet_mm.weak.mean_teacher import consistency_loss, ema_update, make_teacher, perturb_intensities
 from nnunet_mm.weak.refinement import RefinedLabelDataset, refine_pseudo_labels, save_refined_label
-from nnunet_mm.weak.settings import WeakTrainingSettings
+from nnunet_mm.weak.settings import WEAK_SUPERVISION_KEY
 
 TEACHER_SUFFIX = ".teacher.safetensors"
-EXTRA_LOG_KEYS = ("consistency_loss",)
 
 
 class WeakLabelTrainer(MultiModalTrainer):
     """Mean-teacher training on pseudo masks with periodic refinement (see the module docstring)."""
 
+    extra_log_keys = ("consistency_loss",)
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        settings = WeakTrainingSettings.from_dataset_json(dataset_json)  # "nnunet_mm": {"weak_supervision": ...}
+        settings = self.dataset_settings.method(WEAK_SUPERVISION_KEY)  # "nnunet_mm": {"weak_supervision": ...}
         self.ema_decay = settings.ema_decay  # α
         self.consistency_weight = settings.consistency_weight  # λ_max
         self.consistency_rampup_fraction = settings.consistency_rampup_fraction  # λ reaches λ_max after this share
@@ -65,8 +67,6 @@ class WeakLabelTrainer(MultiModalTrainer):
         self.teacher = make_teacher(self.student_network)
         self.normal_cases = normal_cases(self._image_labels())
         self.refined_label_folder = Path(self.output_folder) / "refined_labels"
-        for key in EXTRA_LOG_KEYS:
-            self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
         if self.label_manager.ignore_label is None:
             self.print_to_log_file("nnunet_mm: the dataset declares no 'ignore' label; refinement keeps uncertain "
                                    "voxels' pseudo labels (export with 'nnunet_mm weak-export' to declare it).",
@@ -77,14 +77,14 @@ class WeakLabelTrainer(MultiModalTrainer):
 
     @property
     def student_network(self) -> torch.nn.Module:
-        module = self.network.module if self.is_ddp else self.network
-        return getattr(module, "_orig_mod", module)
+        """The student: nnU-Net's network, unwrapped (what the teacher averages and nnU-Net's predictor loads)."""
+        return self.unwrapped_network
 
     def _image_labels(self) -> dict[str, str] | None:
         from nnunetv2.paths import nnUNet_raw
 
         folder = Path(nnUNet_raw) / self.plans_manager.dataset_name if nnUNet_raw else None
-        return read_image_labels(self.dataset_json, folder)
+        return read_image_labels(self.dataset_settings.method(IMAGE_LABELS_KEY), folder, self.dataset_settings.source)
 
     def get_tr_and_val_datasets(self):
         dataset_tr, dataset_val = super().get_tr_and_val_datasets()
@@ -113,35 +113,27 @@ class WeakLabelTrainer(MultiModalTrainer):
         rampup_epochs = max(1, int(round(self.consistency_rampup_fraction * self.num_epochs)))
         return self.consistency_weight * sigmoid_rampup(min(self.current_epoch, rampup_epochs), rampup_epochs)
 
-    def train_step(self, batch: dict) -> dict:
-        data = self.augment_multimodal(batch["data"].to(self.device, non_blocking=True))
-        target = reference_target(batch["target"])
-        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
-            else target.to(self.device, non_blocking=True)
-        teacher_view = perturb_intensities(data, self.augmentation_generator)
-        self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            student_output = self.network(data)
-            supervised = self.loss(student_output, target)
-            with torch.no_grad():
-                teacher_output = self.teacher(teacher_view)
-            consistency = consistency_loss(_full_resolution(student_output), _full_resolution(teacher_output))
-            loss = supervised + self.consistency_weight_now() * consistency
-        self.backward_and_step(loss)
+    def compute_loss(self, data: torch.Tensor, target: Target, draw: MultiModalDraw, batch: dict) -> StepLoss:
+        """``L = L_seg(student(aug₁), pseudo mask) + λ(t)·MSE(softmax(student(aug₁)), softmax(teacher(aug₂)))``."""
+        teacher_view = perturb_intensities(data, self.augmentation_generator)  # aug₂ = aug₁ + intensity perturbation
+        student_output = self.network(data)
+        supervised = self.loss(student_output, reference_target(target))
+        with torch.no_grad():
+            teacher_output = self.teacher(teacher_view)
+        consistency = consistency_loss(_full_resolution(student_output), _full_resolution(teacher_output))
+        return StepLoss(supervised + self.consistency_weight_now() * consistency,
+                        {"consistency_loss": consistency})
+
+    def after_optimizer_step(self) -> None:
+        """The teacher follows the student: ``θ_teacher ← α·θ_teacher + (1 − α)·θ_student``."""
         ema_update(self.teacher, self.student_network, self.ema_decay)
-        return {"loss": loss.detach().cpu().numpy(), "consistency_loss": consistency.detach().cpu().numpy()}
+
+    def extra_log_message(self, values: Mapping[str, float]) -> str:
+        return (f"nnunet_mm: consistency {values['consistency_loss']:.5f} "
+                f"(weight {self.consistency_weight_now():.3f})")
 
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
         super().on_train_epoch_end(train_outputs)
-        value = float(np.mean([o["consistency_loss"] for o in train_outputs]))
-        if self.is_ddp:
-            import torch.distributed as dist
-            gathered = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, value)
-            value = float(np.mean(gathered))
-        self.logger.local_logger.my_fantastic_logging.setdefault("consistency_loss", [])
-        self.logger.log("consistency_loss", value, self.current_epoch)
-        self.print_to_log_file(f"nnunet_mm: consistency {value:.5f} (weight {self.consistency_weight_now():.3f})")
         if (self.current_epoch + 1) % self.refinement_interval == 0 and self.current_epoch + 1 < self.num_epochs:
             self.refine_labels()
 
@@ -226,13 +218,8 @@ def _deep_supervision_off(network: torch.nn.Module):
             decoder.deep_supervision = previous
 
 
-class WeakLabelTrainer_debug(WeakLabelTrainer):
-    """2 epochs × 4 iterations, 2 validation iterations; refinement after the first epoch."""
+class WeakLabelTrainer_debug(DebugSchedule, WeakLabelTrainer):
+    """WeakLabelTrainer on the debug schedule (:class:`~nnunet_mm.training.debug.DebugSchedule`), refining the
+    labels after the first epoch."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.refinement_interval = 1
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 4
-        self.num_val_iterations_per_epoch = 2
+    debug_overrides = {"refinement_interval": 1}

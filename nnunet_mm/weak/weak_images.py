@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,9 @@ import SimpleITK as sitk
 from scipy import ndimage
 from skimage.transform import resize
 
-from nnunet_mm.weak.image_labels import DISEASED, NORMAL, read_image_labels
+from nnunet_mm.io.raw_dataset import case_channel_files
+from nnunet_mm.settings import BLOCK_KEY, read_settings
+from nnunet_mm.weak.image_labels import DISEASED, IMAGE_LABELS_KEY, NORMAL, read_image_labels
 
 logger = logging.getLogger(__name__)
 
@@ -52,32 +53,6 @@ class WeakImage:
     foreground: np.ndarray
     image_label: str
     original_shape: tuple[int, int]
-
-
-def case_channel_files(images_folder: Path, file_ending: str) -> dict[str, list[Path]]:
-    """``{case: [CASE_0000<ending>, CASE_0001<ending>, ...]}`` for every case in ``images_folder``.
-
-    Raises:
-        FileNotFoundError: the folder does not exist or holds no image with ``file_ending``.
-        ValueError: a case whose channel numbers are not 0, 1, 2, ... (the message names the case's files).
-    """
-    if not images_folder.is_dir():
-        raise FileNotFoundError(f"{images_folder}: folder does not exist.")
-    pattern = re.compile(rf"^(.+)_(\d{{4}}){re.escape(file_ending)}$")
-    channels: dict[str, dict[int, Path]] = {}
-    for file in sorted(images_folder.iterdir()):
-        match = pattern.match(file.name)
-        if match:
-            channels.setdefault(match.group(1), {})[int(match.group(2))] = file
-    if not channels:
-        raise FileNotFoundError(f"{images_folder}: no images CASE_XXXX{file_ending}.")
-    result = {}
-    for case, files in channels.items():
-        if sorted(files) != list(range(len(files))):
-            raise ValueError(f"{images_folder}: case {case} has channel files {sorted(files)}; expected 0..{len(files) - 1} "
-                             f"({[f.name for f in files.values()]}).")
-        result[case] = [files[c] for c in range(len(files))]
-    return result
 
 
 def read_case_array(files: list[Path]) -> tuple[np.ndarray, bool]:
@@ -169,8 +144,12 @@ def load_weak_images(dataset_folder: Path, *, size: int, lesion_labels: tuple[in
         raise FileNotFoundError(f"{dataset_json_file}: missing; is {dataset_folder} an nnU-Net raw dataset?")
     dataset_json = json.loads(dataset_json_file.read_text(encoding="utf-8"))
     file_ending = dataset_json["file_ending"]
-    cases = case_channel_files(Path(dataset_folder) / "imagesTr", file_ending)
-    image_labels = read_image_labels(dataset_json, Path(dataset_folder)) or {}
+    images_folder = Path(dataset_folder) / "imagesTr"
+    cases = case_channel_files(images_folder, file_ending, None)  # None: one RGB file may hold 3 channel_names
+    if not cases:
+        raise FileNotFoundError(f"{images_folder}: no images CASE_XXXX{file_ending}.")
+    settings = read_settings(dataset_json, str(dataset_json_file))
+    image_labels = read_image_labels(settings.method(IMAGE_LABELS_KEY), Path(dataset_folder), settings.source) or {}
     unknown = sorted(set(image_labels) - set(cases))
     if unknown:
         raise ValueError(f"{dataset_json_file}: image labels name case(s) without images in imagesTr: {unknown[:5]}.")
@@ -192,7 +171,7 @@ def load_weak_images(dataset_folder: Path, *, size: int, lesion_labels: tuple[in
             label_file = Path(dataset_folder) / "labelsTr" / f"{case}{file_ending}"
             if not label_file.is_file():
                 raise ValueError(f"{dataset_json_file}: no image label for 2D case {case} and no {label_file} to "
-                                 f"derive one from; add it to 'nnunet_mm'.'image_labels'.")
+                                 f"derive one from; add it to '{BLOCK_KEY}'.'{IMAGE_LABELS_KEY}'.")
             image_labels[case] = DISEASED if _slice_labels(label_file, lesion_labels).any() else NORMAL
         image = volume[:, 0]
         images.append(WeakImage(case, None, resize_image(image, size),
@@ -212,7 +191,7 @@ def _volume_slices(case: str, volume: np.ndarray, case_label: str | None, datase
         label_file = dataset_folder / "labelsTr" / f"{case}{file_ending}"
         if not label_file.is_file():
             raise FileNotFoundError(f"{label_file}: needed to tell the tumour-free (normal) slices of the 3D case "
-                                    f"{case}; or label the whole case 'normal' in 'nnunet_mm'.'image_labels'.")
+                                    f"{case}; or label the whole case 'normal' in '{BLOCK_KEY}'.'{IMAGE_LABELS_KEY}'.")
         slice_is_diseased = _slice_labels(label_file, lesion_labels)
     images = []
     for index in range(volume.shape[1]):

@@ -5,11 +5,8 @@ import SimpleITK as sitk
 
 from nnunet_mm.atlas.phantom_pairs import mr_like, random_deformation
 from nnunet_mm.atlas.registration import RegistrationSettings, register_atlas, warp_label_probabilities
+from nnunet_mm.evaluation.metrics import dice
 from nnunet_mm.phantom import make_case
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
 def test_registration_recovers_a_known_deformation_across_modalities():
@@ -25,11 +22,11 @@ def test_registration_recovers_a_known_deformation_across_modalities():
     geometry = case.reference_geometry
     atlas_label = geometry.to_sitk(label.astype(np.uint8))
     fixed, moving = geometry.to_sitk(mr), geometry.to_sitk(ct)
-    before = _dice(label == 1, target_label == 1)
+    before = dice(label == 1, target_label == 1)
     transform = register_atlas(fixed, moving, RegistrationSettings(iterations=40, bspline_iterations=8,
                                                                    shrink_factors=(2, 1)))
     probabilities = warp_label_probabilities(atlas_label, fixed, transform, 3)
-    after = _dice(probabilities.argmax(0) == 1, target_label == 1)
+    after = dice(probabilities.argmax(0) == 1, target_label == 1)
     assert after > before + 0.05, (before, after)
     np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-5)
 

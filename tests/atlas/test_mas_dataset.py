@@ -10,6 +10,7 @@ from nnunet_mm.atlas.mas import MASSettings, SimpleITKRegistration, build_mas_da
 from nnunet_mm.atlas.phantom_pairs import write_cross_modality_datasets
 from nnunet_mm.atlas.prior_channels import prior_channel_indices
 from nnunet_mm.atlas.registration import RegistrationSettings
+from nnunet_mm.settings import read_settings
 
 FAST = SimpleITKRegistration(RegistrationSettings(stages=("rigid", "affine"), iterations=30, shrink_factors=(2, 1)))
 
@@ -39,7 +40,7 @@ def test_prior_channels_line_up_with_the_images(datasets, tmp_path):
     assert _tree_digest(target) == before  # the input is only read
     dataset_json = json.loads((out / "dataset.json").read_text())
     assert dataset_json["channel_names"] == {"0": "MR", "1": "noNorm", "2": "noNorm"}
-    assert prior_channel_indices(dataset_json) == [1, 2]
+    assert prior_channel_indices(read_settings(dataset_json), dataset_json["channel_names"]) == [1, 2]
     for split, case in (("Tr", "target_000"), ("Tr", "target_001"), ("Ts", "target_002")):
         image = sitk.ReadImage(str(out / f"images{split}" / f"{case}_0000.nii.gz"))
         label = sitk.GetArrayFromImage(sitk.ReadImage(str(target / f"labels{split}" / f"{case}.nii.gz")))
@@ -90,10 +91,16 @@ def test_label_maps_must_match(datasets, tmp_path):
         build_mas_dataset(target, other, output_id=707, backend=FAST, output_root=tmp_path, show_progress=False)
 
 
+def _prior_channels(channel_names: dict, modalities: dict) -> list[int]:
+    dataset_json = {"channel_names": channel_names, "nnunet_mm": {"modalities": modalities}}
+    return prior_channel_indices(read_settings(dataset_json, "Dataset9/dataset.json"), channel_names)
+
+
 def test_prior_channels_must_be_named_nonorm():
-    with pytest.raises(ValueError, match="noNorm"):
-        prior_channel_indices({"channel_names": {"0": "MR", "1": "MR"},
-                               "nnunet_mm": {"modalities": {"1": "atlas_prior:liver"}}})
-    with pytest.raises(ValueError, match="last"):
-        prior_channel_indices({"channel_names": {"0": "noNorm", "1": "MR"},
-                               "nnunet_mm": {"modalities": {"0": "atlas_prior:liver"}}})
+    with pytest.raises(ValueError, match=r"Dataset9/dataset.json: channel 1 is an atlas prior but is named 'MR'"
+                                         r".*'noNorm'"):
+        _prior_channels({"0": "MR", "1": "MR"}, {"1": "atlas_prior:liver"})
+    with pytest.raises(ValueError, match=r"Dataset9/dataset.json: prior channels \[0\] must be the last"):
+        _prior_channels({"0": "noNorm", "1": "MR"}, {"0": "atlas_prior:liver"})
+    assert _prior_channels({"0": "MR", "1": "NONORM"}, {"0": "MR", "1": "atlas_prior:liver"}) == [1]
+    assert _prior_channels({"0": "MR"}, {}) == []

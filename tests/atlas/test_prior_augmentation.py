@@ -63,10 +63,15 @@ def test_prior_dropout_zeroes_whole_samples_only_on_prior_channels():
 def test_prior_dropout_probability_comes_from_the_block_and_is_checked():
     import pytest
 
-    from nnunet_mm.atlas.prior_channels import prior_dropout_probability
+    from nnunet_mm.atlas.settings import PRIOR_DROPOUT_KEY
+    from nnunet_mm.settings import read_settings
 
-    assert prior_dropout_probability({"nnunet_mm": {}}) == 0.3
-    assert prior_dropout_probability({"nnunet_mm": {"prior_dropout": {"probability": 0}}}) == 0.0
+    def probability(block: dict) -> float:
+        return read_settings({"channel_names": {"0": "MR", "1": "noNorm"}, "nnunet_mm": block},
+                             "Dataset703/dataset.json").method(PRIOR_DROPOUT_KEY)
+
+    assert probability({}) == 0.3
+    assert probability({"prior_dropout": {"probability": 0}}) == 0.0
     for bad in ({"probability": 1.5}, {"p": 0.2}, 0.2, {"probability": True}):
-        with pytest.raises(ValueError, match="Dataset703/dataset.json: 'nnunet_mm'.prior_dropout"):
-            prior_dropout_probability({"nnunet_mm": {"prior_dropout": bad}}, source="Dataset703/dataset.json")
+        with pytest.raises((ValueError, KeyError), match="Dataset703/dataset.json: 'nnunet_mm'.prior_dropout"):
+            probability({"prior_dropout": bad})

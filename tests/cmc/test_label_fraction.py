@@ -106,3 +106,17 @@ def test_fraction_that_keeps_every_case_labeled_or_is_out_of_range_is_refused(tm
     with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\)"):
         make_label_fraction_dataset(source, 1.0, target_id=541, output_root=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_source_that_already_has_unlabeled_cases_is_refused(tmp_path, declared):
+    block = {"unlabeled_dir": "moreImages"} if declared else {}
+    source = _fake_dataset(tmp_path / "Dataset550_Semi", {"a": "CT", "b": "CT", "c": "CT"}, **block)
+    if not declared:  # without the key, imagesUnl is the unlabeled folder
+        (source / "imagesUnl").mkdir()
+        (source / "imagesUnl" / "u_0000.nii.gz").write_bytes(b"u")
+    expected = r"sets 'unlabeled_dir': 'moreImages'" if declared else r"imagesUnl is not empty"
+    with pytest.raises(ValueError, match=rf"Dataset550_Semi/dataset.json: the source already has unlabeled cases "
+                                         rf"\(.*{expected}"):
+        make_label_fraction_dataset(source, 0.5, target_id=551, output_root=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

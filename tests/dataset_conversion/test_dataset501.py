@@ -19,6 +19,7 @@ from PIL import Image
 
 from nnunet_mm.conversion import ConversionError, read_slice
 from nnunet_mm.dataset_conversion.Dataset501_MPTH import convert, convert_with_summary, main
+from nnunet_mm.evaluation.metrics import dice
 from nnunet_mm.phantom import case_id, case_seed, make_case, write_mpth
 
 DATASET = "Dataset501_MPTH"
@@ -32,10 +33,6 @@ def _array(path: Path) -> np.ndarray:
 
 def _names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * np.logical_and(a > 0, b > 0).sum() / ((a > 0).sum() + (b > 0).sum())
 
 
 @pytest.fixture
@@ -189,13 +186,13 @@ def test_registration_realigns_art_image_and_art_labels_onto_pv(tmp_path: Path, 
                                                                  min_dice: float) -> None:
     written = write_mpth_layout(tmp_path / "mpth", case_names=("1",), image_format="png16", shape_zyx=SHAPE_ZYX,
                                 art_shift_yx=(3, -2))
-    assert _dice(written["1"].labels["pv"], written["1"].labels["art"]) < 0.8
+    assert dice(written["1"].labels["pv"], written["1"].labels["art"]) < 0.8
     summary = convert_with_summary(tmp_path / "mpth", output_root=output_root, spacing_zyx_mm=(3.0, 1.5, 1.5),
                                    register=mode)
     dataset = summary.output_dir
     pv_label = _array(dataset / "labelsTr" / "1.nii.gz")
     art_label = _array(dataset / "labelsTr_phases" / "1_0001.nii.gz")
-    assert _dice(pv_label, art_label) > min_dice
+    assert dice(pv_label, art_label) > min_dice
     pv, art = (_array(dataset / "imagesTr" / f"1_000{c}.nii.gz") for c in (0, 1))
     liver = pv_label == 1
     assert abs(np.median(art[liver]) - 80) < 20 and abs(np.median(pv[liver]) - 115) < 20  # ART / PV liver HU

@@ -14,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 from layout_unpaired import CORONAL_DIRECTION, amos_label, ct_image, mr_image, write_amos
 
-from nnunet_mm.settings.multimodal import MultiModalSettings
+from nnunet_mm.settings import read_settings
 from nnunet_mm.dataset_conversion.Dataset504_AMOS import LABEL_NAMES, ConversionError, convert, main
 
 DATASET = "Dataset504_AMOS"
@@ -76,7 +76,9 @@ def test_dataset_json_names_one_z_score_channel_and_records_every_case_modality(
     assert block["converter"] == DATASET
     assert any("reoriented 1 case(s) acquired as LIP" in note for note in block["notes"])
     assert "'CC-BY-SA 4.0'" in dataset_json["licence"] and dataset_json["release"] == "1.0 01/05/2022"
-    MultiModalSettings.from_dataset_json(dataset_json)  # the block is valid
+    settings = read_settings(dataset_json, str(dataset / "dataset.json"))  # the block is valid
+    assert settings.description.per_case_modality == block["per_case_modality"]
+    assert settings.description.modalities == {0: "CT|MR"}
 
 
 def test_a_coronal_mri_comes_out_axial_and_its_label_still_covers_the_same_anatomy(amos_source: Path,

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_mm.inference.missing_channels import find_case_channel_files, plan_available_channels
+from nnunet_mm.inference.missing_channels import plan_available_channels
+from nnunet_mm.io.raw_dataset import available_channel_files
 
 
 def _touch(folder: Path, *names: str) -> None:
@@ -13,24 +14,26 @@ def _touch(folder: Path, *names: str) -> None:
 
 def test_files_are_grouped_by_case_and_channel(tmp_path):
     _touch(tmp_path, "a_0000.nii.gz", "a_0002.nii.gz", "b_0000.nii.gz", "b_0001.nii.gz", "notes.txt")
-    cases = find_case_channel_files(tmp_path, ".nii.gz", num_channels=4)
+    cases = available_channel_files(tmp_path, ".nii.gz", 4)
     assert {case: sorted(files) for case, files in cases.items()} == {"a": [0, 2], "b": [0, 1]}
 
 
 def test_channel_index_beyond_model_is_refused(tmp_path):
     _touch(tmp_path, "a_0000.nii.gz", "a_0004.nii.gz")
-    with pytest.raises(ValueError, match=r"a_0004.nii.gz: channel index 4 but the model has 4 channels"):
-        find_case_channel_files(tmp_path, ".nii.gz", num_channels=4)
+    with pytest.raises(ValueError, match=r"a_0004.nii.gz: channel 4, but the model has 4 channel\(s\)"):
+        available_channel_files(tmp_path, ".nii.gz", 4, source="the model")
 
 
 def test_empty_folder_is_refused(tmp_path):
+    cases = available_channel_files(tmp_path, ".nii.gz", 2)
     with pytest.raises(FileNotFoundError, match="no files named CASE_XXXX.nii.gz"):
-        find_case_channel_files(tmp_path, ".nii.gz", num_channels=2)
+        plan_available_channels(cases, num_channels=2, reference_channel=0, available=None,
+                                input_folder=tmp_path, file_ending=".nii.gz")
 
 
 def test_detected_channels_per_case(tmp_path):
     _touch(tmp_path, "a_0000.nii.gz", "a_0002.nii.gz", "b_0000.nii.gz", "b_0001.nii.gz", "b_0002.nii.gz")
-    cases = find_case_channel_files(tmp_path, ".nii.gz", 3)
+    cases = available_channel_files(tmp_path, ".nii.gz", 3)
     plan = plan_available_channels(cases, num_channels=3, reference_channel=0, available=None,
                                    input_folder=tmp_path, file_ending=".nii.gz")
     assert plan == {"a": [0, 2], "b": [0, 1, 2]}
@@ -38,7 +41,7 @@ def test_detected_channels_per_case(tmp_path):
 
 def test_declared_channels_ignore_extra_files(tmp_path):
     _touch(tmp_path, "a_0000.nii.gz", "a_0001.nii.gz", "a_0002.nii.gz")
-    cases = find_case_channel_files(tmp_path, ".nii.gz", 3)
+    cases = available_channel_files(tmp_path, ".nii.gz", 3)
     plan = plan_available_channels(cases, num_channels=3, reference_channel=0, available=[0, 2],
                                    input_folder=tmp_path, file_ending=".nii.gz")
     assert plan == {"a": [0, 2]}
@@ -46,7 +49,7 @@ def test_declared_channels_ignore_extra_files(tmp_path):
 
 def test_missing_reference_file_is_refused_naming_the_file(tmp_path):
     _touch(tmp_path, "a_0000.nii.gz", "b_0001.nii.gz")
-    cases = find_case_channel_files(tmp_path, ".nii.gz", 2)
+    cases = available_channel_files(tmp_path, ".nii.gz", 2)
     with pytest.raises(ValueError, match=r"b_0000.nii.gz: reference channel 0 is missing"):
         plan_available_channels(cases, num_channels=2, reference_channel=0, available=None,
                                 input_folder=tmp_path, file_ending=".nii.gz")
@@ -54,7 +57,7 @@ def test_missing_reference_file_is_refused_naming_the_file(tmp_path):
 
 def test_available_without_reference_is_refused(tmp_path):
     _touch(tmp_path, "a_0000.nii.gz", "a_0001.nii.gz")
-    cases = find_case_channel_files(tmp_path, ".nii.gz", 2)
+    cases = available_channel_files(tmp_path, ".nii.gz", 2)
     with pytest.raises(ValueError, match="does not include the reference channel 0"):
         plan_available_channels(cases, num_channels=2, reference_channel=0, available=[1],
                                 input_folder=tmp_path, file_ending=".nii.gz")
@@ -62,7 +65,7 @@ def test_available_without_reference_is_refused(tmp_path):
 
 def test_declared_but_absent_channel_file_is_named(tmp_path):
     _touch(tmp_path, "a_0000.nii.gz")
-    cases = find_case_channel_files(tmp_path, ".nii.gz", 3)
+    cases = available_channel_files(tmp_path, ".nii.gz", 3)
     with pytest.raises(ValueError, match=r"a_0002.nii.gz: file not found \(channel 2 was declared available\)"):
         plan_available_channels(cases, num_channels=3, reference_channel=0, available=[0, 2],
                                 input_folder=tmp_path, file_ending=".nii.gz")

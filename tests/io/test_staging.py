@@ -1,11 +1,12 @@
-"""nnunet_mm.io.staging: output folders appear complete or not at all."""
+"""nnunet_mm.io.staging: output folders appear complete or not at all, never over an input, and an existing
+output is replaced only with --overwrite."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from nnunet_mm.io import staged_dataset
+from nnunet_mm.io import check_output, new_dataset_folder, staged_dataset
 
 
 def _leftovers(parent: Path) -> list[str]:
@@ -78,3 +79,45 @@ def test_a_file_in_the_way_is_refused(tmp_path: Path) -> None:
         with staged_dataset(final, overwrite=True):
             pass
     assert final.read_text() == "not a folder"
+
+
+def test_an_output_overlapping_a_source_is_refused_even_with_overwrite(tmp_path: Path) -> None:
+    source = tmp_path / "Dataset510_LiTS"
+    source.mkdir()
+    (source / "dataset.json").write_text("{}")
+    for output, message in ((source, "contains the source"), (tmp_path, "contains the source"),
+                            (source / "Dataset511_X", "lies inside the source folder")):
+        with pytest.raises(ValueError, match=message):
+            with staged_dataset(output, overwrite=True, sources=[source]):
+                pytest.fail("the body must not run")
+    assert sorted(p.name for p in source.iterdir()) == ["dataset.json"]
+    assert _leftovers(tmp_path) == []
+
+
+def test_check_output_refuses_an_existing_file_with_the_same_message(tmp_path: Path) -> None:
+    target = tmp_path / "statistics.json"
+    assert check_output(target, overwrite=False) == target
+    target.write_text("{}")
+    with pytest.raises(FileExistsError, match=r"statistics\.json already exists; pass --overwrite to replace it"):
+        check_output(target, overwrite=False)
+    assert check_output(target, overwrite=True) == target
+
+
+def test_new_dataset_folder_checks_id_name_and_id_clashes(tmp_path: Path) -> None:
+    assert new_dataset_folder(7, "Liver", output_root=tmp_path) == tmp_path / "Dataset007_Liver"
+    (tmp_path / "Dataset007_Liver").mkdir()
+    assert new_dataset_folder(7, "Liver", output_root=tmp_path) == tmp_path / "Dataset007_Liver"
+    with pytest.raises(ValueError, match=r"already holds \['Dataset007_Liver'\] with the same dataset id"):
+        new_dataset_folder(7, "Other", output_root=tmp_path)
+    with pytest.raises(ValueError, match="1..999"):
+        new_dataset_folder(1000, "Liver", output_root=tmp_path)
+    with pytest.raises(ValueError, match="only letters, digits"):
+        new_dataset_folder(8, "Liver CT", output_root=tmp_path)
+
+
+def test_new_dataset_folder_names_the_variable_when_nnunet_raw_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nnunetv2.paths
+
+    monkeypatch.setattr(nnunetv2.paths, "nnUNet_raw", None)
+    with pytest.raises(ValueError, match="nnUNet_raw is not set"):
+        new_dataset_folder(7, "Liver")

@@ -4,14 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nnunet_mm.settings import read_settings
 from nnunet_mm.synthesis.liver_postprocessing import keep_tumours_in_liver
-from nnunet_mm.synthesis.settings import SynthesisSettings
+from nnunet_mm.synthesis.settings import SYNTHESIS_KEY, SynthesisSettings
 
 LABELS = {"background": 0, "liver": 1, "tumor": 2}
 
 
 def test_defaults_are_the_papers_and_labels_are_found_by_name():
-    settings = SynthesisSettings.from_dataset_json({"labels": LABELS})
+    settings = read_settings({"channel_names": {"0": "CT"}, "labels": LABELS}).method(SYNTHESIS_KEY)
+    assert settings == SynthesisSettings()
     assert (settings.synthesizer, settings.probability, settings.dice_weight, settings.ce_weight) == \
         ("handcrafted", 0.5, 1.0, 0.5)
     assert [c.name for c in settings.masks.size_classes] == ["tiny", "small", "medium", "large"]
@@ -41,6 +43,14 @@ def test_custom_classes_probabilities_and_labels_are_read():
 def test_bad_settings_are_refused_naming_the_key(block, error, message):
     with pytest.raises(error, match=message):
         SynthesisSettings.from_dict(block)
+
+
+def test_the_block_is_read_through_the_settings_reader_naming_the_file_and_key():
+    dataset_json = {"channel_names": {"0": "CT"}, "labels": LABELS, "nnunet_mm": {"synthesis": {"probability": 0.9}}}
+    assert read_settings(dataset_json).method(SYNTHESIS_KEY).probability == 0.9
+    dataset_json["nnunet_mm"]["synthesis"]["probability"] = 1.5
+    with pytest.raises(ValueError, match=r"^ds/dataset.json: 'nnunet_mm'\.synthesis\.probability must be in"):
+        read_settings(dataset_json, "ds/dataset.json")
 
 
 def test_missing_or_wrong_labels_name_the_source():

@@ -1,14 +1,11 @@
-"""SynthTumorTrainer: targets follow the inserted tumours at every deep-supervision scale; the CLI cycle."""
+"""SynthTumorTrainer: targets follow the inserted tumours at every deep-supervision scale (its CLI cycle is in
+tests/cli/test_synthesis_cycle.py)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
 import torch
 from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
@@ -83,64 +80,6 @@ def test_probability_zero_leaves_the_batch_untouched():
     data, targets = _batch()
     new_data, new_targets, chosen = trainer.insert_synthetic_tumours(data, targets)
     assert not chosen.any() and new_data is data and all(a is b for a, b in zip(new_targets, targets))
-
-
-@pytest.mark.slow  # nnU-Net training in a subprocess, like the CLI cycles of test_end_to_end.py
-def test_cli_cycle_stats_train_predict_postprocess_and_preview(tmp_path, monkeypatch, quick_fingerprint):
-    """synth-stats → nnUNetv2_train SynthTumorTrainer_debug (2d, subprocess, with nnU-Net's final validation) →
-    keep-tumours-in-liver on the exported segmentations → synth-preview PNG."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiments, preprocess
-
-    from nnunet_mm.cli.main import main as nnunet_mm
-    from nnunet_mm.phantom import write_nnunet_raw
-
-    env = dict(os.environ, nnUNet_raw=str(tmp_path / "raw"), nnUNet_preprocessed=str(tmp_path / "pre"),
-               nnUNet_results=str(tmp_path / "res"), nnUNet_n_proc_DA="0", nnUNet_def_n_proc="1",
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(name, env[name])
-    write_nnunet_raw(tmp_path / "raw", dataset_id=596, name="SynthPhantom", num_training=5, seed=5,
-                     shape_zyx=(10, 48, 48), phases=("pv", "art"))
-    quick_fingerprint(596)
-    plan_experiments([596])
-    preprocess([596], configurations=("2d",), num_processes=(1,))
-
-    assert nnunet_mm(["synth-stats", "-d", "596", "-c", "2d"]) == 0
-    stats_file = tmp_path / "pre" / "Dataset596_SynthPhantom" / "nnunet_mm_synthesis" / \
-        "tumour_contrast_nnUNetPlans_2d.json"
-    statistics = TumourContrastStatistics.load(stats_file)
-    assert statistics.phase_names == ("pv", "art") and len(statistics.cases) >= 4
-    assert nnunet_mm(["synth-stats", "-d", "596", "-c", "2d"]) == 1  # refuses to overwrite
-
-    done = subprocess.run(["nnUNetv2_train", "596", "2d", "0", "-tr", "SynthTumorTrainer_debug", "-device", "cpu"],
-                          env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    fold = tmp_path / "res" / "Dataset596_SynthPhantom" / "SynthTumorTrainer_debug__nnUNetPlans__2d" / "fold_0"
-    log = next(fold.glob("training_log_*.txt")).read_text(encoding="utf-8")
-    assert f"tumour contrast statistics from {stats_file}" in log
-    assert "0.5*CE" in log
-    fractions = [float(line.split("synthetic tumours in ")[1].split(" %")[0]) for line in log.splitlines()
-                 if "synthetic tumours in" in line]
-    assert len(fractions) == 2 and all(0 < f <= 100 for f in fractions)
-    assert (fold / "validation" / "summary.json").is_file()
-
-    # nnUNetv2_predict runs stock nnU-Net on an unchanged network (as for MultiModalTrainer); the final validation
-    # above already predicted and exported the validation cases with nnU-Net's predictor: post-process those
-    validation = fold / "validation"
-    prediction = next(validation.glob("*.nii.gz"))
-    array = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction)))
-    array[:2, :3, :3] = 0  # clear every neighbour (also in the next slice)
-    array[0, 1, 1] = 2  # a tumour voxel with no liver around it
-    sitk.WriteImage(sitk.GetImageFromArray(array), str(prediction))
-    labels = ["--liver-label", "1", "--tumour-label", "2"]
-    assert nnunet_mm(["keep-tumours-in-liver", "-i", str(validation), "-o", str(tmp_path / "post"), *labels]) == 0
-    cleaned = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "post" / prediction.name)))
-    assert cleaned[0, 1, 1] == 0 and np.array_equal(cleaned[array != 2], array[array != 2])
-    assert nnunet_mm(["keep-tumours-in-liver", "-i", str(validation), "-o", str(tmp_path / "post"), *labels]) == 1
-
-    png = tmp_path / "grid.png"
-    assert nnunet_mm(["synth-preview", "-d", "596", "-c", "2d", "-o", str(png), "-n", "2", "-device", "cpu"]) == 0
-    assert png.stat().st_size > 20_000
 
 
 def test_keep_tumours_in_liver_reads_the_labels_from_the_prediction_folders_dataset_json(tmp_path, capsys):

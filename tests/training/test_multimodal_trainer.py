@@ -1,106 +1,194 @@
-"""MultiModalTrainer's device-side augmentation hook, without building a whole nnU-Net run."""
-from types import SimpleNamespace
+"""MultiModalTrainer, built the nnU-Net way on the session's planned phantom: the multimodal augmentation, the
+one training step every method shares (nnU-Net's update, the method's hook, extra logs), splits and the log file."""
+from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
 import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_mm.settings.multimodal import MultiModalSettings
-from nnunet_mm.training.multimodal_trainer import MultiModalTrainer
+from nnunet_mm.training.multimodal_trainer import MultiModalTrainer, StepLoss, reference_target
 
-
-def _trainer_with(block: dict, num_channels: int) -> MultiModalTrainer:
-    trainer = MultiModalTrainer.__new__(MultiModalTrainer)  # the hook only needs these attributes
-    dataset_json = {"channel_names": {str(c): "CT" for c in range(num_channels)}, "nnunet_mm": block}
-    trainer.mm_settings = MultiModalSettings.from_dataset_json(dataset_json)
-    trainer.configuration_manager = SimpleNamespace(spacing=[3.0, 1.5, 1.5])
-    trainer.augmentation_generator = torch.Generator().manual_seed(0)
-    return trainer
+ALWAYS_MISALIGN = {"misalignment": {"probability": 1.0}, "modality_dropout": {"probability": 0.0}, "seed": 0}
+NO_AUGMENTATION = {"misalignment": {"probability": 0.0}, "modality_dropout": {"probability": 0.0}, "seed": 0}
 
 
-ALWAYS = {"misalignment": {"probability": 1.0}, "modality_dropout": {"probability": 0.0}}
+def _trainer_with_channels(kit, block: dict, num_channels: int) -> MultiModalTrainer:
+    dataset_json = kit.dataset_json(block, channel_names={str(c): "CT" for c in range(num_channels)})
+    del dataset_json["nnunet_mm"]["phase_names"]  # the phantom names its two phases
+    return kit.trainer(MultiModalTrainer, dataset_json=dataset_json)
 
 
-def test_reference_channel_is_bit_identical_and_others_move():
-    trainer = _trainer_with(ALWAYS, num_channels=3)
-    data = torch.randn(2, 3, 16, 24, 24)
-    augmented = trainer.augment_multimodal(data.clone())
+def test_reference_channel_is_bit_identical_and_others_move(trainer_kit):
+    trainer = _trainer_with_channels(trainer_kit, ALWAYS_MISALIGN, num_channels=3)
+    data = torch.randn(2, 3, 48, 48)
+    augmented, draw = trainer.augment_multimodal(data.clone())
     assert torch.equal(augmented[:, 0], data[:, 0])
     assert not torch.allclose(augmented[:, 1:], data[:, 1:])
+    assert draw.misalignment is not None and not draw.misalignment.active[:, 0].any()
 
 
-def test_cascade_channels_beyond_the_images_are_left_alone():
-    trainer = _trainer_with(ALWAYS, num_channels=2)
-    data = torch.randn(2, 4, 16, 24, 24)  # 2 image channels + 2 one-hot channels of a previous stage
-    augmented = trainer.augment_multimodal(data.clone())
+def test_cascade_channels_beyond_the_images_are_left_alone(trainer_kit):
+    trainer = trainer_kit.trainer(MultiModalTrainer, block=ALWAYS_MISALIGN)  # 2 phases
+    data = torch.randn(2, 4, 48, 48)  # 2 image channels + 2 one-hot channels of a previous stage
+    augmented, _ = trainer.augment_multimodal(data.clone())
     assert augmented.shape == data.shape
     assert torch.equal(augmented[:, 2:], data[:, 2:])
     assert not torch.allclose(augmented[:, 1], data[:, 1])
 
 
-def test_single_channel_dataset_is_untouched():
-    trainer = _trainer_with(ALWAYS, num_channels=1)
-    data = torch.randn(2, 1, 16, 24, 24)
-    assert torch.equal(trainer.augment_multimodal(data.clone()), data)
+def test_single_channel_dataset_is_untouched(trainer_kit):
+    trainer = _trainer_with_channels(trainer_kit, ALWAYS_MISALIGN, num_channels=1)
+    data = torch.randn(2, 1, 48, 48)
+    augmented, draw = trainer.augment_multimodal(data.clone())
+    assert torch.equal(augmented, data) and draw.misalignment is None and draw.dropout is None
 
 
-def test_dropout_duplicates_a_present_channel():
+def test_dropout_duplicates_a_present_channel(trainer_kit):
     block = {"misalignment": {"probability": 0.0}, "modality_dropout": {"probability": 1.0, "mode": "duplicate"}}
-    trainer = _trainer_with(block, num_channels=2)
-    data = torch.randn(2, 2, 8, 8, 8)
-    augmented = trainer.augment_multimodal(data.clone())
+    trainer = trainer_kit.trainer(MultiModalTrainer, block=block)
+    data = torch.randn(2, 2, 16, 16)
+    augmented, _ = trainer.augment_multimodal(data.clone())
     assert torch.equal(augmented[:, 1], data[:, 0])
 
 
-
-def _split_trainer(tmp_path, monkeypatch, fold=0) -> MultiModalTrainer:
-    import nnunetv2.paths
-
-    monkeypatch.setattr(nnunetv2.paths, "nnUNet_raw", str(tmp_path / "raw"))
-    trainer = MultiModalTrainer.__new__(MultiModalTrainer)
-    trainer.fold, trainer.local_rank = fold, 0
-    trainer.preprocessed_dataset_folder_base = str(tmp_path / "pre" / "Dataset777_X")
-    trainer.plans_manager = SimpleNamespace(dataset_name="Dataset777_X")
-    trainer.print_to_log_file = lambda *args, **kwargs: None
-    (tmp_path / "raw" / "Dataset777_X").mkdir(parents=True)
-    (tmp_path / "pre" / "Dataset777_X").mkdir(parents=True)
-    return trainer
+def test_settings_come_from_the_preprocessed_dataset_json_and_name_it(trainer_kit):
+    trainer = trainer_kit.trainer(MultiModalTrainer, block={"reference_channel": 1}, initialize=False)
+    assert trainer.mm_settings.reference_channel == 1 and trainer.mm_settings.phase_names == ("pv", "art")
+    assert trainer.dataset_settings.source.startswith(f"{trainer.preprocessed_dataset_folder_base}/dataset.json")
+    with pytest.raises(ValueError, match=re.escape(f"{trainer_kit.preprocessed}/dataset.json")):
+        trainer_kit.trainer(MultiModalTrainer, block={"reference_channel": 5}, initialize=False)
 
 
-def test_a_converter_split_in_the_raw_folder_is_adopted(tmp_path, monkeypatch):
-    trainer = _split_trainer(tmp_path, monkeypatch)
-    shipped = '[{"train": ["a", "b"], "val": ["c"]}]'
-    (tmp_path / "raw" / "Dataset777_X" / "splits_final.json").write_text(shipped)
-    trainer._adopt_raw_splits()
-    assert (tmp_path / "pre" / "Dataset777_X" / "splits_final.json").read_text() == shipped
+# ----------------------------------------------------------------------------------------------------------------
+# the step
 
 
-def test_an_existing_preprocessed_split_wins(tmp_path, monkeypatch):
-    trainer = _split_trainer(tmp_path, monkeypatch)
-    (tmp_path / "raw" / "Dataset777_X" / "splits_final.json").write_text("[1]")
-    (tmp_path / "pre" / "Dataset777_X" / "splits_final.json").write_text("[2]")
-    trainer._adopt_raw_splits()
-    assert (tmp_path / "pre" / "Dataset777_X" / "splits_final.json").read_text() == "[2]"
+def _batch(trainer) -> dict:
+    loader, _ = trainer.get_dataloaders()
+    return next(loader)
+
+
+def test_without_augmentation_the_step_is_nnunets_step(trainer_kit):
+    """Same weights, same batch: MultiModalTrainer's step computes nnU-Net's loss and makes nnU-Net's update."""
+    ours = trainer_kit.trainer(MultiModalTrainer, block=NO_AUGMENTATION)
+    nnunet = trainer_kit.trainer(nnUNetTrainer)
+    nnunet.network.load_state_dict(ours.network.state_dict())
+    batch = _batch(ours)
+    loss_ours = ours.train_step(batch)["loss"]
+    loss_nnunet = nnunet.train_step(batch)["loss"]
+    assert loss_ours == pytest.approx(loss_nnunet, rel=1e-6)
+    for (name, a), b in zip(ours.network.named_parameters(), nnunet.network.parameters()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+class MeanLogitTrainer(MultiModalTrainer):
+    """nnU-Net's loss, logging the mean full-resolution logit as an extra value."""
+
+    extra_log_keys = ("mean_logit",)
+
+    def compute_loss(self, data, target, draw, batch) -> StepLoss:
+        output = self.network(data)
+        return StepLoss(self.loss(output, reference_target(target)), {"mean_logit": output[0].mean()})
+
+
+def test_the_method_hook_runs_once_per_step_and_its_logs_reach_nnunets_logger(trainer_kit, monkeypatch):
+    trainer = trainer_kit.trainer(MeanLogitTrainer)
+    calls = []
+    hook = MeanLogitTrainer.compute_loss
+    monkeypatch.setattr(MeanLogitTrainer, "compute_loss", lambda self, *args: calls.append(1) or hook(self, *args))
+    batch = _batch(trainer)
+    outputs = [trainer.train_step(batch) for _ in range(3)]
+    assert len(calls) == 3
+    assert all(set(o) == {"loss", "mean_logit"} and np.isfinite(o["mean_logit"]) for o in outputs)
+
+    trainer.on_train_epoch_end(outputs)
+    logged = trainer.logger.local_logger.my_fantastic_logging
+    assert logged["mean_logit"] == [pytest.approx(float(np.mean([o["mean_logit"] for o in outputs])))]
+    assert logged["train_losses"] == [pytest.approx(float(np.mean([o["loss"] for o in outputs])))]
+    log = open(trainer.log_file, encoding="utf-8").read()
+    assert log.count("nnunet_mm: mean_logit ") == 1
+
+
+def test_an_extra_log_key_missing_from_a_checkpoint_is_padded_per_epoch(trainer_kit):
+    """Resuming from a checkpoint written before a key existed keeps one entry per epoch."""
+    trainer = trainer_kit.trainer(MeanLogitTrainer)
+    trainer.current_epoch = 2
+    trainer.on_train_epoch_end([{"loss": np.float32(1.0), "mean_logit": np.float32(0.5)}])
+    values = trainer.logger.local_logger.my_fantastic_logging["mean_logit"]
+    assert len(values) == 3 and np.isnan(values[:2]).all() and values[2] == 0.5
+
+
+class UndeclaredLogTrainer(MultiModalTrainer):
+    def compute_loss(self, data, target, draw, batch) -> StepLoss:
+        step = super().compute_loss(data, target, draw, batch)
+        return StepLoss(step.loss, {"undeclared": step.loss})
+
+
+def test_a_log_value_not_declared_in_extra_log_keys_is_refused(trainer_kit):
+    trainer = trainer_kit.trainer(UndeclaredLogTrainer)
+    with pytest.raises(RuntimeError, match="undeclared"):
+        trainer.train_step(_batch(trainer))
+
+
+class HugeLossTrainer(MultiModalTrainer):
+    def compute_loss(self, data, target, draw, batch) -> StepLoss:
+        return StepLoss(1e6 * super().compute_loss(data, target, draw, batch).loss)
+
+
+def test_the_step_clips_the_gradient_norm_at_12_as_nnunet_does(trainer_kit):
+    trainer = trainer_kit.trainer(HugeLossTrainer)
+    trainer.train_step(_batch(trainer))
+    gradients = [p.grad for p in trainer.network.parameters() if p.grad is not None]
+    assert gradients and float(torch.linalg.vector_norm(torch.stack([g.norm() for g in gradients]))) <= 12 * 1.001
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# splits and the log file
+
+
+def test_a_converter_split_in_the_raw_folder_is_adopted(trainer_kit):
+    cases = trainer_kit.case_ids
+    shipped = [{"train": cases[:3], "val": cases[3:]}]
+    (trainer_kit.raw / "splits_final.json").write_text(json.dumps(shipped))
+    trainer = trainer_kit.trainer(MultiModalTrainer, fold=0, initialize=False)
+    assert trainer.do_split() == (cases[:3], cases[3:])
+    assert json.loads((trainer_kit.preprocessed / "splits_final.json").read_text()) == shipped
+
+
+def test_an_existing_preprocessed_split_wins(trainer_kit):
+    cases = trainer_kit.case_ids
+    (trainer_kit.raw / "splits_final.json").write_text(json.dumps([{"train": cases[:3], "val": cases[3:]}]))
+    (trainer_kit.preprocessed / "splits_final.json").write_text(json.dumps([{"train": cases[1:], "val": cases[:1]}]))
+    trainer = trainer_kit.trainer(MultiModalTrainer, fold=0, initialize=False)
+    assert trainer.do_split() == (cases[1:], cases[:1])
 
 
 LOG_UNDER_ASCII_LOCALE = """
-import sys
+import json, sys
+import torch
 from nnunet_mm.training.multimodal_trainer import MultiModalTrainer
-trainer = MultiModalTrainer.__new__(MultiModalTrainer)
-trainer.local_rank, trainer.log_file = 0, sys.argv[1]
+plans = json.loads(open(sys.argv[1], encoding="utf-8").read())
+plans["continue_training"] = False
+dataset_json = json.loads(open(sys.argv[2], encoding="utf-8").read())
+trainer = MultiModalTrainer(plans, "2d", "all", dataset_json, torch.device("cpu"))
 trainer.print_to_log_file("channel T1\\u03c1 \\u2192 ok", also_print_to_console=False)
-print(open(sys.argv[1], "rb").read().decode("ascii"))
+print(open(trainer.log_file, "rb").read().decode("ascii"))
 """
 
 
-def test_log_lines_survive_an_ascii_locale(tmp_path):
+def test_log_lines_survive_an_ascii_locale(trainer_kit):
     """nnU-Net opens its log in the locale's encoding; a non-ASCII message must not crash training there."""
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
            "PYTHONIOENCODING": "ascii"}
-    log_file = tmp_path / "training_log.txt"
-    result = subprocess.run([sys.executable, "-c", LOG_UNDER_ASCII_LOCALE, str(log_file)], env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", LOG_UNDER_ASCII_LOCALE,
+                             str(trainer_kit.preprocessed / "nnUNetPlans.json"),
+                             str(trainer_kit.preprocessed / "dataset.json")], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "channel T1\\u03c1 \\u2192 ok" in result.stdout

@@ -7,8 +7,9 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
+from nnunet_mm.evaluation.metrics import dice
 from nnunet_mm.weak.cltn_gan import CLTNConfig, LabelTransferGAN, save_checkpoint
-from nnunet_mm.weak.pseudo_masks import binarize_attention_mask, dice, export_pseudo_mask_dataset
+from nnunet_mm.weak.pseudo_masks import binarize_attention_mask, export_pseudo_mask_dataset
 from nnunet_mm.weak.synthetic import write_skin_lesion_dataset
 
 

@@ -1,8 +1,8 @@
 """WeakLabelTrainer's settings from the dataset.json block."""
 import pytest
 
-from nnunet_mm.settings.multimodal import MultiModalSettings
-from nnunet_mm.weak.settings import WeakTrainingSettings
+from nnunet_mm.settings import read_settings
+from nnunet_mm.weak.settings import WEAK_SUPERVISION_KEY, WeakTrainingSettings
 
 
 def _dataset_json(block: dict | None) -> dict:
@@ -13,16 +13,18 @@ def _dataset_json(block: dict | None) -> dict:
 
 
 def test_defaults_are_the_method_values():
-    settings = WeakTrainingSettings.from_dataset_json(_dataset_json(None))
+    settings = read_settings(_dataset_json(None)).method(WEAK_SUPERVISION_KEY)
+    assert settings == WeakTrainingSettings()
     assert (settings.ema_decay, settings.consistency_weight, settings.refinement_interval) == (0.99, 1.0, 100)
     assert (settings.confident_threshold, settings.uncertain_threshold) == (0.9, 0.6)
 
 
-def test_values_are_read_and_the_block_passes_the_base_settings():
+def test_values_are_read_and_the_rest_of_the_block_keeps_its_defaults():
     dataset_json = _dataset_json({"ema_decay": 0.95, "refinement_interval": 20, "uncertain_threshold": 0.5})
-    settings = WeakTrainingSettings.from_dataset_json(dataset_json)
+    dataset_settings = read_settings(dataset_json)
+    settings = dataset_settings.method(WEAK_SUPERVISION_KEY)
     assert (settings.ema_decay, settings.refinement_interval, settings.uncertain_threshold) == (0.95, 20, 0.5)
-    assert MultiModalSettings.from_dataset_json(dataset_json).extra["weak_supervision"]["refinement_interval"] == 20
+    assert dataset_settings.is_set(WEAK_SUPERVISION_KEY) and dataset_settings.multimodal.reference_channel == 0
 
 
 @pytest.mark.parametrize("block, message", [
@@ -36,5 +38,6 @@ def test_values_are_read_and_the_block_passes_the_base_settings():
 ])
 def test_bad_values_are_refused_naming_file_and_key(block, message):
     with pytest.raises((KeyError, ValueError)) as error:
-        WeakTrainingSettings.from_dataset_json(_dataset_json(block), source="Dataset508/dataset.json")
-    assert message in str(error.value) and "Dataset508/dataset.json" in str(error.value)
+        read_settings(_dataset_json(block), "Dataset508/dataset.json")
+    assert message in str(error.value)
+    assert "Dataset508/dataset.json: 'nnunet_mm'.weak_supervision" in str(error.value)

@@ -1,10 +1,15 @@
-"""Unpaired multimodal datasets (AMOS CT/MRI, MM-WHS CT/MR): one channel whose modality changes from case to case.
+"""The unpaired CT/MR layout shared by converters 504 (AMOS CT/MRI) and 509 (MM-WHS CT/MR): one channel whose
+modality changes from case to case.
+
+This is the shape of those two challenges, not a generic helper: the channel naming, the ``per_case_modality`` block,
+the LPS reorientation and the label-fix notes are decisions taken for them; the converters only find their files and
+name their labels.
 
 CT and MR scans of these challenges come from different patients, so they cannot be channels of one case. They
 become one single-channel nnU-Net dataset in which every case is either CT or MR, and the modality of each case is
-recorded in dataset.json's ``"nnunet_mm"`` block (read by trainers that treat the modalities differently, e.g. CMC)::
+recorded in dataset.json's ``'nnunet_mm'`` block (read by trainers that treat the modalities differently, e.g. CMC)::
 
-    "nnunet_mm": {
+    'nnunet_mm': {
         "modalities": {"0": "CT|MR"},                      # channel 0 holds CT or MR, "|"-separated
         "per_case_modality": {"amos_0001": "CT", "amos_0507": "MR", ...},   # every written case, Tr and Ts
         "source": "/abs/path/of/the/input", "converter": "Dataset504_AMOS",

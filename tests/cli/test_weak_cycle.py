@@ -5,56 +5,47 @@ ignore label declared) → planning → ``nnUNetv2_train -tr WeakLabelTrainer_de
 refinement, final validation through nnU-Net's predictor) → the teacher restored from the checkpoint (``--c``'s
 path).
 """
+from __future__ import annotations
+
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
 
+from nnunet_mm.cli.main import main as nnunet_mm
+
 pytestmark = pytest.mark.slow
 
 
-def _run(env: dict, *command: str) -> str:
-    done = subprocess.run(list(command), env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
-    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
+@pytest.fixture
+def one_torch_thread():
+    """The GAN's small convolutions run tens of times slower on torch's default thread pool on a shared 2-core box."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
-def test_weak_label_cycle_gan_export_train_resume(tmp_path, monkeypatch, quick_fingerprint):
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiments, preprocess
-
-    from nnunet_mm.cli.main import main
+def test_weak_label_cycle_gan_export_train_resume(cli, plan_in_process, one_torch_thread):
     from nnunet_mm.weak.synthetic import write_skin_lesion_dataset
 
-    paths = {"nnUNet_raw": tmp_path / "raw", "nnUNet_preprocessed": tmp_path / "pre", "nnUNet_results": tmp_path / "res"}
-    for name, value in paths.items():
-        monkeypatch.setenv(name, str(value))
-    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
-    env = dict(os.environ, nnUNet_n_proc_DA="0", nnUNet_def_n_proc="1", OMP_NUM_THREADS="1",
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    write_skin_lesion_dataset(paths["nnUNet_raw"], dataset_id=920, num_diseased=6, num_normal=4, size=32)
-    torch.set_num_threads(1)
-
+    write_skin_lesion_dataset(cli.raw, dataset_id=920, num_diseased=6, num_normal=4, size=32)
+    gan = cli.results / "gan"
     tiny = ["--size", "16", "--base-channels", "4", "--res-blocks", "1", "--discriminator-channels", "4"]
-    assert main(["weak-train-gan", "-d", "920", "-o", str(tmp_path / "gan"), "--iterations", "2", *tiny,
-                 "-device", "cpu"]) == 0
-    assert main(["weak-train-gan", "-d", "920", "-o", str(tmp_path / "gan"), "--iterations", "3", *tiny,
-                 "-device", "cpu", "--continue"]) == 0
-    assert torch.load(tmp_path / "gan" / "cltn_checkpoint.pt", weights_only=True)["iteration"] == 3
-    assert main(["weak-export", "-d", "920", "-m", str(tmp_path / "gan"), "--target-id", "921", "-device", "cpu"]) == 0
-    target = paths["nnUNet_raw"] / "Dataset921_SkinBlobsPseudoMasks"
+    assert nnunet_mm(["weak-train-gan", "-d", "920", "-o", str(gan), "--iterations", "2", *tiny, "-device", "cpu"]) == 0
+    assert nnunet_mm(["weak-train-gan", "-d", "920", "-o", str(gan), "--iterations", "3", *tiny,
+                      "-device", "cpu", "--continue"]) == 0
+    assert torch.load(gan / "cltn_checkpoint.pt", weights_only=True)["iteration"] == 3
+    assert nnunet_mm(["weak-export", "-d", "920", "-m", str(gan), "--target-id", "921", "-device", "cpu"]) == 0
+    target = cli.raw / "Dataset921_SkinBlobsPseudoMasks"
     assert json.loads((target / "dataset.json").read_text())["labels"]["ignore"] == 2
 
-    quick_fingerprint(921)
-    plan_experiments([921])
-    preprocess([921], configurations=("2d",), num_processes=(1,))
-    _run(env, "nnUNetv2_train", "921", "2d", "0", "-tr", "WeakLabelTrainer_debug", "-device", "cpu")
+    plan_in_process(921, ("2d",))
+    cli.run("nnUNetv2_train", "921", "2d", "0", "-tr", "WeakLabelTrainer_debug", "-device", "cpu")
 
-    fold = paths["nnUNet_results"] / target.name / "WeakLabelTrainer_debug__nnUNetPlans__2d" / "fold_0"
+    fold = cli.results / target.name / "WeakLabelTrainer_debug__nnUNetPlans__2d" / "fold_0"
     log = next(fold.glob("training_log_*.txt")).read_text(encoding="utf-8")
     assert "4 normal case(s) trained as all background" in log
     assert "nnunet_mm: refined" in log

@@ -1,0 +1,1 @@
+"""Evaluation shared by every method: overlap metrics with one documented convention."""

@@ -1,0 +1,140 @@
+"""The CLI cycles: nnU-Net's and the plugin's commands in subprocesses, as a user types them.
+
+Every test gets its own three nnU-Net folders (:class:`CommandLine`). Datasets that several cycles train on are
+written, planned and preprocessed once per session by :func:`shared_dataset` and copied into each test's folders,
+so a test may write into its copy (splits, statistics, unlabeled cases) without touching another test's.
+
+The subprocesses run on the CPU with the settings that keep a 2-core machine busy with training rather than with
+process start-up: no data-augmentation workers, one export worker, no ``torch.compile``, one torch thread.
+They start without ``nnUNet_extTrainer``: the plugin's start-up hook must supply it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from filelock import FileLock
+
+FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+QUIET_CPU = {"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1", "nnUNet_compile": "f", "OMP_NUM_THREADS": "1"}
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """One test's nnU-Net folders and the environment its commands run in."""
+
+    raw: Path
+    preprocessed: Path
+    results: Path
+    env: dict[str, str]
+
+    def run(self, *command: str) -> str:
+        """Run ``command``; fail the test with the end of its output unless it exits with 0. Returns its stdout."""
+        done = self.attempt(*command)
+        assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done.stdout
+
+    def attempt(self, *command: str) -> subprocess.CompletedProcess:
+        """Run ``command`` and return what it did, whatever its exit status."""
+        import time; _t = time.perf_counter()  # TEMPTIMING
+        _d = subprocess.run(list(command), env=self.env, capture_output=True, encoding="utf-8", errors="replace",
+                              timeout=600)
+        print(f"TEMPTIMING {time.perf_counter() - _t:6.1f} s  {' '.join(command[:3])}", file=sys.stderr, flush=True)  # TEMPTIMING
+        return _d
+
+    def adopt(self, dataset: "SharedDataset") -> None:
+        """Copy a session dataset's raw and preprocessed folders into this test's folders."""
+        shutil.copytree(dataset.raw, self.raw / dataset.name)
+        shutil.copytree(dataset.preprocessed, self.preprocessed / dataset.name)
+
+
+@dataclass(frozen=True)
+class SharedDataset:
+    """A dataset written, planned and preprocessed once per session; read it only (see :meth:`CommandLine.adopt`)."""
+
+    name: str
+    raw: Path
+    preprocessed: Path
+
+
+def _environment(raw: Path, preprocessed: Path, results: Path) -> dict[str, str]:
+    env = dict(os.environ, nnUNet_raw=str(raw), nnUNet_preprocessed=str(preprocessed), nnUNet_results=str(results),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""), **QUIET_CPU)
+    env.pop("nnUNet_extTrainer", None)
+    return env
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CommandLine:
+    """Empty nnU-Net folders for this test, also set in this process (for commands run in-process)."""
+    folders = [tmp_path / name for name in ("raw", "pre", "res")]
+    for folder in folders:
+        folder.mkdir()
+    env = _environment(*folders)
+    for name in FOLDERS:
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+    return CommandLine(*folders, env)
+
+
+def _plan_in_process(dataset_id: int, configurations: tuple[str, ...], quick_fingerprint) -> None:
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiments, preprocess
+
+    quick_fingerprint(dataset_id)
+    plan_experiments([dataset_id])
+    preprocess([dataset_id], configurations=configurations, num_processes=(1,) * len(configurations))
+
+
+@pytest.fixture(scope="session")
+def plan_in_process(quick_fingerprint) -> Callable[[int, tuple[str, ...]], None]:
+    """``plan_in_process(dataset_id, configurations)``: fingerprint (fewer intensity samples), plan and preprocess
+    with nnU-Net's API in this process, in the folders of the environment; the command-line version of this step
+    is covered by ``test_end_to_end.py``."""
+    return lambda dataset_id, configurations: _plan_in_process(dataset_id, configurations, quick_fingerprint)
+
+
+def _shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder that every xdist worker of this session sees (the session's own folder without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "cli_datasets"
+
+
+def shared_dataset(tmp_path_factory: pytest.TempPathFactory, name: str,
+                   build: Callable[[Path, Path], None]) -> SharedDataset:
+    """The dataset ``name``, built by ``build(raw, preprocessed)`` by the first worker that asks for it (the others
+    wait for it under a file lock). ``build`` runs with nnU-Net's folders set to ``raw`` and ``preprocessed``."""
+    root = _shared_root(tmp_path_factory) / name
+    root.parent.mkdir(parents=True, exist_ok=True)
+    raw, preprocessed, done = root / "raw", root / "pre", root / "complete"
+    with FileLock(str(root) + ".lock"):
+        if not done.is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            for folder in (raw, preprocessed):
+                folder.mkdir(parents=True)
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("nnUNet_raw", str(raw))
+                patch.setenv("nnUNet_preprocessed", str(preprocessed))
+                build(raw, preprocessed)
+            done.touch()
+    return SharedDataset(name, raw / name, preprocessed / name)
+
+
+@pytest.fixture(scope="session")
+def two_phase_liver(tmp_path_factory: pytest.TempPathFactory, quick_fingerprint) -> SharedDataset:
+    """``Dataset590_TwoPhaseLiver``: 5 training and 1 test phantom, portal-venous + arterial, 12×48×48, planned
+    and preprocessed in 2d."""
+
+    def build(raw: Path, preprocessed: Path) -> None:
+        from nnunet_mm.phantom import write_nnunet_raw
+
+        write_nnunet_raw(raw, dataset_id=590, name="TwoPhaseLiver", num_training=5, num_test=1, seed=3,
+                         shape_zyx=(12, 48, 48), phases=("pv", "art"))
+        _plan_in_process(590, ("2d",), quick_fingerprint)
+
+    return shared_dataset(tmp_path_factory, "Dataset590_TwoPhaseLiver", build)

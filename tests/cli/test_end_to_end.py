@@ -1,0 +1,109 @@
+"""The user's path, verbatim: nnU-Net's own commands in subprocesses, with only the three path variables set.
+
+1. ``nnunet_mm demo``'s cycle on phantoms (convert 511 → nnUNetv2_plan_and_preprocess → nnUNetv2_train
+   MultiModalTrainer_debug → nnUNetv2_predict → nnunet_mm predict with phases missing → nnUNetv2_evaluate_simple).
+2. A real dataset we did not generate (BRATS 2015 FLAIR + T1c from ../shared/realdata), written by a plain script
+   with no "nnunet_mm" block and z-scored channel names, trained and predicted with the stock commands.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_mm.demo import format_dice_table, run_demo
+
+pytestmark = pytest.mark.slow
+REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "brats2015-deepmedic"
+
+
+def test_demo_cycle_trains_predicts_and_evaluates(cli):
+    result = run_demo(cli.results / "demo", num_training=6, num_test=2, shape_zyx=(24, 48, 48), device="cpu")
+    results = cli.results / "demo" / "nnUNet_results" / "Dataset511_MultiPhaseLiver"
+    fold = results / "MultiModalTrainer_debug__nnUNetPlans__3d_fullres" / "fold_0"
+    assert (fold / "checkpoint_final.pth").is_file()
+    assert json.loads((fold / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"] >= 0
+    log = next(fold.glob("training_log_*.txt")).read_text()
+    assert "nnunet_mm: 4 channel(s), reference channel 0 (pv)" in log
+    for run_name in ("pred_all_phases", "pred_missing_phases"):
+        predictions = sorted((cli.results / "demo" / run_name).glob("*.nii.gz"))
+        assert len(predictions) == 2
+        assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(predictions[0]))))) <= {0, 1, 2}
+        # an all-background prediction scores 0; 8 unseeded iterations give 0.19-0.3 at this size, so 0.2 was flaky
+        assert result.dice[run_name]["liver"] > 0.1
+    filled = json.loads((cli.results / "demo" / "pred_missing_phases" / "missing_channels.json").read_text())
+    assert all(entry["filled"] == [1, 3] and entry["available"] == [0, 2] for entry in filled.values())
+    assert result.overlay_png.is_file() and result.overlay_png.stat().st_size > 10_000
+    assert "| pred_missing_phases |" in format_dice_table(result)
+
+
+def _write_foreign_dataset(raw: Path, cases: list[Path], test_cases: list[Path]) -> Path:
+    """What a user's own script would write: 2 channels, no nnunet_mm block, downsampled to keep the test fast."""
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    folder = raw / "Dataset600_RealBrats"
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (folder / sub).mkdir(parents=True)
+    shrink = sitk.ResampleImageFilter()
+
+    def downsample(image: sitk.Image, is_label: bool) -> sitk.Image:
+        spacing = (6.0, 6.0, 6.0)
+        size = [int(round(n * s / t)) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing)]
+        shrink.SetOutputSpacing(spacing)
+        shrink.SetSize(size)
+        shrink.SetOutputOrigin(image.GetOrigin())
+        shrink.SetOutputDirection(image.GetDirection())
+        shrink.SetInterpolator(sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear)
+        return shrink.Execute(image)
+
+    for images_dir, labels_dir, group in (("imagesTr", "labelsTr", cases), ("imagesTs", "labelsTs", test_cases)):
+        for case in group:
+            for channel, name in enumerate(("Flair_subtrMeanDivStd", "T1c_subtrMeanDivStd")):
+                image = downsample(sitk.ReadImage(str(case / f"{name}.nii.gz")), is_label=False)
+                sitk.WriteImage(image, str(folder / images_dir / f"{case.name}_{channel:04d}.nii.gz"))
+            label = sitk.ReadImage(str(case / "OTMultiClass.nii.gz"))
+            whole_tumour = sitk.Cast(downsample(label, is_label=True) > 0, sitk.sitkUInt8)
+            sitk.WriteImage(whole_tumour, str(folder / labels_dir / f"{case.name}.nii.gz"))
+    generate_dataset_json(str(folder), {0: "FLAIR", 1: "T1c"}, {"background": 0, "tumour": 1},
+                          len(cases), ".nii.gz", dataset_name="RealBrats")
+    return folder
+
+
+@pytest.mark.skipif(not REALDATA.is_dir(), reason=f"real sample data not found at {REALDATA} (CI has it)")
+def test_stock_commands_on_a_dataset_we_did_not_generate(cli):
+    all_cases = sorted(p for split in ("train", "validation", "test") for p in (REALDATA / split).iterdir())
+    folder = _write_foreign_dataset(cli.raw, all_cases[:4], all_cases[4:5])
+    cli.run("nnUNetv2_plan_and_preprocess", "-d", "600", "-c", "3d_fullres", "-np", "1", "-npfp", "1",
+            "--verify_dataset_integrity")
+    cli.run("nnUNetv2_train", "600", "3d_fullres", "all", "-tr", "MultiModalTrainer_debug", "-device", "cpu")
+    model_args = ["-d", "600", "-c", "3d_fullres", "-tr", "MultiModalTrainer_debug", "-f", "all", "-device", "cpu"]
+    cli.run("nnUNetv2_predict", "-i", str(folder / "imagesTs"), "-o", str(cli.results / "pred"), *model_args,
+            "-npp", "0", "-nps", "0", "--disable_progress_bar")
+    flair_only = cli.results / "flair_only"
+    flair_only.mkdir()
+    flair = next((folder / "imagesTs").glob("*_0000.nii.gz"))
+    (flair_only / flair.name).symlink_to(flair)
+    cli.run(sys.executable, "-m", "nnunet_mm.cli.main", "predict", "-i", str(flair_only),
+            "-o", str(cli.results / "pred_flair_only"), *model_args, "--disable_progress_bar")
+    cli.run("nnUNetv2_evaluate_simple", str(folder / "labelsTs"), str(cli.results / "pred"), "-l", "1")
+    summary = json.loads((cli.results / "pred" / "summary.json").read_text())
+    assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0
+    case = flair.name[: -len("_0000.nii.gz")]
+    for run_name in ("pred", "pred_flair_only"):
+        prediction = sitk.ReadImage(str(cli.results / run_name / f"{case}.nii.gz"))
+        assert prediction.GetSize() == sitk.ReadImage(str(flair)).GetSize()
+    report = json.loads((cli.results / "pred_flair_only" / "missing_channels.json").read_text())
+    assert report[case] == {"available": [0], "filled": [1], "fill_mode": "duplicate"}
+
+    missing_reference = cli.results / "t1c_only"
+    missing_reference.mkdir()
+    t1c = next((folder / "imagesTs").glob("*_0001.nii.gz"))
+    (missing_reference / t1c.name).symlink_to(t1c)
+    refused = cli.attempt(sys.executable, "-m", "nnunet_mm.cli.main", "predict", "-i", str(missing_reference),
+                          "-o", str(cli.results / "never"), *model_args)
+    assert refused.returncode != 0
+    assert f"{case}_0000.nii.gz: reference channel 0 is missing" in refused.stderr
