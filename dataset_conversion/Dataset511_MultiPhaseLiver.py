@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 import SimpleITK as sitk
+from skimage.metrics import normalized_mutual_information
 
 from nnunet_mm.conversion.errors import ConversionError
 from nnunet_mm.conversion.runner import (add_common_arguments, map_cases, prepare_output, run_converter_cli,
@@ -282,28 +283,13 @@ def normalized_cross_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / denominator) if denominator > 0 else float("nan")
 
 
-def normalized_mutual_information(a: np.ndarray, b: np.ndarray, bins: int = QA_HISTOGRAM_BINS) -> float:
-    """Studholme's NMI (H(a) + H(b)) / H(a, b) from a joint histogram: 1 = independent, 2 = one determines the
-    other."""
-    joint, _, _ = np.histogram2d(a.ravel().astype(np.float64), b.ravel().astype(np.float64), bins=bins)
-    joint /= joint.sum()
-
-    def entropy(p: np.ndarray) -> float:
-        p = p[p > 0]
-        return float(-(p * np.log(p)).sum())
-
-    joint_entropy = entropy(joint)
-    if joint_entropy == 0:
-        return float("nan")
-    return (entropy(joint.sum(axis=0)) + entropy(joint.sum(axis=1))) / joint_entropy
-
-
 def _similarity(reference: np.ndarray, phase: np.ndarray) -> dict[str, float | None]:
     """NCC and NMI rounded for JSON; None where undefined (no voxels to compare, or a constant image)."""
     if reference.size < 2:
         return {"ncc": None, "nmi": None}
-    scores = {"ncc": normalized_cross_correlation(reference, phase),
-              "nmi": normalized_mutual_information(reference, phase)}
+    with np.errstate(divide="ignore", invalid="ignore"):  # constant images: NMI 0/0 is undefined (None below)
+        nmi = normalized_mutual_information(reference, phase, bins=QA_HISTOGRAM_BINS)
+    scores = {"ncc": normalized_cross_correlation(reference, phase), "nmi": float(nmi)}
     return {name: round(value, 5) if math.isfinite(value) else None for name, value in scores.items()}
 
 

@@ -33,6 +33,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 from scipy.interpolate import CubicSpline
+from scipy.spatial.transform import Rotation
+from scipy.stats import special_ortho_group
 
 from nnunet_mm.settings import BLOCK_KEY
 
@@ -323,19 +325,8 @@ def _smooth_noise(rng: np.random.Generator, shape_zyx: Sequence[int], control_po
 def _small_rotation(rng: np.random.Generator, max_angle_deg: float) -> np.ndarray:
     """3×3 rotation (acting on zyx vectors) about a random axis by an angle uniform in [-max, max] degrees."""
     axis = rng.standard_normal(3)
-    axis /= np.linalg.norm(axis)
     angle = np.deg2rad(rng.uniform(-max_angle_deg, max_angle_deg))
-    cross = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
-    return np.eye(3) + np.sin(angle) * cross + (1.0 - np.cos(angle)) * cross @ cross
-
-
-def _random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """A uniformly random 3×3 rotation matrix."""
-    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
+    return Rotation.from_rotvec(angle * axis / np.linalg.norm(axis)).as_matrix()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -509,7 +500,7 @@ def _try_lesion(
     center_index = np.array(np.unravel_index(rng.choice(liver_voxels), liver.shape), dtype=float)
     center_index += rng.uniform(-0.5, 0.5, 3)
     semi_axes_mm = radius_mm * rng.uniform(0.75, 1.25, 3)
-    rotation = _random_rotation(rng)
+    rotation = special_ortho_group.rvs(3, random_state=rng)  # uniform (Haar) on SO(3)
     deformation_amplitude = 0.15
     half_box = np.ceil(semi_axes_mm.max() * (1 + deformation_amplitude) / spacing).astype(int) + 1
     low = np.round(center_index).astype(int) - half_box

@@ -58,7 +58,14 @@ def available_channel_files(folder: Path | str, file_ending: str, num_channels: 
         FileNotFoundError: ``folder`` does not exist.
         ValueError: every misnamed file and every channel index out of range, one line each, naming the file.
     """
-    folder = Path(folder)
+    cases, problems = _scan(Path(folder), file_ending, num_channels, source, refuse_other_files)
+    _raise_problems(problems, Path(folder))
+    return cases
+
+
+def _scan(folder: Path, file_ending: str, num_channels: int | None, source: str,
+          refuse_other_files: bool) -> tuple[dict[str, dict[int, Path]], list[str]]:
+    """The listing of :func:`available_channel_files` and its problems (not raised yet)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: image folder not found.")
     found: dict[str, dict[int, Path]] = {}
@@ -78,8 +85,7 @@ def available_channel_files(folder: Path | str, file_ending: str, num_channels: 
                             f"(_0000 .. _{num_channels - 1:04d})")
             continue
         found.setdefault(match["case"], {})[channel] = path
-    _raise_problems(problems, folder)
-    return {case: dict(sorted(channels.items())) for case, channels in sorted(found.items())}
+    return {case: dict(sorted(channels.items())) for case, channels in sorted(found.items())}, problems
 
 
 def case_channel_files(folder: Path | str, file_ending: str, num_channels: int | None, *,
@@ -100,12 +106,11 @@ def case_channel_files(folder: Path | str, file_ending: str, num_channels: int |
 
     Raises:
         FileNotFoundError: ``folder`` does not exist.
-        ValueError: every problem of :func:`available_channel_files` and every missing channel file, one line each.
+        ValueError: every problem of :func:`available_channel_files` and every missing channel file, together, one
+            line each.
     """
     folder = Path(folder)
-    cases = available_channel_files(folder, file_ending, num_channels, source=source,
-                                    refuse_other_files=refuse_other_files)
-    problems = []
+    cases, problems = _scan(folder, file_ending, num_channels, source, refuse_other_files)
     for case, channels in cases.items():
         expected = num_channels if num_channels is not None else max(channels) + 1
         for channel in range(expected):

@@ -2,7 +2,7 @@
 
 ::
 
-    "modalities": {"0": "CT|MR", "1": "atlas_prior:liver"},   # what each channel is (beyond channel_names)
+    "modalities": {"0": "CT|MR", "1": "atlas_prior:liver"},   # what each channel is (or a list, one per channel)
     "per_case_modality": {"amos_0001": "CT", ...},            # unpaired datasets: the modality of each case
     "source": "/abs/path/of/the/input",                        # or {"train": "...", "test": "..."}
     "converter": "Dataset504_AMOS",
@@ -42,8 +42,14 @@ class DatasetDescription:
         """
         modalities: dict[int, str] = {}
         raw = block.get("modalities") or {}
+        if isinstance(raw, list):  # one entry per channel (converter 505 writes this form)
+            if len(raw) != num_channels:
+                raise ValueError(f"{where}.modalities as a list needs one entry per channel ({num_channels}), got "
+                                 f"{raw!r}.")
+            raw = dict(enumerate(raw))
         if not isinstance(raw, Mapping):
-            raise ValueError(f"{where}.modalities must be an object {{\"<channel>\": \"<modality>\"}}, got {raw!r}.")
+            raise ValueError(f"{where}.modalities must be an object {{\"<channel>\": \"<modality>\"}} or a list with "
+                             f"one modality per channel, got {raw!r}.")
         for channel, modality in raw.items():
             if not str(channel).isdigit() or not 0 <= int(channel) < num_channels or not isinstance(modality, str):
                 raise ValueError(f"{where}.modalities: entry {channel!r}: {modality!r} must map a channel index in "

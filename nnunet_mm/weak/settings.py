@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nnunet_mm.settings.block import register_sub_block
+from nnunet_mm.settings.block import BLOCK_KEY, register_sub_block
 from nnunet_mm.settings.validation import check_keys, number
 from nnunet_mm.weak.image_labels import IMAGE_LABELS_KEY, parse_image_labels_value
 
@@ -41,7 +41,7 @@ class WeakTrainingSettings:
 
     @classmethod
     def from_dict(cls, block: Mapping[str, Any] | None,
-                  where: str = f"nnunet_mm.{WEAK_SUPERVISION_KEY}") -> "WeakTrainingSettings":
+                  where: str = f"'{BLOCK_KEY}'.{WEAK_SUPERVISION_KEY}") -> "WeakTrainingSettings":
         """Parse the block (None or missing: defaults).
 
         Raises:

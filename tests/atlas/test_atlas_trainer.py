@@ -1,39 +1,38 @@
-"""MASPriorTrainer's augmentation hooks without an nnU-Net run (its CLI cycle is in tests/cli/test_mas_cycle.py)."""
+"""MASPriorTrainer's augmentation hooks, the trainer built the nnU-Net way on the session's planned phantom (its
+channel 1 declared an atlas prior); its CLI cycle is in tests/cli/test_mas_cycle.py."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
+import pytest
 import torch
 
 from nnunet_mm.atlas.prior_augmentation import ImageChannelsOnly
-from nnunet_mm.settings.multimodal import MultiModalSettings
 from nnunet_mm.atlas.trainer import MASPriorTrainer
 
-PRIOR_DATASET_JSON = {"channel_names": {"0": "MR", "1": "noNorm", "2": "noNorm"},
-                      "labels": {"background": 0, "liver": 1, "tumor": 2},
-                      "nnunet_mm": {"modalities": {"0": "MR", "1": "atlas_prior:liver", "2": "atlas_prior:tumor"}}}
+
+def _prior_trainer(kit, **block) -> MASPriorTrainer:
+    """Channel 0 the image, channel 1 the liver's atlas prior (named ``noNorm``, marked in ``modalities``)."""
+    dataset_json = kit.dataset_json({"modalities": {"0": "CT", "1": "atlas_prior:liver"}, **block},
+                                    channel_names={"0": "CT", "1": "noNorm"})
+    return kit.trainer(MASPriorTrainer, dataset_json=dataset_json)
 
 
-def _trainer_without_nnunet() -> MASPriorTrainer:
-    trainer = MASPriorTrainer.__new__(MASPriorTrainer)
-    trainer.prior_channels, trainer.num_image_channels = [1, 2], 1
-    trainer.mm_settings = dataclasses.replace(MultiModalSettings.from_dataset_json(PRIOR_DATASET_JSON),
-                                              num_channels=1)
-    trainer.augmentation_generator = torch.Generator().manual_seed(0)
-    trainer.prior_dropout_probability = 1.0
-    return trainer
-
-
-def test_device_augmentation_drops_priors_and_keeps_the_image():
-    trainer = _trainer_without_nnunet()
-    data = torch.rand(2, 3, 16, 16) + 0.1
-    out, _ = trainer.augment_multimodal_with_draw(data)
+def test_device_augmentation_drops_priors_and_keeps_the_image(trainer_kit):
+    trainer = _prior_trainer(trainer_kit, prior_dropout={"probability": 1.0}, seed=0)
+    assert trainer.prior_channels == [1] and trainer.mm_settings.num_channels == 1
+    data = torch.rand(2, 2, 16, 16) + 0.1
+    out, _ = trainer.augment_multimodal(data)
     assert torch.equal(out[:, 0], data[:, 0]) and torch.all(out[:, 1:] == 0)
 
 
-def test_training_transforms_restrict_intensity_transforms_to_the_image():
-    trainer = _trainer_without_nnunet()
+def test_prior_dropout_defaults_to_0_3_and_the_trainer_refuses_a_dataset_without_priors(trainer_kit):
+    assert _prior_trainer(trainer_kit).prior_dropout_probability == 0.3
+    with pytest.raises(ValueError, match="marks no atlas prior channels"):
+        trainer_kit.trainer(MASPriorTrainer, initialize=False)
+
+
+def test_training_transforms_restrict_intensity_transforms_to_the_image(trainer_kit):
+    trainer = _prior_trainer(trainer_kit)
     pipeline = trainer.get_training_transforms((32, 32), (-np.pi, np.pi), None, (0, 1), False,
-                                               use_mask_for_norm=[False] * 3, foreground_labels=[1, 2])
+                                               use_mask_for_norm=[False] * 2, foreground_labels=[1, 2])
     assert sum(isinstance(t, ImageChannelsOnly) for t in pipeline.transforms) == 7

@@ -24,7 +24,7 @@ def test_cmc_trainer_cli_cycle_with_unlabeled_cases(cli, plan_in_process):
     assert len(csc) == 2 and all(value > 0 for value in csc)  # 0 when a step skips the unlabeled cases
     images = next(cli.raw.glob("Dataset581_*")) / "imagesTs"
     cli.run("nnUNetv2_predict", "-i", str(images), "-o", str(cli.results / "pred"), "-d", "581", "-c", "3d_fullres",
-            "-tr", "CMCTrainer_debug", "-f", "0", "-device", "cpu", "--disable_tta")
+            "-tr", "CMCTrainer_debug", "-f", "0", "-device", "cpu", "--disable_tta", "-npp", "0", "-nps", "0")
     predictions = sorted((cli.results / "pred").glob("*.nii.gz"))
     assert len(predictions) == 1
     image = sitk.ReadImage(str(images / predictions[0].name.replace(".nii.gz", "_0000.nii.gz")))

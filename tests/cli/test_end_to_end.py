@@ -21,7 +21,9 @@ pytestmark = pytest.mark.slow
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "brats2015-deepmedic"
 
 
-def test_demo_cycle_trains_predicts_and_evaluates(cli):
+def test_demo_cycle_trains_predicts_and_evaluates(cli, monkeypatch):
+    for name, value in {**cli.env, "nnUNet_n_proc_DA": "1"}.items():  # the demo's commands start from os.environ
+        monkeypatch.setenv(name, value)
     result = run_demo(cli.results / "demo", num_training=6, num_test=2, shape_zyx=(24, 48, 48), device="cpu")
     results = cli.results / "demo" / "nnUNet_results" / "Dataset511_MultiPhaseLiver"
     fold = results / "MultiModalTrainer_debug__nnUNetPlans__3d_fullres" / "fold_0"
@@ -78,7 +80,7 @@ def test_stock_commands_on_a_dataset_we_did_not_generate(cli):
     all_cases = sorted(p for split in ("train", "validation", "test") for p in (REALDATA / split).iterdir())
     folder = _write_foreign_dataset(cli.raw, all_cases[:4], all_cases[4:5])
     cli.run("nnUNetv2_plan_and_preprocess", "-d", "600", "-c", "3d_fullres", "-np", "1", "-npfp", "1",
-            "--verify_dataset_integrity")
+            "--verify_dataset_integrity", nnUNet_n_proc_DA="1")  # nnU-Net's planner fails with 0
     cli.run("nnUNetv2_train", "600", "3d_fullres", "all", "-tr", "MultiModalTrainer_debug", "-device", "cpu")
     model_args = ["-d", "600", "-c", "3d_fullres", "-tr", "MultiModalTrainer_debug", "-f", "all", "-device", "cpu"]
     cli.run("nnUNetv2_predict", "-i", str(folder / "imagesTs"), "-o", str(cli.results / "pred"), *model_args,

@@ -59,3 +59,32 @@ def test_the_bottleneck_fuses_the_partner():
         with_self = network.forward_pair([x, x])["outputs"][0]
         with_other = network.forward_pair([x, torch.randn_like(x)])["outputs"][0]
     assert not torch.allclose(with_self, with_other)
+
+
+def test_the_reference_channel_travels_in_the_state_dict():
+    """nnU-Net's predictor builds the network from the plans (reference 0), then loads the weights."""
+    torch.manual_seed(0)
+    trained = CMCUNet(input_channels=2, num_classes=3, deep_supervision=False, **_kwargs(2)).eval()
+    trained.set_reference_channel(1)
+    rebuilt = CMCUNet(input_channels=2, num_classes=3, deep_supervision=False, **_kwargs(2)).eval()
+    rebuilt.load_state_dict(trained.state_dict())
+    assert rebuilt.reference_channel == 1
+    x = torch.randn(1, 2, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), trained(x))
+        assert not torch.allclose(rebuilt(x), trained.forward_pair([x[:, :1], x[:, 1:]])["outputs"][0])
+
+
+def test_weights_saved_without_a_reference_channel_load_with_channel_0():
+    torch.manual_seed(0)
+    network = CMCUNet(input_channels=2, num_classes=3, deep_supervision=False, reference_channel=1, **_kwargs(2))
+    old_weights = {k: v for k, v in network.state_dict().items() if k != "reference_index"}
+    network.load_state_dict(old_weights)
+    assert network.reference_channel == 0
+
+
+def test_a_reference_channel_outside_the_inputs_is_refused():
+    with pytest.raises(ValueError, match="reference_channel 2 is not one of the 2 channels"):
+        CMCUNet(input_channels=2, num_classes=3, reference_channel=2, **_kwargs(2))
+    with pytest.raises(ValueError, match="reference channel 1 is not one of the 1 channels"):
+        CMCUNet(input_channels=1, num_classes=3, **_kwargs(2)).set_reference_channel(1)

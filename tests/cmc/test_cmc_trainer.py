@@ -1,31 +1,42 @@
-"""CMCTrainer pieces that need no nnU-Net run: pairing across modalities, self-pairs, the consistency schedule."""
+"""CMCTrainer, built the nnU-Net way on the session's planned phantom: pairing across modalities, self-pairs, the
+consistency schedule, unlabeled cases (one meaning), the semi-supervised terms inside the shared training step,
+resuming, and the reference channel that ``nnUNetv2_predict`` rebuilds from the weights."""
 from __future__ import annotations
 
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
 import torch
 
+import nnunet_mm.cmc.trainer as cmc_trainer
 from nnunet_mm.cmc.trainer import CMCTrainer
+from planned_phantom import DATASET_NAME, PHANTOM_ID
+
+MODALITIES = {"ct1": "CT", "ct2": "CT", "mr1": "MR", "mr2": "MR"}
 
 
-def _trainer(modalities: dict[str, str]) -> CMCTrainer:
-    trainer = CMCTrainer.__new__(CMCTrainer)
-    trainer.case_modality = modalities
-    trainer.paired = False
-    trainer.augmentation_generator = torch.Generator().manual_seed(0)
-    return trainer
+def _unpaired_trainer(kit, modalities: dict[str, str]) -> CMCTrainer:
+    """A single-channel (unpaired) CMCTrainer whose block gives each case's modality."""
+    dataset_json = kit.dataset_json({"per_case_modality": modalities, "seed": 0}, channel_names={"0": "CT"})
+    del dataset_json["nnunet_mm"]["phase_names"]  # the phantom names its two phases
+    return kit.trainer(CMCTrainer, dataset_json=dataset_json)
 
 
-def test_pairs_mix_modalities_when_the_batch_has_both():
-    trainer = _trainer({"ct1": "CT", "ct2": "CT", "mr1": "MR", "mr2": "MR"})
-    order = trainer._pair_order(["ct1", "mr1", "ct2", "mr2"]).tolist()
+def test_pairs_mix_modalities_when_the_batch_has_both(trainer_kit):
+    trainer = _unpaired_trainer(trainer_kit, MODALITIES)
+    assert not trainer.paired and trainer.case_modality == MODALITIES
     keys = ["ct1", "mr1", "ct2", "mr2"]
+    order = trainer._pair_order(keys).tolist()
     pairs = [(keys[a], keys[b]) for a, b in zip(order[:2], order[2:])]
-    assert all(trainer.case_modality[a] != trainer.case_modality[b] for a, b in pairs)
+    assert all(MODALITIES[a] != MODALITIES[b] for a, b in pairs)
 
 
-def test_self_pairs_copy_the_first_stream_and_respect_the_probability():
-    trainer = _trainer({})
-    trainer.self_pairing_probability = 1.0
+def test_self_pairs_copy_the_first_stream_and_respect_the_probability(trainer_kit):
+    trainer = _unpaired_trainer(trainer_kit, {})
     data = torch.randn(4, 1, 8, 8)
+    trainer.self_pairing_probability = 1.0
     first, second = trainer._streams(data, torch.arange(4))
     assert torch.equal(first, second)
     trainer.self_pairing_probability = 0.0
@@ -33,8 +44,8 @@ def test_self_pairs_copy_the_first_stream_and_respect_the_probability():
     assert torch.equal(first, data[:2]) and torch.equal(second, data[2:])
 
 
-def test_consistency_terms_start_at_the_configured_epoch():
-    trainer = _trainer({})
+def test_consistency_terms_start_at_the_configured_epoch(trainer_kit):
+    trainer = trainer_kit.trainer(CMCTrainer, initialize=False)
     trainer.num_epochs, trainer.semi_start_fraction = 10, 0.7
     trainer.current_epoch = 6
     assert trainer.consistency_weights() == (0.0, 0.0)
@@ -43,58 +54,136 @@ def test_consistency_terms_start_at_the_configured_epoch():
     assert 0 < w_csc < 0.01 and w_cac == 1.0
 
 
-def test_paired_two_channel_step_uses_unlabeled_cases_with_gradients(tmp_path, monkeypatch, quick_fingerprint):
-    """The paired regime end to end in-process: label-fraction dataset of two co-registered phases, unlabeled
-    cases preprocessed, one CMC step with both consistency terms switched on."""
-    import os
+# ----------------------------------------------------------------------------------------------------------------
+# unlabeled cases
 
-    import numpy as np
-    from batchgenerators.utilities.file_and_folder_operations import load_json
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiments, preprocess
 
-    from nnunet_mm.cmc.label_fraction import make_label_fraction_dataset
-    from nnunet_mm.phantom import write_nnunet_raw
+def _add_unlabeled_cases(kit, folder_name: str = "imagesUnl") -> None:
+    """Two labeled cases' images, renamed, as the raw dataset's unlabeled cases; preprocessed for ``2d``."""
     from nnunet_mm.cmc.unlabeled import preprocess_unlabeled
 
-    for name, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "pre"), ("nnUNet_results", "res")):
-        monkeypatch.setenv(name, str(tmp_path / sub))
-    monkeypatch.setenv("nnUNet_n_proc_DA", "1")
-    write_nnunet_raw(tmp_path / "raw", dataset_id=582, name="Paired", num_training=4, seed=4, shape_zyx=(12, 32, 32),
-                     phases=("pv", "art"), misregistration=False)
-    make_label_fraction_dataset(582, 0.5, target_id=583)
-    quick_fingerprint(583)
-    plan_experiments([583])
-    preprocess([583], configurations=("3d_fullres",), num_processes=(1,))
-    preprocess_unlabeled(583, "3d_fullres")
+    folder = kit.raw / folder_name
+    folder.mkdir()
+    for index, case in enumerate(kit.case_ids[:2]):
+        for image in sorted((kit.raw / "imagesTr").glob(f"{case}_*.nii.gz")):
+            shutil.copyfile(image, folder / image.name.replace(case, f"unlabeled_{index:03d}"))
+    preprocess_unlabeled(PHANTOM_ID, "2d")
 
-    base = next((tmp_path / "pre").glob("Dataset583_*"))
-    plans = load_json(str(base / "nnUNetPlans.json"))
-    plans["continue_training"] = False
-    os.environ["nnUNet_n_proc_DA"] = "0"  # single-threaded loaders in this process (monkeypatch restores it)
-    trainer = CMCTrainer(plans, "3d_fullres", "all", load_json(str(base / "dataset.json")), torch.device("cpu"))
-    trainer.initialize()
-    assert trainer.paired
-    loader, _ = trainer.get_dataloaders()
-    trainer.dataloader_unlabeled = trainer._make_unlabeled_loader()
+
+def _log(trainer) -> str:
+    return open(trainer.log_file, encoding="utf-8").read()
+
+
+def test_training_is_semi_supervised_exactly_when_unlabeled_cases_were_preprocessed(trainer_kit):
+    trainer = trainer_kit.trainer(CMCTrainer)
+    assert trainer.unlabeled_cases_folder() is None
+    assert "CMC trains supervised only" in _log(trainer)
+    assert f"nnunet_mm preprocess-unlabeled -d {DATASET_NAME} -c 2d" in _log(trainer)
+
+    _add_unlabeled_cases(trainer_kit)  # the default folder, imagesUnl: no key in the block needed
+    folder = trainer.unlabeled_cases_folder()
+    assert folder == trainer_kit.preprocessed / "nnUNetPlans_2d_unlabeled"
+    assert "2 unlabeled case(s)" in _log(trainer)
+
+
+def test_a_declared_unlabeled_folder_that_was_not_preprocessed_refuses_to_train(trainer_kit):
+    trainer = trainer_kit.trainer(CMCTrainer, block={"unlabeled_dir": "myUnlabeled"})
+    with pytest.raises(FileNotFoundError, match=f"'myUnlabeled'.*'nnunet_mm preprocess-unlabeled -d {DATASET_NAME} "
+                                                f"-c 2d'"):
+        trainer.on_train_start()
+
+
+@pytest.mark.parametrize("kept_term", ["csc", "cac"])
+def test_each_unlabeled_term_trains_the_shared_encoder_in_the_shared_step(trainer_kit, monkeypatch, kept_term):
+    """With nnU-Net's supervised loss zeroed and the other consistency term switched off, the kept term alone
+    must reach the encoder through MultiModalTrainer's step (the public code's bug: it never back-propagates
+    them), and it must not before the semi-supervised start epoch."""
+    _add_unlabeled_cases(trainer_kit)
+    trainer = trainer_kit.trainer(CMCTrainer, block={"seed": 0})
+    trainer.on_train_start()
+    assert trainer.paired and trainer.dataloader_unlabeled is not None
+    calls = []
+    hook = CMCTrainer.compute_loss
+    monkeypatch.setattr(CMCTrainer, "compute_loss", lambda self, *args: calls.append(1) or hook(self, *args))
+    monkeypatch.setattr(trainer, "loss", lambda output, target: 0.0 * sum(o.sum() for o in output))
+    switched_off = "anatomical_consistency" if kept_term == "csc" else "channel_nt_xent"
+    monkeypatch.setattr(cmc_trainer, switched_off, lambda *args, **kwargs: torch.zeros(()))
+
+    def encoder_gradient() -> float:
+        return sum(float(p.grad.abs().sum()) for p in trainer.unwrapped_network.encoder.parameters()
+                   if p.grad is not None)
+
     trainer.current_epoch = int(0.85 * trainer.num_epochs)  # between the start and the end: both terms weighted
     assert all(weight > 0 for weight in trainer.consistency_weights())
-    before = [p.detach().clone() for p in trainer.cmc_network.encoder.parameters()]
-    result = trainer.train_step(next(loader))
-    assert np.isfinite(result["loss"]) and result["csc_loss"] > 0 and np.isfinite(result["cac_loss"])
-    after = list(trainer.cmc_network.encoder.parameters())
-    assert any(not torch.equal(b, a) for b, a in zip(before, after))
+    result = trainer.train_step(next(trainer.dataloader_train))
+    assert len(calls) == 1
+    assert result[f"{kept_term}_loss"] > 0 and np.isfinite(result["loss"])
+    assert encoder_gradient() > 0
 
-    # resuming (what `nnUNetv2_train ... --c` does: a new trainer loads the checkpoint) restores the extra logs, and
-    # the next epoch appends to them and rebuilds the unlabeled loader
-    trainer.current_epoch = 0
-    trainer.on_train_epoch_end([result])
+    trainer.current_epoch = 0  # before the start: no unlabeled batch, no gradient at all
+    result = trainer.train_step(next(trainer.dataloader_train))
+    assert result[f"{kept_term}_loss"] == 0 and encoder_gradient() == 0
+
+
+def test_the_extra_logs_survive_resuming(trainer_kit, tmp_path):
+    """What ``nnUNetv2_train ... --c`` does: a new trainer loads the checkpoint, its log keeps csc and cac."""
+    trainer = trainer_kit.trainer(CMCTrainer)
+    trainer.on_train_epoch_end([{"loss": np.float32(1.0), "csc_loss": np.float32(0.25), "cac_loss": np.float32(0.5)}])
+    assert "nnunet_mm: csc 0.2500" in _log(trainer)
     trainer.save_checkpoint(str(tmp_path / "checkpoint_latest.pth"))
-    resumed = CMCTrainer({**plans, "continue_training": True}, "3d_fullres", "all", load_json(str(base / "dataset.json")), torch.device("cpu"))
+    resumed = CMCTrainer({**trainer_kit.plans(), "continue_training": True}, "2d", "all",
+                         trainer_kit.dataset_json(), torch.device("cpu"))
     resumed.load_checkpoint(str(tmp_path / "checkpoint_latest.pth"))
     logged = resumed.logger.local_logger.my_fantastic_logging
-    assert resumed.current_epoch == 1
-    assert logged["csc_loss"] == [float(result["csc_loss"])] and logged["cac_loss"] == [float(result["cac_loss"])]
-    resumed.dataloader_unlabeled = resumed._make_unlabeled_loader()
-    assert next(resumed.dataloader_unlabeled)["data"].shape[1] == 2
-    resumed.on_train_epoch_end([{**result, "csc_loss": np.float32(0.5)}])
-    assert logged["csc_loss"] == [float(result["csc_loss"]), 0.5]
+    assert resumed.current_epoch == 1 and logged["csc_loss"] == [0.25] and logged["cac_loss"] == [0.5]
+    resumed.on_train_epoch_end([{"loss": np.float32(1.0), "csc_loss": np.float32(0.75), "cac_loss": np.float32(0)}])
+    assert logged["csc_loss"] == [0.25, 0.75]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the reference channel at inference
+
+
+def _predict(predictor, images: list[list[str]], output_folder) -> tuple[np.ndarray, np.ndarray]:
+    """nnU-Net's prediction from files (no worker processes): (segmentation, probabilities) of the one case."""
+    output_folder.mkdir(parents=True)
+    case = output_folder / "prediction"
+    predictor.predict_from_files_sequential(images, [str(case)], save_probabilities=True)
+    return (sitk.GetArrayFromImage(sitk.ReadImage(f"{case}.nii.gz")), np.load(f"{case}.npz")["probabilities"])
+
+
+def test_nnunet_predict_rebuilds_the_reference_channel_from_the_weights(trainer_kit, tmp_path):
+    """Train with reference channel 1, then predict with nnU-Net's predictor from the model folder (it rebuilds the
+    network from the plans, reference 0, and loads the checkpoint): same result as the trained network in-process."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    def predictor() -> nnUNetPredictor:
+        return nnUNetPredictor(use_mirroring=False, perform_everything_on_device=False, device=torch.device("cpu"),
+                               allow_tqdm=False)
+
+    trainer = trainer_kit.trainer(CMCTrainer, block={"reference_channel": 1, "seed": 0})
+    trainer.on_train_start()
+    for _ in range(2):
+        trainer.train_step(next(trainer.dataloader_train))
+    trainer.on_train_end()  # checkpoint_final.pth beside nnU-Net's copies of plans.json and dataset.json
+    case = trainer_kit.case_ids[0]
+    images = [[str(trainer_kit.raw / "imagesTr" / f"{case}_{channel:04d}.nii.gz") for channel in range(2)]]
+    outputs = [tmp_path / name for name in ("from_folder", "in_process", "channel_0")]
+
+    from_folder = predictor()
+    from_folder.initialize_from_trained_model_folder(trainer.output_folder_base, use_folds=("all",))
+    assert from_folder.network.reference_channel == 1
+    segmentation, probabilities = _predict(from_folder, images, outputs[0])
+
+    trainer.set_deep_supervision_enabled(False)
+    in_process = predictor()
+    in_process.manual_initialization(trainer.network, trainer.plans_manager, trainer.configuration_manager,
+                                     [trainer.network.state_dict()], trainer.dataset_json, "CMCTrainer",
+                                     trainer.inference_allowed_mirroring_axes)
+    expected_segmentation, expected_probabilities = _predict(in_process, images, outputs[1])
+    np.testing.assert_array_equal(segmentation, expected_segmentation)
+    np.testing.assert_allclose(probabilities, expected_probabilities, rtol=1e-5, atol=1e-6)
+
+    trainer.unwrapped_network.set_reference_channel(0)  # what the predictor did before the channel was stored
+    _, channel_0 = _predict(in_process, [images[0]], outputs[2])
+    assert not np.allclose(channel_0, expected_probabilities, atol=1e-3)  # so the comparison above can fail

@@ -35,13 +35,10 @@ def test_every_problem_is_listed_with_its_file(tmp_path):
     with pytest.raises(ValueError) as error:
         case_channel_files(tmp_path, ".nii.gz", 2, source="my/dataset.json", phase_names=("pv", "art"))
     message = str(error.value)
-    assert "2 problem(s)" in message  # listing problems first; missing channels are checked on a clean listing
+    assert "3 problem(s)" in message
     assert f"{tmp_path / 'c.nii.gz'}: not an image named CASE_XXXX.nii.gz" in message
     assert f"{tmp_path / 'd_0002.nii.gz'}: channel 2, but my/dataset.json has 2 channel(s) (_0000 .. _0001)" in message
-    (tmp_path / "c.nii.gz").unlink()
-    (tmp_path / "d_0002.nii.gz").unlink()
-    with pytest.raises(ValueError, match=r"b_0001.nii.gz: missing channel 1 \(art\) of case 'b'"):
-        case_channel_files(tmp_path, ".nii.gz", 2, phase_names=("pv", "art"))
+    assert f"{tmp_path / 'b_0001.nii.gz'}: missing channel 1 (art) of case 'b'" in message
 
 
 def test_files_without_the_ending_are_refused_only_when_asked(tmp_path):

@@ -134,6 +134,7 @@ def test_description_keys_are_read_and_typed():
     assert description.registration == {"method": "rigid"} and description.notes == ("one note",)
     as_strings = read_settings(_with_block(source={"train": "/a", "test": None}, registration="rigid")).description
     assert as_strings.source == {"train": "/a", "test": None} and as_strings.registration == "rigid"
+    assert read_settings(_with_block(modalities=["MR", "MR"])).description.modalities == {0: "MR", 1: "MR"}
     assert description.channels_with_modality_prefix("atlas_prior:") == [1]
     assert read_settings(TWO_CHANNELS).description == DatasetDescription()
 
@@ -141,7 +142,9 @@ def test_description_keys_are_read_and_typed():
 @pytest.mark.parametrize("block, message", [
     ({"modalities": {"2": "CT"}}, r"modalities: entry '2': 'CT' must map a channel index in \[0, 1\]"),
     ({"modalities": {"x": "CT"}}, r"modalities: entry 'x'"),
-    ({"modalities": ["CT"]}, r"modalities must be an object"),
+    ({"modalities": ["CT"]}, r"modalities as a list needs one entry per channel \(2\), got \['CT'\]"),
+    ({"modalities": "CT"}, r"modalities must be an object"),
+    ({"modalities": ["CT", 3]}, r"modalities: entry 1: 3 must map a channel index"),
     ({"per_case_modality": {"a": 1}}, r"per_case_modality must be an object"),
     ({"source": 5}, r"source must be a string or an object, got 5"),
     ({"converter": ["x"]}, r"converter must be a string"),

@@ -1,36 +1,33 @@
-"""SynthTumorTrainer: targets follow the inserted tumours at every deep-supervision scale (its CLI cycle is in
-tests/cli/test_synthesis_cycle.py)."""
+"""SynthTumorTrainer, built the nnU-Net way on the session's planned phantom: targets follow the inserted tumours
+at every deep-supervision scale, the synthesis runs inside the shared training step, both synthesizers plug in (its
+CLI cycle is in tests/cli/test_synthesis_cycle.py)."""
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
+from dataclasses import asdict
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
 from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 
-from nnunet_mm.settings.multimodal import MultiModalSettings
 from nnunet_mm.synthesis.handcrafted import HandcraftedSynthesizer
-from nnunet_mm.synthesis.settings import SynthesisSettings
 from nnunet_mm.synthesis.statistics import TumourContrastStatistics
 from nnunet_mm.synthesis.trainer import SynthTumorTrainer
 
 DS_SCALES = [[1.0, 1.0], [0.5, 0.5], [0.25, 0.25]]
 
 
-def _trainer(probability: float) -> SynthTumorTrainer:
-    trainer = SynthTumorTrainer.__new__(SynthTumorTrainer)
-    trainer.synthesis_settings = SynthesisSettings.from_dict({"probability": probability})
-    trainer.synthetic_probability = probability
-    trainer.liver_label, trainer.tumour_label = 1, 2
-    trainer.mm_settings = MultiModalSettings(num_channels=2)
-    trainer.configuration_manager = SimpleNamespace(spacing=[1.5, 1.5])
-    trainer.augmentation_generator = torch.Generator().manual_seed(0)
+def _trainer(kit, probability: float, **synthesis) -> SynthTumorTrainer:
+    """A SynthTumorTrainer on the phantom (2 phases; liver 1, tumour 2) whose handcrafted synthesizer reads a
+    statistics file with one tumour: portal-venous darker, arterial brighter than the liver."""
     statistics = TumourContrastStatistics(("pv", "art"), np.array([[-2.0, 3.0]]), np.zeros((1, 2)),
                                           np.zeros((1, 2)), ("real",))
-    trainer.synthesizer = HandcraftedSynthesizer(statistics, (1.5, 1.5))
-    return trainer
+    statistics_file = statistics.save(kit.preprocessed / "tumour_contrast_test.json")
+    block = {"synthesis": {"probability": probability, "statistics_file": str(statistics_file), **synthesis},
+             "seed": 0}
+    return kit.trainer(SynthTumorTrainer, block=block, configuration="3d_fullres" if synthesis else "2d")
 
 
 def _batch(batch_size: int = 4) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -48,8 +45,10 @@ def _pyramid(label: torch.Tensor) -> list[torch.Tensor]:
     return [torch.stack([scales[s] for scales in per_sample]) for s in range(len(DS_SCALES))]
 
 
-def test_targets_match_the_inserted_tumours_at_every_deep_supervision_scale():
-    trainer = _trainer(probability=1.0)
+def test_targets_match_the_inserted_tumours_at_every_deep_supervision_scale(trainer_kit):
+    trainer = _trainer(trainer_kit, probability=1.0)
+    assert isinstance(trainer.synthesizer, HandcraftedSynthesizer) and (trainer.liver_label, trainer.tumour_label) \
+        == (1, 2)
     data, targets = _batch()
     new_data, new_targets, chosen = trainer.insert_synthetic_tumours(data, targets)
     assert chosen.tolist() == [True, True, True, False]  # every sample with liver, none without
@@ -75,11 +74,38 @@ def _near(mask: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.max_pool2d(mask.float(), 5, stride=1, padding=2) > 0
 
 
-def test_probability_zero_leaves_the_batch_untouched():
-    trainer = _trainer(probability=0.0)
+def test_probability_zero_leaves_the_batch_untouched(trainer_kit):
+    trainer = _trainer(trainer_kit, probability=0.0)
     data, targets = _batch()
     new_data, new_targets, chosen = trainer.insert_synthetic_tumours(data, targets)
     assert not chosen.any() and new_data is data and all(a is b for a, b in zip(new_targets, targets))
+
+
+def test_synthesis_runs_inside_the_shared_step_before_the_augmentation_and_its_share_is_logged(trainer_kit,
+                                                                                                monkeypatch):
+    trainer = _trainer(trainer_kit, probability=1.0)
+    order = []
+    for name in ("insert_synthetic_tumours", "augment_multimodal", "compute_loss"):
+        method = getattr(SynthTumorTrainer, name)
+        monkeypatch.setattr(SynthTumorTrainer, name,
+                            lambda self, *args, _name=name, _method=method: order.append(_name) or _method(self, *args))
+    loader, _ = trainer.get_dataloaders()
+    outputs = [trainer.train_step(next(loader)) for _ in range(2)]
+    assert order == ["insert_synthetic_tumours", "augment_multimodal", "compute_loss"] * 2
+    assert all(set(o) == {"loss", "synthetic_fraction"} for o in outputs)
+    assert any(o["synthetic_fraction"] > 0 for o in outputs)  # the phantom's patches show liver
+
+    trainer.on_train_epoch_end(outputs)
+    fraction = float(np.mean([o["synthetic_fraction"] for o in outputs]))
+    assert trainer.logger.local_logger.my_fantastic_logging["synthetic_fraction"] == [pytest.approx(fraction)]
+    log = open(trainer.log_file, encoding="utf-8").read()
+    assert log.count(f"nnunet_mm: synthetic tumours in {100 * fraction:.1f} % of the training samples") == 1
+
+
+def test_dice_and_ce_weights_of_the_block_reach_nnunets_loss(trainer_kit):
+    trainer = _trainer(trainer_kit, probability=0.5)
+    dice_and_ce = trainer.loss.loss  # inside nnU-Net's deep-supervision wrapper
+    assert (dice_and_ce.weight_dice, dice_and_ce.weight_ce) == (1.0, 0.5)
 
 
 def test_keep_tumours_in_liver_reads_the_labels_from_the_prediction_folders_dataset_json(tmp_path, capsys):
@@ -104,21 +130,28 @@ def test_keep_tumours_in_liver_reads_the_labels_from_the_prediction_folders_data
     assert not (tmp_path / "out2").exists()  # staged: nothing is left behind
 
 
-def test_diffusion_synthesizer_plugs_into_the_step_in_3d():
-    """The trainer with part B's LatentDiffusionSynthesizer (real MONAI networks, tiny and untrained): tumours are
-    written into the 3D targets and the images change only at the tumours and their blending rim."""
+def test_diffusion_synthesizer_plugs_into_the_step_in_3d(trainer_kit):
+    """The trainer with part B's LatentDiffusionSynthesizer (real MONAI networks, tiny and untrained, from the model
+    folder the block names): tumours are written into the 3D targets and the images change only at the tumours and
+    their blending rim."""
+    from nnunet_mm.synthesis import model_checkpoints
     from nnunet_mm.synthesis.autoencoder import AutoencoderConfig, build_autoencoder
-    from nnunet_mm.synthesis.latent_diffusion import DiffusionConfig, LatentDiffusionSynthesizer, build_denoiser
+    from nnunet_mm.synthesis.latent_diffusion import (AUTOENCODER_WEIGHTS_NAME, WEIGHTS_NAME, DiffusionConfig,
+                                                      LatentDiffusionSynthesizer, build_denoiser)
 
     ae_config = AutoencoderConfig(channels=(8, 8), latent_channels=2, norm_num_groups=8, patch_size=(8, 16, 16),
                                   discriminator_layers=1)
     config = DiffusionConfig(channels=(8, 8), attention_levels=(False, False), num_head_channels=8,
                              norm_num_groups=8, patch_size=(8, 16, 16), num_train_timesteps=10,
                              num_inference_steps=2, margin_voxels=2)
-    trainer = _trainer(probability=1.0)
-    trainer.configuration_manager = SimpleNamespace(spacing=[3.0, 1.5, 1.5])
-    trainer.synthesizer = LatentDiffusionSynthesizer(build_autoencoder(ae_config), build_denoiser(config, 2, 2),
-                                                     config, ae_config, latent_scale=1.0, num_phases=2)
+    model_folder = trainer_kit.preprocessed / "tiny_latent_diffusion"
+    model_folder.mkdir()
+    model_checkpoints.write_config(model_folder, {"autoencoder": asdict(ae_config), "diffusion": asdict(config),
+                                                  "latent_scale": 1.0, "num_phases": 2})
+    model_checkpoints.save_weights(model_folder, AUTOENCODER_WEIGHTS_NAME, build_autoencoder(ae_config))
+    model_checkpoints.save_weights(model_folder, WEIGHTS_NAME, build_denoiser(config, 2, 2))
+    trainer = _trainer(trainer_kit, probability=1.0, synthesizer="diffusion", model_folder=str(model_folder))
+    assert isinstance(trainer.synthesizer, LatentDiffusionSynthesizer)
     label = torch.zeros(2, 1, 16, 32, 32, dtype=torch.int16)
     label[:, :, 2:14, 4:28, 4:28] = 1
     data = torch.randn(2, 2, 16, 32, 32, generator=torch.Generator().manual_seed(2))
