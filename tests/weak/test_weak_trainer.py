@@ -1,0 +1,82 @@
+"""WeakLabelTrainer, built the nnU-Net way on the session's planned phantom (its labels standing in for pseudo
+masks): the mean-teacher loss inside the shared training step, the EMA update after every optimizer step, image
+labels, the teacher beside the checkpoint, and refinement (the whole weak-label cycle through the commands is in
+tests/cli/test_weak_cycle.py)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_mm.weak.trainer import WeakLabelTrainer, WeakLabelTrainer_debug
+
+
+def _gradient(module: torch.nn.Module) -> float:
+    return sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
+
+
+def test_the_consistency_term_trains_the_student_in_the_shared_step(trainer_kit, monkeypatch):
+    """With nnU-Net's supervised loss zeroed, the student still gets gradients: from the consistency with the
+    teacher, which gets none (it is not trained by back-propagation)."""
+    trainer = trainer_kit.trainer(WeakLabelTrainer, block={"seed": 0})
+    calls = []
+    hook = WeakLabelTrainer.compute_loss
+    monkeypatch.setattr(WeakLabelTrainer, "compute_loss", lambda self, *args: calls.append(1) or hook(self, *args))
+    monkeypatch.setattr(trainer, "loss", lambda output, target: 0.0 * sum(o.sum() for o in output))
+    loader, _ = trainer.get_dataloaders()
+    result = trainer.train_step(next(loader))
+    assert len(calls) == 1 and set(result) == {"loss", "consistency_loss"} and result["consistency_loss"] > 0
+    assert _gradient(trainer.network) > 0
+    assert all(p.grad is None for p in trainer.teacher.parameters())
+
+
+def test_the_teacher_follows_the_student_after_every_optimizer_step(trainer_kit):
+    trainer = trainer_kit.trainer(WeakLabelTrainer, block={"seed": 0, "weak_supervision": {"ema_decay": 0.9}})
+    before = [p.detach().clone() for p in trainer.teacher.parameters()]
+    loader, _ = trainer.get_dataloaders()
+    trainer.train_step(next(loader))
+    for teacher_before, teacher, student in zip(before, trainer.teacher.parameters(),
+                                                trainer.student_network.parameters()):
+        torch.testing.assert_close(teacher, 0.9 * teacher_before + 0.1 * student.detach())
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.teacher.parameters()))
+
+
+def test_the_consistency_is_logged_once_per_epoch_and_refinement_follows(trainer_kit):
+    """The debug schedule refines after the first epoch: the teacher relabels every diseased training case."""
+    normal = trainer_kit.case_ids[0]
+    trainer = trainer_kit.trainer(WeakLabelTrainer_debug, block={"image_labels": {normal: "normal"}})
+    trainer.on_train_epoch_end([{"loss": np.float32(1.0), "consistency_loss": np.float32(0.125)}])
+    assert trainer.logger.local_logger.my_fantastic_logging["consistency_loss"] == [0.125]
+    log = open(trainer.log_file, encoding="utf-8").read()
+    assert log.count("nnunet_mm: consistency 0.12500 (weight ") == 1
+    assert "1 normal case(s) trained as all background" in log
+    refined = sorted(p.stem for p in trainer.refined_label_folder.glob("*.npy"))
+    assert refined == trainer_kit.case_ids[1:]  # every case but the normal one
+
+
+def test_image_labels_are_read_from_the_file_the_block_names(trainer_kit):
+    normal = trainer_kit.case_ids[-1]
+    (trainer_kit.raw / "image_labels.json").write_text(json.dumps({normal: "normal"}))
+    trainer = trainer_kit.trainer(WeakLabelTrainer, block={"image_labels": "image_labels.json"})
+    assert trainer.normal_cases == {normal}
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        trainer_kit.trainer(WeakLabelTrainer, block={"image_labels": "missing.json"})
+
+
+def test_the_teacher_is_restored_from_beside_the_checkpoint(trainer_kit, tmp_path):
+    """What ``nnUNetv2_train ... --c`` does: a new trainer loads the checkpoint and the teacher saved beside it."""
+    trainer = trainer_kit.trainer(WeakLabelTrainer, block={"seed": 0})
+    loader, _ = trainer.get_dataloaders()
+    trainer.train_step(next(loader))
+    checkpoint = str(tmp_path / "checkpoint_latest.pth")
+    trainer.save_checkpoint(checkpoint)
+    resumed = WeakLabelTrainer({**trainer_kit.plans(), "continue_training": True}, "2d", "all",
+                               trainer_kit.dataset_json(), torch.device("cpu"))
+    resumed.load_checkpoint(checkpoint)
+    for key, value in trainer.teacher.state_dict().items():
+        torch.testing.assert_close(resumed.teacher.state_dict()[key], value)
+    student = resumed.student_network.state_dict()
+    assert any(not torch.equal(student[k], v) for k, v in trainer.teacher.state_dict().items()
+               if v.is_floating_point())
