@@ -28,10 +28,9 @@ loaders of the dataset (kaiko-ai/eva ``docs/datasets/lits.md`` and other LiTS sc
 the direction quirk come from docs/datasets.md §2.7 and nnU-Net v1 Task029, and were not checked on real files here
 (no LiTS data is available to this project). The folder name of the test volumes is not relied on.
 
-Every file is read and checked before anything is written; all problems (missing segmentation, segmentation without
-volume, duplicate numbers, unreadable files, unknown label values, grid mismatches, an empty source) are raised
-together in one :class:`~nnunet_mm.conversion.ConversionError`, each line naming the file. The dataset is written
-into a staging folder that is renamed into place at the end; the input is only read.
+The problems found before anything is written (see :mod:`nnunet_mm.dataset_conversion` for what every converter
+guarantees): missing segmentation, segmentation without volume, duplicate numbers, unreadable files, unknown label
+values, grid mismatches, an empty source.
 """
 from __future__ import annotations
 
@@ -50,6 +49,7 @@ from nnunet_mm.conversion import (
     CaseRecord,
     DatasetSummary,
     add_common_arguments,
+    attempt,
     check_inside,
     image_from_array,
     label_dict,
@@ -153,18 +153,11 @@ def find_cases(root: Path) -> tuple[list[LitsCase], list[str]]:
 def validate_case(case: LitsCase) -> list[str]:
     """Read the files of ``case``; one problem line per unreadable file, segmentation off the volume's grid, or
     label value other than 0, 1, 2."""
-    try:
-        volume = read_image(case.volume)
-    except (ValueError, FileNotFoundError) as error:
-        volume, problems = None, [str(error)]
-    else:
-        problems = []
-    if case.segmentation is None:
+    problems: list[str] = []
+    volume = attempt(problems, read_image, case.volume)
+    segmentation = attempt(problems, read_image, case.segmentation) if case.segmentation is not None else None
+    if segmentation is None:
         return problems
-    try:
-        segmentation = read_image(case.segmentation)
-    except (ValueError, FileNotFoundError) as error:
-        return problems + [str(error)]
     if volume is not None:
         differences = geometry_differences(segmentation, volume, tolerance=GEOMETRY_TOLERANCE)
         if differences:
@@ -231,27 +224,12 @@ def convert_with_summary(source_dir: Path, *, output_root: Path | None = None, d
 
 def convert(source_dir: Path, *, output_root: Path | None = None, dataset_id: int = DATASET_ID,
             dataset_name: str = DATASET_NAME, overwrite: bool = False, num_processes: int = 1) -> Path:
-    """Convert the LiTS download into ``<output_root>/Dataset<id>_<name>``.
+    """Convert the LiTS download into ``<output_root>/Dataset<id>_<name>`` and return that folder; the other
+    arguments and the errors are those of every converter (:mod:`nnunet_mm.dataset_conversion`).
 
     Args:
         source_dir: folder or ``.zip``/``.tar`` archive with ``volume-N.nii``, ``segmentation-N.nii`` and
             ``test-volume-N.nii`` anywhere below it; only read.
-        output_root: where the dataset folder goes; None = ``$nnUNet_raw``.
-        dataset_id: nnU-Net dataset id (1..999).
-        dataset_name: the part after ``DatasetNNN_``.
-        overwrite: replace an existing dataset folder.
-        num_processes: cases checked and converted in parallel (spawned processes).
-
-    Returns:
-        The dataset folder.
-
-    Raises:
-        ConversionError: problems in the source data (all of them, one line each, naming the file), found before
-            anything is written.
-        FileExistsError: the dataset folder exists and ``overwrite`` is False.
-        FileNotFoundError: ``source_dir`` does not exist.
-        ValueError: invalid arguments, no output root, an output folder overlapping the input, or an archive with
-            members escaping the extraction folder.
     """
     return convert_with_summary(source_dir, output_root=output_root, dataset_id=dataset_id,
                                 dataset_name=dataset_name, overwrite=overwrite,
@@ -272,8 +250,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; prints the summary and returns 0, or prints the problems and returns 1."""
-    args = build_parser().parse_args(argv)
-    return run_converter_cli(convert_with_summary, args, source_dir=args.source_dir)
+    return run_converter_cli(convert_with_summary, build_parser(), argv)
 
 
 if __name__ == "__main__":

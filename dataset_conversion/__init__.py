@@ -1,8 +1,31 @@
 """Dataset converters, one module per dataset (``DatasetNNN_Name.py``), into nnU-Net's raw format.
 
-Each module exposes ``convert(source_dir, ...) -> Path`` and ``main(argv) -> int``. They run as scripts
+Each module exposes ``convert(source_dir, ...) -> Path``, ``convert_with_summary(source_dir, ...)`` (the same, but
+returning the summary that ``main`` prints), ``build_parser()`` and ``main(argv) -> int``. They run as scripts
 (``python dataset_conversion/Dataset511_MultiPhaseLiver.py --help``), as modules
 (``python -m nnunet_mm.dataset_conversion.Dataset511_MultiPhaseLiver``) and through ``nnunet_mm convert 511``.
+
+What every converter shares (each module's docstrings describe only its own arguments and layout):
+
+* Keyword arguments of ``convert``:
+  ``dataset_id`` (nnU-Net dataset id, 1..999), ``dataset_name`` (the part after ``DatasetNNN_``), ``output_root``
+  (where the dataset folder goes; None = ``$nnUNet_raw``), ``overwrite`` (replace an existing dataset folder) and
+  ``num_processes`` (cases checked and converted in parallel, in spawned processes). On the command line:
+  ``--dataset-id --dataset-name --output-root --overwrite -np``, plus ``-v`` for debug logging
+  (:func:`nnunet_mm.conversion.add_common_arguments`).
+* The guarantees: the source is only read; every case is checked before anything is written, and all problems are
+  raised together; the output is written into a staging folder that is renamed into place only when everything
+  succeeded (:func:`nnunet_mm.io.staged_dataset`).
+* The errors of ``convert``:
+
+  - ``ConversionError`` (a ``ValueError``): problems in the source data, all of them, one line each naming the file
+    or folder, found before anything is written;
+  - ``FileExistsError``: the dataset folder exists and ``overwrite`` is False;
+  - ``FileNotFoundError``: a source does not exist;
+  - ``ValueError``: invalid arguments, no output root, an output folder overlapping the input, or an archive member
+    escaping the extraction folder.
+
+  ``main`` prints them as ``error: ...`` and returns 1 (:func:`nnunet_mm.conversion.run_converter_cli`).
 """
 from __future__ import annotations
 

@@ -40,12 +40,13 @@ def test_hook_can_be_switched_off():
     assert value == "None"
 
 
-PLUGIN_TRAINERS = {"MultiModalTrainer": "multimodal_trainer", "MultiModalTrainer_debug": "multimodal_trainer",
-                   "CMGTrainer": "cmg_trainer", "CMGTrainer_debug": "cmg_trainer",
-                   "CMCTrainer": "cmc_trainer", "CMCTrainer_debug": "cmc_trainer",
-                   "SynthTumorTrainer": "synth_tumor_trainer", "SynthTumorTrainer_debug": "synth_tumor_trainer",
-                   "WeakLabelTrainer": "weak_label_trainer", "WeakLabelTrainer_debug": "weak_label_trainer",
-                   "MASPriorTrainer": "mas_prior_trainer", "MASPriorTrainer_debug": "mas_prior_trainer"}
+PLUGIN_TRAINERS = {"MultiModalTrainer": "training.multimodal_trainer",
+                   "MultiModalTrainer_debug": "training.multimodal_trainer",
+                   "CMGTrainer": "cmg.trainer", "CMGTrainer_debug": "cmg.trainer",
+                   "CMCTrainer": "cmc.trainer", "CMCTrainer_debug": "cmc.trainer",
+                   "SynthTumorTrainer": "synthesis.trainer", "SynthTumorTrainer_debug": "synthesis.trainer",
+                   "WeakLabelTrainer": "weak.trainer", "WeakLabelTrainer_debug": "weak.trainer",
+                   "MASPriorTrainer": "atlas.trainer", "MASPriorTrainer_debug": "atlas.trainer"}
 
 
 def test_nnunet_lookup_finds_every_plugin_trainer():
@@ -53,7 +54,7 @@ def test_nnunet_lookup_finds_every_plugin_trainer():
     code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find; "
             f"print(';'.join(c.__module__ + '.' + c.__name__ for c in map(find, {list(PLUGIN_TRAINERS)!r})))")
     found = _python(code, _clean_env()).split(";")
-    assert found == [f"nnunet_mm.training.{module}.{name}" for name, module in PLUGIN_TRAINERS.items()]
+    assert found == [f"nnunet_mm.{module}.{name}" for name, module in PLUGIN_TRAINERS.items()]
 
 
 def test_users_own_external_trainer_still_found(tmp_path):

@@ -1,8 +1,11 @@
-"""The one error type every converter raises for problems in the user's source data."""
+"""The one error type every converter raises for problems in the user's source data, and how checks collect them."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class ConversionError(ValueError):
@@ -23,3 +26,16 @@ def raise_if_problems(problems: Sequence[str], source_dir: Path | None = None) -
     """Raise :class:`ConversionError` when ``problems`` is not empty."""
     if problems:
         raise ConversionError(problems, source_dir)
+
+
+def attempt(problems: list[str], function: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """``function(*args, **kwargs)``, or None with the message of the ValueError or FileNotFoundError it raised
+    appended to ``problems``: how a check reads a source's files and goes on to collect every problem.
+
+    Example: ``image = attempt(problems, read_image, file)``.
+    """
+    try:
+        return function(*args, **kwargs)
+    except (ValueError, FileNotFoundError) as error:
+        problems.append(str(error))
+        return None

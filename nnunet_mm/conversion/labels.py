@@ -1,4 +1,5 @@
-"""Label value checks and remapping with a whitelist: every value not listed is an error naming the file."""
+"""Label value checks and remapping with a whitelist (every value not listed is an error naming the file), and the
+mapping back for exporting predictions."""
 from __future__ import annotations
 
 import logging
@@ -72,6 +73,29 @@ def remap_labels(array: np.ndarray, mapping: Mapping[int, int], file: Path, *,
     index = np.searchsorted(lookup_source, np.round(array).astype(np.int64))
     targets = np.array([mapping[v] for v in lookup_source.tolist()], dtype=dtype)
     return targets[index]
+
+
+def labels_back(segmentation: np.ndarray, nnunet_to_source: Mapping[int, int], *, dtype: type = np.uint16,
+                meaning: str = "") -> np.ndarray:
+    """Map nnU-Net label values (e.g. a prediction) back to the source's encoding, the inverse of
+    :func:`remap_labels` for exporting predictions.
+
+    Args:
+        segmentation: nnU-Net label values ``0..len(nnunet_to_source) - 1``.
+        nnunet_to_source: nnU-Net value → source value, with a key for every value from 0 up.
+        dtype: output type.
+        meaning: what the nnU-Net values stand for, quoted in the message, e.g. ``"1 edema, 2 NCR/NET"``.
+
+    Raises:
+        ValueError: a value that is not a key of ``nnunet_to_source`` (the message lists them).
+    """
+    segmentation = np.asarray(segmentation)
+    unknown = sorted(set(np.unique(segmentation).tolist()) - set(nnunet_to_source))
+    if unknown:
+        raise ValueError(f"segmentation has unexpected label values {unknown} outside the nnU-Net labels "
+                         f"{sorted(nnunet_to_source)}{f' ({meaning})' if meaning else ''}.")
+    lookup = np.array([nnunet_to_source[value] for value in range(len(nnunet_to_source))], dtype=dtype)
+    return lookup[segmentation.astype(np.intp)]
 
 
 def bin_intensities(array: np.ndarray, bins: Sequence[tuple[float, float, int]], file: Path,

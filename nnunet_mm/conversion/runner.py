@@ -9,7 +9,7 @@ import logging
 import multiprocessing
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,18 @@ logger = logging.getLogger(__name__)
 def sanitize_case_id(name: str) -> str:
     """Case id from a file or folder name: characters other than letters, digits, ``_`` and ``-`` become ``_``."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", name)
+
+
+def case_id_collisions(items: Iterable[T], case_id: Callable[[T], str]) -> list[tuple[T, T]]:
+    """``(item, first)`` for every item whose case id an earlier item already has, ignoring case (ids that differ
+    only in case collide on case-insensitive file systems); each converter words its own message from the pair."""
+    first_of_id: dict[str, T] = {}
+    collisions = []
+    for item in items:
+        first = first_of_id.setdefault(case_id(item).lower(), item)
+        if first is not item:
+            collisions.append((item, first))
+    return collisions
 
 
 def prepare_output(source_dir: Path, *, dataset_id: int, dataset_name: str, output_root: Path | None,
@@ -170,24 +182,37 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, dataset_id: int, da
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+def comma_list(text: str) -> list[str]:
+    """An argparse ``type``: ``"pv, art"`` → ``["pv", "art"]``; an empty list is refused."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
 class PrintableSummary(Protocol):
     """What a converter's ``convert_with_summary`` returns: :class:`DatasetSummary` or a converter's own summary."""
 
     def format(self) -> str: ...
 
 
-def run_converter_cli(convert_with_summary: Callable[..., PrintableSummary], args: argparse.Namespace,
-                      **kwargs: Any) -> int:
-    """Call ``convert_with_summary`` with the common options from ``args`` (:func:`add_common_arguments`) plus
-    ``kwargs``; print the summary, or ``error: ...`` for problems in the input or arguments. Returns the exit status
-    (0 or 1)."""
+def run_converter_cli(convert_with_summary: Callable[..., PrintableSummary], parser: argparse.ArgumentParser,
+                      argv: Sequence[str] | None) -> int:
+    """A converter's ``main``: parse ``argv`` with ``parser`` and call ``convert_with_summary`` with every option by
+    its name (the parser's ``dest`` names are the function's parameters; ``--verbose`` of
+    :func:`add_common_arguments` only sets the log level). Prints the summary, or ``error: ...`` for problems in the
+    input or arguments.
+
+    Returns:
+        The exit status: 0, or 1 for a problem with the input or arguments.
+    """
+    options = vars(parser.parse_args(argv))
+    verbose = options.pop("verbose")
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+        logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                             format="%(levelname)s %(name)s: %(message)s")
     try:
-        summary = convert_with_summary(output_root=args.output_root, dataset_id=args.dataset_id,
-                                       dataset_name=args.dataset_name, overwrite=args.overwrite,
-                                       num_processes=args.num_processes, **kwargs)
+        summary = convert_with_summary(**options)
     except (ValueError, FileExistsError, FileNotFoundError) as error:  # ConversionError is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 1
