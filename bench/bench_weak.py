@@ -96,9 +96,10 @@ def _bench_dataset(kind: str, args: argparse.Namespace, device) -> dict:
               "images_normal": sum(i.image_label == "normal" for i in images),
               "gan_iterations": args.iterations, "gan_seconds": round(gan_seconds, 1),
               "seconds_per_iteration": round(gan_seconds / max(args.iterations, 1), 3),
-              "pseudo_mask_dice_mean": round(report["mean_dice"], 4), "method": args.method,
+              "pseudo_mask_dice_mean": report["mean_dice"], "method": args.method,
               "overview_png": str(target / "pseudo_masks.png"), "loss_png": str(model_dir / "cltn_losses.png")}
-    print(f"[{kind}] pseudo-mask Dice {report['mean_dice']:.3f} over {len(report['per_case'])} diseased case(s); "
+    mean = "undefined (every mask empty)" if report["mean_dice"] is None else f"{report['mean_dice']:.3f}"
+    print(f"[{kind}] pseudo-mask Dice {mean} over {len(report['per_case'])} diseased case(s); "
           f"GAN {gan_seconds:.0f} s for {args.iterations} iterations")
     if kind == "skin" and args.segmenter_epochs > 0:
         result["segmenters"] = _stage_b(source, target, args, device)

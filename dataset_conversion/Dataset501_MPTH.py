@@ -47,9 +47,8 @@ cases ``1, 2, ...`` with slices ``1.png, 2.png, ...``). Not confirmed, since no 
 scale of the stored arrays, the tumour mask values (0/255 is assumed, any value > 0 counts), the 512 × 512 slice
 size, and the spacing.
 
-Every case is checked (every slice read) before anything is written, and all problems are raised together in one
-:class:`ConversionError`; then the output is written into a staging folder that is renamed into place at the end.
-The input is only read.
+Every case is checked (every slice read) before anything is written; the other guarantees of every converter are
+in :mod:`nnunet_mm.dataset_conversion`.
 """
 from __future__ import annotations
 
@@ -70,6 +69,7 @@ from nnunet_mm.conversion import (
     ConversionError,
     DatasetSummary,
     add_common_arguments,
+    comma_list,
     image_from_array,
     label_dict,
     map_cases,
@@ -518,33 +518,18 @@ def convert(source_dir: Path, *, dataset_id: int = DATASET_ID, dataset_name: str
             spacing_zyx_mm: Sequence[float] | None = None, png_offset: float | None = None,
             register: Literal["none", "rigid", "affine"] = "none", overwrite: bool = False,
             num_processes: int = 1) -> Path:
-    """Convert an MPTH folder (or archive) into ``<output_root>/Dataset<id>_<name>``.
+    """Convert an MPTH folder (or archive) into ``<output_root>/Dataset<id>_<name>`` and return that folder; the
+    other arguments and the errors are those of every converter (:mod:`nnunet_mm.dataset_conversion`).
 
     Args:
         source_dir: the folder holding ``train_img/``, ``liver_mask/`` and ``tumor_mask/`` (see the module
             docstring), or a ``.zip``/``.tar`` archive of it; only read, never modified.
-        dataset_id: nnU-Net dataset id (1..999).
-        dataset_name: the part after ``DatasetNNN_``.
-        output_root: where the dataset folder goes; None = ``$nnUNet_raw``.
         phases: phase folder names, the reference (labels, grid) first.
         spacing_zyx_mm: voxel size (z, y, x) in mm; None = :data:`DEFAULT_SPACING_ZYX_MM` with a warning.
         png_offset: subtracted from PNG image slices to get HU; None = 1024 for 16-bit, 0 for 8-bit PNGs.
             Serialised arrays are never shifted.
         register: ``"none"`` (take the other phases on the reference slice grid as they are), ``"rigid"`` or
             ``"affine"`` (register each to the reference phase first; its labels move with it).
-        overwrite: replace an existing dataset folder.
-        num_processes: cases checked and converted in parallel (spawned processes).
-
-    Returns:
-        The dataset folder.
-
-    Raises:
-        ConversionError: problems in the source data (all of them, one line each, naming the file or folder),
-            found before anything is written.
-        FileExistsError: the dataset folder exists and ``overwrite`` is False.
-        FileNotFoundError: ``source_dir`` does not exist.
-        ValueError: invalid arguments, no output root, an output folder overlapping the input, or an archive with
-            members escaping it.
     """
     return convert_with_summary(source_dir, dataset_id=dataset_id, dataset_name=dataset_name,
                                 output_root=output_root, phases=phases, spacing_zyx_mm=spacing_zyx_mm,
@@ -555,13 +540,6 @@ def convert(source_dir: Path, *, dataset_id: int = DATASET_ID, dataset_name: str
 # ----------------------------------------------------------------------------------------------------------------
 # command line
 
-def _comma_list(text: str) -> list[str]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
-    return items
-
-
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command-line options of this converter (the common ones plus the MPTH ones)."""
     parser = argparse.ArgumentParser(
@@ -569,9 +547,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                "an nnU-Net raw dataset.")
     parser.add_argument("source_dir", type=Path,
                         help="folder (or .zip/.tar) holding train_img/, liver_mask/ and tumor_mask/")
-    parser.add_argument("--phases", type=_comma_list, default=list(DEFAULT_PHASES),
+    parser.add_argument("--phases", type=comma_list, default=list(DEFAULT_PHASES),
                         help=f"comma-separated phase folder names, reference first (default: {','.join(DEFAULT_PHASES)})")
-    parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), default=None,
+    parser.add_argument("--spacing", dest="spacing_zyx_mm", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                        default=None,
                         help=f"voxel size in mm (default: {' '.join(f'{s:g}' for s in DEFAULT_SPACING_ZYX_MM)} "
                              f"with a warning; MPTH has no spacing metadata)")
     parser.add_argument("--png-offset", type=float, default=None,
@@ -586,9 +565,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0 success, 1 a problem with the input or arguments)."""
-    args = build_parser().parse_args(argv)
-    return run_converter_cli(convert_with_summary, args, source_dir=args.source_dir, phases=args.phases,
-                             spacing_zyx_mm=args.spacing, png_offset=args.png_offset, register=args.register)
+    return run_converter_cli(convert_with_summary, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -34,10 +34,6 @@ Output, one case per patient ``chaos_mr_<id>`` (so nnU-Net's default split is al
 * ``dataset.json``: channel names ``T1_in``, ``T1_out``, ``T2`` (unknown names → nnU-Net's z-score normalisation),
   labels ``background 0, liver 1, right_kidney 2, left_kidney 3, spleen 4``; the ``'nnunet_mm'`` block holds
   ``reference_channel`` 0, ``modalities``, ``registration``, ``source``, ``converter`` and ``notes``.
-
-Every patient is checked (all files read) before anything is written; all problems are reported together, each naming
-its file or folder. The output is written into a staging folder and renamed into place at the end; the input is only
-read.
 """
 from __future__ import annotations
 
@@ -47,20 +43,22 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 import SimpleITK as sitk
 
-from nnunet_mm.conversion import (CaseRecord, ConversionError, DatasetSummary, add_common_arguments,
+from nnunet_mm.conversion import (CaseRecord, ConversionError, DatasetSummary, add_common_arguments, attempt,
                                   image_from_array, label_dict, map_cases, prepare_output, raise_if_problems,
-                                  run_converter_cli, source_folder, summarize, voxel_counts)
+                                  run_converter_cli, summarize, voxel_counts)
 from nnunet_mm.dataset_conversion.chaos_layout import (DICOM_FOLDER, GROUND_FOLDER, MR_LABEL_NAMES, DicomSeries, Patient,
-                                        checked_patients, mr_ground_labels, patient_splits, place_ground, read_ground,
-                                        read_series, read_series_folder, required_folder, t1dual_echo_files)
+                                                       add_source_arguments, checked_patients, mr_ground_labels,
+                                                       patient_splits, place_ground, read_ground, read_series,
+                                                       read_series_folder, required_folder, source_block,
+                                                       source_folders, t1dual_echo_files)
 from nnunet_mm.io import (geometry_differences, register, resample_to_reference, staged_dataset, write_dataset_json,
                           write_image)
 
@@ -79,7 +77,6 @@ MODALITIES = ("MR-T1in", "MR-T1out", "MR-T2SPIR")
 GEOMETRY_TOLERANCE = 1e-3  # mm and direction cosines
 SPLITS_FILE = "splits_final.json"
 
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -97,26 +94,17 @@ class MrCase:
     t2_file_order: str
 
 
-def _attempt(problems: list[str], function: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
-    """``function(*args, **kwargs)``, or None with its ValueError message appended to ``problems``."""
-    try:
-        return function(*args, **kwargs)
-    except ValueError as error:
-        problems.append(str(error))
-        return None
-
-
 def _read_labels(series: DicomSeries | None, ground_parent: Path, root: Path, problems: list[str]) -> sitk.Image | None:
     """Labels from ``<ground_parent>/Ground`` placed on ``series`` through the DICOM file order."""
-    folder = _attempt(problems, required_folder, ground_parent, GROUND_FOLDER)
-    ground = _attempt(problems, read_ground, folder, root=root) if folder is not None else None
+    folder = attempt(problems, required_folder, ground_parent, GROUND_FOLDER)
+    ground = attempt(problems, read_ground, folder, root=root) if folder is not None else None
     if ground is None:
         return None
     labels, label_problems = mr_ground_labels(*ground)
     problems += label_problems
     if series is None or label_problems:
         return None
-    placed = _attempt(problems, place_ground, labels, series, ground_folder=folder, order="dicom_file_order")
+    placed = attempt(problems, place_ground, labels, series, ground_folder=folder, order="dicom_file_order")
     if placed is None:
         return None
     return image_from_array(placed, series.image.GetSpacing(), reference=series.image)
@@ -144,24 +132,24 @@ def read_case(patient: Patient, *, with_t2_label: bool) -> tuple[MrCase | None, 
     or inconsistent file (each naming it)."""
     problems: list[str] = []
     root = patient.root
-    t1_dual = _attempt(problems, required_folder, patient.folder, "T1DUAL")
+    t1_dual = attempt(problems, required_folder, patient.folder, "T1DUAL")
     echoes = None
     if t1_dual is not None:
-        dicom_anon = _attempt(problems, required_folder, t1_dual, DICOM_FOLDER)
-        echoes = _attempt(problems, t1dual_echo_files, dicom_anon, root=root) if dicom_anon is not None else None
+        dicom_anon = attempt(problems, required_folder, t1_dual, DICOM_FOLDER)
+        echoes = attempt(problems, t1dual_echo_files, dicom_anon, root=root) if dicom_anon is not None else None
     t1_in = t1_out = None
     if echoes is not None:
-        t1_in = _attempt(problems, read_series, echoes.in_phase, where=echoes.in_phase_where, root=root)
-        t1_out = _attempt(problems, read_series, echoes.out_phase, where=echoes.out_phase_where, root=root)
+        t1_in = attempt(problems, read_series, echoes.in_phase, where=echoes.in_phase_where, root=root)
+        t1_out = attempt(problems, read_series, echoes.out_phase, where=echoes.out_phase_where, root=root)
     t1_out_image = _t1_out_on_in_grid(t1_in, t1_out, problems) if t1_in is not None and t1_out is not None else None
-    t2_folder = _attempt(problems, required_folder, patient.folder, "T2SPIR", DICOM_FOLDER)
-    t2 = _attempt(problems, read_series_folder, t2_folder, root=root) if t2_folder is not None else None
+    t2_folder = attempt(problems, required_folder, patient.folder, "T2SPIR", DICOM_FOLDER)
+    t2 = attempt(problems, read_series_folder, t2_folder, root=root) if t2_folder is not None else None
 
     t1_label = t2_label = None
     if patient.is_training and t1_dual is not None:
         t1_label = _read_labels(t1_in, t1_dual, root, problems)
     if patient.is_training and with_t2_label:
-        t2_parent = _attempt(problems, required_folder, patient.folder, "T2SPIR")
+        t2_parent = attempt(problems, required_folder, patient.folder, "T2SPIR")
         if t2_parent is not None:
             t2_label = _read_labels(t2, t2_parent, root, problems)
     if problems:
@@ -265,7 +253,7 @@ def _check_options(t2: str, t2_registration: str, dataset_id: int, t2_dataset_id
 
 
 def _write_dataset(staging: Path, final_dir: Path, records: Sequence[CaseRecord], *, channels: Sequence[int],
-                   registration: str, source_block: dict[str, str | None], layout_notes: Sequence[str],
+                   registration: str, sources: dict[str, str | None], layout_notes: Sequence[str],
                    description: str, summary_notes: Sequence[str] = ()) -> DatasetSummary:
     """dataset.json of one of the datasets (``channels`` index CHANNEL_NAMES); returns the summary to print, whose
     notes are the registration, ``layout_notes`` (also kept in dataset.json) and ``summary_notes``."""
@@ -277,7 +265,7 @@ def _write_dataset(staging: Path, final_dir: Path, records: Sequence[CaseRecord]
         file_ending=FILE_ENDING, dataset_name=final_dir.name,
         nnunet_mm_block={"reference_channel": 0,
                          "modalities": {str(i): MODALITIES[channel] for i, channel in enumerate(channels)},
-                         "registration": registration, "source": source_block, "converter": Path(__file__).stem,
+                         "registration": registration, "source": sources, "converter": Path(__file__).stem,
                          "notes": list(layout_notes)},
         description=description, reference="https://chaos.grand-challenge.org/",
         license="see the CHAOS data terms (Zenodo record 3431873)")
@@ -296,12 +284,12 @@ def _write_splits(folders: Sequence[Path], training_ids: Sequence[str]) -> str:
 
 def _write_separate_t2(t2_staging: Path, t2_dir: Path, staging: Path,
                        results: Sequence[tuple[CaseRecord, CaseRecord | None]],
-                       source_block: dict[str, str | None]) -> list[str]:
+                       sources: dict[str, str | None]) -> list[str]:
     """The T2-SPIR dataset's dataset.json and the shared splits; returns the lines for this dataset's summary."""
     records = [t2_record for _, t2_record in results if t2_record is not None]
     t2_summary = _write_dataset(
         t2_staging, t2_dir, records, channels=[2], registration="none: T2-SPIR on its own grid with its own Ground",
-        source_block=source_block, layout_notes=_ground_order_notes(records),
+        sources=sources, layout_notes=_ground_order_notes(records),
         description="CHAOS MR T2-SPIR, paired with the T1-DUAL dataset (same case ids and folds); labels from "
                     "T2SPIR/Ground.")
     splits_note = _write_splits([staging, t2_staging], [r.case_id for r in records if r.is_training])
@@ -318,17 +306,13 @@ def convert_with_summary(source_dir: Path, *, test_source: Path | None = None,
     """:func:`convert`, returning the summary of this dataset (its notes include the T2 dataset's summary when T2 is
     separate)."""
     _check_options(t2, t2_registration, dataset_id, t2_dataset_id)
-    outputs = dict(output_root=output_root, overwrite=overwrite)
+    outputs = dict(output_root=output_root, overwrite=overwrite, test_source=test_source)
     final_dir = prepare_output(source_dir, dataset_id=dataset_id, dataset_name=dataset_name, **outputs)
-    if test_source is not None:
-        prepare_output(test_source, dataset_id=dataset_id, dataset_name=dataset_name, **outputs)
     t2_dir = None
     if t2 == "separate":
         t2_dir = prepare_output(source_dir, dataset_id=t2_dataset_id, dataset_name=t2_dataset_name, **outputs)
-    source_block = {"train": str(Path(source_dir).resolve()),
-                    "test": None if test_source is None else str(Path(test_source).resolve())}
-    with source_folder(source_dir) as root, \
-            (source_folder(test_source) if test_source is not None else contextlib.nullcontext()) as test_root:
+    sources = source_block(source_dir, test_source)
+    with source_folders(source_dir, test_source) as (root, test_root):
         patients = checked_patients(root, test_root, modality="MR", prefix=CASE_PREFIX,
                                     check=partial(check_case, with_t2_label=t2_dir is not None),
                                     num_processes=num_processes, description=f"Dataset{dataset_id:03d} check",
@@ -342,10 +326,10 @@ def convert_with_summary(source_dir: Path, *, test_source: Path | None = None,
                                         t2_registration=t2_registration),
                                 patients, num_processes=num_processes, description=f"Dataset{dataset_id:03d} convert")
             records = [record for record, _ in results]
-            t2_notes = _write_separate_t2(t2_staging, t2_dir, staging, results, source_block) if t2_dir else []
+            t2_notes = _write_separate_t2(t2_staging, t2_dir, staging, results, sources) if t2_dir else []
             summary = _write_dataset(
                 staging, final_dir, records, channels=[0, 1] if t2_dir else [0, 1, 2],
-                registration=_registration_text(t2, t2_registration, t2_dir), source_block=source_block,
+                registration=_registration_text(t2, t2_registration, t2_dir), sources=sources,
                 layout_notes=[_echo_note(records), *_ground_order_notes(records)], summary_notes=t2_notes,
                 description="CHAOS MR: T1-DUAL in and opposed phase" + ("" if t2_dir else " and T2-SPIR")
                             + "; labels from T1DUAL/Ground on the in-phase grid.")
@@ -357,7 +341,9 @@ def convert(source_dir: Path, *, test_source: Path | None = None, t2: Literal["c
             t2_registration: Literal["rigid", "affine", "none"] = "rigid", t2_dataset_id: int = T2_DATASET_ID,
             t2_dataset_name: str = T2_DATASET_NAME, dataset_id: int = DATASET_ID, dataset_name: str = DATASET_NAME,
             output_root: Path | None = None, overwrite: bool = False, num_processes: int = 1) -> Path:
-    """Convert CHAOS MR into ``<output_root>/Dataset<id>_<name>`` (and the T2 dataset with ``t2="separate"``).
+    """Convert CHAOS MR into ``<output_root>/Dataset<id>_<name>`` (and the T2 dataset with ``t2="separate"``) and
+    return the first folder; the other arguments and the errors are those of every converter
+    (:mod:`nnunet_mm.dataset_conversion`), for both dataset folders.
 
     Args:
         source_dir: the training set (folder holding ``MR/``, a parent up to two levels above, or an archive).
@@ -366,21 +352,9 @@ def convert(source_dir: Path, *, test_source: Path | None = None, t2: Literal["c
         t2_registration: ``"rigid"``, ``"affine"`` or ``"none"`` (only with ``t2="channel"``).
         t2_dataset_id: id of the T2 dataset (``t2="separate"``).
         t2_dataset_name: name of the T2 dataset.
-        dataset_id: nnU-Net dataset id (1..999).
-        dataset_name: the part after ``DatasetNNN_``.
-        output_root: where the dataset folders go; None = ``$nnUNet_raw``.
-        overwrite: replace existing dataset folders.
-        num_processes: patients checked and converted in parallel (spawned processes).
-
-    Returns:
-        The dataset folder.
 
     Raises:
-        ConversionError: problems in the source data (all of them, one line each, naming the file or folder), found
-            before anything is written; or a failed registration (nothing is written then either).
-        FileExistsError: a dataset folder exists and ``overwrite`` is False.
-        FileNotFoundError: a source does not exist.
-        ValueError: invalid options, no output root, an output folder overlapping the input, an unsafe archive.
+        ConversionError: also for a failed registration (nothing is written then either).
     """
     return convert_with_summary(source_dir, test_source=test_source, t2=t2, t2_registration=t2_registration,
                                 t2_dataset_id=t2_dataset_id, t2_dataset_name=t2_dataset_name, dataset_id=dataset_id,
@@ -392,11 +366,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command line of this converter (``nnunet_mm convert 502 --help``)."""
     parser = argparse.ArgumentParser(
         prog=prog, description="Convert CHAOS MR (T1-DUAL in/opposed phase, T2-SPIR) into an nnU-Net raw dataset.")
-    parser.add_argument("source_dir", type=Path,
-                        help="CHAOS training set: the folder holding MR/ (CHAOS_Train_Sets/Train_Sets), a parent up "
-                             "to two levels above it, or a .zip/.tar of it")
-    parser.add_argument("--test-source", type=Path, default=None,
-                        help="CHAOS test set in the same layout (no Ground), written to imagesTs")
+    add_source_arguments(parser, "MR")
     parser.add_argument("--t2", choices=T2_MODES, default="channel",
                         help="channel: T2-SPIR registered onto T1 as channel 2; separate: its own dataset "
                              "(default: %(default)s)")
@@ -412,10 +382,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; prints the summary and returns the exit status (0 success, 1 bad input)."""
-    args = build_parser().parse_args(argv)
-    return run_converter_cli(convert_with_summary, args, source_dir=args.source_dir, test_source=args.test_source,
-                             t2=args.t2, t2_registration=args.t2_registration, t2_dataset_id=args.t2_dataset_id,
-                             t2_dataset_name=args.t2_dataset_name)
+    return run_converter_cli(convert_with_summary, build_parser(), argv)
 
 
 if __name__ == "__main__":

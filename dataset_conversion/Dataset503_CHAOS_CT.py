@@ -21,15 +21,10 @@ Output, one case per patient ``chaos_ct_<id>``, in ``<output_root>/Dataset503_CH
 channel ``CT`` (nnU-Net's CT normalisation); the ``'nnunet_mm'`` block holds ``reference_channel`` 0,
 ``modalities``, ``registration`` (none), ``source``, ``converter`` and ``notes`` (the mask order used). CT and MR of
 CHAOS come from different patients, so they are separate datasets, never channels of one.
-
-Every patient is checked (all files read) before anything is written; all problems are reported together, each naming
-its file or folder. The output is written into a staging folder and renamed into place at the end; the input is only
-read.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 from dataclasses import dataclass
@@ -39,11 +34,12 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from nnunet_mm.conversion import (CaseRecord, DatasetSummary, add_common_arguments, image_from_array, label_dict,
-                                  map_cases, prepare_output, raise_if_problems, run_converter_cli, source_folder,
-                                  summarize, voxel_counts)
+                                  map_cases, prepare_output, raise_if_problems, run_converter_cli, summarize,
+                                  voxel_counts)
 from nnunet_mm.dataset_conversion.chaos_layout import (CT_LABEL_NAMES, DICOM_FOLDER, GROUND_FOLDER, MaskOrder, Patient,
-                                        checked_patients, ct_ground_labels, place_ground, read_ground,
-                                        read_series_folder, required_folder)
+                                                       add_source_arguments, checked_patients, ct_ground_labels,
+                                                       place_ground, read_ground, read_series_folder, required_folder,
+                                                       source_block, source_folders)
 from nnunet_mm.io import staged_dataset, write_dataset_json, write_image
 
 logger = logging.getLogger(__name__)
@@ -126,12 +122,8 @@ def convert_with_summary(source_dir: Path, *, test_source: Path | None = None, f
                          num_processes: int = 1) -> DatasetSummary:
     """:func:`convert`, returning the summary instead of only the output folder."""
     final_dir = prepare_output(source_dir, dataset_id=dataset_id, dataset_name=dataset_name, output_root=output_root,
-                               overwrite=overwrite)
-    if test_source is not None:
-        prepare_output(test_source, dataset_id=dataset_id, dataset_name=dataset_name, output_root=output_root,
-                       overwrite=overwrite)
-    with source_folder(source_dir) as root, \
-            (source_folder(test_source) if test_source is not None else contextlib.nullcontext()) as test_root:
+                               overwrite=overwrite, test_source=test_source)
+    with source_folders(source_dir, test_source) as (root, test_root):
         patients = checked_patients(root, test_root, modality="CT", prefix=CASE_PREFIX,
                                     check=partial(check_case, flip_ct_masks=flip_ct_masks),
                                     num_processes=num_processes, description=f"Dataset{dataset_id:03d} check",
@@ -148,8 +140,7 @@ def convert_with_summary(source_dir: Path, *, test_source: Path | None = None, f
                 num_training=summary.num_training, file_ending=FILE_ENDING, dataset_name=final_dir.name,
                 nnunet_mm_block={"reference_channel": 0, "modalities": {"0": "CT"},
                                  "registration": "none (one channel)",
-                                 "source": {"train": str(Path(source_dir).resolve()),
-                                            "test": None if test_source is None else str(Path(test_source).resolve())},
+                                 "source": source_block(source_dir, test_source),
                                  "converter": Path(__file__).stem, "notes": [_mask_note(flip_ct_masks)]},
                 description="CHAOS CT (portal-venous phase), liver only.",
                 reference="https://chaos.grand-challenge.org/",
@@ -161,28 +152,14 @@ def convert_with_summary(source_dir: Path, *, test_source: Path | None = None, f
 def convert(source_dir: Path, *, test_source: Path | None = None, flip_ct_masks: bool = True,
             dataset_id: int = DATASET_ID, dataset_name: str = DATASET_NAME, output_root: Path | None = None,
             overwrite: bool = False, num_processes: int = 1) -> Path:
-    """Convert CHAOS CT into ``<output_root>/Dataset<id>_<name>``.
+    """Convert CHAOS CT into ``<output_root>/Dataset<id>_<name>`` and return that folder; the other arguments and
+    the errors are those of every converter (:mod:`nnunet_mm.dataset_conversion`).
 
     Args:
         source_dir: the training set (folder holding ``CT/``, a parent up to two levels above, or an archive).
         test_source: the test set in the same layout (no ``Ground``), written to ``imagesTs``.
         flip_ct_masks: place Ground PNG k on slice N-1-k of the position-sorted volume (the CHAOS CT quirk); False
             places it on slice k.
-        dataset_id: nnU-Net dataset id (1..999).
-        dataset_name: the part after ``DatasetNNN_``.
-        output_root: where the dataset folder goes; None = ``$nnUNet_raw``.
-        overwrite: replace an existing dataset folder.
-        num_processes: patients checked and converted in parallel (spawned processes).
-
-    Returns:
-        The dataset folder.
-
-    Raises:
-        ConversionError: problems in the source data (all of them, one line each, naming the file or folder), found
-            before anything is written.
-        FileExistsError: the dataset folder exists and ``overwrite`` is False.
-        FileNotFoundError: a source does not exist.
-        ValueError: invalid options, no output root, an output folder overlapping the input, an unsafe archive.
     """
     return convert_with_summary(source_dir, test_source=test_source, flip_ct_masks=flip_ct_masks,
                                 dataset_id=dataset_id, dataset_name=dataset_name, output_root=output_root,
@@ -192,11 +169,7 @@ def convert(source_dir: Path, *, test_source: Path | None = None, flip_ct_masks:
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command line of this converter (``nnunet_mm convert 503 --help``)."""
     parser = argparse.ArgumentParser(prog=prog, description="Convert CHAOS CT (liver) into an nnU-Net raw dataset.")
-    parser.add_argument("source_dir", type=Path,
-                        help="CHAOS training set: the folder holding CT/ (CHAOS_Train_Sets/Train_Sets), a parent up "
-                             "to two levels above it, or a .zip/.tar of it")
-    parser.add_argument("--test-source", type=Path, default=None,
-                        help="CHAOS test set in the same layout (no Ground), written to imagesTs")
+    add_source_arguments(parser, "CT")
     parser.add_argument("--no-flip-ct-masks", dest="flip_ct_masks", action="store_false",
                         help="place Ground PNG k on slice k of the position-sorted DICOM slices instead of slice N-1-k")
     add_common_arguments(parser, dataset_id=DATASET_ID, dataset_name=DATASET_NAME)
@@ -205,9 +178,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; prints the summary and returns the exit status (0 success, 1 bad input)."""
-    args = build_parser().parse_args(argv)
-    return run_converter_cli(convert_with_summary, args, source_dir=args.source_dir, test_source=args.test_source,
-                             flip_ct_masks=args.flip_ct_masks)
+    return run_converter_cli(convert_with_summary, build_parser(), argv)
 
 
 if __name__ == "__main__":

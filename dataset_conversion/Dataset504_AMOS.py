@@ -31,10 +31,6 @@ challenge dataset.json with ``"licence"`` and the label order were confirmed in 
 "arota", "postcava"; the names here are corrected). The ID rule (> 500 = MRI) is confirmed by nnU-Net's Dataset218
 filter and other readers. That many MRIs are non-axial was not checked on real files (no AMOS data is available
 here); the converter does not rely on it, it reorients whatever it finds. Tested on layout fixtures only.
-
-Every case is checked before anything is written and all problems are raised together in one
-:class:`ConversionError`; the output is written into a staging folder renamed into place at the end; the input is
-only read.
 """
 from __future__ import annotations
 
@@ -215,29 +211,14 @@ def _license(challenge: dict) -> str:
 def convert(source_dir: Path, *, dataset_id: int = DATASET_ID, dataset_name: str = DATASET_NAME,
             output_root: Path | None = None, modality: str = "all", include_validation: bool = True,
             overwrite: bool = False, num_processes: int = 1) -> Path:
-    """Convert the AMOS 2022 release into ``<output_root>/Dataset<id>_<name>``.
+    """Convert the AMOS 2022 release into ``<output_root>/Dataset<id>_<name>`` and return that folder; the other
+    arguments and the errors are those of every converter (:mod:`nnunet_mm.dataset_conversion`).
 
     Args:
         source_dir: the ``amos22`` folder, a folder holding it, or the ``.zip``/``.tar`` archive; only read.
-        dataset_id: nnU-Net dataset id (1..999).
-        dataset_name: the part after ``DatasetNNN_``.
-        output_root: where the dataset folder goes; None = ``$nnUNet_raw``.
         modality: ``"all"`` (CT and MRI in one dataset), ``"ct"`` or ``"mr"``.
         include_validation: merge the labelled validation cases into the training cases (default); otherwise they
             become test cases with labels in ``labelsTs/``.
-        overwrite: replace an existing dataset folder.
-        num_processes: cases checked and converted in parallel (spawned processes).
-
-    Returns:
-        The dataset folder.
-
-    Raises:
-        ConversionError: problems in the source data (all of them, one line each, naming the file), found before
-            anything is written.
-        FileExistsError: the dataset folder exists and ``overwrite`` is False.
-        FileNotFoundError: ``source_dir`` does not exist.
-        ValueError: invalid arguments, no output root, output overlapping the input, or an archive member escaping
-            the extraction folder.
     """
     return convert_with_summary(source_dir, dataset_id=dataset_id, dataset_name=dataset_name,
                                 output_root=output_root, modality=modality, include_validation=include_validation,
@@ -261,9 +242,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; prints the summary. Returns 0, or 1 for a problem with the input or arguments."""
-    args = build_parser().parse_args(argv)
-    return run_converter_cli(convert_with_summary, args, source_dir=args.source_dir, modality=args.modality,
-                             include_validation=args.include_validation)
+    return run_converter_cli(convert_with_summary, build_parser(), argv)
 
 
 if __name__ == "__main__":

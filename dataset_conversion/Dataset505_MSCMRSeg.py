@@ -50,10 +50,6 @@ LV and 600 as RV): the folder and file names, ``.nii`` copies of ``c0gt``, the l
 checked (no MS-CMRSeg data is available to this project): the spacings and slice counts of docs/datasets.md §2.3,
 and whether the sequences' headers share scanner coordinates (``--initialization physical`` assumes they do; if
 registration fails or the summary warns about low coverage, use ``geometry``).
-
-Every file is read and checked before anything is written; all problems are raised together in one
-:class:`~nnunet_mm.conversion.ConversionError`, each line naming the file. The dataset is written into a staging
-folder that is renamed into place at the end; the input is only read.
 """
 from __future__ import annotations
 
@@ -75,10 +71,12 @@ from nnunet_mm.conversion import (
     CaseRecord,
     DatasetSummary,
     add_common_arguments,
+    attempt,
     check_inside,
     image_from_array,
     label_dict,
     label_value_problems,
+    labels_back,
     map_cases,
     natural_key,
     prepare_output,
@@ -127,14 +125,7 @@ def labels_to_mscmr(segmentation: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: a value outside 0..3.
     """
-    segmentation = np.asarray(segmentation)
-    unknown = sorted(set(np.unique(segmentation).tolist()) - set(NNUNET_TO_MSCMR))
-    if unknown:
-        raise ValueError(f"segmentation has values {unknown} outside the nnU-Net labels {sorted(NNUNET_TO_MSCMR)}.")
-    lookup = np.zeros(len(NNUNET_TO_MSCMR), dtype=np.uint16)
-    for value, challenge_value in NNUNET_TO_MSCMR.items():
-        lookup[value] = challenge_value
-    return lookup[segmentation.astype(np.int64)]
+    return labels_back(segmentation, NNUNET_TO_MSCMR, dtype=np.uint16)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -262,19 +253,14 @@ def validate_patient(patient: PatientFiles, *, mode: str, reference: str) -> lis
     problems: list[str] = []
     images: dict[str, sitk.Image] = {}
     for sequence, file in patient.images.items():
-        try:
-            images[sequence] = read_image(file)
-        except (ValueError, FileNotFoundError) as error:
-            problems.append(str(error))
+        image = attempt(problems, read_image, file)
+        if image is not None:
+            images[sequence] = image
     used_labels = patient.labels if mode == "per-sequence" else \
         {s: f for s, f in patient.labels.items() if s == reference}
     for sequence, label_file in used_labels.items():
-        try:
-            label = read_image(label_file)
-        except (ValueError, FileNotFoundError) as error:
-            problems.append(str(error))
-            continue
-        if sequence in images:
+        label = attempt(problems, read_image, label_file)
+        if label is not None and sequence in images:
             problems += _label_problems(label, label_file, images[sequence], patient.images[sequence])
     return problems
 
@@ -551,32 +537,20 @@ def convert(source_dir: Path, *, output_root: Path | None = None, dataset_id: in
             registration: Literal["rigid", "affine", "none"] = "rigid",
             initialization: Literal["physical", "geometry"] = "physical", overwrite: bool = False,
             num_processes: int = 1) -> Path:
-    """Convert the MS-CMRSeg 2019 download into ``<output_root>/Dataset<id>_<name>``.
+    """Convert the MS-CMRSeg 2019 download into ``<output_root>/Dataset<id>_<name>`` and return that folder; the
+    other arguments and the errors are those of every converter (:mod:`nnunet_mm.dataset_conversion`).
 
     Args:
         source_dir: folder or ``.zip``/``.tar`` archive holding the challenge files anywhere below it; only read.
-        output_root: where the dataset folder goes; None = ``$nnUNet_raw``.
-        dataset_id: nnU-Net dataset id (1..999).
-        dataset_name: the part after ``DatasetNNN_``.
         mode: ``"multichannel"`` (one 3-channel case per patient on the reference grid) or ``"per-sequence"`` (one
             single-channel case per sequence image); see the module docstring.
         reference: multichannel: the sequence whose grid and label the case uses (channel 0).
         registration: multichannel: how the other sequences are aligned to the reference before resampling.
         initialization: start of the registration: ``"physical"`` (scanner coordinates) or ``"geometry"`` (image
             centres on each other).
-        overwrite: replace an existing dataset folder.
-        num_processes: patients (cases) checked and converted in parallel (spawned processes).
-
-    Returns:
-        The dataset folder.
 
     Raises:
-        ConversionError: problems in the source data (all of them, one line each, naming the file), found before
-            anything is written.
-        FileExistsError: the dataset folder exists and ``overwrite`` is False.
-        FileNotFoundError: ``source_dir`` does not exist.
-        ValueError: invalid arguments, no output root, an output folder overlapping the input, an archive with
-            members escaping the extraction folder, or a failed registration (nothing is written then either).
+        ValueError: also for a failed registration (nothing is written then either).
     """
     return convert_with_summary(source_dir, output_root=output_root, dataset_id=dataset_id,
                                 dataset_name=dataset_name, mode=mode, reference=reference, registration=registration,
@@ -608,10 +582,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; prints the summary and returns 0, or prints the problems and returns 1."""
-    args = build_parser().parse_args(argv)
-    return run_converter_cli(convert_with_summary, args, source_dir=args.source_dir, mode=args.mode,
-                             reference=args.reference, registration=args.registration,
-                             initialization=args.initialization)
+    return run_converter_cli(convert_with_summary, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,5 @@
-"""Dataset506_BraTS2018: the BraTS 2018 training (and validation) data → nnU-Net raw.
-
-Input::
-
-  MICCAI_BraTS_2018_Data_Training/{HGG,LGG}/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz  <case> = Brats18_<inst>_<id>_1
-  MICCAI_BraTS_2018_Data_Validation/<case>/<case>_{t1,t1ce,t2,flair}.nii.gz        (--test-source)
-
-``.nii`` files are found too (nnU-Net v2's own Dataset042 script hard-codes that ending). A folder or a .zip/.tar
-of it.
-
-Output ``Dataset506_BraTS2018/``: ``imagesTr/<case>_0000..0003.nii.gz`` = T1, T1ce, T2, Flair;
-``labelsTr/<case>.nii.gz`` with nnU-Net's remap (2→1 edema, 1→2 NCR/NET, 4→3 enhancing); validation cases in
-``imagesTs``; dataset.json with region training (whole tumor, tumor core, enhancing tumor). Label 3 (BRATS 2015) is
-refused unless ``--legacy-2015``. Everything else, including where the facts come from, is in
+"""Dataset506_BraTS2018: the BraTS 2018 training data (``MICCAI_BraTS_2018_Data_Training/{HGG,LGG}/Brats18_*``)
+and, with ``--test-source``, the validation data → nnU-Net raw. Layout, labels, options and sources:
 :mod:`nnunet_mm.dataset_conversion.brats_layout`.
 """
 from __future__ import annotations
@@ -20,17 +8,9 @@ import sys
 
 from nnunet_mm.dataset_conversion.brats_layout import BratsRelease
 
-RELEASE = BratsRelease(year=2018, dataset_id=506, dataset_name="BraTS2018", case_prefix="Brats18_",
-                       training_folder="MICCAI_BraTS_2018_Data_Training",
-                       validation_folder="MICCAI_BraTS_2018_Data_Validation", example_case="Brats18_2013_2_1")
-DATASET_ID = RELEASE.dataset_id
-DATASET_NAME = RELEASE.dataset_name
-
-# the entry points every converter module has; arguments, errors and options in nnunet_mm.dataset_conversion.brats_layout
-convert_with_summary = RELEASE.convert_with_summary
-convert = RELEASE.convert
-build_parser = RELEASE.build_parser
-main = RELEASE.main
+RELEASE = BratsRelease(year=2018, dataset_id=506, case_prefix="Brats18_")
+convert_with_summary, convert, build_parser, main = (RELEASE.convert_with_summary, RELEASE.convert,
+                                                     RELEASE.build_parser, RELEASE.main)
 
 if __name__ == "__main__":
     sys.exit(main())

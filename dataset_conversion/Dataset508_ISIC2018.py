@@ -60,8 +60,8 @@ import SimpleITK as sitk
 from nnunet_mm.conversion.archives import ARCHIVE_ENDINGS, check_inside, source_folder
 from nnunet_mm.conversion.errors import raise_if_problems
 from nnunet_mm.conversion.labels import format_values, voxel_counts
-from nnunet_mm.conversion.runner import (CaseRecord, DatasetSummary, add_common_arguments, map_cases, prepare_output,
-                                         run_converter_cli, sanitize_case_id, summarize)
+from nnunet_mm.conversion.runner import (CaseRecord, DatasetSummary, add_common_arguments, case_id_collisions,
+                                         map_cases, prepare_output, run_converter_cli, sanitize_case_id, summarize)
 from nnunet_mm.conversion.slices import read_slice
 from nnunet_mm.io import staged_dataset, write_dataset_json
 
@@ -183,12 +183,8 @@ def find_cases(root: Path, stack: contextlib.ExitStack) -> tuple[list[IsicCase],
         if folder is not None:
             cases += [IsicCase(sanitize_case_id(p.stem), p, None)
                       for p in _checked(_images(folder), folder, problems)]
-    first_file: dict[str, Path] = {}
-    for case in cases:
-        if case.case_id.lower() in first_file:
-            problems.append(f"{case.image_file}: duplicate case id '{case.case_id}': also "
-                            f"{first_file[case.case_id.lower()]}; remove one.")
-        first_file.setdefault(case.case_id.lower(), case.image_file)
+    problems += [f"{case.image_file}: duplicate case id '{case.case_id}': also {first.image_file}; remove one."
+                 for case, first in case_id_collisions(cases, lambda case: case.case_id)]
     return cases, problems
 
 
@@ -434,7 +430,8 @@ def convert(source_dir: Path, *, max_size: int | None = None, binarize_threshold
             normal_crops: int = 0, crop_size: int = DEFAULT_CROP_SIZE, crop_margin: int = DEFAULT_CROP_MARGIN,
             dataset_id: int = DATASET_ID, dataset_name: str = DATASET_NAME, output_root: Path | None = None,
             overwrite: bool = False, num_processes: int = 1) -> Path:
-    """Convert ISIC 2018 Task 1 into ``<output_root>/Dataset508_ISIC2018`` and return that folder.
+    """Convert ISIC 2018 Task 1 into ``<output_root>/Dataset508_ISIC2018`` and return that folder; the other
+    arguments and the errors are those of every converter (:mod:`nnunet_mm.dataset_conversion`).
 
     Args:
         source_dir: the folder holding the ISIC 2018 folders (or their zips), or an archive of it; only read.
@@ -443,22 +440,6 @@ def convert(source_dir: Path, *, max_size: int | None = None, binarize_threshold
         normal_crops: lesion-free crops per training image, as extra cases with an all-zero label (0: none).
         crop_size: side of the crops in pixels (at most half the shorter image side is used).
         crop_margin: lesion-free margin around each crop in pixels.
-        dataset_id: nnU-Net dataset id (1..999).
-        dataset_name: the part after ``DatasetNNN_``.
-        output_root: where the dataset folder goes; None = ``$nnUNet_raw``.
-        overwrite: replace an existing dataset folder.
-        num_processes: images checked and converted in parallel (spawned processes).
-
-    Returns:
-        The dataset folder.
-
-    Raises:
-        ConversionError: problems in the source data (all of them, one line each, naming the file), found before
-            anything is written.
-        FileExistsError: the dataset folder exists and ``overwrite`` is False.
-        FileNotFoundError: ``source_dir`` does not exist.
-        ValueError: invalid arguments, an archive member escaping the extraction folder, no output root, or an
-            output folder overlapping the input.
     """
     return convert_with_summary(source_dir, max_size=max_size, binarize_threshold=binarize_threshold,
                                 normal_crops=normal_crops, crop_size=crop_size, crop_margin=crop_margin,
@@ -493,10 +474,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0 success, 1 a problem with the input or arguments)."""
-    args = build_parser().parse_args(argv)
-    return run_converter_cli(convert_with_summary, args, source_dir=args.source_dir, max_size=args.max_size,
-                             binarize_threshold=args.binarize_threshold, normal_crops=args.normal_crops,
-                             crop_size=args.crop_size, crop_margin=args.crop_margin)
+    return run_converter_cli(convert_with_summary, build_parser(), argv)
 
 
 if __name__ == "__main__":

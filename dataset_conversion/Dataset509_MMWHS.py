@@ -32,10 +32,6 @@ values and the stray 421 in ``mr_train_1010_label`` were confirmed in public cod
 (zmic.org.cn/care_2024/track5). Mixed MR orientations and the cmmas crop of ``mr_train_1002`` were not
 checked on real files (no MM-WHS data is available here): the converter reorients whatever it finds, and refuses an
 image/label pair whose grids differ, naming the file. Tested on layout fixtures only.
-
-Every case is checked before anything is written and all problems are raised together in one
-:class:`ConversionError`; the output is written into a staging folder renamed into place at the end; the input is
-only read.
 """
 from __future__ import annotations
 
@@ -49,6 +45,7 @@ import numpy as np
 
 from nnunet_mm.conversion.archives import source_folder
 from nnunet_mm.conversion.errors import ConversionError
+from nnunet_mm.conversion.labels import labels_back
 from nnunet_mm.conversion.runner import DatasetSummary, add_common_arguments, prepare_output, run_converter_cli
 from nnunet_mm.dataset_conversion.unpaired_layout import (MODALITY_CHOICES, LabelEncoding, UnpairedCase,
                                                           convert_unpaired_dataset, duplicate_id_problems,
@@ -87,12 +84,7 @@ def labels_back_to_mmwhs(segmentation: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: a value outside 0..7.
     """
-    segmentation = np.asarray(segmentation)
-    unknown = sorted(set(np.unique(segmentation).tolist()) - set(NNUNET_TO_RAW))
-    if unknown:
-        raise ValueError(f"segmentation holds values {unknown} outside the nnU-Net labels {sorted(NNUNET_TO_RAW)}.")
-    lookup = np.array([NNUNET_TO_RAW[value] for value in range(len(NNUNET_TO_RAW))], dtype=np.uint16)
-    return lookup[segmentation.astype(np.int64)]
+    return labels_back(segmentation, NNUNET_TO_RAW, dtype=np.uint16)
 
 
 def find_cases(folder: Path, *, modalities: tuple[str, ...]) -> tuple[list[UnpairedCase], list[str]]:
@@ -161,27 +153,13 @@ def convert_with_summary(source_dir: Path, *, dataset_id: int = DATASET_ID, data
 def convert(source_dir: Path, *, dataset_id: int = DATASET_ID, dataset_name: str = DATASET_NAME,
             output_root: Path | None = None, modality: str = "all", overwrite: bool = False,
             num_processes: int = 1) -> Path:
-    """Convert the MM-WHS 2017 release into ``<output_root>/Dataset<id>_<name>``.
+    """Convert the MM-WHS 2017 release into ``<output_root>/Dataset<id>_<name>`` and return that folder; the other
+    arguments and the errors are those of every converter (:mod:`nnunet_mm.dataset_conversion`).
 
     Args:
         source_dir: the release folder or archive; only read.
-        dataset_id: nnU-Net dataset id (1..999). A second, single-modality dataset needs another id.
-        dataset_name: the part after ``DatasetNNN_``.
-        output_root: where the dataset folder goes; None = ``$nnUNet_raw``.
-        modality: ``"all"`` (CT and MR in one dataset), ``"ct"`` or ``"mr"``.
-        overwrite: replace an existing dataset folder.
-        num_processes: cases checked and converted in parallel (spawned processes).
-
-    Returns:
-        The dataset folder.
-
-    Raises:
-        ConversionError: problems in the source data (all of them, one line each, naming the file), found before
-            anything is written.
-        FileExistsError: the dataset folder exists and ``overwrite`` is False.
-        FileNotFoundError: ``source_dir`` does not exist.
-        ValueError: invalid arguments, no output root, output overlapping the input, or an archive member escaping
-            the extraction folder.
+        modality: ``"all"`` (CT and MR in one dataset), ``"ct"`` or ``"mr"``. A second, single-modality dataset
+            needs another ``dataset_id``.
     """
     return convert_with_summary(source_dir, dataset_id=dataset_id, dataset_name=dataset_name,
                                 output_root=output_root, modality=modality, overwrite=overwrite,
@@ -202,8 +180,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; prints the summary. Returns 0, or 1 for a problem with the input or arguments."""
-    args = build_parser().parse_args(argv)
-    return run_converter_cli(convert_with_summary, args, source_dir=args.source_dir, modality=args.modality)
+    return run_converter_cli(convert_with_summary, build_parser(), argv)
 
 
 if __name__ == "__main__":

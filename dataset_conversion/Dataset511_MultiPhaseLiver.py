@@ -22,9 +22,7 @@ Output, in ``<output_root>/Dataset511_MultiPhaseLiver/``:
 
 Every image is read twice (checked, then converted), so that memory stays at one case per process.
 
-Every case is checked before anything is written, and all problems are raised together in one
-:class:`ConversionError`. The output is written into a staging folder that is renamed into place only when
-everything succeeded (:func:`nnunet_mm.io.staged_dataset`); the input is only read.
+What every converter guarantees (checks before writing, staging, errors) is in :mod:`nnunet_mm.dataset_conversion`.
 """
 from __future__ import annotations
 
@@ -34,7 +32,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -44,9 +42,10 @@ import numpy as np
 import SimpleITK as sitk
 from skimage.metrics import normalized_mutual_information
 
-from nnunet_mm.conversion.errors import ConversionError
-from nnunet_mm.conversion.runner import (add_common_arguments, map_cases, prepare_output, run_converter_cli,
-                                         sanitize_case_id)
+from nnunet_mm.conversion.errors import ConversionError, attempt, raise_if_problems
+from nnunet_mm.conversion.labels import label_dict, label_value_problems
+from nnunet_mm.conversion.runner import (add_common_arguments, case_id_collisions, comma_list, map_cases,
+                                         prepare_output, run_converter_cli, sanitize_case_id)
 from nnunet_mm.io import (
     IMAGE_ENDINGS,
     describe_geometry,
@@ -148,11 +147,6 @@ class ConversionSummary:
 # ----------------------------------------------------------------------------------------------------------------
 # finding and checking the input
 
-def label_dict(label_names: Sequence[str]) -> dict[str, int]:
-    """``{"background": 0, label_names[0]: 1, ...}``, the ``labels`` entry of dataset.json."""
-    return {"background": 0, **{name: value for value, name in enumerate(label_names, start=1)}}
-
-
 def _missing_phase_message(folder: Path, phase: str) -> str:
     present = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in folder.iterdir())
     return (f"{folder}: missing phase '{phase}': expected {folder / phase}{{{','.join(IMAGE_ENDINGS)}}} or a DICOM "
@@ -172,15 +166,7 @@ def find_cases(source_dir: Path, *, phases: Sequence[str], label_name: str) -> t
         problems.append(f"{source_dir}: no case folders found (the source folder is empty or holds only files); "
                         f"expected {source_dir}/<case_id>/{phases[0]}.nii.gz, ... and <case_id>/{label_name}.nii.gz.")
     cases: list[CaseFiles] = []
-    folder_of_id: dict[str, Path] = {}
     for folder in folders:
-        case_id = sanitize_case_id(folder.name)
-        key = case_id.lower()  # ids differing only in case would collide on case-insensitive file systems
-        if key in folder_of_id:
-            problems.append(f"{folder}: duplicate case id '{case_id}': folders {folder_of_id[key]} and {folder} map "
-                            f"to the same id (non-alphanumeric characters become '_', case is ignored); rename one.")
-        else:
-            folder_of_id[key] = folder
         phase_files: list[Path | None] = []
         for phase in phases:
             try:
@@ -197,56 +183,24 @@ def find_cases(source_dir: Path, *, phases: Sequence[str], label_name: str) -> t
         except ValueError as error:
             problems.append(str(error))
             label_file = None
-        cases.append(CaseFiles(case_id, folder, tuple(phase_files), label_file))
+        cases.append(CaseFiles(sanitize_case_id(folder.name), folder, tuple(phase_files), label_file))
+    problems += [f"{case.folder}: duplicate case id '{case.case_id}': folders {first.folder} and {case.folder} map "
+                 f"to the same id (non-alphanumeric characters become '_', case is ignored); rename one."
+                 for case, first in case_id_collisions(cases, lambda case: case.case_id)]
     if folders and not any(case.is_training for case in cases):
         problems.append(f"{source_dir}: no case has a label file '{label_name}.<ending>'; nnU-Net needs at least "
                         f"one labelled training case.")
     return cases, problems
 
 
-def _format_values(values: Iterable[float]) -> list[int | float]:
-    return [int(v) if float(v).is_integer() else float(v) for v in values]
-
-
-def check_label_values(label: sitk.Image, label_file: Path, label_names: Sequence[str]) -> list[str]:
-    """Problems with the voxel values of a label image (non-integer or outside ``0..len(label_names)``)."""
-    values = np.unique(sitk.GetArrayViewFromImage(label))
-    allowed = list(range(len(label_names) + 1))
-    problems = []
-    non_integer = values[values != np.round(values)]
-    if non_integer.size:
-        problems.append(f"{label_file}: label has non-integer values {_format_values(non_integer[:5])}; labels must "
-                        f"be integers {allowed}.")
-    unknown = [v for v in values[values == np.round(values)] if int(v) not in allowed]
-    if unknown:
-        meaning = ", ".join(f"{v} {n}" for n, v in label_dict(label_names).items())
-        problems.append(f"{label_file}: unknown label values {_format_values(unknown)} (found "
-                        f"{_format_values(values)}); allowed are {allowed} ({meaning}). Remap them, or name more "
-                        f"labels with --labels.")
-    return problems
-
-
 def validate_case(case: CaseFiles, *, label_names: Sequence[str]) -> list[str]:
     """Read every file of ``case`` and return one problem line per unreadable, non-3D or non-finite image, label
     off the reference grid, or bad label value."""
     problems: list[str] = []
-    reference = None
-    for index, file in enumerate(case.phase_files):
-        if file is None:
-            continue
-        try:
-            image = read_image(file)
-        except (ValueError, FileNotFoundError) as error:
-            problems.append(str(error))
-            continue
-        if index == 0:
-            reference = image
-    if case.label_file is None:
-        return problems
-    try:
-        label = read_image(case.label_file)
-    except (ValueError, FileNotFoundError) as error:
-        problems.append(str(error))
+    images = [attempt(problems, read_image, file) if file is not None else None for file in case.phase_files]
+    reference = images[0]
+    label = attempt(problems, read_image, case.label_file) if case.label_file is not None else None
+    if label is None:
         return problems
     if reference is not None:
         differences = geometry_differences(label, reference, tolerance=GEOMETRY_TOLERANCE)
@@ -255,7 +209,10 @@ def validate_case(case: CaseFiles, *, label_names: Sequence[str]) -> list[str]:
                             f"{case.phase_files[0]} ({', '.join(differences)} differ): label "
                             f"{describe_geometry(label)}; reference {describe_geometry(reference)}. Resample the label "
                             f"onto the reference phase, or make the phase it was drawn on the first of --phases.")
-    problems.extend(check_label_values(label, case.label_file, label_names))
+    labels = label_dict(label_names)
+    problems += label_value_problems(sitk.GetArrayViewFromImage(label), labels.values(), case.label_file,
+                                     hint=f"Values: {', '.join(f'{v} {n}' for n, v in labels.items())}. Remap them, "
+                                          f"or name more labels with --labels.")
     return problems
 
 
@@ -558,9 +515,7 @@ def convert_with_summary(source_dir: Path, *, dataset_id: int = DATASET_ID, data
     cases, problems = find_cases(source_dir, phases=phases, label_name=label_name)
     case_problems = map_cases(partial(validate_case, label_names=label_names), cases, num_processes=num_processes,
                          description=f"Dataset{dataset_id:03d} check")
-    problems += [problem for per_case in case_problems for problem in per_case]
-    if problems:
-        raise ConversionError(problems, source_dir)
+    raise_if_problems(problems + [problem for per_case in case_problems for problem in per_case], source_dir)
 
     num_training = sum(case.is_training for case in cases)
     qa_dir = final_dir / QA_FOLDER if qa_figures else None
@@ -595,13 +550,11 @@ def convert(source_dir: Path, *, dataset_id: int = DATASET_ID, dataset_name: str
             label_name: str = DEFAULT_LABEL_NAME, label_names: Sequence[str] = DEFAULT_LABEL_NAMES,
             register: Literal["none", "rigid", "affine"] = "none", qa_figures: bool = True, overwrite: bool = False,
             num_processes: int = 1) -> Path:
-    """Convert a folder of multi-phase liver cases into ``<output_root>/Dataset<id>_<name>``.
+    """Convert a folder of multi-phase liver cases into ``<output_root>/Dataset<id>_<name>`` and return that folder;
+    the other arguments and the errors are those of every converter (:mod:`nnunet_mm.dataset_conversion`).
 
     Args:
         source_dir: one sub-folder per case (see the module docstring); only read, never modified.
-        dataset_id: nnU-Net dataset id (1..999).
-        dataset_name: the part after ``DatasetNNN_``.
-        output_root: where the dataset folder goes; None = ``$nnUNet_raw``.
         phases: file stems of the phases; the first is the reference (channel 0, the grid of every channel and of
             the label).
         label_name: file stem of the label image; cases without it are test cases (``imagesTs``).
@@ -618,18 +571,6 @@ def convert(source_dir: Path, *, dataset_id: int = DATASET_ID, dataset_name: str
             registration, and the fraction of the reference grid the phase covers. The registration transforms
             are saved as ``nnunet_mm_qa/transforms/<case>_<phase>.tfm`` whenever registering, even without
             ``qa_figures``.
-        overwrite: replace an existing dataset folder.
-        num_processes: cases checked and converted in parallel (spawned processes).
-
-    Returns:
-        The dataset folder.
-
-    Raises:
-        ConversionError: problems in the source data (all of them, one line each, naming the file), found before
-            anything is written.
-        FileExistsError: the dataset folder exists and ``overwrite`` is False.
-        FileNotFoundError: ``source_dir`` does not exist.
-        ValueError: invalid arguments, no output root, or an output folder overlapping the input.
     """
     return convert_with_summary(source_dir, dataset_id=dataset_id, dataset_name=dataset_name,
                                 output_root=output_root, phases=phases, label_name=label_name,
@@ -640,36 +581,28 @@ def convert(source_dir: Path, *, dataset_id: int = DATASET_ID, dataset_name: str
 # ----------------------------------------------------------------------------------------------------------------
 # command line
 
-def _comma_list(text: str) -> list[str]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
-    return items
-
-
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="Convert multi-phase liver CT (one folder per case, labels on the reference phase) "
                                "into an nnU-Net raw dataset.")
     parser.add_argument("source_dir", type=Path, help="folder with one sub-folder per case")
-    parser.add_argument("--phases", type=_comma_list, default=list(DEFAULT_PHASES),
+    parser.add_argument("--phases", type=comma_list, default=list(DEFAULT_PHASES),
                         help="phase file stems, reference first (default: %(default)s)")
     parser.add_argument("--label-name", default=DEFAULT_LABEL_NAME, help="label file stem (default: %(default)s)")
-    parser.add_argument("--labels", type=_comma_list, default=list(DEFAULT_LABEL_NAMES),
+    parser.add_argument("--labels", dest="label_names", metavar="LABELS", type=comma_list,
+                        default=list(DEFAULT_LABEL_NAMES),
                         help="names of the foreground label values 1, 2, ... (default: %(default)s)")
     parser.add_argument("--register", choices=REGISTRATION_CHOICES, default="none",
                         help="register each phase to the reference before resampling (default: %(default)s)")
-    parser.add_argument("--no-qa", action="store_true", help="skip the QA figures and summary.json")
+    parser.add_argument("--no-qa", dest="qa_figures", action="store_false",
+                        help="skip the QA figures and summary.json")
     add_common_arguments(parser, dataset_id=DATASET_ID, dataset_name=DATASET_NAME)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0 success, 1 a problem with the input or arguments)."""
-    args = build_parser().parse_args(argv)
-    return run_converter_cli(convert_with_summary, args, source_dir=args.source_dir, phases=args.phases,
-                             label_name=args.label_name, label_names=args.labels, register=args.register,
-                             qa_figures=not args.no_qa)
+    return run_converter_cli(convert_with_summary, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -54,10 +54,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_mm.conversion.archives import IGNORED_PREFIXES, check_inside, source_folder
-from nnunet_mm.conversion.errors import raise_if_problems
-from nnunet_mm.conversion.labels import label_value_problems, remap_labels, voxel_counts
-from nnunet_mm.conversion.runner import (CaseRecord, DatasetSummary, add_common_arguments, map_cases, prepare_output,
-                                         run_converter_cli, sanitize_case_id, summarize)
+from nnunet_mm.conversion.errors import attempt, raise_if_problems
+from nnunet_mm.conversion.labels import label_value_problems, labels_back, remap_labels, voxel_counts
+from nnunet_mm.conversion.runner import (CaseRecord, DatasetSummary, add_common_arguments, case_id_collisions,
+                                         map_cases, prepare_output, run_converter_cli, sanitize_case_id, summarize)
 from nnunet_mm.conversion.slices import image_from_array
 from nnunet_mm.io import (describe_geometry, geometry_differences, read_image, staged_dataset, write_dataset_json,
                           write_image)
@@ -132,13 +132,8 @@ def convert_labels_back_to_brats(segmentation: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: values other than 0..3 (the message lists them).
     """
-    segmentation = np.asarray(segmentation)
-    unknown = sorted(set(np.unique(segmentation).tolist()) - set(NNUNET_TO_BRATS))
-    if unknown:
-        raise ValueError(f"unexpected label values {unknown} in an nnU-Net BraTS segmentation; expected "
-                         f"{sorted(NNUNET_TO_BRATS)} (0 background, 1 edema, 2 NCR/NET, 3 enhancing tumour).")
-    lookup = np.array([NNUNET_TO_BRATS[value] for value in range(len(NNUNET_TO_BRATS))], dtype=np.uint8)
-    return lookup[segmentation.astype(np.intp)]
+    return labels_back(segmentation, NNUNET_TO_BRATS, dtype=np.uint8,
+                       meaning="0 background, 1 edema, 2 NCR/NET, 3 enhancing tumour")
 
 
 def _nifti_ending(path: Path) -> str | None:
@@ -246,16 +241,8 @@ def find_cases(root: Path, release: BratsRelease, *, training: bool) -> tuple[li
 
 def duplicate_case_problems(cases: Sequence[BratsCase]) -> list[str]:
     """One line per case id used by more than one folder (e.g. a case in HGG and LGG, or in training and test)."""
-    problems: list[str] = []
-    folder_of_id: dict[str, Path] = {}
-    for case in cases:
-        key = case.case_id.lower()
-        if key in folder_of_id:
-            problems.append(f"{case.folder}: duplicate case id '{case.case_id}': also {folder_of_id[key]}; "
-                            f"remove one.")
-        else:
-            folder_of_id[key] = case.folder
-    return problems
+    return [f"{case.folder}: duplicate case id '{case.case_id}': also {first.folder}; remove one."
+            for case, first in case_id_collisions(cases, lambda case: case.case_id)]
 
 
 def validate_case(case: BratsCase, *, legacy_2015: bool) -> list[str]:
@@ -265,12 +252,8 @@ def validate_case(case: BratsCase, *, legacy_2015: bool) -> list[str]:
     reference, reference_file = None, None
     files = [*case.image_files, case.segmentation_file]
     for file in files:
-        if file is None:
-            continue
-        try:
-            image = read_image(file)
-        except (ValueError, FileNotFoundError) as error:
-            problems.append(str(error))
+        image = attempt(problems, read_image, file) if file is not None else None
+        if image is None:
             continue
         if reference is None:
             reference, reference_file = image, file
@@ -340,17 +323,33 @@ def _notes(records: Sequence[CaseRecord], legacy_2015: bool) -> list[str]:
 
 @dataclass(frozen=True)
 class BratsRelease:
-    """What differs between the BraTS years (dataset id and name, how cases and folders are named), and the entry
+    """What differs between the BraTS years (the year, the dataset id and how case folders are named), and the entry
     points of that year's converter: ``DatasetNNN_BraTSYYYY`` binds :meth:`convert_with_summary`, :meth:`convert`,
     :meth:`build_parser` and :meth:`main` of its release to module-level names."""
 
     year: int
     dataset_id: int
-    dataset_name: str
     case_prefix: str  # start of every case folder name, e.g. "Brats18_" (compared ignoring case)
-    training_folder: str
-    validation_folder: str
-    example_case: str
+
+    @property
+    def dataset_name(self) -> str:
+        """``BraTS<year>``."""
+        return f"BraTS{self.year}"
+
+    @property
+    def training_folder(self) -> str:
+        """The official training folder, ``MICCAI_BraTS_<year>_Data_Training``."""
+        return f"MICCAI_BraTS_{self.year}_Data_Training"
+
+    @property
+    def validation_folder(self) -> str:
+        """The official validation folder, ``MICCAI_BraTS_<year>_Data_Validation``."""
+        return f"MICCAI_BraTS_{self.year}_Data_Validation"
+
+    @property
+    def example_case(self) -> str:
+        """A case folder name for messages, e.g. ``Brats18_2013_2_1``."""
+        return f"{self.case_prefix}2013_2_1"
 
     @property
     def converter(self) -> str:
@@ -361,31 +360,20 @@ class BratsRelease:
                              dataset_id: int | None = None, dataset_name: str | None = None,
                              output_root: Path | None = None, overwrite: bool = False,
                              num_processes: int = 1) -> DatasetSummary:
-        """Convert this release (see the module docstring) and return the summary that :meth:`main` prints.
+        """Convert this release (see the module docstring) and return the summary that :meth:`main` prints; the
+        other arguments and the errors are those of every converter (:mod:`nnunet_mm.dataset_conversion`).
 
         Args:
             source_dir: the training folder (holding ``HGG/`` and ``LGG/``) or a ``.zip``/``.tar`` of it; only read.
             test_source: the validation folder (or archive); its cases go to ``imagesTs``.
             legacy_2015: merge label 3 into NCR/NET instead of refusing it.
             dataset_id, dataset_name: default to the release's.
-            output_root: where the dataset folder goes; None = ``$nnUNet_raw``.
-            overwrite: replace an existing dataset folder.
-            num_processes: cases checked and converted in parallel.
-
-        Raises:
-            ConversionError: problems in the source data, all of them, each naming the file, before anything is
-                written.
-            FileExistsError: the dataset exists and ``overwrite`` is False.
-            FileNotFoundError: a source does not exist.
-            ValueError: bad arguments, an archive member escaping the extraction folder, output overlapping the
-                input.
         """
         dataset_id = self.dataset_id if dataset_id is None else dataset_id
         dataset_name = self.dataset_name if dataset_name is None else dataset_name
+        final_dir = prepare_output(source_dir, dataset_id=dataset_id, dataset_name=dataset_name,
+                                   output_root=output_root, overwrite=overwrite, test_source=test_source)
         sources = [Path(source_dir)] + ([Path(test_source)] if test_source is not None else [])
-        for source in sources:  # the test source must exist and stay clear of the output too
-            final_dir = prepare_output(source, dataset_id=dataset_id, dataset_name=dataset_name,
-                                       output_root=output_root, overwrite=overwrite)
         with contextlib.ExitStack() as stack:
             cases, problems = [], []
             for source, training in zip(sources, (True, False)):
@@ -451,9 +439,7 @@ class BratsRelease:
     def main(self, argv: list[str] | None = None) -> int:
         """The converter's command line; returns the exit status (0 success, 1 a problem with the input or
         arguments)."""
-        args = self.build_parser().parse_args(argv)
-        return run_converter_cli(self.convert_with_summary, args, source_dir=args.source_dir,
-                                 test_source=args.test_source, legacy_2015=args.legacy_2015)
+        return run_converter_cli(self.convert_with_summary, self.build_parser(), argv)
 
 
 # ----------------------------------------------------------------------------------------------------------------

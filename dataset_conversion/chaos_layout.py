@@ -35,8 +35,10 @@ two agree); both read the CT Ground as liver-only, jonasteuwen with ``== 1``, so
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -44,11 +46,11 @@ from typing import Literal
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_mm.conversion.archives import check_inside
+from nnunet_mm.conversion.archives import check_inside, source_folder
 from nnunet_mm.conversion.dicom import TAG_ECHO_TIME, dicom_files, header_value, read_dicom_volume, sort_by_position
 from nnunet_mm.conversion.errors import raise_if_problems
 from nnunet_mm.conversion.labels import bin_intensities
-from nnunet_mm.conversion.runner import map_cases, sanitize_case_id
+from nnunet_mm.conversion.runner import case_id_collisions, map_cases, sanitize_case_id
 from nnunet_mm.conversion.slices import natural_key, numeric_sorted, read_slice
 
 MaskOrder = Literal["dicom_file_order", "reversed_position", "position"]
@@ -131,16 +133,9 @@ def find_patients(modality_dir: Path, *, root: Path, prefix: str,
 
 def duplicate_case_problems(patients: Sequence[Patient]) -> list[str]:
     """One problem per case id that two patient folders map to (within or across the train and test sets)."""
-    problems: list[str] = []
-    first: dict[str, Patient] = {}
-    for patient in patients:
-        key = patient.case_id.lower()
-        if key in first:
-            problems.append(f"{patient.folder}: duplicate case id '{patient.case_id}': {first[key].folder} maps to the "
-                            f"same id; every patient must appear once in the train and test sets together.")
-        else:
-            first[key] = patient
-    return problems
+    return [f"{patient.folder}: duplicate case id '{patient.case_id}': {first.folder} maps to the same id; every "
+            f"patient must appear once in the train and test sets together."
+            for patient, first in case_id_collisions(patients, lambda patient: patient.case_id)]
 
 
 def discover_patients(source: Path, test_source: Path | None, *, modality: str,
@@ -164,6 +159,30 @@ def discover_patients(source: Path, test_source: Path | None, *, modality: str,
         patients += found
         problems += empty
     return patients, problems + duplicate_case_problems(patients)
+
+
+def add_source_arguments(parser: argparse.ArgumentParser, modality: str) -> None:
+    """The positional ``source_dir`` and ``--test-source`` of the CHAOS converter for ``modality`` (``CT``, ``MR``)."""
+    parser.add_argument("source_dir", type=Path,
+                        help=f"CHAOS training set: the folder holding {modality}/ (CHAOS_Train_Sets/Train_Sets), a "
+                             f"parent up to two levels above it, or a .zip/.tar of it")
+    parser.add_argument("--test-source", type=Path, default=None,
+                        help="CHAOS test set in the same layout (no Ground), written to imagesTs")
+
+
+@contextlib.contextmanager
+def source_folders(source_dir: Path, test_source: Path | None) -> Iterator[tuple[Path, Path | None]]:
+    """The training and (optional) test sets as folders, archives extracted
+    (:func:`nnunet_mm.conversion.source_folder`)."""
+    with source_folder(source_dir) as root, \
+            (source_folder(test_source) if test_source is not None else contextlib.nullcontext()) as test_root:
+        yield root, test_root
+
+
+def source_block(source_dir: Path, test_source: Path | None) -> dict[str, str | None]:
+    """``{"train": <absolute source_dir>, "test": <absolute test_source> | None}``, for the ``'nnunet_mm'`` block."""
+    return {"train": str(Path(source_dir).resolve()),
+            "test": None if test_source is None else str(Path(test_source).resolve())}
 
 
 def checked_patients(source: Path, test_source: Path | None, *, modality: str, prefix: str,

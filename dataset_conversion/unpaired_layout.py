@@ -47,7 +47,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_mm.conversion.archives import check_inside
-from nnunet_mm.conversion.errors import raise_if_problems
+from nnunet_mm.conversion.errors import attempt, raise_if_problems
 from nnunet_mm.conversion.labels import label_dict, label_value_problems, remap_labels, voxel_counts
 from nnunet_mm.conversion.runner import CaseRecord, DatasetSummary, map_cases, summarize
 from nnunet_mm.io import (describe_geometry, geometry_differences, read_image, staged_dataset, write_dataset_json,
@@ -213,17 +213,9 @@ def check_case(case: UnpairedCase, *, encoding: LabelEncoding) -> list[str]:
     """Read the files of ``case``; one problem line per unreadable or non-3D file, label off the image grid, or label
     value outside the whitelist (stray values listed in ``encoding.fixes`` are accepted)."""
     problems: list[str] = []
-    image = None
-    try:
-        image = read_image(case.image_file)
-    except (ValueError, FileNotFoundError) as error:
-        problems.append(str(error))
-    if case.label_file is None:
-        return problems
-    try:
-        label = read_image(case.label_file)
-    except (ValueError, FileNotFoundError) as error:
-        problems.append(str(error))
+    image = attempt(problems, read_image, case.image_file)
+    label = attempt(problems, read_image, case.label_file) if case.label_file is not None else None
+    if label is None:
         return problems
     if image is not None:
         mismatch = _geometry_problem(label, image, case)

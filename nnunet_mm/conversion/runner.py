@@ -44,23 +44,25 @@ def case_id_collisions(items: Iterable[T], case_id: Callable[[T], str]) -> list[
 
 
 def prepare_output(source_dir: Path, *, dataset_id: int, dataset_name: str, output_root: Path | None,
-                   overwrite: bool) -> Path:
+                   overwrite: bool, test_source: Path | None = None) -> Path:
     """Check the arguments that every converter shares and return ``<root>/DatasetNNN_Name``.
 
     Called before the source is read, so that a bad output fails at once; the folder itself is then written with
-    :func:`nnunet_mm.io.staged_dataset`, which repeats the existence check.
+    :func:`nnunet_mm.io.staged_dataset`, which repeats the existence check. A ``test_source`` (the converters'
+    ``--test-source``) must exist and stay clear of the output too.
 
     Raises:
-        FileNotFoundError: ``source_dir`` does not exist.
+        FileNotFoundError: ``source_dir`` (or ``test_source``) does not exist.
         ValueError: bad id or name, no output root, output overlapping the input, another dataset with the same id
             (:func:`nnunet_mm.io.new_dataset_folder`, :func:`nnunet_mm.io.check_output`).
         FileExistsError: the dataset exists and ``overwrite`` is False.
     """
-    source_dir = Path(source_dir)
-    if not source_dir.exists():
-        raise FileNotFoundError(f"{source_dir}: source folder not found.")
+    sources = [Path(source_dir)] + ([Path(test_source)] if test_source is not None else [])
+    for source in sources:
+        if not source.exists():
+            raise FileNotFoundError(f"{source}: source folder not found.")
     final_dir = new_dataset_folder(dataset_id, dataset_name, output_root=output_root)
-    return check_output(final_dir, overwrite=overwrite, sources=[source_dir])
+    return check_output(final_dir, overwrite=overwrite, sources=sources)
 
 
 def map_cases(function: Callable[[T], R], items: Sequence[T], *, num_processes: int = 1,
