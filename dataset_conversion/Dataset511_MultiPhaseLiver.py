@@ -42,7 +42,8 @@ import numpy as np
 import SimpleITK as sitk
 from skimage.metrics import normalized_mutual_information
 
-from nnunet_mm.conversion.errors import ConversionError, attempt, raise_if_problems
+from nnunet_mm.conversion.errors import ConversionError  # noqa: F401 - what convert raises, importable from here
+from nnunet_mm.conversion.errors import attempt, raise_if_problems
 from nnunet_mm.conversion.labels import label_dict, label_value_problems
 from nnunet_mm.conversion.runner import (add_common_arguments, case_id_collisions, comma_list, map_cases,
                                          prepare_output, run_converter_cli, sanitize_case_id)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from nnunet_mm.cli.common import set_handler
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                    ".nnunet_mm_mas_cache]")
     mas.add_argument("--overwrite", action="store_true", help="replace an existing output dataset")
     mas.add_argument("-device", default="cpu", help="device of the learned networks [default: cpu]")
-    mas.set_defaults(handler=_run_mas)
+    set_handler(mas, _run_mas, also_reports=(RuntimeError,))
 
     train = subparsers.add_parser(
         "mas-train", help="train the learned registration (BiRegNet) and fusion (SimNet) networks",
@@ -57,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("-device", default="cpu", help="torch device [default: cpu]")
     train.add_argument("--overwrite", action="store_true")
-    train.set_defaults(handler=_run_mas_train)
+    set_handler(train, _run_mas_train)
 
     distill = subparsers.add_parser(
         "mas-distill", help="fused atlas labels (uncertain voxels = ignore) as labels for a plain nnU-Net",
@@ -70,38 +71,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     distill.add_argument("--threshold", type=float, default=0.6, help="confidence threshold tau [0.6]")
     distill.add_argument("--output-root", default=None, help="[default: $nnUNet_raw]")
     distill.add_argument("--overwrite", action="store_true")
-    distill.set_defaults(handler=_run_mas_distill)
+    set_handler(distill, _run_mas_distill)
 
 
 def _run_mas(args: argparse.Namespace) -> int:
     from nnunet_mm.atlas.mas import MASSettings, SimpleITKRegistration, build_mas_dataset
     from nnunet_mm.atlas.registration import RegistrationSettings
 
-    try:
-        settings = MASSettings(num_atlases=args.num_atlases, fusion=args.fusion, target_channel=args.target_channel,
-                               atlas_channel=args.atlas_channel)
-        simnet = backend = None
-        if args.registration == "learned" or args.fusion == "simnet":
-            if args.model is None:
-                raise ValueError("--registration learned and --fusion simnet need --model DIR (from 'nnunet_mm "
-                                 "mas-train').")
-            from nnunet_mm.atlas.learned import load_learned_mas
+    settings = MASSettings(num_atlases=args.num_atlases, fusion=args.fusion, target_channel=args.target_channel,
+                           atlas_channel=args.atlas_channel)
+    simnet = backend = None
+    if args.registration == "learned" or args.fusion == "simnet":
+        if args.model is None:
+            raise ValueError("--registration learned and --fusion simnet need --model DIR (from 'nnunet_mm "
+                             "mas-train').")
+        from nnunet_mm.atlas.learned import load_learned_mas
 
-            learned_backend, simnet = load_learned_mas(Path(args.model), device=args.device)
-            if args.registration == "learned":
-                backend = learned_backend
-        if backend is None:
-            backend = SimpleITKRegistration(RegistrationSettings(
-                stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), iterations=args.iterations,
-                bspline_iterations=args.bspline_iterations, bspline_grid_spacing_mm=args.bspline_grid_mm,
-                num_threads=args.threads))
-        folder = build_mas_dataset(_dataset(args.target), _dataset(args.atlas), output_id=args.output_id,
-                                   output_name=args.output_name, settings=settings, backend=backend, simnet=simnet,
-                                   output_root=Path(args.output_root) if args.output_root else None,
-                                   cache_dir=Path(args.cache) if args.cache else None, overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as error:
-        print(f"nnunet_mm mas: error: {error}", file=sys.stderr)
-        return 1
+        learned_backend, simnet = load_learned_mas(Path(args.model), device=args.device)
+        if args.registration == "learned":
+            backend = learned_backend
+    if backend is None:
+        backend = SimpleITKRegistration(RegistrationSettings(
+            stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), iterations=args.iterations,
+            bspline_iterations=args.bspline_iterations, bspline_grid_spacing_mm=args.bspline_grid_mm,
+            num_threads=args.threads))
+    folder = build_mas_dataset(_dataset(args.target), _dataset(args.atlas), output_id=args.output_id,
+                               output_name=args.output_name, settings=settings, backend=backend, simnet=simnet,
+                               output_root=Path(args.output_root) if args.output_root else None,
+                               cache_dir=Path(args.cache) if args.cache else None, overwrite=args.overwrite)
     print(f"wrote {folder} (QA: {folder / 'nnunet_mm_qa'}); next: nnUNetv2_plan_and_preprocess -d {args.output_id} "
           f"&& nnUNetv2_train {args.output_id} 3d_fullres 0 -tr MASPriorTrainer")
     return 0
@@ -111,17 +108,13 @@ def _run_mas_train(args: argparse.Namespace) -> int:
     from nnunet_mm.atlas.learned import LearnedMASConfig, train_learned_mas
     from nnunet_mm.io.raw_dataset import open_raw_dataset
 
-    try:
-        labels = open_raw_dataset(_dataset(args.target)).dataset_json["labels"]
-        config = LearnedMASConfig(grid_shape=tuple(args.grid), num_classes=len(labels), base_channels=args.channels,
-                                  num_levels=args.levels, bending_weight=args.bending_weight)
-        summary = train_learned_mas(_dataset(args.atlas), _dataset(args.target), Path(args.output), config=config,
-                                    iterations=args.iterations, simnet_iterations=args.simnet_iterations,
-                                    batch_size=args.batch_size, device=args.device, seed=args.seed,
-                                    overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"nnunet_mm mas-train: error: {error}", file=sys.stderr)
-        return 1
+    labels = open_raw_dataset(_dataset(args.target)).dataset_json["labels"]
+    config = LearnedMASConfig(grid_shape=tuple(args.grid), num_classes=len(labels), base_channels=args.channels,
+                              num_levels=args.levels, bending_weight=args.bending_weight)
+    summary = train_learned_mas(_dataset(args.atlas), _dataset(args.target), Path(args.output), config=config,
+                                iterations=args.iterations, simnet_iterations=args.simnet_iterations,
+                                batch_size=args.batch_size, device=args.device, seed=args.seed,
+                                overwrite=args.overwrite)
     before, after = summary["train_pair_dice_before_after"]
     print(f"wrote {args.output}; training pairs: foreground Dice {before:.3f} unregistered -> {after:.3f} warped "
           f"({summary['total_seconds']:.0f} s)")
@@ -131,14 +124,10 @@ def _run_mas_train(args: argparse.Namespace) -> int:
 def _run_mas_distill(args: argparse.Namespace) -> int:
     from nnunet_mm.atlas.distill import build_distilled_dataset
 
-    try:
-        folder = build_distilled_dataset(_dataset(args.d), output_id=args.output_id, output_name=args.output_name,
-                                         confidence_threshold=args.threshold,
-                                         output_root=Path(args.output_root) if args.output_root else None,
-                                         overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"nnunet_mm mas-distill: error: {error}", file=sys.stderr)
-        return 1
+    folder = build_distilled_dataset(_dataset(args.d), output_id=args.output_id, output_name=args.output_name,
+                                     confidence_threshold=args.threshold,
+                                     output_root=Path(args.output_root) if args.output_root else None,
+                                     overwrite=args.overwrite)
     print(f"wrote {folder}; next: nnUNetv2_plan_and_preprocess -d {args.output_id} && "
           f"nnUNetv2_train {args.output_id} 3d_fullres 0")
     return 0

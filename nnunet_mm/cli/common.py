@@ -55,7 +55,7 @@ def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-np", type=int, default=1, help="processes [default: 1]")
 
 
-def _add_configuration_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+def _add_configuration_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", default="3d_fullres", help="configuration [default: %(default)s]")
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
 
@@ -82,7 +82,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, trainer: str, severa
 
 
 def model_folder(args: argparse.Namespace) -> Path:
-    """The model folder of :func:`add_model_arguments`' options: ``-m``, or ``nnUNet_results/<dataset>/<tr>__<p>__<c>``.
+    """The model folder that :func:`add_model_arguments`' options name: ``-m``, or
+    ``nnUNet_results/<dataset>/<tr>__<p>__<c>``.
 
     Raises:
         FileNotFoundError: the folder does not exist.

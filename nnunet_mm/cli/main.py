@@ -21,11 +21,12 @@ import sys
 from typing import Sequence
 
 import nnunet_mm
-from nnunet_mm.cli.common import default_device
+from nnunet_mm.cli.common import (add_device_argument, add_model_arguments, model_folder, run_handler, set_handler,
+                                  torch_device)
 
 
 # modules of the method packages that add their own sub-commands: each has ``register(subparsers)``, and every parser it
-# adds sets ``handler`` (``parser.set_defaults(handler=fn)``, ``fn(args) -> int``)
+# adds gets its handler from nnunet_mm.cli.common.set_handler
 COMMAND_MODULES: tuple[str, ...] = ("nnunet_mm.cmg.cli", "nnunet_mm.cmc.cli", "nnunet_mm.synthesis.cli",
                                     "nnunet_mm.synthesis.cli_models", "nnunet_mm.weak.cli", "nnunet_mm.atlas.cli")
 
@@ -67,29 +68,23 @@ def _build_parser() -> argparse.ArgumentParser:
                     "normalisation. The reference channel must be present.")
     predict.add_argument("-i", required=True, help="input folder with CASE_XXXX<file_ending> files")
     predict.add_argument("-o", required=True, help="output folder")
-    model = predict.add_mutually_exclusive_group(required=True)
-    model.add_argument("-d", help="dataset name or id (with -tr, -p, -c: the model folder in nnUNet_results)")
-    model.add_argument("-m", "--model_folder", help="model folder (instead of -d/-tr/-p/-c)")
-    predict.add_argument("-tr", default="MultiModalTrainer", help="trainer name [default: %(default)s]")
-    predict.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
-    predict.add_argument("-c", default="3d_fullres", help="configuration [default: %(default)s]")
-    predict.add_argument("-f", nargs="+", default=["0"], help="folds [default: 0]; 'all' for fold_all")
-    predict.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file [default: %(default)s]")
+    add_model_arguments(predict, trainer="MultiModalTrainer", several_folds=True)
     predict.add_argument("--available", type=_parse_channels, default=None,
                          help="channels every case provides, e.g. 0,2; default: detect per case from the files")
     predict.add_argument("-step_size", type=float, default=0.5, help="sliding-window step [default: 0.5]")
     predict.add_argument("--disable_tta", action="store_true", help="no mirroring at test time")
     predict.add_argument("--save_probabilities", action="store_true")
     predict.add_argument("-nps", type=int, default=1, help="processes for export [default: 1]")
-    predict.add_argument("-device", default=None, choices=("cuda", "cpu", "mps"),
-                         help="device [default: cuda if available, else cpu]")
+    add_device_argument(predict)
     predict.add_argument("--disable_progress_bar", action="store_true")
+    set_handler(predict, _run_predict)
 
     demo = sub.add_parser("demo", help="run the full cycle on a phantom dataset", add_help=False,
                           description="Arguments after 'demo' go to nnunet_mm.demo.")
     demo.add_argument("args", nargs=argparse.REMAINDER)
 
-    sub.add_parser("env", help="show trainer discovery (nnUNet_extTrainer) and the nnU-Net paths")
+    env = sub.add_parser("env", help="show trainer discovery (nnUNet_extTrainer) and the nnU-Net paths")
+    set_handler(env, _run_env)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(sub)
     return parser
@@ -98,23 +93,12 @@ def _build_parser() -> argparse.ArgumentParser:
 def _run_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
-
     from nnunet_mm.inference import predict_with_missing_channels
 
-    if args.model_folder is not None:
-        model_folder = Path(args.model_folder)
-    else:
-        from nnunetv2.utilities.file_path_utilities import get_output_folder
-        model_folder = Path(get_output_folder(args.d, args.tr, args.p, args.c))
-    if not model_folder.is_dir():
-        print(f"nnunet_mm predict: model folder {model_folder} does not exist (train first, or check -d/-tr/-p/-c).",
-              file=sys.stderr)
-        return 2
     folds = [f if f == "all" else int(f) for f in args.f]
     report = predict_with_missing_channels(
-        Path(args.i), Path(args.o), model_folder, folds=folds, checkpoint_name=args.chk, available=args.available,
-        device=torch.device(args.device or default_device()), tile_step_size=args.step_size,
+        Path(args.i), Path(args.o), model_folder(args), folds=folds, checkpoint_name=args.chk,
+        available=args.available, device=torch_device(args.device), tile_step_size=args.step_size,
         use_mirroring=not args.disable_tta,
         save_probabilities=args.save_probabilities, num_processes_export=args.nps,
         allow_tqdm=not args.disable_progress_bar)
@@ -124,7 +108,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_env() -> int:
+def _run_env(args: argparse.Namespace) -> int:
     import _nnunet_mm_ext
 
     folder = _nnunet_mm_ext.trainer_shim_folder()
@@ -181,11 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_convert(argv[1], argv[2:])
     args = _build_parser().parse_args(argv)
     if getattr(args, "handler", None) is not None:
-        return args.handler(args)
-    if args.command == "predict":
-        return _run_predict(args)
-    if args.command == "env":
-        return _run_env()
+        return run_handler(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse restricts the choices
 
 

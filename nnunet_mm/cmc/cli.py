@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from nnunet_mm.cli.common import add_preprocessing_arguments
+from nnunet_mm.cli.common import add_preprocessing_arguments, set_handler
 
 
 def register(subparsers) -> None:
@@ -15,7 +14,7 @@ def register(subparsers) -> None:
                     "'unlabeled_dir' in dataset.json (default imagesUnl) with the configuration's plans into "
                     "<data_identifier>_unlabeled. The labeled data are untouched.")
     add_preprocessing_arguments(unlabeled)
-    unlabeled.set_defaults(handler=_run_preprocess_unlabeled)
+    set_handler(unlabeled, _run_preprocess_unlabeled)
 
     fraction = subparsers.add_parser(
         "label-fraction", help="new raw dataset keeping only a fraction of the labels (rest in imagesUnl)",
@@ -29,8 +28,7 @@ def register(subparsers) -> None:
     fraction.add_argument("--seed", type=int, default=0, help="seed of the case draw [default: 0]")
     fraction.add_argument("--output-root", default=None, help="default: $nnUNet_raw")
     fraction.add_argument("--overwrite", action="store_true", help="replace an existing target dataset")
-    fraction.set_defaults(handler=_run_label_fraction)
-
+    set_handler(fraction, _run_label_fraction)
 
 
 def _run_preprocess_unlabeled(args: argparse.Namespace) -> int:
@@ -45,14 +43,10 @@ def _run_label_fraction(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nnunet_mm.cmc.label_fraction import make_label_fraction_dataset
-    try:
-        target = make_label_fraction_dataset(args.d, args.fraction, target_id=args.target_id,
-                                             target_name=args.target_name, seed=args.seed,
-                                             output_root=Path(args.output_root) if args.output_root else None,
-                                             overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+
+    output_root = Path(args.output_root) if args.output_root else None
+    target = make_label_fraction_dataset(args.d, args.fraction, target_id=args.target_id, target_name=args.target_name,
+                                         seed=args.seed, output_root=output_root, overwrite=args.overwrite)
     print(f"wrote {target}; next: nnUNetv2_plan_and_preprocess -d {args.target_id} && "
           f"nnunet_mm preprocess-unlabeled -d {args.target_id} -c 3d_fullres")
     return 0

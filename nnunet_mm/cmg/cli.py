@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from nnunet_mm.cli.common import add_preprocessing_arguments, default_device
+from nnunet_mm.cli.common import (add_device_argument, add_model_arguments, add_preprocessing_arguments,
+                                  model_folder, set_handler, torch_device)
 
 
 def register(subparsers) -> None:
@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     plan.add_argument("-c", nargs="+", default=["2d", "3d_fullres"], help="configurations to preprocess "
                       "[default: 2d 3d_fullres]")
     plan.add_argument("-np", type=int, default=2, help="processes for fingerprint and preprocessing [default: 2]")
-    plan.set_defaults(handler=_run_plan)
+    set_handler(plan, _run_plan)
 
     phases = subparsers.add_parser(
         "phase-labels", help="add a '<configuration>_phases' configuration with per-phase labels (e.g. MPTH)",
@@ -29,23 +29,16 @@ def register(subparsers) -> None:
                     "by 'phase_labels_dir' in dataset.json) as extra segmentation channels of a new configuration "
                     "'<c>_phases'. Train it with e.g. 'nnUNetv2_train 501 3d_fullres_phases 0 -tr CMGTrainer'.")
     add_preprocessing_arguments(phases)
-    phases.set_defaults(handler=_run_phase_labels)
+    set_handler(phases, _run_phase_labels)
 
     maps = subparsers.add_parser("cmg-maps", help="save a CMG model's guidance maps and predictions of one case as PNG")
     maps.add_argument("-i", required=True, help="folder with the case's CASE_XXXX<file_ending> files")
     maps.add_argument("--case", required=True, help="case identifier (CASE)")
     maps.add_argument("-o", required=True, help="output PNG")
-    maps_model = maps.add_mutually_exclusive_group(required=True)
-    maps_model.add_argument("-d", help="dataset name or id (with -tr, -p, -c)")
-    maps_model.add_argument("-m", "--model_folder", help="model folder (instead of -d/-tr/-p/-c)")
-    maps.add_argument("-tr", default="CMGTrainer", help="trainer [default: %(default)s]")
-    maps.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
-    maps.add_argument("-c", default="3d_fullres", help="configuration [default: %(default)s]")
-    maps.add_argument("-f", default="0", help="fold [default: 0]")
-    maps.add_argument("-chk", default="checkpoint_final.pth")
+    add_model_arguments(maps, trainer="CMGTrainer", several_folds=False)
     maps.add_argument("--class_index", type=int, default=None, help="class to show [default: the highest label]")
-    maps.add_argument("-device", default=None, choices=("cuda", "cpu", "mps"))
-    maps.set_defaults(handler=_run_cmg_maps)
+    add_device_argument(maps)
+    set_handler(maps, _run_cmg_maps)
 
 
 def _run_plan(args: argparse.Namespace) -> int:
@@ -96,27 +89,17 @@ def _run_cmg_maps(args: argparse.Namespace) -> int:
     from nnunet_mm.cmg.guidance_maps import save_guidance_figure
     from nnunet_mm.io.raw_dataset import available_channel_files
 
-    if args.model_folder:
-        model_folder = Path(args.model_folder)
-    else:
-        from nnunetv2.paths import nnUNet_results
-        from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-        model_folder = (Path(nnUNet_results) / maybe_convert_to_dataset_name(args.d) /
-                        f"{args.tr}__{args.p}__{args.c}")
-    dataset_json = json.loads((model_folder / "dataset.json").read_text())
+    folder = model_folder(args)
+    dataset_json = json.loads((folder / "dataset.json").read_text())
     files = available_channel_files(Path(args.i), dataset_json["file_ending"], len(dataset_json["channel_names"]),
-                                    source=str(model_folder / "dataset.json")).get(args.case)
+                                    source=str(folder / "dataset.json")).get(args.case)
     if not files:
-        print(f"nnunet_mm cmg-maps: no files {args.case}_XXXX{dataset_json['file_ending']} in {args.i}",
-              file=sys.stderr)
-        return 1
+        raise FileNotFoundError(f"no files {args.case}_XXXX{dataset_json['file_ending']} in {args.i}")
     missing = [c for c in range(len(dataset_json["channel_names"])) if c not in files]
     if missing:
-        print(f"nnunet_mm cmg-maps: {args.i}: case {args.case} lacks channel(s) {missing}", file=sys.stderr)
-        return 1
+        raise ValueError(f"{args.i}: case {args.case} lacks channel(s) {missing}")
     fold = args.f if args.f == "all" else int(args.f)
-    device = args.device or default_device()
-    png = save_guidance_figure(model_folder, [files[c] for c in sorted(files)], Path(args.o), fold=fold,
-                               checkpoint=args.chk, device=device, class_index=args.class_index)
+    png = save_guidance_figure(folder, [files[c] for c in sorted(files)], Path(args.o), fold=fold,
+                               checkpoint=args.chk, device=torch_device(args.device), class_index=args.class_index)
     print(f"wrote {png}")
     return 0

@@ -30,7 +30,7 @@ def _patch_slices(shape: Sequence[int], patch: Sequence[int], centre: Sequence[i
 
 @figure_style()
 def save_guidance_figure(model_folder: Path, image_files: Sequence[Path], png: Path, *, fold: str | int = 0,
-                         checkpoint: str = "checkpoint_final.pth", device: str = "cpu",
+                         checkpoint: str = "checkpoint_final.pth", device: str | torch.device = "cpu",
                          class_index: int | None = None) -> Path:
     """Write the figure described in the module docstring for the case made of ``image_files`` (one per channel).
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
+
+from nnunet_mm.cli.common import add_dataset_arguments, add_device_argument, set_handler, torch_device
 
 
 def register(subparsers) -> None:
@@ -21,27 +22,26 @@ def register(subparsers) -> None:
                     "training cases and every phase, the tumour-minus-liver contrast and the texture in nnU-Net's "
                     "normalised space, and store them in <preprocessed>/<dataset>/nnunet_mm_synthesis/"
                     "tumour_contrast_<data_identifier>.json, where SynthTumorTrainer reads them.")
-    _add_dataset_arguments(stats)
+    add_dataset_arguments(stats)
     stats.add_argument("--fold", default=None,
                        help="use only this fold's training cases (splits_final.json) [default: all cases]")
     stats.add_argument("-o", "--output", default=None, help="output JSON [default: beside the preprocessed data]")
     stats.add_argument("--overwrite", action="store_true", help="replace an existing statistics file")
-    stats.set_defaults(handler=run_synth_stats)
+    set_handler(stats, run_synth_stats)
 
     preview = subparsers.add_parser(
         "synth-preview", help="PNG grid of synthetic tumours next to real ones, one column per phase",
         description="Paint synthetic tumours into the healthy liver of preprocessed cases with the dataset's "
                     "synthesizer settings and show them beside real tumours.")
-    _add_dataset_arguments(preview)
+    add_dataset_arguments(preview)
     preview.add_argument("-o", "--output", required=True, help="output PNG")
     preview.add_argument("-n", "--num-examples", type=int, default=4, help="real and synthetic rows [default: 4]")
     preview.add_argument("--synthesizer", choices=("handcrafted", "diffusion"), default=None,
                          help="default: the dataset.json setting (handcrafted)")
     preview.add_argument("--seed", type=int, default=0, help="seed of the synthetic draws [default: 0]")
-    preview.add_argument("-device", default=None, choices=("cuda", "cpu", "mps"),
-                         help="device [default: cuda if available, else cpu]")
+    add_device_argument(preview)
     preview.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
-    preview.set_defaults(handler=run_synth_preview)
+    set_handler(preview, run_synth_preview, also_reports=(ImportError,))
 
     keep = subparsers.add_parser(
         "keep-tumours-in-liver", help="post-process predictions: remove tumour components outside the liver",
@@ -54,13 +54,7 @@ def register(subparsers) -> None:
     keep.add_argument("--tumour-label", type=int, default=None)
     keep.add_argument("--file-ending", default=None, help="default: dataset.json's file_ending, else .nii.gz")
     keep.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    keep.set_defaults(handler=run_keep_tumours_in_liver)
-
-
-def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-d", required=True, help="dataset name or id")
-    parser.add_argument("-c", default="3d_fullres", help="configuration [default: %(default)s]")
-    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
+    set_handler(keep, run_keep_tumours_in_liver)
 
 
 def preprocessed_dataset(args: argparse.Namespace):
@@ -94,29 +88,19 @@ def run_synth_stats(args: argparse.Namespace) -> int:
     from nnunet_mm.synthesis.settings import SYNTHESIS_KEY
     from nnunet_mm.synthesis.statistics import fit_tumour_statistics, preprocessed_cases, statistics_path
 
-    try:
-        folder, dataset_json, dataset_settings, configuration = preprocessed_dataset(args)
-        output = Path(args.output) if args.output else statistics_path(folder, configuration.data_identifier)
-        check_output(output, overwrite=args.overwrite)
-        liver, tumour = dataset_settings.method(SYNTHESIS_KEY).resolve_labels(dataset_json["labels"],
-                                                                               dataset_settings.source)
-        cases = preprocessed_cases(folder / configuration.data_identifier, _fold_training_cases(folder, args.fold))
-        phases = dataset_settings.multimodal.display_names(dataset_json["channel_names"])
-        statistics = fit_tumour_statistics(tqdm(cases, desc="tumour statistics", unit="case", disable=None),
-                                           phases, liver, tumour)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
-        print(f"nnunet_mm synth-stats: {error}", file=sys.stderr)
-        return 1
+    folder, dataset_json, dataset_settings, configuration = preprocessed_dataset(args)
+    output = Path(args.output) if args.output else statistics_path(folder, configuration.data_identifier)
+    check_output(output, overwrite=args.overwrite)
+    liver, tumour = dataset_settings.method(SYNTHESIS_KEY).resolve_labels(dataset_json["labels"],
+                                                                           dataset_settings.source)
+    cases = preprocessed_cases(folder / configuration.data_identifier, _fold_training_cases(folder, args.fold))
+    phases = dataset_settings.multimodal.display_names(dataset_json["channel_names"])
+    statistics = fit_tumour_statistics(tqdm(cases, desc="tumour statistics", unit="case", disable=None),
+                                       phases, liver, tumour)
     statistics.save(output)
     print(statistics.summary())
     print(f"wrote {output}")
     return 0
-
-
-def _device(name: str | None):
-    import torch
-
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def run_synth_preview(args: argparse.Namespace) -> int:
@@ -134,39 +118,35 @@ def run_synth_preview(args: argparse.Namespace) -> int:
                                                     synthetic_tumour_examples)
 
     output = Path(args.output)
-    device = _device(args.device)
-    try:
-        check_output(output, overwrite=args.overwrite)
-        folder, dataset_json, dataset_settings, configuration = preprocessed_dataset(args)
-        settings = dataset_settings.method(SYNTHESIS_KEY)
-        if args.synthesizer:
-            settings = dataclasses.replace(settings, synthesizer=args.synthesizer)
-        liver, tumour = settings.resolve_labels(dataset_json["labels"], dataset_settings.source)
-        phases = dataset_settings.multimodal.display_names(dataset_json["channel_names"])
-        data_folder = folder / configuration.data_identifier
-        if settings.synthesizer == "diffusion":
-            from nnunet_mm.synthesis.latent_diffusion import LatentDiffusionSynthesizer, default_model_folder
-            synthesizer = LatentDiffusionSynthesizer.from_folder(
-                Path(settings.model_folder) if settings.model_folder else default_model_folder(folder), device)
-        else:
-            stats_file = Path(settings.statistics_file) if settings.statistics_file else \
-                statistics_path(folder, configuration.data_identifier)
-            statistics = TumourContrastStatistics.load(stats_file) if stats_file.is_file() else \
-                fit_tumour_statistics(preprocessed_cases(data_folder), phases, liver, tumour)
-            synthesizer = HandcraftedSynthesizer(statistics, configuration.spacing,
-                                                 texture_sigma_mm=settings.texture_sigma_mm,
-                                                 edge_sigma_voxels=settings.edge_sigma_voxels,
-                                                 contrast_jitter=settings.contrast_jitter)
-        real = real_tumour_examples(preprocessed_cases(data_folder), tumour, args.num_examples)
-        generator = torch.Generator(device=device).manual_seed(args.seed)
-        synthetic = synthetic_tumour_examples(preprocessed_cases(data_folder), synthesizer, settings.masks,
-                                              configuration.spacing, liver, args.num_examples, generator)
-        partial = output.with_name(f".{output.stem}.{os.getpid()}.png")
-        save_synthesis_grid(real, synthetic, phases, partial)
-        os.replace(partial, output)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError, ImportError) as error:
-        print(f"nnunet_mm synth-preview: {error}", file=sys.stderr)
-        return 1
+    device = torch_device(args.device)
+    check_output(output, overwrite=args.overwrite)
+    folder, dataset_json, dataset_settings, configuration = preprocessed_dataset(args)
+    settings = dataset_settings.method(SYNTHESIS_KEY)
+    if args.synthesizer:
+        settings = dataclasses.replace(settings, synthesizer=args.synthesizer)
+    liver, tumour = settings.resolve_labels(dataset_json["labels"], dataset_settings.source)
+    phases = dataset_settings.multimodal.display_names(dataset_json["channel_names"])
+    data_folder = folder / configuration.data_identifier
+    if settings.synthesizer == "diffusion":
+        from nnunet_mm.synthesis.latent_diffusion import LatentDiffusionSynthesizer, default_model_folder
+        synthesizer = LatentDiffusionSynthesizer.from_folder(
+            Path(settings.model_folder) if settings.model_folder else default_model_folder(folder), device)
+    else:
+        stats_file = Path(settings.statistics_file) if settings.statistics_file else \
+            statistics_path(folder, configuration.data_identifier)
+        statistics = TumourContrastStatistics.load(stats_file) if stats_file.is_file() else \
+            fit_tumour_statistics(preprocessed_cases(data_folder), phases, liver, tumour)
+        synthesizer = HandcraftedSynthesizer(statistics, configuration.spacing,
+                                             texture_sigma_mm=settings.texture_sigma_mm,
+                                             edge_sigma_voxels=settings.edge_sigma_voxels,
+                                             contrast_jitter=settings.contrast_jitter)
+    real = real_tumour_examples(preprocessed_cases(data_folder), tumour, args.num_examples)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    synthetic = synthetic_tumour_examples(preprocessed_cases(data_folder), synthesizer, settings.masks,
+                                          configuration.spacing, liver, args.num_examples, generator)
+    partial = output.with_name(f".{output.stem}.{os.getpid()}.png")
+    save_synthesis_grid(real, synthetic, phases, partial)
+    os.replace(partial, output)
     print(f"wrote {output} ({len(real)} real, {len(synthetic)} synthetic tumours)")
     return 0
 
@@ -186,42 +166,37 @@ def run_keep_tumours_in_liver(args: argparse.Namespace) -> int:
 
     source, target = Path(args.input), Path(args.output)
     if not source.is_dir():
-        print(f"nnunet_mm keep-tumours-in-liver: {source} is not a folder.", file=sys.stderr)
-        return 1
+        raise FileNotFoundError(f"{source} is not a folder.")
     dataset_file = source / "dataset.json"
     dataset_json = json.loads(dataset_file.read_text()) if dataset_file.is_file() else {}
     ending = args.file_ending or dataset_json.get("file_ending", ".nii.gz")
-    try:
-        if args.liver_label is not None and args.tumour_label is not None:
-            liver, tumour = args.liver_label, args.tumour_label
-        elif dataset_json:
-            liver, tumour = read_settings(dataset_json, str(dataset_file)).method(SYNTHESIS_KEY).resolve_labels(
-                dataset_json["labels"], str(dataset_file))
-            liver = args.liver_label if args.liver_label is not None else liver
-            tumour = args.tumour_label if args.tumour_label is not None else tumour
-        else:
-            raise ValueError(f"{dataset_file} not found; pass --liver-label and --tumour-label.")
-        files = sorted(p for p in source.iterdir() if p.name.endswith(ending) and p.is_file())
-        if not files:
-            raise FileNotFoundError(f"{source}: no segmentation files ending in {ending}.")
-        removed_total = 0
-        with staged_dataset(target, overwrite=args.overwrite, sources=[source]) as staging:
-            for path in tqdm(files, desc="keep tumours in liver", unit="case", disable=None):
-                try:
-                    image = sitk.ReadImage(str(path))
-                except RuntimeError as error:
-                    raise ValueError(f"{path}: cannot be read as an image ({str(error).strip()[:200]}).") from None
-                cleaned, removed = keep_tumours_in_liver(sitk.GetArrayFromImage(image), liver, tumour)
-                removed_total += removed
-                out = sitk.GetImageFromArray(cleaned.astype(np.uint8 if cleaned.max() < 256 else np.int32))
-                out.CopyInformation(image)
-                sitk.WriteImage(out, str(staging / path.name), useCompression=True)
-            for extra in ("dataset.json", "plans.json"):
-                if (source / extra).is_file():
-                    shutil.copyfile(source / extra, staging / extra)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
-        print(f"nnunet_mm keep-tumours-in-liver: {error}", file=sys.stderr)
-        return 1
+    if args.liver_label is not None and args.tumour_label is not None:
+        liver, tumour = args.liver_label, args.tumour_label
+    elif dataset_json:
+        liver, tumour = read_settings(dataset_json, str(dataset_file)).method(SYNTHESIS_KEY).resolve_labels(
+            dataset_json["labels"], str(dataset_file))
+        liver = args.liver_label if args.liver_label is not None else liver
+        tumour = args.tumour_label if args.tumour_label is not None else tumour
+    else:
+        raise ValueError(f"{dataset_file} not found; pass --liver-label and --tumour-label.")
+    files = sorted(p for p in source.iterdir() if p.name.endswith(ending) and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{source}: no segmentation files ending in {ending}.")
+    removed_total = 0
+    with staged_dataset(target, overwrite=args.overwrite, sources=[source]) as staging:
+        for path in tqdm(files, desc="keep tumours in liver", unit="case", disable=None):
+            try:
+                image = sitk.ReadImage(str(path))
+            except RuntimeError as error:
+                raise ValueError(f"{path}: cannot be read as an image ({str(error).strip()[:200]}).") from None
+            cleaned, removed = keep_tumours_in_liver(sitk.GetArrayFromImage(image), liver, tumour)
+            removed_total += removed
+            out = sitk.GetImageFromArray(cleaned.astype(np.uint8 if cleaned.max() < 256 else np.int32))
+            out.CopyInformation(image)
+            sitk.WriteImage(out, str(staging / path.name), useCompression=True)
+        for extra in ("dataset.json", "plans.json"):
+            if (source / extra).is_file():
+                shutil.copyfile(source / extra, staging / extra)
     print(f"wrote {len(files)} segmentation(s) to {target}; removed {removed_total} tumour component(s) outside the "
           f"liver (liver label {liver}, tumour label {tumour})")
     return 0

@@ -12,8 +12,9 @@ latent_diffusion}``; the last is where ``SynthTumorTrainer`` looks for ``"synthe
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from nnunet_mm.cli.common import add_dataset_arguments, add_device_argument, set_handler, torch_device
 
 SYNTHESIS_FOLDER = "nnunet_mm_synthesis"
 
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
     inpainter.add_argument("--no-gan", action="store_true", help="L1 losses only (no discriminator)")
     inpainter.add_argument("--max-slices-per-case", type=int, default=32, help="[default: %(default)s]")
     _add_training_arguments(inpainter)
-    inpainter.set_defaults(handler=run_train_inpainter)
+    set_handler(inpainter, run_train_inpainter, also_reports=(RuntimeError,))
 
     normal = subparsers.add_parser(
         "make-normal", help="new raw dataset with a tumour-free normal case per tumour case",
@@ -53,15 +54,15 @@ def register(subparsers) -> None:
                         help="inpainter folder [default: $nnUNet_preprocessed/<dataset>/nnunet_mm_synthesis/inpainter]")
     normal.add_argument("--no-originals", action="store_true", help="write only the normal cases")
     normal.add_argument("--output-root", default=None, help="default: $nnUNet_raw")
-    normal.add_argument("-device", default=None, choices=("cuda", "cpu", "mps"))
+    add_device_argument(normal)
     normal.add_argument("--overwrite", action="store_true", help="replace an existing target dataset")
-    normal.set_defaults(handler=run_make_normal)
+    set_handler(normal, run_make_normal)
 
     autoencoder = subparsers.add_parser(
         "train-autoencoder", help="train the 3D autoencoder of the latent-diffusion synthesizer",
         description="Train a 3D KL autoencoder (MONAI AutoencoderKL, downsampling 4) from scratch on random crops "
                     "of every phase of the preprocessed cases of a configuration (nnU-Net's normalised space).")
-    _add_dataset_arguments(autoencoder)
+    add_dataset_arguments(autoencoder)
     autoencoder.add_argument("-o", "--output", default=None, help="model folder [default: $nnUNet_preprocessed/"
                                                                    "<dataset>/nnunet_mm_synthesis/autoencoder]")
     autoencoder.add_argument("--steps", type=int, default=20000, help="[default: %(default)s]")
@@ -73,7 +74,7 @@ def register(subparsers) -> None:
     autoencoder.add_argument("--adversarial-start", type=int, default=2000, help="[default: %(default)s]")
     autoencoder.add_argument("--discriminator-layers", type=int, default=3, help="[default: 3]")
     _add_training_arguments(autoencoder)
-    autoencoder.set_defaults(handler=run_train_autoencoder)
+    set_handler(autoencoder, run_train_autoencoder)
 
     diffusion = subparsers.add_parser(
         "train-diffusion", help="train the mask-conditioned latent diffusion model on real tumours",
@@ -81,7 +82,7 @@ def register(subparsers) -> None:
                     "tumours of the preprocessed cases, conditioned on the masked image latent, the tumour mask and "
                     "the phase (ε-prediction, L2). SynthTumorTrainer uses the result with "
                     "\"synthesis\": {\"synthesizer\": \"diffusion\"}.")
-    _add_dataset_arguments(diffusion)
+    add_dataset_arguments(diffusion)
     diffusion.add_argument("--autoencoder", default=None, help="autoencoder folder [default: $nnUNet_preprocessed/"
                                                                "<dataset>/nnunet_mm_synthesis/autoencoder]")
     diffusion.add_argument("-o", "--output", default=None, help="model folder [default: $nnUNet_preprocessed/"
@@ -94,7 +95,7 @@ def register(subparsers) -> None:
     diffusion.add_argument("--head-channels", type=int, default=32, help="[default: 32]")
     diffusion.add_argument("--inference-steps", type=int, default=50, help="DDIM steps [default: 50]")
     _add_training_arguments(diffusion)
-    diffusion.set_defaults(handler=run_train_diffusion)
+    set_handler(diffusion, run_train_diffusion)
 
     pool = subparsers.add_parser(
         "synth-pool", help="pre-generate synthetic-tumour patches with the latent diffusion model",
@@ -102,36 +103,23 @@ def register(subparsers) -> None:
                     "mask settings) and paint them with the latent diffusion model: POOL/pool_XXXX.npz with 'data' "
                     "(C, *patch) float32 in nnU-Net's normalised space and 'seg' (1, *patch) with the tumour "
                     "label inserted, plus pool.json and pool.png.")
-    _add_dataset_arguments(pool)
+    add_dataset_arguments(pool)
     pool.add_argument("-m", "--model", default=None, help="latent-diffusion folder [default: the dataset's]")
     pool.add_argument("-n", "--num-samples", type=int, required=True, help="patches to generate")
     pool.add_argument("-o", "--output", required=True, help="output folder (created; staged and renamed)")
     pool.add_argument("--patch-size", type=int, nargs=3, default=None, help="default: the diffusion patch size")
     pool.add_argument("--seed", type=int, default=0, help="[default: 0]")
-    pool.add_argument("-device", default=None, choices=("cuda", "cpu", "mps"))
+    add_device_argument(pool)
     pool.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    pool.set_defaults(handler=run_synth_pool)
-
-
-def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-d", required=True, help="dataset name or id")
-    parser.add_argument("-c", default="3d_fullres", help="configuration [default: %(default)s]")
-    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier [default: %(default)s]")
+    set_handler(pool, run_synth_pool)
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="[default: 0]")
     parser.add_argument("--checkpoint-every", type=int, default=500, help="[default: %(default)s]")
-    parser.add_argument("-device", default=None, choices=("cuda", "cpu", "mps"),
-                        help="[default: cuda if available, else cpu]")
+    add_device_argument(parser)
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint_latest.pt (up to --steps)")
     parser.add_argument("--overwrite", action="store_true", help="start again in an existing model folder")
-
-
-def _device(name: str | None):
-    import torch
-
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _dataset_name(dataset: str) -> str:
@@ -146,11 +134,6 @@ def _synthesis_folder(dataset_name: str) -> Path:
     return Path(nnUNet_preprocessed) / dataset_name / SYNTHESIS_FOLDER
 
 
-def _fail(command: str, error: Exception) -> int:
-    print(f"nnunet_mm {command}: error: {error}", file=sys.stderr)
-    return 1
-
-
 def run_train_inpainter(args: argparse.Namespace) -> int:
     from nnunetv2.paths import nnUNet_raw
 
@@ -159,24 +142,21 @@ def run_train_inpainter(args: argparse.Namespace) -> int:
     from nnunet_mm.synthesis.model_data import liver_slices, read_dataset_json
     from nnunet_mm.synthesis.normal_cases import dataset_labels
 
-    try:
-        name = _dataset_name(args.d)
-        raw = Path(nnUNet_raw) / name
-        dataset_json = read_dataset_json(raw)
-        liver, tumour = dataset_labels(read_settings(dataset_json, str(raw / "dataset.json")), dataset_json["labels"])
-        config = InpainterConfig(base_channels=args.base_channels, num_blocks=args.blocks, patch_size=args.patch_size,
-                                 batch_size=args.batch_size, steps=args.steps,
-                                 adversarial_weight=0.0 if args.no_gan else InpainterConfig.adversarial_weight,
-                                 feature_matching_weight=0.0 if args.no_gan else
-                                 InpainterConfig.feature_matching_weight,
-                                 checkpoint_every=args.checkpoint_every, seed=args.seed)
-        slices = liver_slices(raw, patch_size=config.patch_size, liver_label=liver, tumour_label=tumour,
-                              max_slices_per_case=args.max_slices_per_case, seed=args.seed)
-        folder = Path(args.output) if args.output else _synthesis_folder(name) / "inpainter"
-        result = train_inpainter(slices, config, folder, device=_device(args.device), resume=args.resume,
-                                 overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as error:
-        return _fail("train-inpainter", error)
+    name = _dataset_name(args.d)
+    raw = Path(nnUNet_raw) / name
+    dataset_json = read_dataset_json(raw)
+    liver, tumour = dataset_labels(read_settings(dataset_json, str(raw / "dataset.json")), dataset_json["labels"])
+    config = InpainterConfig(base_channels=args.base_channels, num_blocks=args.blocks, patch_size=args.patch_size,
+                             batch_size=args.batch_size, steps=args.steps,
+                             adversarial_weight=0.0 if args.no_gan else InpainterConfig.adversarial_weight,
+                             feature_matching_weight=0.0 if args.no_gan else
+                             InpainterConfig.feature_matching_weight,
+                             checkpoint_every=args.checkpoint_every, seed=args.seed)
+    slices = liver_slices(raw, patch_size=config.patch_size, liver_label=liver, tumour_label=tumour,
+                          max_slices_per_case=args.max_slices_per_case, seed=args.seed)
+    folder = Path(args.output) if args.output else _synthesis_folder(name) / "inpainter"
+    result = train_inpainter(slices, config, folder, device=torch_device(args.device), resume=args.resume,
+                             overwrite=args.overwrite)
     print(f"trained the inpainter on {len(slices.images)} slices for {result.step} steps: {result.folder}")
     return 0
 
@@ -187,20 +167,17 @@ def run_make_normal(args: argparse.Namespace) -> int:
     from nnunet_mm.io.staging import new_dataset_folder
     from nnunet_mm.synthesis.normal_cases import make_normal_dataset
 
-    try:
-        name = _dataset_name(args.d)
-        source = Path(nnUNet_raw) / name
-        target_name = args.target_name or f"{name.split('_', 1)[1] if '_' in name else name}_normal"
-        target = new_dataset_folder(args.target_id, target_name,
-                                    output_root=Path(args.output_root) if args.output_root else None)
-        model = None
-        if args.inpainter == "ffc":
-            model = Path(args.model) if args.model else _synthesis_folder(name) / "inpainter"
-        result = make_normal_dataset(source, target, method=args.inpainter, model_folder=model,
-                                     device=_device(args.device), include_originals=not args.no_originals,
-                                     dataset_name=target.name, overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
-        return _fail("make-normal", error)
+    name = _dataset_name(args.d)
+    source = Path(nnUNet_raw) / name
+    target_name = args.target_name or f"{name.split('_', 1)[1] if '_' in name else name}_normal"
+    target = new_dataset_folder(args.target_id, target_name,
+                                output_root=Path(args.output_root) if args.output_root else None)
+    model = None
+    if args.inpainter == "ffc":
+        model = Path(args.model) if args.model else _synthesis_folder(name) / "inpainter"
+    result = make_normal_dataset(source, target, method=args.inpainter, model_folder=model,
+                                 device=torch_device(args.device), include_originals=not args.no_originals,
+                                 dataset_name=target.name, overwrite=args.overwrite)
     print(f"wrote {result.folder} with {len(result.normal_cases)} normal case(s); next: "
           f"nnUNetv2_plan_and_preprocess -d {args.target_id}")
     return 0
@@ -212,22 +189,19 @@ def run_train_autoencoder(args: argparse.Namespace) -> int:
     from nnunet_mm.synthesis.cli import preprocessed_dataset
     from nnunet_mm.synthesis.normal_cases import dataset_labels
 
-    try:
-        folder, dataset_json, settings, configuration = preprocessed_dataset(args)
-        liver, tumour = dataset_labels(settings, dataset_json["labels"])
-        config = AutoencoderConfig(channels=tuple(args.channels), latent_channels=args.latent_channels,
-                                   norm_num_groups=args.norm_groups, patch_size=tuple(args.patch_size),
-                                   batch_size=args.batch_size, steps=args.steps,
-                                   adversarial_start=args.adversarial_start,
-                                   discriminator_layers=args.discriminator_layers,
-                                   checkpoint_every=args.checkpoint_every, seed=args.seed)
-        crops = PreprocessedCrops(folder / configuration.data_identifier, config.patch_size,
-                                  center_labels=(liver, tumour))
-        output = Path(args.output) if args.output else folder / SYNTHESIS_FOLDER / "autoencoder"
-        result = train_autoencoder(crops, config, output, device=_device(args.device), resume=args.resume,
-                                   overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
-        return _fail("train-autoencoder", error)
+    folder, dataset_json, settings, configuration = preprocessed_dataset(args)
+    liver, tumour = dataset_labels(settings, dataset_json["labels"])
+    config = AutoencoderConfig(channels=tuple(args.channels), latent_channels=args.latent_channels,
+                               norm_num_groups=args.norm_groups, patch_size=tuple(args.patch_size),
+                               batch_size=args.batch_size, steps=args.steps,
+                               adversarial_start=args.adversarial_start,
+                               discriminator_layers=args.discriminator_layers,
+                               checkpoint_every=args.checkpoint_every, seed=args.seed)
+    crops = PreprocessedCrops(folder / configuration.data_identifier, config.patch_size,
+                              center_labels=(liver, tumour))
+    output = Path(args.output) if args.output else folder / SYNTHESIS_FOLDER / "autoencoder"
+    result = train_autoencoder(crops, config, output, device=torch_device(args.device), resume=args.resume,
+                               overwrite=args.overwrite)
     print(f"trained the autoencoder for {result.step} steps: {result.folder}")
     return 0
 
@@ -239,24 +213,21 @@ def run_train_diffusion(args: argparse.Namespace) -> int:
     from nnunet_mm.synthesis.cli import preprocessed_dataset
     from nnunet_mm.synthesis.normal_cases import dataset_labels
 
-    try:
-        folder, dataset_json, settings, configuration = preprocessed_dataset(args)
-        _, tumour = dataset_labels(settings, dataset_json["labels"])
-        levels = len(args.channels)
-        config = DiffusionConfig(channels=tuple(args.channels), attention_levels=(False,) * (levels - 1) + (True,),
-                                 num_head_channels=args.head_channels, norm_num_groups=args.norm_groups,
-                                 patch_size=tuple(args.patch_size), batch_size=args.batch_size, steps=args.steps,
-                                 num_inference_steps=args.inference_steps, checkpoint_every=args.checkpoint_every,
-                                 seed=args.seed)
-        crops = PreprocessedCrops(folder / configuration.data_identifier, config.patch_size, center_labels=(tumour,),
-                                  foreground_fraction=1.0)
-        autoencoder = Path(args.autoencoder) if args.autoencoder else default_autoencoder_folder(folder)
-        output = Path(args.output) if args.output else default_model_folder(folder)
-        result = train_diffusion(crops, autoencoder, config, output, tumour_label=tumour,
-                                 phase_names=settings.multimodal.phase_names,
-                                 device=_device(args.device), resume=args.resume, overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
-        return _fail("train-diffusion", error)
+    folder, dataset_json, settings, configuration = preprocessed_dataset(args)
+    _, tumour = dataset_labels(settings, dataset_json["labels"])
+    levels = len(args.channels)
+    config = DiffusionConfig(channels=tuple(args.channels), attention_levels=(False,) * (levels - 1) + (True,),
+                             num_head_channels=args.head_channels, norm_num_groups=args.norm_groups,
+                             patch_size=tuple(args.patch_size), batch_size=args.batch_size, steps=args.steps,
+                             num_inference_steps=args.inference_steps, checkpoint_every=args.checkpoint_every,
+                             seed=args.seed)
+    crops = PreprocessedCrops(folder / configuration.data_identifier, config.patch_size, center_labels=(tumour,),
+                              foreground_fraction=1.0)
+    autoencoder = Path(args.autoencoder) if args.autoencoder else default_autoencoder_folder(folder)
+    output = Path(args.output) if args.output else default_model_folder(folder)
+    result = train_diffusion(crops, autoencoder, config, output, tumour_label=tumour,
+                             phase_names=settings.multimodal.phase_names,
+                             device=torch_device(args.device), resume=args.resume, overwrite=args.overwrite)
     print(f"trained the latent diffusion model for {result.step} steps: {result.folder}")
     return 0
 
@@ -265,14 +236,11 @@ def run_synth_pool(args: argparse.Namespace) -> int:
     from nnunet_mm.synthesis.cli import preprocessed_dataset
     from nnunet_mm.synthesis.latent_diffusion import default_model_folder, write_synthetic_pool
 
-    try:
-        folder, dataset_json, settings, configuration = preprocessed_dataset(args)
-        model = Path(args.model) if args.model else default_model_folder(folder)
-        result = write_synthetic_pool(folder / configuration.data_identifier, dataset_json, model, Path(args.output),
-                                      num_samples=args.num_samples, spacing=configuration.spacing,
-                                      patch_size=args.patch_size, seed=args.seed, device=_device(args.device),
-                                      overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
-        return _fail("synth-pool", error)
+    folder, dataset_json, settings, configuration = preprocessed_dataset(args)
+    model = Path(args.model) if args.model else default_model_folder(folder)
+    result = write_synthetic_pool(folder / configuration.data_identifier, dataset_json, model, Path(args.output),
+                                  num_samples=args.num_samples, spacing=configuration.spacing,
+                                  patch_size=args.patch_size, seed=args.seed, device=torch_device(args.device),
+                                  overwrite=args.overwrite)
     print(f"wrote {args.num_samples} synthetic patch(es) to {result}")
     return 0

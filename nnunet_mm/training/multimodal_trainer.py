@@ -45,7 +45,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Union
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ from nnunet_mm.augment import (MisalignmentParameters, ModalityDropoutParameters
 from nnunet_mm.settings import preprocessed_dataset_json_source, read_settings
 from nnunet_mm.training.debug import DebugSchedule
 
-Target = Union[torch.Tensor, list[torch.Tensor]]  # nnU-Net's targets: one tensor, or one per deep-supervision scale
+Target = torch.Tensor | list[torch.Tensor]  # nnU-Net's targets: one tensor, or one per deep-supervision scale
 RANK_SEED_STRIDE = 1_000_003  # distinct, far-apart seeds per DDP rank
 
 

@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from nnunet_mm.cli.common import add_device_argument, set_handler, torch_device
 
 
 def register(subparsers) -> None:
@@ -32,11 +33,11 @@ def register(subparsers) -> None:
                        help="comma-separated label values that make a 3D slice diseased [default: any foreground]")
     train.add_argument("--save-every", type=int, default=500, help="checkpoint interval [default: %(default)s]")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("-device", default=None, choices=("cuda", "cpu", "mps"))
+    add_device_argument(train)
     resume = train.add_mutually_exclusive_group()
     resume.add_argument("--continue", dest="resume", action="store_true", help="continue OUTPUT's checkpoint")
     resume.add_argument("--overwrite", action="store_true", help="start afresh, replacing OUTPUT's checkpoint")
-    train.set_defaults(handler=run_train_gan)
+    set_handler(train, run_train_gan)
 
     export = subparsers.add_parser(
         "weak-export", help="pseudo masks from the GAN → a new raw dataset for WeakLabelTrainer",
@@ -50,9 +51,9 @@ def register(subparsers) -> None:
     export.add_argument("--target-name", default=None, help="[default: <source name>PseudoMasks]")
     export.add_argument("--method", choices=("otsu", "watershed"), default="otsu")
     export.add_argument("--lesion-labels", default=None, help="true-mask values counted as lesion in the Dice report")
-    export.add_argument("-device", default=None, choices=("cuda", "cpu", "mps"))
+    add_device_argument(export)
     export.add_argument("--overwrite", action="store_true", help="replace an existing target dataset")
-    export.set_defaults(handler=run_export)
+    set_handler(export, run_export, also_reports=(RuntimeError,))
 
 
 def _raw_dataset_folder(dataset: str) -> Path:
@@ -73,33 +74,21 @@ def _lesion_labels(text: str | None) -> tuple[int, ...] | None:
         raise ValueError(f"--lesion-labels must be comma-separated integers, got {text!r}.") from None
 
 
-def _device(name: str | None):
-    import torch
-
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def run_train_gan(args: argparse.Namespace) -> int:
     """``nnunet_mm weak-train-gan``."""
     from nnunet_mm.weak.cltn_gan import CLTNConfig, train_label_transfer_gan
     from nnunet_mm.weak.cltn_losses import loss_weights_preset
     from nnunet_mm.weak.weak_images import load_weak_images
 
-    try:
-        folder = _raw_dataset_folder(args.d)
-        images = load_weak_images(folder, size=args.size, lesion_labels=_lesion_labels(args.lesion_labels),
-                                  progress=True)
-        config = CLTNConfig(in_channels=images[0].image.shape[0] if images else 1, image_size=args.size,
-                            base_channels=args.base_channels, num_res_blocks=args.res_blocks,
-                            discriminator_channels=args.discriminator_channels,
-                            loss_weights=loss_weights_preset(args.weights))
-        checkpoint = train_label_transfer_gan(images, Path(args.output), iterations=args.iterations, config=config,
-                                              batch_size=args.batch_size, resume=args.resume,
-                                              overwrite=args.overwrite, device=_device(args.device), seed=args.seed,
-                                              save_every=args.save_every)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
-        print(f"nnunet_mm weak-train-gan: {error}", file=sys.stderr)
-        return 1
+    folder = _raw_dataset_folder(args.d)
+    images = load_weak_images(folder, size=args.size, lesion_labels=_lesion_labels(args.lesion_labels), progress=True)
+    config = CLTNConfig(in_channels=images[0].image.shape[0] if images else 1, image_size=args.size,
+                        base_channels=args.base_channels, num_res_blocks=args.res_blocks,
+                        discriminator_channels=args.discriminator_channels,
+                        loss_weights=loss_weights_preset(args.weights))
+    checkpoint = train_label_transfer_gan(images, Path(args.output), iterations=args.iterations, config=config,
+                                          batch_size=args.batch_size, resume=args.resume, overwrite=args.overwrite,
+                                          device=torch_device(args.device), seed=args.seed, save_every=args.save_every)
     print(f"wrote {checkpoint}; next: nnunet_mm weak-export -d {args.d} -m {args.output} --target-id ID")
     return 0
 
@@ -109,16 +98,12 @@ def run_export(args: argparse.Namespace) -> int:
     from nnunet_mm.io.staging import new_dataset_folder
     from nnunet_mm.weak.pseudo_masks import export_pseudo_mask_dataset
 
-    try:
-        source = _raw_dataset_folder(args.d)
-        name = args.target_name or f"{source.name.split('_', 1)[1]}PseudoMasks"
-        target = new_dataset_folder(args.target_id, name, output_root=source.parent)
-        export_pseudo_mask_dataset(source, Path(args.model), target, method=args.method,
-                                   lesion_labels=_lesion_labels(args.lesion_labels), overwrite=args.overwrite,
-                                   device=_device(args.device))
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
-        print(f"nnunet_mm weak-export: {error}", file=sys.stderr)
-        return 1
+    source = _raw_dataset_folder(args.d)
+    name = args.target_name or f"{source.name.split('_', 1)[1]}PseudoMasks"
+    target = new_dataset_folder(args.target_id, name, output_root=source.parent)
+    export_pseudo_mask_dataset(source, Path(args.model), target, method=args.method,
+                               lesion_labels=_lesion_labels(args.lesion_labels), overwrite=args.overwrite,
+                               device=torch_device(args.device))
     print(f"wrote {target}; next: nnUNetv2_plan_and_preprocess -d {args.target_id} -c 2d && "
           f"nnUNetv2_train {args.target_id} 2d 0 -tr WeakLabelTrainer")
     return 0

@@ -56,7 +56,8 @@ def test_prior_channels_line_up_with_the_images(datasets, tmp_path):
     assert (out / "nnunet_mm_qa" / "target_002.png").stat().st_size > 10_000
     summary = json.loads((out / "nnunet_mm_qa" / "mas_summary.json").read_text())
     assert summary["cases"]["target_000"]["fused_dice"]["1"] > 0.5
-    assert summary["cache_hits"] == 0 and summary["mean_seconds_per_pair"] > 0
+    assert summary["cache_hits"] == 0  # every target registered to both atlases, each pair timed:
+    assert [len(case["seconds_per_pair"]) for case in summary["cases"].values()] == [2, 2, 2]
 
     with pytest.raises(FileExistsError, match="--overwrite"):
         build_mas_dataset(target, atlas, output_id=703, backend=FAST, output_root=tmp_path, show_progress=False)

@@ -368,4 +368,7 @@ def test_cuda_generator_random_misalignment_is_seeded_and_stays_on_device():
 
 def test_benchmark_smoke_on_cpu():
     result = benchmark_augmentation(batch_shape=(1, 2, 8, 12, 12), device="cpu", iterations=1, warmup=0)
-    assert result["misalignment_ms"] > 0 and result["modality_dropout_ms"] > 0
+    assert (result["batch_shape"], result["device"], result["iterations"]) == ((1, 2, 8, 12, 12), "cpu", 1)
+    assert result["total_ms"] == result["misalignment_ms"] + result["modality_dropout_ms"]
+    with pytest.raises(ValueError, match="batch_shape must be"):
+        benchmark_augmentation(batch_shape=(1, 2, 8), device="cpu", iterations=1)

@@ -129,14 +129,14 @@ def shared_dataset(tmp_path_factory: pytest.TempPathFactory, name: str,
 
 @pytest.fixture(scope="session")
 def two_phase_liver(tmp_path_factory: pytest.TempPathFactory, quick_fingerprint) -> SharedDataset:
-    """``Dataset590_TwoPhaseLiver``: 5 training and 1 test phantom, portal-venous + arterial, 12×48×48, planned
-    and preprocessed in 2d."""
+    """``Dataset590_TwoPhaseLiver``: 5 training and 1 test phantom, portal-venous + arterial, 8×32×32 voxels of
+    4×3×3 mm, planned and preprocessed in 2d."""
 
     def build(raw: Path, preprocessed: Path) -> None:
         from nnunet_mm.phantom import write_nnunet_raw
 
         write_nnunet_raw(raw, dataset_id=590, name="TwoPhaseLiver", num_training=5, num_test=1, seed=3,
-                         shape_zyx=(12, 48, 48), phases=("pv", "art"))
+                         shape_zyx=(8, 32, 32), spacing_zyx_mm=(4.0, 3.0, 3.0), phases=("pv", "art"))
         _plan_in_process(590, ("2d",), quick_fingerprint)
 
     return shared_dataset(tmp_path_factory, "Dataset590_TwoPhaseLiver", build)

@@ -1,5 +1,5 @@
 """CMGTrainer through nnU-Net's commands: ``nnUNetv2_train -tr CMGTrainer_debug`` (2d), ``--c`` after the end,
-``nnUNetv2_predict -tr CMGTrainer_debug`` and ``nnunet_mm cmg-maps``."""
+``nnUNetv2_predict -tr CMGTrainer_debug`` and ``nnunet_mm cmg-maps`` (in this process)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+
+from nnunet_mm.cli.main import main as nnunet_mm
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +47,6 @@ def test_cmg_trainer_cli_cycle_in_2d_with_continue(cli, two_phase_liver):
     assert prediction.GetSize() == image.GetSize() and prediction.GetSpacing() == image.GetSpacing()
     assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2}
     maps = cli.results / "maps.png"
-    cli.run("nnunet_mm", "cmg-maps", "-i", str(images), "--case", case, "-o", str(maps), "-d", "590",
-            "-c", "2d", "-tr", "CMGTrainer_debug", "-device", "cpu")
+    assert nnunet_mm(["cmg-maps", "-i", str(images), "--case", case, "-o", str(maps), "-d", "590", "-c", "2d",
+                      "-tr", "CMGTrainer_debug", "-device", "cpu"]) == 0
     assert maps.stat().st_size > 20_000

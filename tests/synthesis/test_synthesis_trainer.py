@@ -113,7 +113,8 @@ def test_keep_tumours_in_liver_reads_the_labels_from_the_prediction_folders_data
 
     predictions = tmp_path / "pred"
     predictions.mkdir()
-    (predictions / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 3, "tumor": 5},
+    (predictions / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"},  # as nnUNetv2_predict copies it
+                                                          "labels": {"background": 0, "liver": 3, "tumor": 5},
                                                           "file_ending": ".nii.gz"}))
     segmentation = np.zeros((4, 12, 12), np.uint8)
     segmentation[:, 2:8, 2:8] = 3
