@@ -6,10 +6,11 @@ so a test may write into its copy (splits, statistics, unlabeled cases) without 
 
 The subprocesses run on the CPU with the settings that keep a 2-core machine busy with training rather than with
 process start-up: no data-augmentation workers, one export worker, no ``torch.compile``, one torch thread.
-They start without ``nnUNet_extTrainer``: the plugin's start-up hook must supply it.
+They start without ``nnUNet_extTrainer``: the plugin's start-up hook must supply it, as it did for this process.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -55,6 +56,15 @@ class CommandLine:
         shutil.copytree(dataset.raw, self.raw / dataset.name)
         shutil.copytree(dataset.preprocessed, self.preprocessed / dataset.name)
 
+    def add_to_block(self, dataset_name: str, **entries: object) -> None:
+        """Add ``entries`` to the ``"nnunet_mm"`` block of this test's dataset.json files of ``dataset_name`` (raw
+        and preprocessed; trainers read the preprocessed one)."""
+        for folder in (self.raw, self.preprocessed):
+            path = folder / dataset_name / "dataset.json"
+            dataset_json = json.loads(path.read_text())
+            dataset_json.setdefault("nnunet_mm", {}).update(entries)
+            path.write_text(json.dumps(dataset_json, indent=2))
+
 
 @dataclass(frozen=True)
 class SharedDataset:
@@ -81,7 +91,6 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CommandLine:
     env = _environment(*folders)
     for name in FOLDERS:
         monkeypatch.setenv(name, env[name])
-    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
     return CommandLine(*folders, env)
 
 
