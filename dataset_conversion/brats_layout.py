@@ -337,16 +337,6 @@ class BratsRelease:
         return f"BraTS{self.year}"
 
     @property
-    def training_folder(self) -> str:
-        """The official training folder, ``MICCAI_BraTS_<year>_Data_Training``."""
-        return f"MICCAI_BraTS_{self.year}_Data_Training"
-
-    @property
-    def validation_folder(self) -> str:
-        """The official validation folder, ``MICCAI_BraTS_<year>_Data_Validation``."""
-        return f"MICCAI_BraTS_{self.year}_Data_Validation"
-
-    @property
     def example_case(self) -> str:
         """A case folder name for messages, e.g. ``Brats18_2013_2_1``."""
         return f"{self.case_prefix}2013_2_1"
@@ -427,9 +417,11 @@ class BratsRelease:
             prog=prog, description=f"Convert the BraTS {self.year} training data (and optionally the validation "
                                    f"data) into the nnU-Net raw dataset {self.converter}.")
         parser.add_argument("source_dir", type=Path,
-                            help=f"{self.training_folder} (holding HGG/ and LGG/), or a .zip/.tar of it")
+                            help=f"MICCAI_BraTS_{self.year}_Data_Training (holding HGG/ and LGG/), or a .zip/.tar of "
+                                 f"it")
         parser.add_argument("--test-source", type=Path, default=None,
-                            help=f"{self.validation_folder} (cases without _seg), or an archive; → imagesTs")
+                            help=f"MICCAI_BraTS_{self.year}_Data_Validation (cases without _seg), or an archive; → "
+                                 f"imagesTs")
         parser.add_argument("--legacy-2015", action="store_true",
                             help="merge label 3 (BRATS 2015 non-enhancing tumour) into NCR/NET instead of refusing "
                                  "it")

@@ -3,7 +3,7 @@
 Atlases labelled in another modality are registered to each target image and their fused labels become per-class
 prior probability channels (``nnunet_mm mas``, :mod:`nnunet_mm.atlas`). The segmentation network reads image and
 prior together; the prior helps most when few target labels exist. This trainer knows which channels are priors
-(``"nnunet_mm": {"modalities": {"1": "atlas_prior:liver", ...}}`` in dataset.json) and treats them as what they are:
+(the block's ``"modalities": {"1": "atlas_prior:liver", ...}`` in dataset.json) and treats them as what they are:
 
 1. **No intensity augmentation on priors**: nnU-Net's intensity transforms see only the image channels
    (:func:`restrict_intensity_transforms`); spatial augmentation and mirroring move priors with image and label.
@@ -46,7 +46,7 @@ class MASPriorTrainer(MultiModalTrainer):
         self.num_image_channels = self.prior_channels[0]
         # the base augmentations (misalignment, modality dropout) see the image channels only
         self.mm_settings = dataclasses.replace(self.mm_settings, num_channels=self.num_image_channels)
-        # share of samples trained without their prior ("nnunet_mm": {"prior_dropout": {"probability": p}})
+        # share of samples trained without their prior (the block's "prior_dropout": {"probability": p})
         self.prior_dropout_probability = self.dataset_settings.method(PRIOR_DROPOUT_KEY)
 
     def get_training_transforms(self, *args, **kwargs):

@@ -4,7 +4,7 @@ Method, as trained here (the paper's intent; its public code never back-propagat
 
 * **Network** :class:`~nnunet_mm.cmc.network.CMCUNet` — nnU-Net's encoder and decoder from the plans,
   shared by all modalities, with the cross-modality bottleneck (channel attention, fusion, per-modality projection).
-* **Pairs.** Single-channel datasets (unpaired CT/MR, modality per case in the ``"nnunet_mm"`` block): the batch is
+* **Pairs.** Single-channel datasets (unpaired CT/MR, modality per case in the block's ``per_case_modality``): the batch is
   split into two halves that are paired sample by sample, ordered so that a pair mixes modalities whenever the batch
   has both; a share ``self_pairing_probability`` of the pairs are self-pairs, which is how inference runs.
   Multi-channel datasets (paired acquisitions): one stream per channel.

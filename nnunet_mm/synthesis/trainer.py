@@ -20,7 +20,7 @@ Method (the paper's segmenter stage, §3.2 "MS", with the synthesis of §3.2 "MC
 * **Post-processing** (optional, at prediction): ``nnunet_mm keep-tumours-in-liver -i PRED -o OUT`` removes tumour
   components outside the predicted liver.
 
-Settings: the ``"synthesis"`` object of the dataset.json ``"nnunet_mm"`` block (:mod:`nnunet_mm.synthesis.settings`).
+Settings: the ``"synthesis"`` object of the dataset.json settings block (:mod:`nnunet_mm.synthesis.settings`).
 DDP: every random draw comes from the rank's own generator; nothing is collective except the epoch's logged share
 of synthetic samples (``synthetic_fraction``, averaged over the ranks). The synthesizer is stateless (the statistics
 live in a file beside the preprocessed data), so ``--c`` needs no extra checkpoint state.

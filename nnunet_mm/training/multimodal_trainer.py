@@ -15,7 +15,7 @@ CPU pipeline, so they add no data-loader work:
    --available`` can fill missing channels at inference the same way.
 
 Misalignment comes first, so that a dropped channel filled from the reference is an exact copy, exactly as at
-inference. Settings come from the ``"nnunet_mm"`` block of nnU-Net's preprocessed copy of dataset.json, read once by
+inference. Settings come from the settings block of nnU-Net's preprocessed copy of dataset.json, read once by
 :func:`nnunet_mm.settings.read_settings` into ``self.dataset_settings`` (``self.mm_settings`` is its multimodal part).
 
 **The step, written once.** :meth:`~MultiModalTrainer.train_step` moves data and targets to the device, runs

@@ -54,7 +54,7 @@ class WeakLabelTrainer(MultiModalTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        settings = self.dataset_settings.method(WEAK_SUPERVISION_KEY)  # "nnunet_mm": {"weak_supervision": ...}
+        settings = self.dataset_settings.method(WEAK_SUPERVISION_KEY)  # the block's "weak_supervision"
         self.ema_decay = settings.ema_decay  # α
         self.consistency_weight = settings.consistency_weight  # λ_max
         self.consistency_rampup_fraction = settings.consistency_rampup_fraction  # λ reaches λ_max after this share

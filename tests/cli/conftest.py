@@ -1,6 +1,8 @@
-"""The CLI cycles: nnU-Net's and the plugin's commands in subprocesses, as a user types them.
+"""The CLI cycles: nnU-Net's commands in subprocesses, as a user types them, with the plugin's trainers.
 
-Every test gets its own three nnU-Net folders (:class:`CommandLine`). Datasets that several cycles train on are
+The plugin's own commands run in this process (``nnunet_mm.cli.main.main``) unless the subprocess is the point;
+``nnunet_mm demo`` runs them all as subprocesses. Every test gets its own three nnU-Net folders
+(:class:`CommandLine`). Datasets that several cycles train on are
 written, planned and preprocessed once per session by :func:`shared_dataset` and copied into each test's folders,
 so a test may write into its copy (splits, statistics, unlabeled cases) without touching another test's.
 
@@ -23,7 +25,27 @@ import pytest
 from filelock import FileLock
 
 FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+CLI_TESTS = Path(__file__).parent
+# the cycles, longest first (as measured on the 2-core box): see pytest_collection_modifyitems
+LONGEST_FIRST = ("test_demo_cycle_trains_predicts_and_evaluates", "test_cmg_trainer_cli_cycle_in_2d_with_continue",
+                 "test_stock_commands_on_a_dataset_we_did_not_generate", "test_mas_prior_trainer_cli_cycle",
+                 "test_weak_label_cycle_gan_export_train_resume",
+                 "test_cli_cycle_stats_train_predict_postprocess_and_preview",
+                 "test_cmc_trainer_cli_cycle_with_unlabeled_cases")
 QUIET_CPU = {"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1", "nnUNet_compile": "f", "OMP_NUM_THREADS": "1"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the CLI cycles before every other test, longest first: pytest-xdist (``--maxschedchunk=1`` in
+    pyproject.toml) then hands them to its workers one at a time, and the quick tests fill up behind them, instead
+    of one worker finishing a cycle long after the other ran out of tests."""
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        if CLI_TESTS not in item.path.parents:
+            return 2, 0
+        name = item.originalname
+        return (0, LONGEST_FIRST.index(name)) if name in LONGEST_FIRST else (1, 0)
+
+    items.sort(key=rank)
 
 
 @dataclass(frozen=True)
