@@ -70,6 +70,7 @@ from nnunet_mm.conversion import (
     DatasetSummary,
     add_common_arguments,
     comma_list,
+    converter_main,
     image_from_array,
     label_dict,
     map_cases,
@@ -77,7 +78,6 @@ from nnunet_mm.conversion import (
     prepare_output,
     raise_if_problems,
     read_slice,
-    run_converter_cli,
     sanitize_case_id,
     sniff_format,
     source_folder,
@@ -563,9 +563,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; returns the exit status (0 success, 1 a problem with the input or arguments)."""
-    return run_converter_cli(convert_with_summary, build_parser(), argv)
+main = converter_main(convert_with_summary, build_parser)
 
 
 if __name__ == "__main__":

@@ -52,8 +52,8 @@ from typing import Literal
 import SimpleITK as sitk
 
 from nnunet_mm.conversion import (CaseRecord, ConversionError, DatasetSummary, add_common_arguments, attempt,
-                                  image_from_array, label_dict, map_cases, prepare_output, raise_if_problems,
-                                  run_converter_cli, summarize, voxel_counts)
+                                  converter_main, image_from_array, label_dict, map_cases, prepare_output,
+                                  raise_if_problems, summarize, voxel_counts)
 from nnunet_mm.dataset_conversion.chaos_layout import (DICOM_FOLDER, GROUND_FOLDER, MR_LABEL_NAMES, DicomSeries, Patient,
                                                        add_source_arguments, checked_patients, mr_ground_labels,
                                                        patient_splits, place_ground, read_ground, read_series,
@@ -380,9 +380,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; prints the summary and returns the exit status (0 success, 1 bad input)."""
-    return run_converter_cli(convert_with_summary, build_parser(), argv)
+main = converter_main(convert_with_summary, build_parser)
 
 
 if __name__ == "__main__":

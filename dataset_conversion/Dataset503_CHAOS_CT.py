@@ -33,9 +33,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from nnunet_mm.conversion import (CaseRecord, DatasetSummary, add_common_arguments, image_from_array, label_dict,
-                                  map_cases, prepare_output, raise_if_problems, run_converter_cli, summarize,
-                                  voxel_counts)
+from nnunet_mm.conversion import (CaseRecord, DatasetSummary, add_common_arguments, converter_main, image_from_array,
+                                  label_dict, map_cases, prepare_output, raise_if_problems, summarize, voxel_counts)
 from nnunet_mm.dataset_conversion.chaos_layout import (CT_LABEL_NAMES, DICOM_FOLDER, GROUND_FOLDER, MaskOrder, Patient,
                                                        add_source_arguments, checked_patients, ct_ground_labels,
                                                        place_ground, read_ground, read_series_folder, required_folder,
@@ -176,9 +175,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; prints the summary and returns the exit status (0 success, 1 bad input)."""
-    return run_converter_cli(convert_with_summary, build_parser(), argv)
+main = converter_main(convert_with_summary, build_parser)
 
 
 if __name__ == "__main__":

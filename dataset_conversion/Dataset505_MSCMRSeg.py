@@ -73,6 +73,7 @@ from nnunet_mm.conversion import (
     add_common_arguments,
     attempt,
     check_inside,
+    converter_main,
     image_from_array,
     label_dict,
     label_value_problems,
@@ -82,7 +83,6 @@ from nnunet_mm.conversion import (
     prepare_output,
     raise_if_problems,
     remap_labels,
-    run_converter_cli,
     source_files,
     source_folder,
     summarize,
@@ -580,9 +580,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; prints the summary and returns 0, or prints the problems and returns 1."""
-    return run_converter_cli(convert_with_summary, build_parser(), argv)
+main = converter_main(convert_with_summary, build_parser)
 
 
 if __name__ == "__main__":

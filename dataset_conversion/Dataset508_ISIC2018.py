@@ -61,7 +61,7 @@ from nnunet_mm.conversion.archives import ARCHIVE_ENDINGS, check_inside, source_
 from nnunet_mm.conversion.errors import raise_if_problems
 from nnunet_mm.conversion.labels import format_values, voxel_counts
 from nnunet_mm.conversion.runner import (CaseRecord, DatasetSummary, add_common_arguments, case_id_collisions,
-                                         map_cases, prepare_output, run_converter_cli, sanitize_case_id, summarize)
+                                         converter_main, map_cases, prepare_output, sanitize_case_id, summarize)
 from nnunet_mm.conversion.slices import read_slice
 from nnunet_mm.io import staged_dataset, write_dataset_json
 
@@ -472,9 +472,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; returns the exit status (0 success, 1 a problem with the input or arguments)."""
-    return run_converter_cli(convert_with_summary, build_parser(), argv)
+main = converter_main(convert_with_summary, build_parser)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ import numpy as np
 from nnunet_mm.conversion.archives import source_folder
 from nnunet_mm.conversion.errors import ConversionError
 from nnunet_mm.conversion.labels import labels_back
-from nnunet_mm.conversion.runner import DatasetSummary, add_common_arguments, prepare_output, run_converter_cli
+from nnunet_mm.conversion.runner import DatasetSummary, add_common_arguments, converter_main, prepare_output
 from nnunet_mm.dataset_conversion.unpaired_layout import (MODALITY_CHOICES, LabelEncoding, UnpairedCase,
                                                           convert_unpaired_dataset, duplicate_id_problems,
                                                           find_nifti_files, nifti_stem, selected_modalities)
@@ -178,9 +178,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; prints the summary. Returns 0, or 1 for a problem with the input or arguments."""
-    return run_converter_cli(convert_with_summary, build_parser(), argv)
+main = converter_main(convert_with_summary, build_parser)
 
 
 if __name__ == "__main__":

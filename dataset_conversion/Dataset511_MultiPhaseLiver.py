@@ -45,8 +45,8 @@ from skimage.metrics import normalized_mutual_information
 from nnunet_mm.conversion.errors import ConversionError  # noqa: F401 - what convert raises, importable from here
 from nnunet_mm.conversion.errors import attempt, raise_if_problems
 from nnunet_mm.conversion.labels import label_dict, label_value_problems
-from nnunet_mm.conversion.runner import (add_common_arguments, case_id_collisions, comma_list, map_cases,
-                                         prepare_output, run_converter_cli, sanitize_case_id)
+from nnunet_mm.conversion.runner import (add_common_arguments, case_id_collisions, comma_list, converter_main,
+                                         map_cases, prepare_output, sanitize_case_id)
 from nnunet_mm.io import (
     IMAGE_ENDINGS,
     describe_geometry,
@@ -601,9 +601,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; returns the exit status (0 success, 1 a problem with the input or arguments)."""
-    return run_converter_cli(convert_with_summary, build_parser(), argv)
+main = converter_main(convert_with_summary, build_parser)
 
 
 if __name__ == "__main__":

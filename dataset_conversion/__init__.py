@@ -1,8 +1,9 @@
 """Dataset converters, one module per dataset (``DatasetNNN_Name.py``), into nnU-Net's raw format.
 
 Each module exposes ``convert(source_dir, ...) -> Path``, ``convert_with_summary(source_dir, ...)`` (the same, but
-returning the summary that ``main`` prints), ``build_parser()`` and ``main(argv) -> int``. They run as scripts
-(``python dataset_conversion/Dataset511_MultiPhaseLiver.py --help``), as modules
+returning the summary that ``main`` prints), ``build_parser()`` and ``main(argv) -> int``
+(:func:`nnunet_mm.conversion.converter_main`, whose options are passed to ``convert_with_summary`` by name). They run
+as scripts (``python dataset_conversion/Dataset511_MultiPhaseLiver.py --help``), as modules
 (``python -m nnunet_mm.dataset_conversion.Dataset511_MultiPhaseLiver``) and through ``nnunet_mm convert 511``.
 
 What every converter shares (each module's docstrings describe only its own arguments and layout):
@@ -25,7 +26,7 @@ What every converter shares (each module's docstrings describe only its own argu
   - ``ValueError``: invalid arguments, no output root, an output folder overlapping the input, or an archive member
     escaping the extraction folder.
 
-  ``main`` prints them as ``error: ...`` and returns 1 (:func:`nnunet_mm.conversion.run_converter_cli`).
+  ``main`` prints them as ``error: ...`` and returns 1.
 """
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ from nnunet_mm.conversion.archives import IGNORED_PREFIXES, check_inside, source
 from nnunet_mm.conversion.errors import attempt, raise_if_problems
 from nnunet_mm.conversion.labels import label_value_problems, labels_back, remap_labels, voxel_counts
 from nnunet_mm.conversion.runner import (CaseRecord, DatasetSummary, add_common_arguments, case_id_collisions,
-                                         map_cases, prepare_output, run_converter_cli, sanitize_case_id, summarize)
+                                         converter_main, map_cases, prepare_output, sanitize_case_id, summarize)
 from nnunet_mm.conversion.slices import image_from_array
 from nnunet_mm.io import (describe_geometry, geometry_differences, read_image, staged_dataset, write_dataset_json,
                           write_image)
@@ -431,7 +431,7 @@ class BratsRelease:
     def main(self, argv: list[str] | None = None) -> int:
         """The converter's command line; returns the exit status (0 success, 1 a problem with the input or
         arguments)."""
-        return run_converter_cli(self.convert_with_summary, self.build_parser(), argv)
+        return converter_main(self.convert_with_summary, self.build_parser)(argv)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -17,15 +17,15 @@ from nnunet_mm.conversion.errors import ConversionError, attempt, raise_if_probl
 from nnunet_mm.conversion.labels import (bin_intensities, format_values, label_dict, label_value_problems,
                                          labels_back, remap_labels, voxel_counts)
 from nnunet_mm.conversion.runner import (CaseRecord, DatasetSummary, add_common_arguments, case_id_collisions,
-                                         comma_list, map_cases, prepare_output, run_converter_cli, sanitize_case_id,
+                                         comma_list, converter_main, map_cases, prepare_output, sanitize_case_id,
                                          summarize)
 from nnunet_mm.conversion.slices import image_from_array, natural_key, numeric_sorted, read_slice, sniff_format
 
 __all__ = [
     "ARCHIVE_ENDINGS", "CaseRecord", "ConversionError", "DatasetSummary", "IGNORED_PREFIXES", "add_common_arguments",
-    "attempt", "bin_intensities", "case_id_collisions", "check_inside", "comma_list", "dicom_files",
+    "attempt", "bin_intensities", "case_id_collisions", "check_inside", "comma_list", "converter_main", "dicom_files",
     "extract_archive", "format_values", "header_value", "image_from_array", "is_archive", "label_dict",
     "label_value_problems", "labels_back", "map_cases", "natural_key", "numeric_sorted", "prepare_output",
-    "raise_if_problems", "read_dicom_volume", "read_slice", "remap_labels", "run_converter_cli", "sanitize_case_id",
+    "raise_if_problems", "read_dicom_volume", "read_slice", "remap_labels", "sanitize_case_id",
     "sniff_format", "sort_by_position", "source_files", "source_folder", "summarize", "voxel_counts",
 ]

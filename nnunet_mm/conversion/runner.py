@@ -1,6 +1,6 @@
 """What every converter does around its dataset-specific part: check its arguments and output folder (through
-:mod:`nnunet_mm.io.staging`), map over cases with a progress bar (optionally in parallel), summarise what was written,
-and the shared command-line options."""
+:mod:`nnunet_mm.io.staging`), find case ids used twice, map over cases with a progress bar (optionally in parallel),
+summarise what was written, and the shared command line (options and ``main``)."""
 from __future__ import annotations
 
 import argparse
@@ -198,25 +198,27 @@ class PrintableSummary(Protocol):
     def format(self) -> str: ...
 
 
-def run_converter_cli(convert_with_summary: Callable[..., PrintableSummary], parser: argparse.ArgumentParser,
-                      argv: Sequence[str] | None) -> int:
-    """A converter's ``main``: parse ``argv`` with ``parser`` and call ``convert_with_summary`` with every option by
-    its name (the parser's ``dest`` names are the function's parameters; ``--verbose`` of
-    :func:`add_common_arguments` only sets the log level). Prints the summary, or ``error: ...`` for problems in the
-    input or arguments.
+def converter_main(convert_with_summary: Callable[..., PrintableSummary],
+                   build_parser: Callable[[], argparse.ArgumentParser]) -> Callable[[Sequence[str] | None], int]:
+    """A converter module's ``main``: ``main = converter_main(convert_with_summary, build_parser)``.
 
-    Returns:
-        The exit status: 0, or 1 for a problem with the input or arguments.
+    The parser's ``dest`` names are ``convert_with_summary``'s parameters: every option is passed by its name, except
+    ``--verbose`` of :func:`add_common_arguments`, which only sets the log level.
     """
-    options = vars(parser.parse_args(argv))
-    verbose = options.pop("verbose")
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                            format="%(levelname)s %(name)s: %(message)s")
-    try:
-        summary = convert_with_summary(**options)
-    except (ValueError, FileExistsError, FileNotFoundError) as error:  # ConversionError is a ValueError
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(summary.format())
-    return 0
+    def main(argv: Sequence[str] | None = None) -> int:
+        """Command-line entry point: prints the summary and returns 0, or prints ``error: ...`` (a problem with the
+        input or the arguments) and returns 1."""
+        options = vars(build_parser().parse_args(argv))
+        verbose = options.pop("verbose")
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                                format="%(levelname)s %(name)s: %(message)s")
+        try:
+            summary = convert_with_summary(**options)
+        except (ValueError, FileExistsError, FileNotFoundError) as error:  # ConversionError is a ValueError
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(summary.format())
+        return 0
+
+    return main

@@ -57,23 +57,13 @@ class CommandLine:
     results: Path
     env: dict[str, str]
 
-    def run(self, *command: str, **variables: str) -> str:
-        """Run ``command`` (with the environment ``variables`` added); fail the test with the end of its output
-        unless it exits with 0. Returns its stdout."""
-        done = self.attempt(*command, **variables)
-        assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        return done.stdout
-
-    def attempt(self, *command: str, **variables: str) -> subprocess.CompletedProcess:
-        """Run ``command`` (with the environment ``variables`` added) and return what it did, whatever its exit
-        status."""
-        import time, resource; _t = time.perf_counter(); _r = resource.getrusage(resource.RUSAGE_CHILDREN); _c = _r.ru_utime + _r.ru_stime  # TEMPTIMING
-        _d = subprocess.run(list(command), env={**self.env, **variables}, capture_output=True, encoding="utf-8", errors="replace",
+    def run(self, *command: str) -> None:
+        """Run ``command``; fail the test with the end of its output unless it exits with 0."""
+        done = subprocess.run(list(command), env=self.env, capture_output=True, encoding="utf-8", errors="replace",
                               timeout=600)
-        _r = resource.getrusage(resource.RUSAGE_CHILDREN); print(f"TEMPTIMING {time.perf_counter() - _t:6.1f} s cpu {_r.ru_utime + _r.ru_stime - _c:6.1f} {' '.join(command[:3])}", file=sys.stderr, flush=True)  # TEMPTIMING
-        return _d
+        assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
-    def adopt(self, dataset: "SharedDataset") -> None:
+    def adopt(self, dataset: SharedDataset) -> None:
         """Copy a session dataset's raw and preprocessed folders into this test's folders."""
         shutil.copytree(dataset.raw, self.raw / dataset.name)
         shutil.copytree(dataset.preprocessed, self.preprocessed / dataset.name)

@@ -34,8 +34,10 @@ def test_demo_cycle_trains_predicts_and_evaluates(cli, monkeypatch):
         / "fold_0"
     log = next(fold.glob("training_log_*.txt")).read_text()
     assert "nnunet_mm: 4 channel(s), reference channel 0 (pv)" in log
-    # training lowered the loss from the first epoch to the second (its first steps start from chance)
-    losses = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]["train_losses"]
+    # training lowered the loss: the second epoch's mean is 67-77 % of the first's over 8 unseeded runs. No bound on
+    # Dice: after 8 iterations the test cases' liver Dice spread over 0.00-0.56 (sometimes all background)
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)  # written just now
+    losses = checkpoint["logging"]["train_losses"]
     assert len(losses) == 2 and losses[1] < losses[0], losses
     # nnU-Net's final validation scored both held-out cases of fold 0 for liver and tumour
     validation = json.loads((fold / "validation" / "summary.json").read_text())["metric_per_case"]
@@ -51,12 +53,15 @@ def test_demo_cycle_trains_predicts_and_evaluates(cli, monkeypatch):
             image, truth = sitk.ReadImage(str(prediction)), sitk.ReadImage(str(labels / prediction.name))
             assert image.GetSize() == truth.GetSize() and image.GetSpacing() == truth.GetSpacing()
             assert set(np.unique(sitk.GetArrayFromImage(image))) <= {0, 1, 2}
-        # BOUND
-        assert result.dice[run_name]["liver"] > 0.1
     filled = json.loads((demo / "pred_missing_phases" / "missing_channels.json").read_text())
     assert all(entry["filled"] == [1, 3] and entry["available"] == [0, 2] for entry in filled.values())
     assert result.overlay_png.is_file() and result.overlay_png.stat().st_size > 10_000
-    assert "| pred_missing_phases |" in format_dice_table(result)
+    table = format_dice_table(result)
+    for run_name in ("pred_all_phases", "pred_missing_phases"):
+        summary = json.loads((demo / run_name / "summary.json").read_text())
+        assert result.dice[run_name] == {"liver": round(summary["mean"]["1"]["Dice"], 3),
+                                         "tumor": round(summary["mean"]["2"]["Dice"], 3)}
+        assert f"| {run_name} | {result.dice[run_name]['liver']:.3f} | {result.dice[run_name]['tumor']:.3f} |" in table
 
 
 def _write_foreign_dataset(raw: Path, cases: list[Path], test_cases: list[Path]) -> Path:
