@@ -81,7 +81,7 @@ setup(
         "monai>=1.4",  # generative blocks (autoencoder, diffusion UNet, schedulers), registration warps
         "scikit-image",  # Otsu / watershed for pseudo masks
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},  # make test runs on 2 workers
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "filelock"]},  # make test: 2 workers sharing fixtures
     entry_points={
         "console_scripts": ["nnunet_mm=nnunet_mm.cli.main:main"],
         # each method package registers its keys of the dataset.json "nnunet_mm" block (nnunet_mm.settings)

@@ -26,24 +26,27 @@ from filelock import FileLock
 
 FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 CLI_TESTS = Path(__file__).parent
-# the cycles, longest first (as measured on the 2-core box): see pytest_collection_modifyitems
-LONGEST_FIRST = ("test_demo_cycle_trains_predicts_and_evaluates", "test_cmg_trainer_cli_cycle_in_2d_with_continue",
-                 "test_stock_commands_on_a_dataset_we_did_not_generate", "test_mas_prior_trainer_cli_cycle",
-                 "test_weak_label_cycle_gan_export_train_resume",
-                 "test_cli_cycle_stats_train_predict_postprocess_and_preview",
-                 "test_cmc_trainer_cli_cycle_with_unlabeled_cases")
+# The order in which pytest-xdist hands the cycles out (see pytest_collection_modifyitems): each worker starts with
+# two tests (items 1-2 to one, 3-4 to the other), then gets one more whenever it finishes one. Seconds in one
+# `pytest -n 2 tests/cli` on the 2-core box: demo 177, CMG 98 (with the shared dataset), stock commands 77, MAS 58,
+# CMC 51, weak 43, synthesis 35.
+HAND_OUT_ORDER = ("test_demo_cycle_trains_predicts_and_evaluates",
+                  "test_cli_cycle_stats_train_predict_postprocess_and_preview",
+                  "test_cmg_trainer_cli_cycle_in_2d_with_continue",
+                  "test_stock_commands_on_a_dataset_we_did_not_generate", "test_mas_prior_trainer_cli_cycle",
+                  "test_weak_label_cycle_gan_export_train_resume", "test_cmc_trainer_cli_cycle_with_unlabeled_cases")
 QUIET_CPU = {"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1", "nnUNet_compile": "f", "OMP_NUM_THREADS": "1"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the CLI cycles before every other test, longest first: pytest-xdist (``--maxschedchunk=1`` in
-    pyproject.toml) then hands them to its workers one at a time, and the quick tests fill up behind them, instead
-    of one worker finishing a cycle long after the other ran out of tests."""
+    """Run the CLI cycles before every other test, in :data:`HAND_OUT_ORDER`: pytest-xdist (``--maxschedchunk=1``
+    in pyproject.toml) spreads them over its workers and the quick tests fill up behind them, instead of one worker
+    finishing a cycle long after the other ran out of tests."""
     def rank(item: pytest.Item) -> tuple[int, int]:
         if CLI_TESTS not in item.path.parents:
             return 2, 0
         name = item.originalname
-        return (0, LONGEST_FIRST.index(name)) if name in LONGEST_FIRST else (1, 0)
+        return (0, HAND_OUT_ORDER.index(name)) if name in HAND_OUT_ORDER else (1, 0)
 
     items.sort(key=rank)
 
