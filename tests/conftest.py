@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from planned_phantom import planned_phantom, trainer_kit  # noqa: F401  (trainers built the nnU-Net way)
 
 

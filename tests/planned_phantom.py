@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import torch
+from session_cache import build_once_per_session
 
 PHANTOM_ID = 931
 PHANTOM_NAME = "TrainerPhantom"
@@ -35,21 +36,24 @@ class PlannedPhantom:
 
 @pytest.fixture(scope="session")
 def planned_phantom(tmp_path_factory, quick_fingerprint) -> PlannedPhantom:
-    """Plan and preprocess the phantom once per session (nnU-Net's planner and preprocessor, in-process)."""
+    """Plan and preprocess the phantom once per session, for every xdist worker (nnU-Net's planner and preprocessor,
+    in-process); tests copy it before writing (:class:`TrainerKit`)."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiments, preprocess
 
     from nnunet_mm.phantom import write_nnunet_raw
 
-    root = tmp_path_factory.mktemp("planned_phantom")
-    with pytest.MonkeyPatch.context() as patch:
-        for name, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "pre"), ("nnUNet_results", "res")):
-            patch.setenv(name, str(root / sub))
-        patch.setenv("nnUNet_n_proc_DA", "1")  # planning needs >= 1
-        write_nnunet_raw(root / "raw", dataset_id=PHANTOM_ID, name=PHANTOM_NAME, num_training=NUM_CASES, seed=3,
-                         shape_zyx=(10, 32, 32), phases=("pv", "art"))
-        quick_fingerprint(PHANTOM_ID)
-        plan_experiments([PHANTOM_ID])
-        preprocess([PHANTOM_ID], configurations=("2d", "3d_fullres"), num_processes=(1, 1))
+    def build(root: Path) -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            for name, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "pre"), ("nnUNet_results", "res")):
+                patch.setenv(name, str(root / sub))
+            patch.setenv("nnUNet_n_proc_DA", "1")  # planning needs >= 1
+            write_nnunet_raw(root / "raw", dataset_id=PHANTOM_ID, name=PHANTOM_NAME, num_training=NUM_CASES,
+                             seed=3, shape_zyx=(10, 32, 32), phases=("pv", "art"))
+            quick_fingerprint(PHANTOM_ID)
+            plan_experiments([PHANTOM_ID])
+            preprocess([PHANTOM_ID], configurations=("2d", "3d_fullres"), num_processes=(1, 1))
+
+    root = build_once_per_session(tmp_path_factory, "planned_phantom", build)
     return PlannedPhantom(root / "raw", root / "pre")
 
 

@@ -1,11 +1,11 @@
 """CMC's semi-supervised terms (paper 001), implemented as the paper intends, with gradients.
 
-* :func:`channel_nt_xent` — channel-wise semantic consistency (CSC): every bottleneck channel is an embedding;
+* :func:`csc_loss` — channel-wise semantic consistency (CSC): every bottleneck channel is an embedding;
   channel c of modality a and channel c of modality b are positives, every other channel of either modality a
   negative; NT-Xent with temperature τ. [BUG in the public code: it reshapes without transposing, so its
   "embeddings" are arbitrary 512-value chunks, and it runs under ``no_grad`` after ``eval()``; here the channels are
   the embeddings and the loss back-propagates.]
-* :func:`anatomical_consistency` — contrastive anatomical consistency (CAC): ``1 − soft Dice`` between the two
+* :func:`cac_loss` — contrastive anatomical consistency (CAC): ``1 − soft Dice`` between the two
   predictions [BUG in the public code: it adds the Dice *similarity*]. Voxelwise when the pair is co-registered;
   for unpaired or misaligned pairs, per-class soft volume fractions are compared instead (voxelwise agreement of
   two different patients means nothing).
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 
-def channel_nt_xent(features_a: torch.Tensor, features_b: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+def csc_loss(features_a: torch.Tensor, features_b: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     """NT-Xent over channels as embeddings, averaged over the batch.
 
     Args:
@@ -42,8 +42,8 @@ def channel_nt_xent(features_a: torch.Tensor, features_b: torch.Tensor, temperat
     return F.cross_entropy(logits.reshape(b * 2 * c, 2 * c), positives.repeat(b))
 
 
-def anatomical_consistency(probabilities_a: torch.Tensor, probabilities_b: torch.Tensor, *, paired: bool,
-                           smooth: float = 1e-5) -> torch.Tensor:
+def cac_loss(probabilities_a: torch.Tensor, probabilities_b: torch.Tensor, *, paired: bool,
+             smooth: float = 1e-5) -> torch.Tensor:
     """``1 − mean_k soft Dice`` between two softmax predictions (B, K, *spatial), over the foreground classes.
 
     Args:

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nnunet_mm.cmc.losses import anatomical_consistency, channel_nt_xent
+from nnunet_mm.cmc.losses import cac_loss, csc_loss
 from nnunet_mm.cmc.network import CMCUNet
 from nnunet_mm.cmc.settings import UNLABELED_DIR_KEY
 from nnunet_mm.cmc.unlabeled import unlabeled_folder
@@ -172,8 +172,8 @@ class CMCTrainer(MultiModalTrainer):
         if use_unlabeled:
             features = [f[num_labeled:] for f in result["bottleneck"]]  # before attention
             probabilities = [torch.softmax(stream[0][num_labeled:].float(), 1) for stream in result["outputs"]]
-            csc = torch.stack([channel_nt_xent(features[0], f, self.csc_temperature) for f in features[1:]]).mean()
-            cac = torch.stack([anatomical_consistency(probabilities[0], p, paired=self.paired)
+            csc = torch.stack([csc_loss(features[0], f, self.csc_temperature) for f in features[1:]]).mean()
+            cac = torch.stack([cac_loss(probabilities[0], p, paired=self.paired)
                                for p in probabilities[1:]]).mean()
             loss = loss + w_csc * csc + w_cac * cac
         return StepLoss(loss, {"csc_loss": csc, "cac_loss": cac})

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from filelock import FileLock
+from session_cache import build_once_per_session
 
 FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 CLI_TESTS = Path(__file__).parent
@@ -125,30 +125,23 @@ def plan_in_process(quick_fingerprint) -> Callable[[int, tuple[str, ...]], None]
     return lambda dataset_id, configurations: _plan_in_process(dataset_id, configurations, quick_fingerprint)
 
 
-def _shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder that every xdist worker of this session sees (the session's own folder without xdist)."""
-    base = tmp_path_factory.getbasetemp()
-    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "cli_datasets"
-
-
 def shared_dataset(tmp_path_factory: pytest.TempPathFactory, name: str,
                    build: Callable[[Path, Path], None]) -> SharedDataset:
-    """The dataset ``name``, built by ``build(raw, preprocessed)`` by the first worker that asks for it (the others
-    wait for it under a file lock). ``build`` runs with nnU-Net's folders set to ``raw`` and ``preprocessed``."""
-    root = _shared_root(tmp_path_factory) / name
-    root.parent.mkdir(parents=True, exist_ok=True)
-    raw, preprocessed, done = root / "raw", root / "pre", root / "complete"
-    with FileLock(str(root) + ".lock"):
-        if not done.is_file():
-            shutil.rmtree(root, ignore_errors=True)
-            for folder in (raw, preprocessed):
-                folder.mkdir(parents=True)
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setenv("nnUNet_raw", str(raw))
-                patch.setenv("nnUNet_preprocessed", str(preprocessed))
-                build(raw, preprocessed)
-            done.touch()
-    return SharedDataset(name, raw / name, preprocessed / name)
+    """The dataset ``name``, built by ``build(raw, preprocessed)`` once per session for every xdist worker
+    (:func:`session_cache.build_once_per_session`). ``build`` runs with nnU-Net's folders set to ``raw`` and
+    ``preprocessed``."""
+
+    def build_in(root: Path) -> None:
+        raw, preprocessed = root / "raw", root / "pre"
+        for folder in (raw, preprocessed):
+            folder.mkdir(parents=True)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("nnUNet_raw", str(raw))
+            patch.setenv("nnUNet_preprocessed", str(preprocessed))
+            build(raw, preprocessed)
+
+    root = build_once_per_session(tmp_path_factory, name, build_in)
+    return SharedDataset(name, root / "raw" / name, root / "pre" / name)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from nnunet_mm.cmc.losses import anatomical_consistency, channel_nt_xent
+from nnunet_mm.cmc.losses import cac_loss, csc_loss
 from nnunet_mm.training.schedules import cosine_rampdown, sigmoid_rampup
 
 
@@ -24,13 +24,13 @@ def test_channel_nt_xent_equals_a_hand_computed_value():
     for i in range(4):
         denominator = sum(math.exp(cos(embeddings[i], embeddings[k]) / tau) for k in range(4) if k != i)
         total += -math.log(math.exp(cos(embeddings[i], embeddings[positive[i]]) / tau) / denominator)
-    assert channel_nt_xent(a, b, tau).item() == pytest.approx(total / 4, rel=1e-5)
+    assert csc_loss(a, b, tau).item() == pytest.approx(total / 4, rel=1e-5)
 
 
 def test_matching_channels_give_a_lower_loss_than_shuffled_ones():
     torch.manual_seed(1)
     a = torch.randn(2, 8, 4, 4)
-    assert channel_nt_xent(a, a + 0.05 * torch.randn_like(a)) < channel_nt_xent(a, a[:, torch.randperm(8)])
+    assert csc_loss(a, a + 0.05 * torch.randn_like(a)) < csc_loss(a, a[:, torch.randperm(8)])
 
 
 def test_anatomical_consistency_voxelwise_and_pooled():
@@ -38,9 +38,9 @@ def test_anatomical_consistency_voxelwise_and_pooled():
     p[:, 0] = 1
     p[:, 0, 2:5, 2:5], p[:, 1, 2:5, 2:5] = 0, 1
     moved = torch.roll(p, 3, dims=3)
-    assert anatomical_consistency(p, p, paired=True).item() == pytest.approx(0, abs=1e-4)
-    assert anatomical_consistency(p, moved, paired=True).item() > 0.3  # misaligned: voxelwise disagreement
-    assert anatomical_consistency(p, moved, paired=False).item() == pytest.approx(0, abs=1e-4)  # same volumes
+    assert cac_loss(p, p, paired=True).item() == pytest.approx(0, abs=1e-4)
+    assert cac_loss(p, moved, paired=True).item() > 0.3  # misaligned: voxelwise disagreement
+    assert cac_loss(p, moved, paired=False).item() == pytest.approx(0, abs=1e-4)  # same volumes
 
 
 def test_ramps_follow_the_paper_rescaled_to_the_schedule():

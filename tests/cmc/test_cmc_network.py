@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from nnunet_mm.cmc.network import CMCUNet
-from nnunet_mm.cmc.losses import anatomical_consistency, channel_nt_xent
+from nnunet_mm.cmc.losses import cac_loss, csc_loss
 
 
 def _kwargs(dim: int) -> dict:
@@ -42,9 +42,9 @@ def test_csc_and_cac_send_gradients_into_the_shared_encoder():
         network.zero_grad()
         result = network(streams=[ct, mr])
         if term == "csc":
-            loss = channel_nt_xent(*result["bottleneck"])
+            loss = csc_loss(*result["bottleneck"])
         else:
-            loss = anatomical_consistency(*(torch.softmax(o, 1) for o in result["outputs"]), paired=False)
+            loss = cac_loss(*(torch.softmax(o, 1) for o in result["outputs"]), paired=False)
         loss.backward()
         encoder_grad = sum(p.grad.abs().sum() for p in network.encoder.parameters() if p.grad is not None)
         assert encoder_grad > 0, term

@@ -106,7 +106,7 @@ def test_each_unlabeled_term_trains_the_shared_encoder_in_the_shared_step(traine
     hook = CMCTrainer.compute_loss
     monkeypatch.setattr(CMCTrainer, "compute_loss", lambda self, *args: calls.append(1) or hook(self, *args))
     monkeypatch.setattr(trainer, "loss", lambda output, target: 0.0 * sum(o.sum() for o in output))
-    switched_off = "anatomical_consistency" if kept_term == "csc" else "channel_nt_xent"
+    switched_off = "cac_loss" if kept_term == "csc" else "csc_loss"
     monkeypatch.setattr(cmc_trainer, switched_off, lambda *args, **kwargs: torch.zeros(()))
 
     def encoder_gradient() -> float:
