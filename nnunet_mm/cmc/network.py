@@ -32,9 +32,10 @@ from torch import nn
 
 from nnunet_mm.cmc.bottleneck import CrossModalityBottleneck
 from nnunet_mm.networks.layers import ConvSpec, as_tuple
+from nnunet_mm.networks.reference_channel import StoredReferenceChannel
 
 
-class CMCUNet(nn.Module):
+class CMCUNet(StoredReferenceChannel):
     """Shared encoder/decoder with a cross-modality bottleneck (see the module docstring)."""
 
     def __init__(self, input_channels: int, n_stages: int, features_per_stage: int | Sequence[int],
@@ -46,13 +47,9 @@ class CMCUNet(nn.Module):
                  nonlin: type[nn.Module] | None = None, nonlin_kwargs: dict | None = None,
                  deep_supervision: bool = False, nonlin_first: bool = False, reference_channel: int = 0):
         super().__init__()
-        if not 0 <= reference_channel < input_channels:
-            raise ValueError(f"reference_channel {reference_channel} is not one of the {input_channels} channels.")
         self.input_channels = input_channels
         self.num_streams = max(2, input_channels)
-        self.register_buffer("reference_index", torch.tensor(reference_channel, dtype=torch.long))
-        self.reference_channel = reference_channel  # a Python copy of the buffer: no device sync in forward
-        self.register_load_state_dict_post_hook(CMCUNet._sync_reference_channel)
+        self.init_reference_channel(reference_channel, input_channels)
         self.encoder = PlainConvEncoder(1, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
                                         n_conv_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
                                         dropout_op_kwargs, nonlin, nonlin_kwargs, return_skips=True,
@@ -64,27 +61,12 @@ class CMCUNet(nn.Module):
         self.decoder = UNetDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
                                    nonlin_first=nonlin_first)
 
-    @staticmethod
-    def _sync_reference_channel(module: "CMCUNet", incompatible_keys: Any) -> None:
-        module.reference_channel = int(module.reference_index)
-
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
         # weights saved before the reference channel was stored predict with channel 0, as they always did
         state_dict.setdefault(f"{prefix}reference_index", torch.zeros((), dtype=torch.long))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
-
-    def set_reference_channel(self, channel: int) -> None:
-        """Make ``channel`` the one whose logits :meth:`forward` returns (stored in the state_dict).
-
-        Raises:
-            ValueError: ``channel`` is not an input channel.
-        """
-        if not 0 <= channel < self.input_channels:
-            raise ValueError(f"reference channel {channel} is not one of the {self.input_channels} channels.")
-        self.reference_index.fill_(channel)
-        self.reference_channel = channel
 
     def _streams(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.input_channels == 1:

@@ -32,6 +32,7 @@ from torch import nn
 
 from nnunet_mm.cmg.guidance import CrossModalGuidance
 from nnunet_mm.networks.layers import ConvSpec, as_tuple
+from nnunet_mm.networks.reference_channel import StoredReferenceChannel
 from nnunet_mm.cmg.fusion import MultiScaleFusion
 
 
@@ -64,7 +65,7 @@ class PhaseDecoder(nn.Module):
         return len(self.stages)
 
 
-class CMGUNet(nn.Module):
+class CMGUNet(StoredReferenceChannel):
     """Cross-modal guidance U-Net for ``input_channels`` ≥ 2 phases (see the module docstring)."""
 
     def __init__(self, input_channels: int, n_stages: int, features_per_stage: int | Sequence[int],
@@ -80,8 +81,6 @@ class CMGUNet(nn.Module):
         if input_channels < 2:
             raise ValueError(f"CMGUNet needs at least 2 input channels (phases), got {input_channels}; use "
                              f"MultiModalTrainer for single-channel data.")
-        if not 0 <= reference_channel < input_channels:
-            raise ValueError(f"reference_channel {reference_channel} is not one of the {input_channels} channels.")
         if n_stages < 3:
             raise ValueError(f"CMGUNet needs at least 3 stages, got {n_stages}.")
         features = [features_per_stage] * n_stages if isinstance(features_per_stage, int) else list(features_per_stage)
@@ -89,9 +88,7 @@ class CMGUNet(nn.Module):
         n_conv_dec = ([n_conv_per_stage_decoder] * (n_stages - 1) if isinstance(n_conv_per_stage_decoder, int)
                       else list(n_conv_per_stage_decoder))
         self.num_phases, self.num_classes = input_channels, num_classes
-        self.register_buffer("reference_index", torch.tensor(reference_channel, dtype=torch.long))
-        self.reference_channel = reference_channel
-        self.register_load_state_dict_post_hook(CMGUNet._sync_reference_channel)
+        self.init_reference_channel(reference_channel, input_channels)
         self.fusion_levels = min(fusion_levels, n_stages - 1)  # never on the full-resolution stage
         self.guidance_levels = min(guidance_levels, n_stages - 2)  # the top level stays a plain decoder level
         spec = ConvSpec(conv_op, norm_op, dict(norm_op_kwargs or {}), nonlin, dict(nonlin_kwargs or {}), conv_bias)
@@ -121,17 +118,11 @@ class CMGUNet(nn.Module):
             self.guidance.append(CrossModalGuidance(spec, input_channels, 2 * skip, skip, skip, num_classes,
                                                     kernels[-(level + 2)]))
 
-    @staticmethod
-    def _sync_reference_channel(module: "CMGUNet", incompatible_keys: Any) -> None:
-        module.reference_channel = int(module.reference_index)
-
     def set_reference_channel(self, channel: int) -> None:
-        """Make ``channel`` the phase whose logits :meth:`forward` returns (stored in the state_dict)."""
-        if not 0 <= channel < self.num_phases:
-            raise ValueError(f"reference channel {channel} is not one of the {self.num_phases} phases.")
+        """Make ``channel`` the phase whose logits :meth:`forward` returns (stored in the state_dict), keeping the
+        deep-supervision setting (nnU-Net toggles it on ``self.decoder``, which is the reference phase's)."""
         deep_supervision = self.decoder.deep_supervision
-        self.reference_index.fill_(channel)
-        self.reference_channel = channel
+        super().set_reference_channel(channel)
         self.decoder.deep_supervision = deep_supervision
 
     # nnU-Net toggles deep supervision through ``network.decoder.deep_supervision``

@@ -84,7 +84,7 @@ def test_weights_saved_without_a_reference_channel_load_with_channel_0():
 
 
 def test_a_reference_channel_outside_the_inputs_is_refused():
-    with pytest.raises(ValueError, match="reference_channel 2 is not one of the 2 channels"):
+    with pytest.raises(ValueError, match="reference channel 2 is not one of the 2 input channels"):
         CMCUNet(input_channels=2, num_classes=3, reference_channel=2, **_kwargs(2))
-    with pytest.raises(ValueError, match="reference channel 1 is not one of the 1 channels"):
+    with pytest.raises(ValueError, match="reference channel 1 is not one of the 1 input channels"):
         CMCUNet(input_channels=1, num_classes=3, **_kwargs(2)).set_reference_channel(1)
