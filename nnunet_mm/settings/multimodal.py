@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from nnunet_mm.settings.validation import check_keys
+from nnunet_mm.settings.validation import check_object
 
 DROPOUT_MODES = ("duplicate", "zeros")
 
@@ -71,9 +71,7 @@ class MisalignmentSettings:
     @classmethod
     def from_dict(cls, block: Mapping[str, Any], where: str = "misalignment") -> "MisalignmentSettings":
         """Validated settings from a JSON object; missing keys keep their defaults."""
-        if not isinstance(block, Mapping):
-            raise ValueError(f"{where} must be an object, got {type(block).__name__}.")
-        check_keys(block, [f.name for f in dataclasses.fields(cls)], where)
+        check_object(block, [f.name for f in dataclasses.fields(cls)], where)
         values: dict[str, Any] = {}
         if "probability" in block:
             values["probability"] = _probability(block["probability"], f"{where}.probability")
@@ -117,9 +115,7 @@ class ModalityDropoutSettings:
     @classmethod
     def from_dict(cls, block: Mapping[str, Any], where: str = "modality_dropout") -> "ModalityDropoutSettings":
         """Validated settings from a JSON object; missing keys keep their defaults."""
-        if not isinstance(block, Mapping):
-            raise ValueError(f"{where} must be an object, got {type(block).__name__}.")
-        check_keys(block, [f.name for f in dataclasses.fields(cls)], where)
+        check_object(block, [f.name for f in dataclasses.fields(cls)], where)
         values: dict[str, Any] = {}
         if "probability" in block:
             values["probability"] = _probability(block["probability"], f"{where}.probability")

@@ -17,6 +17,19 @@ def check_keys(given: Mapping[str, Any], allowed: Iterable[str], where: str) -> 
         raise KeyError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(allowed)}.")
 
 
+def check_object(value: Any, allowed: Iterable[str], where: str) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object whose keys are all ``allowed``.
+
+    Raises:
+        ValueError: ``value`` is not an object, naming ``where``.
+        KeyError: an unknown key (see :func:`check_keys`).
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be an object, got {type(value).__name__}.")
+    check_keys(value, allowed, where)
+    return value
+
+
 def number(value: Any, where: str, low: float | None = None, high: float | None = None, *,
            low_open: bool = False) -> float:
     """``value`` as a float if it is a JSON number (not a bool) within ``[low, high]`` (``(low, high]`` if

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nnunet_mm.settings.block import BLOCK_KEY, register_sub_block
-from nnunet_mm.settings.validation import check_keys, number
+from nnunet_mm.settings.validation import check_object, number
 from nnunet_mm.synthesis.masks import DEFAULT_SIZE_CLASSES, TumourMaskSettings, TumourSizeClass
 
 SYNTHESIS_KEY = "synthesis"
@@ -80,9 +80,7 @@ class SynthesisSettings:
             ValueError: a bad value, naming the key.
         """
         block = block or {}
-        if not isinstance(block, Mapping):
-            raise ValueError(f"{where} must be an object, got {type(block).__name__}.")
-        check_keys(block, cls.KNOWN_KEYS, where)
+        check_object(block, cls.KNOWN_KEYS, where)
         values: dict[str, Any] = {}
         if "synthesizer" in block:
             if block["synthesizer"] not in SYNTHESIZERS:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nnunet_mm.settings.block import BLOCK_KEY, register_sub_block
-from nnunet_mm.settings.validation import check_keys, number
+from nnunet_mm.settings.validation import check_object, number
 from nnunet_mm.weak.image_labels import IMAGE_LABELS_KEY, parse_image_labels_value
 
 WEAK_SUPERVISION_KEY = "weak_supervision"
@@ -49,9 +49,7 @@ class WeakTrainingSettings:
             ValueError: a bad value, naming the key.
         """
         block = {} if block is None else block
-        if not isinstance(block, Mapping):
-            raise ValueError(f"{where} must be an object, got {type(block).__name__}.")
-        check_keys(block, [f.name for f in dataclasses.fields(cls)], where)
+        check_object(block, [f.name for f in dataclasses.fields(cls)], where)
         values: dict[str, Any] = {}
         for key, low, high, low_open in (("ema_decay", 0.0, 1.0, False), ("consistency_weight", 0.0, None, False),
                                          ("consistency_rampup_fraction", 0.0, 1.0, False),
