@@ -106,7 +106,7 @@ def run_scenario(scenario: str, args: argparse.Namespace, workdir: Path) -> dict
     results = {}
     for arm, trainer_name, dataset_id in runs:
         print(f"{scenario}: {arm} ({trainer_name}, dataset {dataset_id}) ...", flush=True)
-        trainer, timing = benchlib.train(trainer_name, maybe_convert_to_dataset_name(dataset_id),
+        trainer, timing, _ = benchlib.train(trainer_name, maybe_convert_to_dataset_name(dataset_id),
                                          device_name=args.device, epochs=args.epochs, iterations=args.iterations,
                                          attributes={"semi_start_fraction": args.semi_start}
                                          if trainer_name == "CMCTrainer" else None)

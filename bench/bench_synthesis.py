@@ -137,7 +137,7 @@ def run_arm(arm: str, args: argparse.Namespace, raw_folder: Path) -> dict:
     if arm == "diffusion":
         attributes["synthesis_settings"] = dataclasses.replace(SynthesisSettings(), synthesizer="diffusion")
     with SynthesisTimer() as timer:
-        trainer, timing = benchlib.train("SynthTumorTrainer", DATASET_NAME, device_name=args.device,
+        trainer, timing, _ = benchlib.train("SynthTumorTrainer", DATASET_NAME, device_name=args.device,
                                          epochs=args.epochs, iterations=args.iterations, configuration=args.c,
                                          attributes=attributes)
     result = {"arm": arm, **timing,

@@ -118,7 +118,7 @@ def _stage_b(source: Path, pseudo: Path, args: argparse.Namespace, device) -> di
     results = {}
     for arm, (dataset, trainer_name) in arms.items():
         benchlib.plan_and_preprocess(_dataset_id(dataset), "2d", num_processes=2)
-        trainer, timing = benchlib.train(trainer_name, dataset.name, device_name=device.type, configuration="2d",
+        trainer, timing, _ = benchlib.train(trainer_name, dataset.name, device_name=device.type, configuration="2d",
                                          epochs=args.segmenter_epochs, iterations=args.segmenter_iterations)
         dice = benchlib.predict_and_evaluate(trainer, test / "imagesTr", test / "labelsTr",
                                              args.workdir / f"pred_{trainer_name}", device_name=device.type,

@@ -28,27 +28,47 @@ def plan_and_preprocess(dataset_id: int, configuration: str = "3d_fullres", num_
 
 
 def train(trainer_name: str, dataset_name: str, *, device_name: str, epochs: int, iterations: int,
-          configuration: str = "3d_fullres", attributes: dict | None = None, warmup_steps: int = 3):
-    """Train ``trainer_name`` on fold 'all' with a given schedule; returns (trainer, timing dict).
+          configuration: str = "3d_fullres", attributes: dict | None = None, warmup_steps: int = 3,
+          output_folder_base: Path | None = None, seed: int | None = None, snapshot_epochs: tuple[int, ...] = ()):
+    """Train ``trainer_name`` on fold 'all' with a given schedule; returns (trainer, timing dict, snapshots).
 
     ``attributes`` are set on the trainer after construction (e.g. ``{"semi_start_fraction": 0.3}``). Timing:
     wall seconds of the whole run and the median seconds per ``train_step`` after ``warmup_steps`` steps (CUDA
     synchronised, so the number is the step's real cost, data loading excluded).
+
+    ``output_folder_base`` replaces nnU-Net's ``results/<dataset>/<trainer>__<plans>__<configuration>`` folder (one
+    per seed, so that runs of one arm do not overwrite each other). ``seed`` seeds Python, NumPy and torch and the
+    plugin's augmentation generator (the block's ``seed``), so a run repeats. ``snapshots`` maps each epoch count in
+    ``snapshot_epochs`` (epochs completed) to a CPU copy of the network's weights at that point.
     """
+    import random
+
     import numpy as np
     import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
+    from nnunet_mm.settings import BLOCK_KEY
+
     preprocessed = Path(os.environ["nnUNet_preprocessed"]) / dataset_name
     plans = load_json(str(preprocessed / "nnUNetPlans.json"))
     plans["continue_training"] = False
+    dataset_json = load_json(str(preprocessed / "dataset.json"))
+    if seed is not None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        dataset_json.setdefault(BLOCK_KEY, {})["seed"] = int(seed)
     trainer_class = recursive_find_trainer_class_by_name(trainer_name)
     if trainer_class is None:
         raise RuntimeError(f"nnU-Net cannot find trainer {trainer_name} (is nnUNet_extTrainer set? 'nnunet_mm env')")
-    trainer = trainer_class(plans=plans, configuration=configuration, fold="all",
-                            dataset_json=load_json(str(preprocessed / "dataset.json")),
+    trainer = trainer_class(plans=plans, configuration=configuration, fold="all", dataset_json=dataset_json,
                             device=torch.device(device_name))
+    if output_folder_base is not None:
+        trainer.output_folder_base = str(output_folder_base)
+        trainer.output_folder = str(Path(output_folder_base) / "fold_all")
+        trainer.log_file = str(Path(trainer.output_folder) / Path(trainer.log_file).name)
+        Path(trainer.output_folder).mkdir(parents=True, exist_ok=True)
     trainer.num_epochs, trainer.num_iterations_per_epoch = epochs, iterations
     trainer.num_val_iterations_per_epoch = max(1, iterations // 5)
     for name, value in (attributes or {}).items():
@@ -67,12 +87,39 @@ def train(trainer_name: str, dataset_name: str, *, device_name: str, epochs: int
         step_seconds.append(time.perf_counter() - start)
         return result
 
+    snapshots: dict[int, dict] = {}
+    original_epoch_end = trainer.on_epoch_end
+
+    def epoch_end_with_snapshots() -> None:
+        original_epoch_end()  # increments current_epoch
+        if trainer.current_epoch in snapshot_epochs:
+            weights = trainer.network.module.state_dict() if trainer.is_ddp else trainer.network.state_dict()
+            snapshots[trainer.current_epoch] = {k: v.detach().cpu().clone() for k, v in weights.items()}
+
     trainer.train_step = timed_step
+    trainer.on_epoch_end = epoch_end_with_snapshots
     start = time.perf_counter()
     trainer.run_training()
     measured = step_seconds[warmup_steps:] or step_seconds
     return trainer, {"train_seconds": round(time.perf_counter() - start, 1),
-                     "step_ms_median": round(1000 * float(np.median(measured)), 1), "steps": len(step_seconds)}
+                     "step_ms_median": round(1000 * float(np.median(measured)), 1), "steps": len(step_seconds)}, \
+        snapshots
+
+
+def predict_folder(model_folder: Path, images: Path, output: Path, *, device_name: str,
+                   weights: dict | None = None) -> None:
+    """Predict every case of ``images`` with nnU-Net's predictor (mirroring on) from a trained model folder (fold
+    'all'), optionally with other ``weights`` than its final checkpoint (a snapshot from :func:`train`). Runs in
+    this process (nnU-Net's sequential path): on small test sets, worker start-up would cost more than it saves."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(device=torch.device(device_name), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=("all",))
+    if weights is not None:
+        predictor.list_of_parameters = [weights]
+    output.mkdir(parents=True, exist_ok=True)
+    predictor.predict_from_files_sequential(str(images), str(output), save_probabilities=False, overwrite=True)
 
 
 def predict_and_evaluate(trainer, images: Path, labels: Path, output: Path, *, device_name: str,

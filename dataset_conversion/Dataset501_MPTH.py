@@ -37,7 +37,8 @@ Output, in ``<output_root>/Dataset501_MPTH/``:
   neighbour), so they lie on the grid of ``imagesTr`` — for per-phase supervision (CMG). dataset.json's
   ``'nnunet_mm'`` block names the folder in ``"phase_labels_dir"``.
 * ``dataset.json``: every channel is named ``"CT"`` (CT normalisation); the phase names, registration, source and
-  the spacing/intensity conventions are in the ``'nnunet_mm'`` block.
+  the spacing/intensity conventions are in the ``'nnunet_mm'`` block, which declares ``"channel_acquisition":
+  "separate"`` for two or more phases (so the trainer's misalignment and modality dropout are on).
 
 Facts from ``docs/datasets.md`` §2.8 checked against the seed code (``datasets/dataset.py`` and ``README.md`` of
 lzhLab/cross-modal-guidance): the folder layout, ``.png`` listing, ``torch.load`` of images (the result goes through
@@ -498,6 +499,7 @@ def convert_with_summary(source_dir: Path, *, dataset_id: int = DATASET_ID, data
                                      "converter": Path(__file__).stem, "notes": conventions}
             if len(phases) > 1:
                 block["phase_labels_dir"] = PHASE_LABELS_DIR
+                block["channel_acquisition"] = "separate"  # phases of separate breath-holds: misregistered
             write_dataset_json(
                 staging, channel_names=summary.channel_names, labels=LABELS, num_training=summary.num_training,
                 file_ending=FILE_ENDING, dataset_name=final_dir.name, nnunet_mm_block=block,

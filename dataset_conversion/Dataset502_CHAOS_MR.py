@@ -33,7 +33,10 @@ Output, one case per patient ``chaos_mr_<id>`` (so nnU-Net's default split is al
   there when the preprocessed folder has none.
 * ``dataset.json``: channel names ``T1_in``, ``T1_out``, ``T2`` (unknown names → nnU-Net's z-score normalisation),
   labels ``background 0, liver 1, right_kidney 2, left_kidney 3, spleen 4``; the ``'nnunet_mm'`` block holds
-  ``reference_channel`` 0, ``modalities``, ``registration``, ``source``, ``converter`` and ``notes``.
+  ``reference_channel`` 0, ``modalities``, ``registration``, ``source``, ``converter``, ``notes`` and
+  ``channel_acquisition``: ``"separate"`` with T2-SPIR as a channel (another breath-hold, so the trainer's
+  misalignment and modality dropout are on), ``"co_registered"`` for the two T1-DUAL echoes alone, none for the
+  single-channel T2-SPIR dataset.
 """
 from __future__ import annotations
 
@@ -252,6 +255,15 @@ def _check_options(t2: str, t2_registration: str, dataset_id: int, t2_dataset_id
         raise ValueError(f"--t2-dataset-id must differ from --dataset-id (both {dataset_id}).")
 
 
+def _channel_acquisition(channels: Sequence[int]) -> dict[str, str]:
+    """The block's ``channel_acquisition`` for ``channels`` (indices of CHANNEL_NAMES): T2-SPIR is a separate
+    breath-hold, so with it the channels are ``separate``; the two T1-DUAL echoes come from one acquisition
+    (``co_registered``); a single channel declares nothing."""
+    if len(channels) < 2:
+        return {}
+    return {"channel_acquisition": "separate" if CHANNEL_NAMES.index("T2") in channels else "co_registered"}
+
+
 def _write_dataset(staging: Path, final_dir: Path, records: Sequence[CaseRecord], *, channels: Sequence[int],
                    registration: str, sources: dict[str, str | None], layout_notes: Sequence[str],
                    description: str, summary_notes: Sequence[str] = ()) -> DatasetSummary:
@@ -266,7 +278,7 @@ def _write_dataset(staging: Path, final_dir: Path, records: Sequence[CaseRecord]
         nnunet_mm_block={"reference_channel": 0,
                          "modalities": {str(i): MODALITIES[channel] for i, channel in enumerate(channels)},
                          "registration": registration, "source": sources, "converter": Path(__file__).stem,
-                         "notes": list(layout_notes)},
+                         "notes": list(layout_notes), **_channel_acquisition(channels)},
         description=description, reference="https://chaos.grand-challenge.org/",
         license="see the CHAOS data terms (Zenodo record 3431873)")
     return summary

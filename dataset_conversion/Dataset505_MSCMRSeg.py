@@ -39,8 +39,9 @@ Modes (``--mode``):
   Separate datasets per sequence would need three dataset ids, which other converters use.
 
 ``dataset.json`` carries the ``'nnunet_mm'`` block: ``reference_channel`` 0, ``modalities`` (``"MR"`` per channel),
-``source``, ``converter``, plus ``phase_names`` (the sequences in channel order) and ``registration`` in
-multichannel mode, or ``per_case_modality`` in per-sequence mode. Both modes use dataset id 505 and the name
+``source``, ``converter``, plus ``phase_names`` (the sequences in channel order), ``registration`` and
+``"channel_acquisition": "separate"`` (separate breath-holds: the trainer's misalignment and modality dropout are on)
+in multichannel mode, or ``per_case_modality`` in per-sequence mode. Both modes use dataset id 505 and the name
 ``MSCMRSeg`` by default; to keep both, give the second its own ``--dataset-id``/``--dataset-name``.
 
 Facts checked against public code that reads the download (MS-CMRSeg 2019 participants' scripts on GitHub, among
@@ -458,7 +459,7 @@ def write_multichannel(patients: Sequence[PatientFiles], staging: Path, *, refer
     return WrittenCases(
         records=records, channel_names=order,
         block={"reference_channel": 0, "phase_names": order, "modalities": [MODALITY] * len(order),
-               "registration": registration},
+               "registration": registration, "channel_acquisition": "separate"},  # separate breath-holds
         notes=notes,
         description=f"MS-CMRSeg 2019, one case per patient: channels {', '.join(order)} on the {reference} grid "
                     f"(registration: {registration}); labels from the {reference} sequence.")

@@ -29,7 +29,8 @@ Output, in ``<output_root>/Dataset508_ISIC2018/``:
 * ``image_labels.json``: ``{case: "diseased" | "normal"}`` for every training case (every ISIC image shows a lesion;
   the crops are normal), for weak supervision, referenced as ``"image_labels"`` in the ``'nnunet_mm'`` block.
 * ``dataset.json``: labels ``{background: 0, lesion: 1}``, file_ending ``.png``, ``overwrite_image_reader_writer``
-  ``NaturalImage2DIO``.
+  ``NaturalImage2DIO``; the ``'nnunet_mm'`` block declares ``"channel_acquisition": "colour_planes"`` (R, G, B are
+  planes of one photograph), so the trainer never shifts or drops them.
 
 Checking reads the image headers (size, colour channels, 8 bit) and the whole masks; the images themselves are
 decoded once, while writing. A JPEG that is broken beyond its header is therefore reported then (naming the file;
@@ -411,6 +412,7 @@ def convert_with_summary(source_dir: Path, *, max_size: int | None = None, binar
                 staging, channel_names=CHANNEL_NAMES, labels=LABELS, num_training=len(image_labels),
                 file_ending=FILE_ENDING, dataset_name=final_dir.name, overwrite_image_reader_writer=READER_WRITER,
                 nnunet_mm_block={"source": str(Path(source_dir).resolve()), "converter": Path(__file__).stem,
+                                 "channel_acquisition": "colour_planes",  # R, G, B of one photograph
                                  "image_labels": IMAGE_LABELS_FILE},
                 description="ISIC 2018 Task 1 lesion boundary segmentation: dermoscopy RGB images (JPEG converted "
                             "to lossless PNG), masks 255 → 1. image_labels.json holds image-level labels "

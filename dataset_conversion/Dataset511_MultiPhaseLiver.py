@@ -14,8 +14,9 @@ Output, in ``<output_root>/Dataset511_MultiPhaseLiver/``:
   ``labelsTr/<case>.nii.gz`` = the label, values and grid unchanged (uint8); unlabelled cases go to ``imagesTs``.
 * ``dataset.json``: every channel is named ``"CT"`` so that nnU-Net applies CT normalisation to each phase (the
   phase names are kept in the ``'nnunet_mm'`` block: ``reference_channel``, ``phase_names``, ``source``,
-  ``registration``, ``converter``). Label values are kept as they are (``label_names[i]`` ↔ ``i + 1``), so no
-  inverse mapping is needed to export predictions.
+  ``registration``, ``converter``, and ``"channel_acquisition": "separate"`` for two or more phases, which turns on
+  the trainer's misalignment and modality dropout). Label values are kept as they are (``label_names[i]`` ↔
+  ``i + 1``), so no inverse mapping is needed to export predictions.
 * ``nnunet_mm_qa/`` (``qa_figures=True``): one PNG per case and ``summary.json``, see :func:`convert`; when
   registering, also ``nnunet_mm_qa/transforms/<case>_<phase>.tfm`` (fixed = reference to moving = phase, ITK
   convention).
@@ -534,7 +535,9 @@ def convert_with_summary(source_dir: Path, *, dataset_id: int = DATASET_ID, data
             staging, channel_names=summary.channel_names, labels=summary.labels, num_training=num_training,
             file_ending=FILE_ENDING, dataset_name=final_dir.name,
             nnunet_mm_block={"reference_channel": 0, "phase_names": list(phases), "source": str(source_dir.resolve()),
-                             "registration": register, "converter": Path(__file__).stem},
+                             "registration": register, "converter": Path(__file__).stem,
+                             # phases of separate breath-holds stay misregistered after resampling
+                             **({"channel_acquisition": "separate"} if len(phases) > 1 else {})},
             description=f"Multi-phase liver CT ({', '.join(phases)}); every phase resampled onto the "
                         f"'{phases[0]}' grid (registration: {register}). All channels are named 'CT' for CT "
                         f"normalisation; the phases are listed in nnunet_mm.phase_names.",

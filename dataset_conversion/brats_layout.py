@@ -25,7 +25,9 @@ Output, in ``<output_root>/Dataset<id>_<name>/``:
   NCR/NET (→ 2). Float label files are fine when their values are whole numbers.
 * ``dataset.json``: channel_names ``{0: T1, 1: T1ce, 2: T2, 3: Flair}`` (z-score), region training as in nnU-Net's
   Dataset042: labels ``{background: 0, whole tumor: [1, 2, 3], tumor core: [2, 3], enhancing tumor: [3]}``,
-  ``regions_class_order`` ``[1, 2, 3]``.
+  ``regions_class_order`` ``[1, 2, 3]``; the ``'nnunet_mm'`` block declares ``"channel_acquisition":
+  "co_registered"`` (the release co-registers the sequences), so the trainer neither misaligns nor drops them; add
+  ``"modality_dropout": {"probability": 0.1}`` to train for missing sequences.
 
 nnU-Net writes region predictions as 1 edema, 2 NCR/NET, 3 enhancing; :func:`convert_folder_back_to_brats`
 (``python -m nnunet_mm.dataset_conversion.brats_layout PREDICTIONS OUTPUT``) maps them back to 2/1/4 for BraTS evaluation.
@@ -388,6 +390,7 @@ class BratsRelease:
                     num_training=sum(record.is_training for record in records), file_ending=FILE_ENDING,
                     dataset_name=final_dir.name, regions_class_order=list(REGIONS_CLASS_ORDER),
                     nnunet_mm_block={"source": str(Path(source_dir).resolve()), "converter": self.converter,
+                                     "channel_acquisition": "co_registered",  # the release co-registers them
                                      "notes": [LABELS_NOTE, EXPORT_NOTE]},
                     description=f"BraTS {self.year} brain tumour segmentation: T1, T1ce, T2, FLAIR "
                                 f"(co-registered, 1 mm, skull-stripped). Labels remapped as in nnU-Net's "

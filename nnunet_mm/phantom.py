@@ -94,6 +94,7 @@ _LESION_RADIUS_MM = (4.0, 15.0)
 _MIN_LESION_INSIDE_LIVER = 0.95
 _CASE_PREFIX = "phantom"
 _SUPPORTED_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")
+_PHASE_LABELS_FOLDER = "labelsTr_phases"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -442,6 +443,7 @@ def _place_lesions(
     tissue: np.ndarray,
     num_lesions: int,
     zone_margin_mm: float,
+    lesion_kinds: Sequence[str] = LESION_KINDS,
 ) -> tuple[tuple[Lesion, ...], np.ndarray]:
     """Rejection-sample lesions inside the liver with bounding-box operations and paint them into ``tissue``.
 
@@ -461,7 +463,7 @@ def _place_lesions(
     taken = np.zeros(geometry.shape_zyx, dtype=bool)
     lesions: list[Lesion] = []
     for _ in range(num_lesions):
-        kind = LESION_KINDS[rng.integers(len(LESION_KINDS))]
+        kind = lesion_kinds[rng.integers(len(lesion_kinds))]
         radius = rng.uniform(radius_min, radius_max)
         for attempt in range(120):
             if attempt and attempt % 30 == 0:
@@ -541,11 +543,12 @@ def _paint_zone(
 
 
 def _build_anatomy(
-    rng: np.random.Generator, geometry: GridGeometry, num_lesions: int, zone_margin_mm: float
+    rng: np.random.Generator, geometry: GridGeometry, num_lesions: int, zone_margin_mm: float,
+    lesion_kinds: Sequence[str] = LESION_KINDS,
 ) -> _Anatomy:
     organs_rng, lesions_rng = rng.spawn(2)
     tissue = _build_organs(organs_rng, geometry)
-    lesions, lesion_zone = _place_lesions(lesions_rng, geometry, tissue, num_lesions, zone_margin_mm)
+    lesions, lesion_zone = _place_lesions(lesions_rng, geometry, tissue, num_lesions, zone_margin_mm, lesion_kinds)
     return _Anatomy(tissue, lesions, lesion_zone, zone_margin_mm)
 
 
@@ -766,6 +769,7 @@ def make_case(
     max_rotation_deg: float = 2.0,
     elastic_std_mm: float = 3.0,
     elastic_control_points: int = 4,
+    lesion_kinds: Sequence[str] = LESION_KINDS,
 ) -> PhantomCase:
     """Build one seeded multi-phase liver CT phantom.
 
@@ -791,6 +795,8 @@ def make_case(
         max_rotation_deg: largest rigid rotation angle about a random axis.
         elastic_std_mm: standard deviation of the control-point displacements of the smooth deformation.
         elastic_control_points: control points per axis of the smooth deformation (>= 2).
+        lesion_kinds: the kinds lesions are drawn from (uniformly), a non-empty subset of :data:`LESION_KINDS`;
+            e.g. ``("hcc",)`` gives lesions that are faint in the portal-venous phase and bright in the arterial.
 
     Returns:
         The :class:`PhantomCase`.
@@ -804,6 +810,9 @@ def make_case(
         shape_zyx, spacing_zyx_mm, phases, num_lesions, slice_spacing_mm, elastic_control_points,
         max_translation_zyx_mm,
     )
+    lesion_kinds = tuple(lesion_kinds)
+    if not lesion_kinds or any(kind not in LESION_KINDS for kind in lesion_kinds):
+        raise ValueError(f"lesion_kinds must be a non-empty subset of {list(LESION_KINDS)}, got {list(lesion_kinds)}.")
     shift_range = _as_range(lesion_shift_mm, "lesion_shift_mm")
     noise_range = _as_range(noise_std_hu, "noise_std_hu")
     assert noise_range is not None
@@ -816,7 +825,7 @@ def make_case(
     anatomy_rng, phases_rng = rng.spawn(2)
     zone_margin_mm = (shift_range[1] if shift_range else 0.0) + max(spacing)
     count = int(anatomy_rng.integers(num_lesions[0], num_lesions[1] + 1))
-    anatomy = _build_anatomy(anatomy_rng, reference, count, zone_margin_mm)
+    anatomy = _build_anatomy(anatomy_rng, reference, count, zone_margin_mm, lesion_kinds)
 
     motion_settings: dict[str, Any] = dict(
         max_translation_zyx_mm=max_translation_zyx_mm, max_rotation_deg=max_rotation_deg,
@@ -899,11 +908,16 @@ def _write_image(image: sitk.Image, path: Path) -> None:
     sitk.WriteImage(image, str(path), useCompression=path.name.endswith(".gz"))
 
 
-def _write_nnunet_case(case: PhantomCase, images_folder: Path, labels_folder: Path, identifier: str) -> None:
-    """Write every phase as a channel on the reference grid, in phase order, and the reference label."""
+def _write_nnunet_case(case: PhantomCase, images_folder: Path, labels_folder: Path, identifier: str,
+                       phase_labels_folder: Path | None = None) -> None:
+    """Write every phase as a channel on the reference grid, in phase order, and the reference label; with
+    ``phase_labels_folder``, also each non-reference phase's label as ``CASE_XXXX.nii.gz`` there."""
     for channel, phase in enumerate(case.phase_names):
         image = case.reference_geometry.to_sitk(case.image_on_reference_grid(phase))
         _write_image(image, images_folder / f"{identifier}_{channel:04d}.nii.gz")
+        if phase_labels_folder is not None and channel > 0:
+            label = case.reference_geometry.to_sitk(case.label_on_reference_grid(phase))
+            _write_image(label, phase_labels_folder / f"{identifier}_{channel:04d}.nii.gz")
     _write_image(case.label_to_sitk(), labels_folder / f"{identifier}.nii.gz")
 
 
@@ -915,6 +929,8 @@ def write_nnunet_raw(
     num_training: int,
     num_test: int = 0,
     seed: int = 0,
+    test_seed: int | None = None,
+    phase_labels: bool = False,
     overwrite: bool = False,
     **case_kwargs: Any,
 ) -> Path:
@@ -933,8 +949,15 @@ def write_nnunet_raw(
         num_training: number of training cases (>= 1), ids ``phantom_000``….
         num_test: number of test cases in ``imagesTs``/``labelsTs``, numbered after the training cases.
         seed: dataset seed; case ``i`` uses :func:`case_seed` ``(seed, i)``.
+        test_seed: seed of the test cases (held out from another generator stream); None uses ``seed``.
+        phase_labels: also write every non-reference phase's own label (its anatomy, on the reference grid) to
+            ``labelsTr_phases/CASE_XXXX.nii.gz`` and name that folder in the block (``phase_labels_dir``), as
+            converter 501 does for MPTH; ``nnunet_mm phase-labels`` turns them into CMG's per-phase targets.
         overwrite: replace the dataset folder's phantom files if it is not empty.
         **case_kwargs: passed to :func:`make_case`.
+
+    The block declares ``"channel_acquisition": "separate"`` (the phases are misregistered, so the multimodal
+    augmentation is on), or ``"co_registered"`` when ``misregistration=False``.
 
     Returns:
         The dataset folder.
@@ -957,18 +980,27 @@ def write_nnunet_raw(
     if clashes:
         logger.warning("%s also holds %s with dataset id %d; nnU-Net will refuse the ambiguous id", root, clashes,
                        dataset_id)
-    owned_names = {"imagesTr", "labelsTr", "imagesTs", "labelsTs", "dataset.json"}
+    owned_names = {"imagesTr", "labelsTr", "imagesTs", "labelsTs", "dataset.json", _PHASE_LABELS_FOLDER}
     _prepare_target(dataset_folder, overwrite, lambda entry: entry.name in owned_names)
     phases = tuple(case_kwargs.get("phases", ("pv", "art", "del", "nc")))
+    split_seeds = {"Tr": seed, "Ts": seed if test_seed is None else test_seed}
     for split, count, first in (("Tr", num_training, 0), ("Ts", num_test, num_training)):
         if count == 0:
             continue
         images_folder, labels_folder = dataset_folder / f"images{split}", dataset_folder / f"labels{split}"
         images_folder.mkdir()
         labels_folder.mkdir()
+        phase_labels_folder = dataset_folder / _PHASE_LABELS_FOLDER if phase_labels and split == "Tr" else None
+        if phase_labels_folder is not None:
+            phase_labels_folder.mkdir()
         for index in _progress(range(first, first + count), f"nnU-Net {split}"):
-            case = make_case(case_seed(seed, index), **case_kwargs)
-            _write_nnunet_case(case, images_folder, labels_folder, case_id(index))
+            case = make_case(case_seed(split_seeds[split], index), **case_kwargs)
+            _write_nnunet_case(case, images_folder, labels_folder, case_id(index), phase_labels_folder)
+    block: dict[str, Any] = {"reference_channel": 0, "phase_names": list(phases),
+                             "channel_acquisition": "separate" if case_kwargs.get("misregistration", True)
+                             else "co_registered"}
+    if phase_labels:
+        block["phase_labels_dir"] = _PHASE_LABELS_FOLDER
     generate_dataset_json(
         str(dataset_folder),
         channel_names={channel: "CT" for channel in range(len(phases))},
@@ -982,7 +1014,7 @@ def write_nnunet_raw(
         ),
         license="synthetic data without patient information; free to use",
         converted_by="nnunet_mm.phantom",
-        **{BLOCK_KEY: {"reference_channel": 0, "phase_names": list(phases)}},
+        **{BLOCK_KEY: block},
     )
     logger.debug("wrote %d training and %d test phantom cases to %s", num_training, num_test, dataset_folder)
     return dataset_folder

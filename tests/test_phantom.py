@@ -272,7 +272,8 @@ def test_write_nnunet_raw_passes_nnunet_integrity_check(tmp_path):
     assert dataset_json["channel_names"] == {"0": "CT", "1": "CT", "2": "CT", "3": "CT"}
     assert dataset_json["labels"] == {"background": 0, "liver": 1, "tumor": 2}
     assert dataset_json["numTraining"] == 2 and dataset_json["file_ending"] == ".nii.gz"
-    assert dataset_json["nnunet_mm"] == {"reference_channel": 0, "phase_names": ["pv", "art", "del", "nc"]}
+    assert dataset_json["nnunet_mm"] == {"reference_channel": 0, "phase_names": ["pv", "art", "del", "nc"],
+                                         "channel_acquisition": "separate"}
     reference = sitk.ReadImage(str(folder / "imagesTr" / "phantom_000_0000.nii.gz"))
     arterial = sitk.ReadImage(str(folder / "imagesTr" / "phantom_000_0001.nii.gz"))
     label = sitk.ReadImage(str(folder / "labelsTr" / "phantom_000.nii.gz"))
@@ -427,3 +428,32 @@ def test_cli_refuses_a_non_empty_output_without_overwrite(tmp_path, capsys):
 def test_cli_rejects_a_mistyped_flag():
     with pytest.raises(SystemExit):
         phantom.main(["--layout", "lits", "-o", "unused", "--num-casess", "2"])
+
+
+def test_phase_labels_and_held_out_test_seed(tmp_path):
+    """Per-phase labels follow each phase's own anatomy; the test cases come from their own generator seed; the block
+    names the label folder and declares how the channels were acquired."""
+    folder = phantom.write_nnunet_raw(tmp_path, dataset_id=42, name="Phases", num_training=1, num_test=1, seed=3,
+                                      test_seed=9, phase_labels=True, shape_zyx=SMALL_SHAPE)
+    block = json.loads((folder / "dataset.json").read_text())["nnunet_mm"]
+    assert block["phase_labels_dir"] == "labelsTr_phases" and block["channel_acquisition"] == "separate"
+    assert sorted(p.name for p in (folder / "labelsTr_phases").iterdir()) == [
+        f"phantom_000_000{c}.nii.gz" for c in (1, 2, 3)]
+    case = make_case(phantom.case_seed(3, 0), shape_zyx=SMALL_SHAPE)
+    arterial = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTr_phases" / "phantom_000_0001.nii.gz")))
+    np.testing.assert_array_equal(arterial, case.label_on_reference_grid("art"))
+    assert (arterial != case.label).any()  # the arterial phase is misregistered: its label differs
+    test_case = make_case(phantom.case_seed(9, 1), shape_zyx=SMALL_SHAPE)
+    test_label = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTs" / "phantom_001.nii.gz")))
+    np.testing.assert_array_equal(test_label, test_case.label)
+    aligned = phantom.write_nnunet_raw(tmp_path, dataset_id=43, name="Aligned", num_training=1, seed=3,
+                                       misregistration=False, shape_zyx=SMALL_SHAPE)
+    assert json.loads((aligned / "dataset.json").read_text())["nnunet_mm"]["channel_acquisition"] == "co_registered"
+
+
+def test_lesion_kinds_restrict_the_lesions_drawn():
+    kinds = {kind for seed in range(4) for kind in make_case(seed, shape_zyx=SMALL_SHAPE, num_lesions=(3, 3),
+                                                              lesion_kinds=("hcc",)).lesion_kinds}
+    assert kinds == {"hcc"}
+    with pytest.raises(ValueError, match="lesion_kinds"):
+        make_case(0, shape_zyx=SMALL_SHAPE, lesion_kinds=("adenoma",))

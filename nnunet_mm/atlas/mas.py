@@ -5,10 +5,11 @@ modality) are registered to the target's reference channel (:mod:`nnunet_mm.atla
 BiRegNet of :mod:`nnunet_mm.atlas.learned`), their labels are warped, fused (:mod:`nnunet_mm.atlas.fusion`), and the
 fused probability of every foreground class is appended as an extra input channel named ``noNorm``
 (:mod:`nnunet_mm.atlas.prior_channels`). The new dataset holds the target's own files (copied, never modified),
-the prior channels, a dataset.json whose ``'nnunet_mm'`` block marks the priors and records how they were made, a QA
-PNG per case (``nnunet_mm_qa/<case>.png``) and ``nnunet_mm_qa/mas_summary.json`` (seconds per atlas-target pair,
-Dice of the fused label against the target label where the target has one). Stock ``nnUNetv2_predict`` on the
-new dataset's ``imagesTs`` then sees the same channels as training.
+the prior channels, a dataset.json whose ``'nnunet_mm'`` block marks the priors and records how they were made
+(``channel_acquisition`` is the target's, or ``"co_registered"`` for a single-channel target, whose priors lie on
+its grid), a QA PNG per case (``nnunet_mm_qa/<case>.png``) and ``nnunet_mm_qa/mas_summary.json`` (seconds per
+atlas-target pair, Dice of the fused label against the target label where the target has one). Stock
+``nnUNetv2_predict`` on the new dataset's ``imagesTs`` then sees the same channels as training.
 
 Warped atlases are cached per (atlas, target, method, settings) in a cache folder, so a second run with another
 fusion method or more cases registers nothing twice. The output is staged and renamed into place at the end.
@@ -197,6 +198,10 @@ def _output_dataset_json(target: RawDataset, target_settings: DatasetSettings, a
         channel_names[channel] = PRIOR_CHANNEL_NAME
         modalities[channel] = prior_modality(class_name)
     block["modalities"] = modalities
+    if num_images == 1:
+        # one image and priors computed on its grid: aligned by construction (so a plain MultiModalTrainer never
+        # shifts or drops a prior); a multi-channel target keeps its own declaration, which is about its images
+        block["channel_acquisition"] = "co_registered"
     phase_names = target_settings.multimodal.phase_names
     if phase_names:
         block["phase_names"] = list(phase_names) + [f"prior_{c}" for c in class_names]

@@ -11,7 +11,9 @@ prior together; the prior helps most when few target labels exist. This trainer 
    0.3) all prior channels are zeroed on the training device (:func:`drop_priors`), so the network does not blindly
    copy the prior.
 3. The plugin's misalignment and modality dropout act on the image channels only (priors are never filled with a
-   copy of an image channel).
+   copy of an image channel), and only where the dataset's ``channel_acquisition`` (inherited from the target by
+   ``nnunet_mm mas``) or an explicit setting turns them on; with one image channel they are off. Prior dropout is
+   this trainer's own and does not depend on them.
 
 Prediction is stock ``nnUNetv2_predict`` on a folder written by ``nnunet_mm mas`` (images + priors). DDP: prior
 dropout draws from the per-rank ``self.augmentation_generator``; the CPU transforms are per sample.

@@ -6,6 +6,7 @@ Sub-commands:
     predict   nnU-Net prediction for cases that lack some input channels
     demo      the whole cycle on a phantom: convert, plan, train, predict, evaluate
     env       show how nnU-Net finds the plugin's trainers (nnUNet_extTrainer) and the nnU-Net paths
+    compare   paired comparison of trained models (arms × seeds): Dice, lesion detection, bootstrap CI, Wilcoxon
 
 Each method package adds its own commands through a ``register(subparsers)`` function in its ``cli`` module
 (:data:`COMMAND_MODULES`): CMG ``plan``, ``phase-labels``, ``cmg-maps``; CMC ``preprocess-unlabeled``,
@@ -28,7 +29,8 @@ from nnunet_mm.cli.common import (add_device_argument, add_model_arguments, mode
 # modules of the method packages that add their own sub-commands: each has ``register(subparsers)``, and every parser it
 # adds gets its handler from nnunet_mm.cli.common.set_handler
 COMMAND_MODULES: tuple[str, ...] = ("nnunet_mm.cmg.cli", "nnunet_mm.cmc.cli", "nnunet_mm.synthesis.cli",
-                                    "nnunet_mm.synthesis.cli_models", "nnunet_mm.weak.cli", "nnunet_mm.atlas.cli")
+                                    "nnunet_mm.synthesis.cli_models", "nnunet_mm.weak.cli", "nnunet_mm.atlas.cli",
+                                    "nnunet_mm.evaluation.cli")
 
 
 def _parse_channels(text: str) -> list[int]:

@@ -90,8 +90,9 @@ class CrossModalGuidance(nn.Module):
     """The CMG block for ``num_phases`` decoder streams at one level."""
 
     def __init__(self, spec: ConvSpec, num_phases: int, merged_channels: int, skip_channels: int, channels: int,
-                 num_classes: int, kernel_size: Sequence[int]):
+                 num_classes: int, kernel_size: Sequence[int], modulate: bool = True):
         super().__init__()
+        self.modulate = modulate  # False: an ablation without guidance (g passes unmodulated; side heads stay)
         if num_phases < 2:
             raise ValueError(f"cross-modal guidance needs at least 2 phases, got {num_phases}.")
         if num_classes < 2:
@@ -127,6 +128,9 @@ class CrossModalGuidance(nn.Module):
         """
         refined = [refine(reduce(m)) for m, reduce, refine in zip(merged, self.reduce, self.refine)]
         side_logits = [head(g) for g, head in zip(refined, self.side_heads)]
+        if not self.modulate:
+            return {"guided": refined, "side_logits": side_logits,
+                    "guidance": [torch.zeros_like(z[:, 1:]) for z in side_logits], "masks": []}
         embeddings = [embed(s) for s, embed in zip(skips, self.embed)]
         masks = []
         for p, logits in enumerate(side_logits):

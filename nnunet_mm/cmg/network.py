@@ -14,6 +14,9 @@ configuration (2D or 3D, any stage/kernel/stride list) works. Input channels are
   through the DDP wrapper's ``forward`` (that is where gradients get synchronised), so ``forward(x,
   training_outputs=True, ...)`` routes to :meth:`forward_train`; plain ``forward(x)`` is unaffected.
 
+``guidance=False`` builds the same network with the guidance modulation switched off (side heads and the guided
+branch stay, ``g`` passes unmodulated): the ablation that shows what the prototypes add.
+
 The reference channel is stored as a buffer in the ``state_dict``, so a checkpoint rebuilt by nnU-Net's predictor
 (which only knows the plans) predicts with the reference phase it was trained on.
 """
@@ -76,7 +79,8 @@ class CMGUNet(StoredReferenceChannel):
                  dropout_op: type[nn.Module] | None = None, dropout_op_kwargs: dict | None = None,
                  nonlin: type[nn.Module] | None = None, nonlin_kwargs: dict | None = None,
                  deep_supervision: bool = False, nonlin_first: bool = False, reference_channel: int = 0,
-                 share_encoders: bool = False, fusion_levels: int = 3, guidance_levels: int = 2):
+                 share_encoders: bool = False, fusion_levels: int = 3, guidance_levels: int = 2,
+                 guidance: bool = True):
         super().__init__()
         if input_channels < 2:
             raise ValueError(f"CMGUNet needs at least 2 input channels (phases), got {input_channels}; use "
@@ -116,7 +120,7 @@ class CMGUNet(StoredReferenceChannel):
         for level in range(self.guidance_levels):
             skip = features[-(level + 2)]
             self.guidance.append(CrossModalGuidance(spec, input_channels, 2 * skip, skip, skip, num_classes,
-                                                    kernels[-(level + 2)]))
+                                                    kernels[-(level + 2)], modulate=guidance))
 
     def set_reference_channel(self, channel: int) -> None:
         """Make ``channel`` the phase whose logits :meth:`forward` returns (stored in the state_dict), keeping the

@@ -21,6 +21,7 @@ and its preprocessed data are untouched::
 from __future__ import annotations
 
 import logging
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -109,7 +110,9 @@ def add_phase_label_configuration(dataset: str | int, configuration: str = "3d_f
     save_json(plans, str(plans_file), sort_keys=False)
 
     output = plans_file.parent / f"{plans_identifier}_{name}"
-    output.mkdir(exist_ok=True)
+    if output.exists():  # as nnU-Net's preprocessor: a rerun replaces the configuration's data (blosc2 will not
+        shutil.rmtree(output)  # write over an existing case file)
+    output.mkdir()
     ending = dataset_json["file_ending"]
     others = [c for c in range(settings.num_channels) if c != settings.reference_channel]
     cases = []

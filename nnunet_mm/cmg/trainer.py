@@ -6,17 +6,25 @@ Method, as trained here:
   deepest encoder levels, one decoder per phase, Cross-Modal Guidance at the two deepest decoder levels
   (prototypes of each class pooled from the *other* phases, cosine guidance maps, ``g·(1+S)``). Built from the
   plans' U-Net description, with fewer features per stage so that N streams fit roughly where one U-Net did.
-* **Loss** ``L = DS(DC+CE)(reference) + λ_phase · mean_p DS(DC+CE)(phase p) + λ_side · mean_{p,level} (DC+CE)(side
-  logits)`` — the paper supervises every phase and every side head with equal weight (λ = 1).
+* **Loss**, every head with equal weight as in the paper (which averages BCE over its six heads):
+  ``L = DS(DC+CE)(reference) + Σ_{p≠ref} DS(DC+CE)(phase p) + Σ_{p,level} (DC+CE)(side logits of p at level)``.
+  The paper's mean over heads becomes a sum here so that the reference head keeps nnU-Net's weight 1 under
+  nnU-Net's SGD (the paper uses AdamW, which does not see a constant factor). ``phase_loss_weight`` and
+  ``side_loss_weight`` scale every non-reference final head and every side head (1 = equal weighting).
+* **Side targets** are the phase label max-pooled to the side head's resolution (a cell is lesion if any voxel
+  under it is, the paper's ``maxpool_s(Y_p)``), from the same pooled one-hot masks that teacher forcing pools its
+  prototypes from, so a small lesion never sits in a prototype mask while missing from the side target.
 * **Per-phase targets.** Each phase is supervised with *its own* label: the dataset's label of that phase when it
-  has them (configurations from ``nnunet_mm phase-labels``, e.g. MPTH's arterial masks; otherwise the reference
-  label), moved with exactly the misalignment that augmentation applied to that phase, and taking the label of the
-  channel a dropped phase was copied from.
+  has them (configurations from ``nnunet_mm phase-labels``, e.g. MPTH's arterial masks), moved with exactly the
+  misalignment that augmentation applied to that phase, and taking the label of the channel a dropped phase was
+  copied from. Without per-phase labels the other phases fall back to the reference label, which ignores the data's
+  own misregistration (only the synthetic one moves it); the trainer says so in its log.
 * **Prototype source, scheduled.** Teacher forcing with the phase's own label early in training; the fraction of
   samples whose prototypes come from the network's own side predictions rises linearly from
   ``predicted_prototypes_start`` to ``predicted_prototypes_end`` over the epochs, so training moves toward what
   inference does (inference always uses predictions).
-* Misalignment augmentation and modality dropout of :class:`MultiModalTrainer` stay on.
+* Misalignment augmentation and modality dropout of :class:`MultiModalTrainer`, where the dataset's channels are
+  separately acquired (see ``channel_acquisition``).
 
 Hooks: ``build_network_architecture`` (static, plans only, as nnU-Net's predictor requires), ``initialize``, and
 :meth:`~CMGTrainer.compute_loss` inside :class:`MultiModalTrainer`'s step. Validation and prediction go through
@@ -79,6 +87,27 @@ class CMGTrainer(MultiModalTrainer):
         super().initialize()
         self.unwrapped_network.set_reference_channel(self.mm_settings.reference_channel)
         self.side_loss = self._build_single_scale_loss()
+        self._log_phase_label_source()
+
+    def _log_phase_label_source(self) -> None:
+        """Say where the non-reference phases' targets come from (their own labels, or the reference label)."""
+        from nnunet_mm.cmg.phase_labels import SUFFIX
+        from nnunet_mm.cmg.settings import PHASE_LABELS_DIR_KEY
+
+        if self.configuration_manager.data_identifier.endswith(SUFFIX):  # data made by 'nnunet_mm phase-labels'
+            message = (f"nnunet_mm CMG: every phase is supervised with its own label (configuration "
+                       f"{self.configuration_name!r}, data {self.configuration_manager.data_identifier!r}).")
+        else:
+            has_phase_labels = self.dataset_settings.method(PHASE_LABELS_DIR_KEY) is not None
+            hint = (f"this dataset has per-phase labels: run 'nnunet_mm phase-labels -d <id> -c "
+                    f"{self.configuration_name}' and train configuration '{self.configuration_name}{SUFFIX}'"
+                    if has_phase_labels else
+                    f"to supervise each phase with its own label, add them ('{PHASE_LABELS_DIR_KEY}' in the "
+                    f"'nnunet_mm' block) and train the '{SUFFIX}' configuration made by 'nnunet_mm phase-labels'")
+            message = (f"nnunet_mm CMG: no per-phase labels in configuration {self.configuration_name!r}; the "
+                       f"non-reference phases are trained on the reference label, moved only by the misalignment "
+                       f"augmentation (the data's own misregistration is ignored). {hint}.")
+        self.print_to_log_file(message, also_print_to_console=True)
 
     def _build_single_scale_loss(self) -> nn.Module:
         """nnU-Net's DC+CE exactly as configured for this dataset, without the deep-supervision wrapper."""
@@ -107,15 +136,27 @@ class CMGTrainer(MultiModalTrainer):
         with torch.no_grad():
             phase_labels = self._phase_labels(targets[0], draw)  # each phase's label, moved with its phase
             level_shapes = network.guidance_level_shapes(data.shape[2:])
-            region_masks = [_region_masks(phase_labels[:, p:p + 1], level_shapes, network.num_classes)
+            # per phase, per guidance level: pooled class masks (prototypes) and the side target made from them
+            region_masks = [pooled_class_masks(phase_labels[:, p:p + 1], level_shapes, network.num_classes)
                             for p in range(num_phases)]
+            side_targets = [[side_target(masks).to(phase_labels.dtype) for masks in per_level] for per_level in region_masks]
             use_prediction = self._draw_predicted_prototype_samples(data.shape[0])
         result = self.network(data[:, :num_phases], training_outputs=True, region_masks=region_masks,
                               use_prediction=use_prediction)
-        return StepLoss(self.cmg_loss(result, reference_target(targets), phase_labels))
+        return StepLoss(self.cmg_loss(result, reference_target(targets), phase_labels, side_targets))
 
-    def cmg_loss(self, result: dict, target: list[torch.Tensor], phase_labels: torch.Tensor) -> torch.Tensor:
-        """Reference DS loss + λ_phase · other phases' DS losses + λ_side · side-head losses."""
+    def cmg_loss(self, result: dict, target: list[torch.Tensor], phase_labels: torch.Tensor,
+                 side_targets: list[list[torch.Tensor]]) -> torch.Tensor:
+        """Every head with equal weight: reference DS loss + λ_phase · Σ other phases' DS losses + λ_side · Σ
+        side-head losses (λ = 1).
+
+        Args:
+            result: :meth:`CMGUNet.forward_train`'s outputs.
+            target: nnU-Net's reference targets (one per deep-supervision scale).
+            phase_labels: (B, P, ...) every phase's label at full resolution.
+            side_targets: per phase, per guidance level (deepest first), the (B, 1, ...) side target
+                (:func:`side_target`).
+        """
         reference = self.mm_settings.reference_channel
         outputs = result["outputs"]
         deep_supervision = len(outputs[reference]) > 1
@@ -132,12 +173,17 @@ class CMGTrainer(MultiModalTrainer):
                 phase_terms.append(self.loss(phase_outputs, phase_targets))
             else:
                 phase_terms.append(self.side_loss(phase_outputs[0], label))
-        side_terms = [self.side_loss(logits, resize_label(phase_labels[:, p:p + 1], logits.shape[2:]))
-                      for p, per_level in enumerate(result["side_logits"]) for logits in per_level]
+        side_terms = []
+        for p, per_level in enumerate(result["side_logits"]):
+            for level, logits in enumerate(per_level):
+                if side_targets[p][level].shape[2:] != logits.shape[2:]:
+                    raise ValueError(f"side head of phase {p} at guidance level {level} has shape "
+                                     f"{tuple(logits.shape[2:])}, its target {tuple(side_targets[p][level].shape[2:])}")
+                side_terms.append(self.side_loss(logits, side_targets[p][level]))
         if phase_terms:
-            loss = loss + self.phase_loss_weight * torch.stack(phase_terms).mean()
+            loss = loss + self.phase_loss_weight * torch.stack(phase_terms).sum()
         if side_terms:
-            loss = loss + self.side_loss_weight * torch.stack(side_terms).mean()
+            loss = loss + self.side_loss_weight * torch.stack(side_terms).sum()
         return loss
 
     def _phase_labels(self, seg: torch.Tensor, draw: MultiModalDraw) -> torch.Tensor:
@@ -161,12 +207,25 @@ class CMGTrainer(MultiModalTrainer):
                                          reference_channel=reference)
 
 
-def _region_masks(label: torch.Tensor, level_shapes, num_classes: int) -> list[torch.Tensor]:
-    """Per guidance level, (B, K-1, ...) foreground masks: one-hot max-pooled to the level (a voxel of the level is
-    in a class if any voxel under it is, so small lesions survive)."""
+def pooled_class_masks(label: torch.Tensor, level_shapes, num_classes: int) -> list[torch.Tensor]:
+    """Per guidance level, (B, K-1, ...) foreground masks: the label's one-hot max-pooled to the level (a voxel of
+    the level is in a class if any voxel under it is, so small lesions survive; the paper's ``maxpool_s(Y)``).
+
+    Args:
+        label: (B, 1, ...) integer label map at full resolution.
+        level_shapes: spatial shape of each guidance level.
+        num_classes: label values are ``0..num_classes-1``.
+    """
     one_hot = torch.stack([(label[:, 0] == k) for k in range(1, num_classes)], dim=1).float()
     pool = F.adaptive_max_pool3d if one_hot.ndim == 5 else F.adaptive_max_pool2d
     return [pool(one_hot, tuple(shape)) for shape in level_shapes]
+
+
+def side_target(masks: torch.Tensor) -> torch.Tensor:
+    """The side head's (B, 1, ...) label at a level from that level's pooled class masks (:func:`pooled_class_masks`):
+    the highest class present in the cell (the tumour inside the liver wins), background where no mask is set."""
+    classes = torch.arange(1, masks.shape[1] + 1, device=masks.device, dtype=masks.dtype)
+    return (masks * classes.view(1, -1, *([1] * (masks.ndim - 2)))).amax(1, keepdim=True)
 
 
 class CMGTrainer_debug(DebugSchedule, CMGTrainer):

@@ -130,7 +130,8 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
                                    reference_channel=settings.reference_channel, available=available,
                                    input_folder=Path(input_folder), file_ending=file_ending)
     mode = settings.modality_dropout.mode
-    if not settings.modality_dropout.enabled and any(len(a) < settings.num_channels for a in plan.values()):
+    trained_with_dropout = settings.augmentation_decision().modality_dropout
+    if not trained_with_dropout and any(len(a) < settings.num_channels for a in plan.values()):
         logger.warning("%s: the model was trained without modality dropout; filling missing channels with mode "
                        "'%s' may degrade the prediction.", model_folder, mode)
     report = {case: {"available": available_channels,

@@ -5,8 +5,8 @@ trainer holds that copy as ``self.dataset_json`` and saves it next to the checkp
 model folder's copy. So everything a trainer or a command must know about the data travels in one block::
 
     "nnunet_mm": {
-        "reference_channel": 0, "phase_names": ["pv", "art"], "misalignment": {...}, "modality_dropout": {...},
-        "seed": null,                                               # core: nnunet_mm.settings.multimodal
+        "reference_channel": 0, "phase_names": ["pv", "art"], "channel_acquisition": "separate",
+        "misalignment": {...}, "modality_dropout": {...}, "seed": null,  # core: nnunet_mm.settings.multimodal
         "modalities": {...}, "per_case_modality": {...}, "source": "...", "converter": "...",
         "registration": {...}, "notes": [...],                      # core: nnunet_mm.settings.description
         "phase_labels_dir": "...",                                  # CMG
@@ -99,7 +99,8 @@ class DatasetSettings:
 
     Attributes:
         source: the file that was read (every message names it).
-        multimodal: channels, reference channel, phase names, misalignment, modality dropout, seed.
+        multimodal: channels, reference channel, phase names, channel acquisition, misalignment, modality
+            dropout, seed.
         description: what converters record: channel modalities, per-case modality, provenance, notes.
         sub_blocks: typed settings of every registered sub-block (defaults where the key is absent).
         given: the sub-block keys the block actually sets.

@@ -4,10 +4,28 @@
 
     "reference_channel": 0,
     "phase_names": ["pv", "art", "del", "nc"],
+    "channel_acquisition": "separate",          # or "co_registered", "colour_planes"; absent: not declared
     "misalignment": {"probability": 0.5, "max_translation_mm": [8, 3, 3], "max_rotation_deg": 2,
                      "elastic_std_mm": 3, "elastic_control_points": 4},
     "modality_dropout": {"probability": 0.1, "mode": "duplicate"},
     "seed": null
+
+``channel_acquisition`` says how the channels relate, and with it whether the trainer's misalignment and modality
+dropout make sense (:meth:`MultiModalSettings.augmentation_decision`):
+
+==================  ==========================================================  =============  ================
+value               the channels are                                            misalignment   modality dropout
+==================  ==========================================================  =============  ================
+``separate``        acquired separately (CT phases, MR sequences of different   on             on
+                    breath-holds), so misregistered
+``co_registered``   already aligned (BraTS sequences)                           off            off
+``colour_planes``   planes of one image (RGB)                                   off (refused)  off
+absent              not declared                                                off            off
+==================  ==========================================================  =============  ================
+
+An explicit ``"misalignment"`` or ``"modality_dropout"`` object wins over this table: that augmentation then follows
+its own settings (``"modality_dropout": {"probability": 0.1}`` on BraTS trains for missing sequences), except that an
+enabled ``"misalignment"`` on ``colour_planes`` is refused. Single-channel datasets get neither.
 
 Read through :func:`nnunet_mm.settings.read_settings` (``.multimodal``), which validates the whole block.
 """
@@ -20,6 +38,15 @@ from typing import Any, Mapping
 from nnunet_mm.settings.validation import check_object
 
 DROPOUT_MODES = ("duplicate", "zeros")
+# how the channels of a dataset were acquired → whether misalignment and modality dropout are on by default
+CHANNEL_ACQUISITIONS = ("separate", "co_registered", "colour_planes")
+_ACQUISITION_REASONS = {
+    "separate": "channel_acquisition 'separate'",
+    "co_registered": "channel_acquisition 'co_registered': the channels are already aligned",
+    "colour_planes": "channel_acquisition 'colour_planes': the channels are planes of one image",
+    None: ("channel_acquisition not declared in dataset.json; set \"channel_acquisition\": \"separate\" in the "
+           "'nnunet_mm' block if the channels are separately acquired"),
+}
 
 
 def _probability(value: Any, where: str) -> float:
@@ -127,6 +154,43 @@ class ModalityDropoutSettings:
 
 
 @dataclass(frozen=True)
+class AugmentationDecision:
+    """Whether the trainer misaligns and drops channels of this dataset, and why.
+
+    Attributes:
+        misalignment: non-reference channels get a random registration error.
+        modality_dropout: non-reference channels are randomly replaced.
+        reason: why, for the training log (the ``channel_acquisition`` and any explicit augmentation object).
+    """
+
+    misalignment: bool
+    modality_dropout: bool
+    reason: str
+
+    def describe(self) -> str:
+        """``"misalignment ON, modality dropout OFF (<reason>)"``."""
+        return (f"misalignment {'ON' if self.misalignment else 'OFF'}, modality dropout "
+                f"{'ON' if self.modality_dropout else 'OFF'} ({self.reason})")
+
+
+def _check_channel_acquisition(acquisition: Any, misalignment: MisalignmentSettings, misalignment_explicit: bool,
+                               where: str) -> None:
+    """Refuse an unknown ``channel_acquisition`` and a misalignment requested on colour planes.
+
+    Raises:
+        ValueError: naming ``where``, the value and the allowed ones.
+    """
+    if acquisition is not None and (not isinstance(acquisition, str) or acquisition not in CHANNEL_ACQUISITIONS):
+        raise ValueError(f"{where}.channel_acquisition must be one of {list(CHANNEL_ACQUISITIONS)} (or absent: not "
+                         f"declared), got {acquisition!r}.")
+    if acquisition == "colour_planes" and misalignment_explicit and misalignment.enabled:
+        raise ValueError(f"{where}.misalignment: channel_acquisition 'colour_planes' declares the channels to be "
+                         f"planes of one image, which are never misregistered, so shifting them against each other "
+                         f"only damages the images; remove the 'misalignment' object (or set its probability to 0), "
+                         f"or declare 'separate' if the channels are separately acquired.")
+
+
+@dataclass(frozen=True)
 class MultiModalSettings:
     """The core settings of the ``'nnunet_mm'`` block of one dataset.json (channels and augmentation).
 
@@ -135,9 +199,17 @@ class MultiModalSettings:
         reference_channel: the channel the label belongs to; it is never moved or dropped, and prediction
             refuses to run without it.
         phase_names: optional human-readable name per channel (e.g. ``["pv", "art"]``), for messages and figures.
-        misalignment: see :class:`MisalignmentSettings`.
-        modality_dropout: see :class:`ModalityDropoutSettings`.
+        channel_acquisition: how the channels were acquired, one of :data:`CHANNEL_ACQUISITIONS`; None when the
+            block does not declare it. Decides the default of both augmentations (:meth:`augmentation_decision`).
+        misalignment: see :class:`MisalignmentSettings` (the defaults when the block has no ``"misalignment"``).
+        modality_dropout: see :class:`ModalityDropoutSettings` (likewise).
         seed: base seed of the trainer's augmentation generator (offset by the DDP rank); None draws a fresh one.
+        misalignment_explicit: the block gives a ``"misalignment"`` object, which then wins over
+            ``channel_acquisition``; :meth:`to_dict` writes the object only then.
+        modality_dropout_explicit: the same for ``"modality_dropout"``.
+
+    Raises:
+        ValueError: an unknown ``channel_acquisition``, or an enabled explicit misalignment on ``colour_planes``.
     """
 
     num_channels: int = 1
@@ -146,8 +218,36 @@ class MultiModalSettings:
     misalignment: MisalignmentSettings = field(default_factory=MisalignmentSettings)
     modality_dropout: ModalityDropoutSettings = field(default_factory=ModalityDropoutSettings)
     seed: int | None = None
+    channel_acquisition: str | None = None
+    misalignment_explicit: bool = False
+    modality_dropout_explicit: bool = False
 
-    KEYS = ("reference_channel", "phase_names", "misalignment", "modality_dropout", "seed")
+    KEYS = ("reference_channel", "phase_names", "channel_acquisition", "misalignment", "modality_dropout", "seed")
+
+    def __post_init__(self) -> None:
+        _check_channel_acquisition(self.channel_acquisition, self.misalignment, self.misalignment_explicit,
+                                   type(self).__name__)
+
+    def augmentation_decision(self) -> AugmentationDecision:
+        """Whether the trainer misaligns and drops channels, and why.
+
+        ``channel_acquisition`` ``"separate"`` turns both on with their settings; ``"co_registered"``,
+        ``"colour_planes"`` and an undeclared acquisition leave them off. An explicit ``"misalignment"`` /
+        ``"modality_dropout"`` object overrides that for its augmentation (on if its settings can change anything).
+        With fewer than two channels both are off.
+        """
+        if self.num_channels < 2:
+            return AugmentationDecision(False, False, "one image channel: nothing to misalign or drop")
+        by_acquisition = self.channel_acquisition == "separate"
+        explicit = [key for key, given in (("misalignment", self.misalignment_explicit),
+                                           ("modality_dropout", self.modality_dropout_explicit)) if given]
+        reason = _ACQUISITION_REASONS[self.channel_acquisition]
+        if explicit:
+            reason += f"; {' and '.join(repr(key) for key in explicit)} set explicitly in the block"
+        return AugmentationDecision(
+            misalignment=(by_acquisition or self.misalignment_explicit) and self.misalignment.enabled,
+            modality_dropout=(by_acquisition or self.modality_dropout_explicit) and self.modality_dropout.enabled,
+            reason=reason)
 
     def channel_name(self, channel: int) -> str:
         """``"1 (art)"`` when phase names are known, else ``"1"``."""
@@ -191,25 +291,36 @@ class MultiModalSettings:
         seed = block.get("seed")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise ValueError(f"{where}.seed must be an integer or null, got {seed!r}.")
+        misalignment = MisalignmentSettings.from_dict(block.get("misalignment", {}), f"{where}.misalignment")
+        acquisition = block.get("channel_acquisition")  # null: not declared
+        _check_channel_acquisition(acquisition, misalignment, "misalignment" in block, where)
         return cls(
             num_channels=num_channels,
             reference_channel=reference,
             phase_names=phase_names,
-            misalignment=MisalignmentSettings.from_dict(block.get("misalignment", {}), f"{where}.misalignment"),
+            misalignment=misalignment,
             modality_dropout=ModalityDropoutSettings.from_dict(block.get("modality_dropout", {}),
                                                                f"{where}.modality_dropout"),
             seed=seed,
+            channel_acquisition=acquisition,
+            misalignment_explicit="misalignment" in block,
+            modality_dropout_explicit="modality_dropout" in block,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The core keys as written to dataset.json (round-trip through :func:`nnunet_mm.settings.read_settings`)."""
-        block: dict[str, Any] = {
-            "reference_channel": self.reference_channel,
-            "misalignment": dataclasses.asdict(self.misalignment),
-            "modality_dropout": dataclasses.asdict(self.modality_dropout),
-            "seed": self.seed,
-        }
-        block["misalignment"]["max_translation_mm"] = list(self.misalignment.max_translation_mm)
+        """The core keys as written to dataset.json (round-trip through :func:`nnunet_mm.settings.read_settings`).
+
+        ``channel_acquisition`` is written when declared, and each augmentation object only when it was explicit,
+        so that the written block makes the same :meth:`augmentation_decision`.
+        """
+        block: dict[str, Any] = {"reference_channel": self.reference_channel, "seed": self.seed}
+        if self.channel_acquisition is not None:
+            block["channel_acquisition"] = self.channel_acquisition
+        if self.misalignment_explicit:
+            block["misalignment"] = {**dataclasses.asdict(self.misalignment),
+                                     "max_translation_mm": list(self.misalignment.max_translation_mm)}
+        if self.modality_dropout_explicit:
+            block["modality_dropout"] = dataclasses.asdict(self.modality_dropout)
         if self.phase_names is not None:
             block["phase_names"] = list(self.phase_names)
         return block

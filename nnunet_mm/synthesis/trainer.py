@@ -12,8 +12,9 @@ Method (the paper's segmenter stage, §3.2 "MS", with the synthesis of §3.2 "MC
   :mod:`nnunet_mm.synthesis.handcrafted`; ``"diffusion"``: the latent-diffusion models trained by the plugin).
 * **Targets follow**: the tumour label is written into the mask and the deep-supervision pyramid is rebuilt from the
   new full-resolution label with nnU-Net's own nearest-neighbour downsampling.
-* Then :class:`MultiModalTrainer`'s misalignment and modality dropout, so synthetic tumours are misregistered like
-  real ones, and nnU-Net's loss and update (the base step's default :meth:`~MultiModalTrainer.compute_loss`).
+* Then :class:`MultiModalTrainer`'s misalignment and modality dropout (on for ``"channel_acquisition": "separate"``
+  multi-phase data), so synthetic tumours are misregistered like real ones, and nnU-Net's loss and update (the
+  base step's default :meth:`~MultiModalTrainer.compute_loss`).
 * **Loss** ``L = Dice + 0.5·CE`` (the paper; ``"dice_weight"``/``"ce_weight"``), nnU-Net's DC_and_CE with deep
   supervision.
 * **Validation** on real data only (nnU-Net's validation step is untouched).

@@ -18,6 +18,14 @@ Misalignment comes first, so that a dropped channel filled from the reference is
 inference. Settings come from the settings block of nnU-Net's preprocessed copy of dataset.json, read once by
 :func:`nnunet_mm.settings.read_settings` into ``self.dataset_settings`` (``self.mm_settings`` is its multimodal part).
 
+**Only where it makes sense.** Both augmentations model channels that were acquired separately. They are on only
+when the block declares ``"channel_acquisition": "separate"`` (CT phases, MR sequences of different breath-holds);
+``"co_registered"`` (BraTS), ``"colour_planes"`` (RGB) and an undeclared acquisition leave them off, because
+shifting aligned channels or colour planes against each other damages the images. An explicit ``"misalignment"`` or
+``"modality_dropout"`` object in the block wins (e.g. modality dropout on BraTS to train for missing sequences), except
+misalignment on colour planes, which the settings refuse. The decision and its reason
+(:meth:`nnunet_mm.settings.MultiModalSettings.augmentation_decision`) are one line of the training log.
+
 **The step, written once.** :meth:`~MultiModalTrainer.train_step` moves data and targets to the device, runs
 :meth:`~MultiModalTrainer.prepare_batch` (a method's own change to the batch before augmentation; none by default),
 the multimodal augmentation (keeping its random draw), then ``zero_grad``, :meth:`~MultiModalTrainer.compute_loss`
@@ -142,8 +150,9 @@ def reference_target(target: Target) -> Target:
 
 
 class MultiModalTrainer(nnUNetTrainer):
-    """``nnUNetTrainer`` plus device-side misalignment and modality-dropout augmentation, and the training step
-    shared by every nnunet_mm trainer (see the module docstring).
+    """``nnUNetTrainer`` plus device-side misalignment and modality-dropout augmentation (where the dataset's
+    ``channel_acquisition`` or an explicit setting turns them on), and the training step shared by every nnunet_mm
+    trainer (see the module docstring).
 
     A method subclass overrides :meth:`compute_loss` (and, if it needs them, :meth:`prepare_batch` and
     :meth:`after_optimizer_step`), and names its extra logged values in ``extra_log_keys``.
@@ -303,35 +312,38 @@ class MultiModalTrainer(nnUNetTrainer):
     # the multimodal augmentation
 
     def augment_multimodal(self, data: torch.Tensor) -> tuple[torch.Tensor, MultiModalDraw]:
-        """Misalign, then drop, the image channels of a training batch.
+        """Misalign, then drop, the image channels of a training batch, each only where the dataset's
+        :meth:`~nnunet_mm.settings.MultiModalSettings.augmentation_decision` turns it on.
 
         Args:
             data: (B, C, X, Y[, Z]) float, on the training device. Channels beyond the dataset's image channels
                 (the one-hot previous stage of a cascade) are left alone.
 
         Returns:
-            The augmented batch (same shape; the reference channel is bit-identical to the input) and the random
-            draw, so that per-channel targets can move exactly like their channels
-            (:func:`labels_following_channels`).
+            The augmented batch (same shape; the reference channel is bit-identical to the input, and the whole
+            batch is when both augmentations are off) and the random draw (None for a step that is off), so that
+            per-channel targets can move exactly like their channels (:func:`labels_following_channels`).
         """
         settings = self.mm_settings
-        num_image_channels = settings.num_channels
+        decision = settings.augmentation_decision()
         draw = MultiModalDraw(None, None)
-        if num_image_channels < 2:
+        if not (decision.misalignment or decision.modality_dropout):
             return data, draw
+        num_image_channels = settings.num_channels
         images = data[:, :num_image_channels]
         batch_size = images.shape[0]
         with torch.no_grad():
-            if settings.misalignment.enabled:
+            if decision.misalignment:
                 draw.misalignment = sample_misalignment(
                     batch_size, num_image_channels, images.ndim - 2, settings.misalignment,
                     reference_channel=settings.reference_channel, generator=self.augmentation_generator,
                     device=images.device)
                 images = apply_misalignment(images, draw.misalignment, self.configuration_manager.spacing)
-            draw.dropout = sample_modality_dropout(batch_size, num_image_channels, settings.modality_dropout,
-                                                   reference_channel=settings.reference_channel,
-                                                   generator=self.augmentation_generator, device=images.device)
-            images = apply_modality_dropout(images, draw.dropout, settings.modality_dropout.mode)
+            if decision.modality_dropout:
+                draw.dropout = sample_modality_dropout(batch_size, num_image_channels, settings.modality_dropout,
+                                                       reference_channel=settings.reference_channel,
+                                                       generator=self.augmentation_generator, device=images.device)
+                images = apply_modality_dropout(images, draw.dropout, settings.modality_dropout.mode)
         if num_image_channels == data.shape[1]:
             return images, draw
         return torch.cat((images, data[:, num_image_channels:]), dim=1), draw
@@ -346,14 +358,17 @@ class MultiModalTrainer(nnUNetTrainer):
         return generator
 
     def _log_multimodal_settings(self) -> None:
+        """Two lines of the training log: the channels (with the settings of each augmentation that is on), then
+        what the trainer decided about misalignment and modality dropout, and why."""
         settings = self.mm_settings
+        decision = settings.augmentation_decision()
+        active = ([f"misalignment {settings.misalignment}"] if decision.misalignment else []) + \
+            ([f"modality dropout {settings.modality_dropout}"] if decision.modality_dropout else [])
         self.print_to_log_file(
             f"nnunet_mm: {settings.num_channels} channel(s), reference channel "
-            f"{settings.channel_name(settings.reference_channel)}; misalignment {settings.misalignment}; "
-            f"modality dropout {settings.modality_dropout}; seed {settings.seed}", also_print_to_console=True)
-        if settings.num_channels < 2:
-            self.print_to_log_file("nnunet_mm: single-channel dataset, misalignment and modality dropout are off.",
-                                   also_print_to_console=True)
+            f"{settings.channel_name(settings.reference_channel)}; seed {settings.seed}"
+            + "".join(f"; {text}" for text in active), also_print_to_console=True)
+        self.print_to_log_file(f"nnunet_mm: {decision.describe()}", also_print_to_console=True)
 
 
 class MultiModalTrainer_debug(DebugSchedule, MultiModalTrainer):

@@ -58,6 +58,6 @@ def write_skin_lesion_dataset(raw_root: Path, *, dataset_id: int, name: str = "S
         dataset_json = {"channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": {"background": 0, "lesion": 1},
                         "numTraining": len(image_labels), "file_ending": ".png",
                         "overwrite_image_reader_writer": "NaturalImage2DIO", "name": folder.name,
-                        BLOCK_KEY: {IMAGE_LABELS_KEY: image_labels}}
+                        BLOCK_KEY: {"channel_acquisition": "colour_planes", IMAGE_LABELS_KEY: image_labels}}
         (staging / "dataset.json").write_text(json.dumps(dataset_json, indent=1) + "\n", encoding="utf-8")
     return folder

@@ -41,6 +41,7 @@ def test_prior_channels_line_up_with_the_images(datasets, tmp_path):
     dataset_json = json.loads((out / "dataset.json").read_text())
     assert dataset_json["channel_names"] == {"0": "MR", "1": "noNorm", "2": "noNorm"}
     assert prior_channel_indices(read_settings(dataset_json), dataset_json["channel_names"]) == [1, 2]
+    assert dataset_json["nnunet_mm"]["channel_acquisition"] == "co_registered"  # priors lie on the image's grid
     for split, case in (("Tr", "target_000"), ("Tr", "target_001"), ("Ts", "target_002")):
         image = sitk.ReadImage(str(out / f"images{split}" / f"{case}_0000.nii.gz"))
         label = sitk.GetArrayFromImage(sitk.ReadImage(str(target / f"labels{split}" / f"{case}.nii.gz")))
@@ -105,3 +106,27 @@ def test_prior_channels_must_be_named_nonorm():
         _prior_channels({"0": "noNorm", "1": "MR"}, {"0": "atlas_prior:liver"})
     assert _prior_channels({"0": "MR", "1": "NONORM"}, {"0": "MR", "1": "atlas_prior:liver"}) == [1]
     assert _prior_channels({"0": "MR"}, {}) == []
+
+
+@pytest.mark.parametrize("target_block, num_images, expected", [
+    ({}, 1, "co_registered"),  # image + priors on its grid
+    ({"channel_acquisition": "separate"}, 1, "co_registered"),
+    ({"channel_acquisition": "separate"}, 2, "separate"),  # about the target's images, which the trainer augments
+    ({"channel_acquisition": "co_registered"}, 2, "co_registered"),
+    ({}, 2, None),  # the target declares nothing: neither does the MAS dataset
+])
+def test_the_mas_dataset_declares_the_targets_channel_acquisition_or_co_registered_for_one_image(
+        target_block, num_images, expected, tmp_path):
+    from types import SimpleNamespace
+
+    from nnunet_mm.atlas.mas import _output_dataset_json
+
+    target_json = {"channel_names": {str(c): "CT" for c in range(num_images)},
+                   "labels": {"background": 0, "liver": 1}, "numTraining": 1, "file_ending": ".nii.gz",
+                   "nnunet_mm": target_block}
+    target = SimpleNamespace(dataset_json=target_json, num_channels=num_images, folder=tmp_path / "target",
+                             file_ending=".nii.gz")
+    atlases = SimpleNamespace(folder=tmp_path / "atlases")
+    written = _output_dataset_json(target, read_settings(target_json), atlases, FAST, MASSettings(), "MAS")
+    assert written["nnunet_mm"].get("channel_acquisition") == expected
+    read_settings(written)  # valid

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from nnunet_mm.cmg.guidance import CrossModalGuidance, guidance_map, masked_average_prototypes
+from nnunet_mm.cmg.guidance import (CrossModalGuidance, guidance_map, masked_average_prototypes,
+                                     region_masks_from_logits)
 from nnunet_mm.cmg.network import CMGUNet
 from nnunet_mm.cmg.guidance import cross_phase_prototypes
 from nnunet_mm.networks.layers import ConvSpec
@@ -146,3 +147,59 @@ def test_feature_map_estimate_grows_with_phases():
     two = CMGUNet(input_channels=2, num_classes=3, **_kwargs(3)).compute_conv_feature_map_size((8, 32, 32))
     four = CMGUNet(input_channels=4, num_classes=3, **_kwargs(3)).compute_conv_feature_map_size((8, 32, 32))
     assert 1.5 * two < four < 2.5 * two
+
+
+def _guidance_block(num_phases: int) -> tuple[CrossModalGuidance, list, list]:
+    torch.manual_seed(0)
+    spec = ConvSpec(nn.Conv2d, nn.InstanceNorm2d, {"affine": True}, nn.LeakyReLU, {})
+    block = CrossModalGuidance(spec, num_phases=num_phases, merged_channels=16, skip_channels=8, channels=8,
+                               num_classes=2, kernel_size=(3, 3)).eval()
+    merged = [torch.randn(2, 16, 16, 16) for _ in range(num_phases)]
+    skips = [torch.randn(2, 8, 16, 16) + p for p in range(num_phases)]  # distinct content per phase
+    return block, merged, skips
+
+
+@pytest.mark.parametrize("num_phases", [2, 3])
+def test_each_phase_is_guided_by_the_other_phases_prototypes_not_its_own(num_phases):
+    """S_p = cos(e_p, mean of the *other* phases' prototypes): the paper's cross-modal rule."""
+    block, merged, skips = _guidance_block(num_phases)
+    masks = []
+    for p in range(num_phases):
+        mask = torch.zeros(2, 1, 16, 16)
+        mask[:, :, 2 + p:8 + p, 3:9 + p] = 1
+        masks.append(mask)
+    with torch.no_grad():
+        result = block(merged, skips, masks)
+        embeddings = [embed(s) for embed, s in zip(block.embed, skips)]
+        prototypes = [masked_average_prototypes(e, m)[0] for e, m in zip(embeddings, masks)]
+    for p in range(num_phases):
+        others = torch.stack([prototypes[q] for q in range(num_phases) if q != p]).mean(0)
+        torch.testing.assert_close(result["guidance"][p], guidance_map(embeddings[p], others))
+        own = guidance_map(embeddings[p], prototypes[p])
+        assert (result["guidance"][p] - own).abs().max() > 1e-2  # the phase's own prototype gives another map
+
+
+def test_scheduled_sampling_takes_prototypes_from_the_side_prediction_for_the_chosen_samples():
+    block, merged, skips = _guidance_block(2)
+    given = [torch.zeros(2, 1, 16, 16) for _ in range(2)]
+    for mask in given:
+        mask[:, :, 4:7, 5:9] = 1
+    with torch.no_grad():
+        result = block(merged, skips, given, use_prediction=torch.tensor([True, False]))
+    for p in range(2):
+        predicted = region_masks_from_logits(result["side_logits"][p])
+        assert not torch.equal(predicted[0], given[p][0])  # the untrained head does not predict the square
+        torch.testing.assert_close(result["masks"][p][0], predicted[0])  # sample 0: its own prediction
+        torch.testing.assert_close(result["masks"][p][1], given[p][1])  # sample 1: the ground truth
+
+
+def test_guidance_off_passes_features_unmodulated():
+    torch.manual_seed(0)
+    network = CMGUNet(input_channels=2, num_classes=3, deep_supervision=False, guidance=False, **_kwargs(2))
+    merged = [torch.randn(1, 32, 8, 8) for _ in range(2)]
+    skips = [torch.randn(1, 16, 8, 8) for _ in range(2)]
+    block = network.guidance[0]
+    result = block(merged, skips, None)
+    expected = [refine(reduce(m)) for m, reduce, refine in zip(merged, block.reduce, block.refine)]
+    torch.testing.assert_close(result["guided"], expected)
+    assert network(torch.randn(1, 2, 32, 32)).shape == (1, 3, 32, 32)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from nnunet_mm.cmg.network import CMGUNet
-from nnunet_mm.cmg.trainer import CMGTrainer, cmg_unet_from_plans
+from nnunet_mm.cmg.trainer import CMGTrainer, cmg_unet_from_plans, pooled_class_masks, side_target
 from nnunet_mm.networks.from_plans import stream_width_factor
-from nnunet_mm.training.multimodal_trainer import labels_following_channels
+from nnunet_mm.training.multimodal_trainer import labels_following_channels, resize_label
 
 
 def _three_phase_trainer(kit, block: dict) -> CMGTrainer:
@@ -100,3 +101,89 @@ def test_the_cmg_loss_runs_in_the_shared_step_and_trains_every_phase(trainer_kit
              "side heads (side terms)": [p for level in network.guidance for p in level.side_heads.parameters()]}
     for name, parameters in parts.items():
         assert sum(float(p.grad.abs().sum()) for p in parameters if p.grad is not None) > 0, name
+
+
+def test_side_targets_are_the_phase_labels_max_pooled_like_the_prototype_masks():
+    """A lesion smaller than a side-head cell stays in the side target (the paper's maxpool_s(Y)), in the same cell as
+    in the prototype mask; nearest-neighbour downsampling would lose it."""
+    label = torch.zeros(1, 1, 32, 32)
+    label[:, :, 4:28, 4:28] = 1
+    label[:, :, 13, 21] = 2  # one tumour voxel
+    masks = pooled_class_masks(label, [(4, 4), (8, 8)], num_classes=3)
+    for level_masks, shape in zip(masks, [(4, 4), (8, 8)]):
+        target = side_target(level_masks)
+        expected = torch.nn.functional.adaptive_max_pool2d(label, shape)  # highest class under each cell
+        torch.testing.assert_close(target, expected)
+        assert torch.equal(target == 2, level_masks[:, 1:2] > 0)  # tumour cells of target and mask coincide
+    assert (resize_label(label, (4, 4)) == 2).sum() == 0  # what nearest downsampling would have kept
+
+
+def test_the_step_trains_side_heads_on_their_own_phase_pooled_label(trainer_kit, monkeypatch):
+    """compute_loss hands cmg_loss, per phase and guidance level, the max-pooled label of *that* phase as it was
+    moved by the augmentation; cmg_loss scores each side head against exactly that target."""
+    trainer = trainer_kit.trainer(CMGTrainer, block={"misalignment": {"probability": 1.0, "max_translation_mm": [6, 6]},
+                                                     "modality_dropout": {"probability": 0.0}, "seed": 0})
+    seen = {}
+    original = CMGTrainer.cmg_loss
+
+    def record(self, result, target, phase_labels, side_targets):
+        seen.update(result=result, phase_labels=phase_labels, side_targets=side_targets)
+        return original(self, result, target, phase_labels, side_targets)
+
+    monkeypatch.setattr(CMGTrainer, "cmg_loss", record)
+    side_calls = []
+    side_loss = trainer.side_loss
+    trainer.side_loss = lambda logits, target: side_calls.append(target) or side_loss(logits, target)
+    loader, _ = trainer.get_dataloaders()
+    trainer.train_step(next(loader))
+    phase_labels, side_targets = seen["phase_labels"], seen["side_targets"]
+    assert (phase_labels[:, 1:] != phase_labels[:, :1]).any()  # the phases' labels moved apart
+    expected_order = []
+    for p, per_level in enumerate(seen["result"]["side_logits"]):
+        for level, logits in enumerate(per_level):
+            pooled = torch.nn.functional.adaptive_max_pool2d(phase_labels[:, p:p + 1].float(), logits.shape[2:])
+            torch.testing.assert_close(side_targets[p][level].float(), pooled)
+            expected_order.append(side_targets[p][level])
+    assert len(side_calls) == len(expected_order)
+    for called, expected in zip(side_calls, expected_order):
+        assert called is expected
+
+
+@pytest.mark.parametrize("phase_weight,side_weight", [(1.0, 1.0), (0.5, 0.25)])
+def test_every_head_weighs_the_same_and_the_weights_scale_the_auxiliary_heads(trainer_kit, phase_weight,
+                                                                              side_weight):
+    """L = DS(reference) + λ_phase Σ_{p≠ref} DS(p) + λ_side Σ_{p,level} side(p, level): with three phases and two
+    guidance levels, 1 + 2 λ_phase + 6 λ_side head losses (each 1 here), the reference head on the reference
+    output and target."""
+    trainer = _three_phase_trainer(trainer_kit, {"reference_channel": 1})
+    trainer.phase_loss_weight, trainer.side_loss_weight = phase_weight, side_weight
+    outputs = [[torch.full((1, 3, 8, 8), float(p)), torch.full((1, 3, 4, 4), float(p))] for p in range(3)]
+    side_logits = [[torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 4, 4)] for _ in range(3)]
+    target = [torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 4, 4)]
+    phase_labels = torch.zeros(1, 3, 8, 8)
+    side_targets = [[torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 4, 4)] for _ in range(3)]
+    calls = []
+    trainer.loss = lambda out, tgt: calls.append(("ds", out, tgt)) or torch.tensor(1.0)
+    trainer.side_loss = lambda out, tgt: calls.append(("side", out, tgt)) or torch.tensor(1.0)
+    loss = trainer.cmg_loss({"outputs": outputs, "side_logits": side_logits}, target, phase_labels, side_targets)
+    assert float(loss) == pytest.approx(1 + 2 * phase_weight + 6 * side_weight)
+    kind, first_output, first_target = calls[0]
+    assert kind == "ds" and first_output is outputs[1] and first_target is target  # the reference head
+    assert sum(kind == "ds" for kind, _, _ in calls) == 3 and sum(kind == "side" for kind, _, _ in calls) == 6
+
+
+def test_the_trainer_passes_its_prototype_schedule_to_the_network(trainer_kit):
+    """Epoch 0: prototypes from the labels for every sample; last epoch with the end fraction 1: from the
+    network's predictions for every sample."""
+    trainer = trainer_kit.trainer(CMGTrainer, block={"seed": 0})
+    trainer.predicted_prototypes_end = 1.0
+    network = trainer.unwrapped_network
+    seen = []
+    forward = network.forward
+    network.forward = lambda *args, **kwargs: seen.append(kwargs.get("use_prediction")) or forward(*args, **kwargs)
+    loader, _ = trainer.get_dataloaders()
+    batch = next(loader)
+    for epoch in (0, trainer.num_epochs - 1):
+        trainer.current_epoch = epoch
+        trainer.train_step(batch)
+    assert not seen[0].any() and seen[1].all()

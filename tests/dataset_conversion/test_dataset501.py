@@ -93,6 +93,7 @@ def test_phantom_png_layout_becomes_pv_art_channels_pv_labels_art_phase_labels_a
     block = dataset_json["nnunet_mm"]
     assert block["reference_channel"] == 0 and block["phase_names"] == ["pv", "art"]
     assert block["phase_labels_dir"] == "labelsTr_phases"
+    assert block["channel_acquisition"] == "separate"  # phases of separate breath-holds: augmentation on
     assert block["registration"] == "none" and block["converter"] == DATASET
     assert block["source"] == str(phantom_png.resolve())
     assert block["notes"] == ["spacing z, y, x: (3.0, 0.8, 0.7) mm (given)",

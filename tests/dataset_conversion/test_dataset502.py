@@ -93,6 +93,7 @@ def test_dataset_json_names_the_channels_and_records_the_registration(chaos: tup
     assert block["registration"].startswith("T2-SPIR (channel 2) registered rigid onto the T1 in-phase image")
     assert block["source"] == {"train": str(source.resolve()), "test": None}
     assert block["converter"] == "Dataset502_CHAOS_MR"
+    assert block["channel_acquisition"] == "separate"  # T2-SPIR is another breath-hold
     assert not (dataset / "splits_final.json").exists()
 
 
@@ -140,10 +141,13 @@ def test_separate_t2_gives_two_datasets_with_the_same_patient_folds(chaos: tuple
         np.testing.assert_array_equal(sitk.GetArrayFromImage(label), truths[patient].t2_labels)
         assert label.GetSpacing() == pytest.approx(T2_SPACING_ZYX_MM[::-1])
         assert same_geometry(image, label)  # what nnU-Net's verify_dataset_integrity checks besides the values
-    assert json.loads((dataset / "dataset.json").read_text())["channel_names"] == {"0": "T1_in", "1": "T1_out"}
+    t1_json = json.loads((dataset / "dataset.json").read_text())
+    assert t1_json["channel_names"] == {"0": "T1_in", "1": "T1_out"}
+    assert t1_json["nnunet_mm"]["channel_acquisition"] == "co_registered"  # two echoes of one acquisition
     t2_json = json.loads((t2_dataset / "dataset.json").read_text())
     assert t2_json["channel_names"] == {"0": "T2"} and t2_json["labels"] == LABELS
     assert t2_json["nnunet_mm"]["modalities"] == {"0": "MR-T2SPIR"}
+    assert "channel_acquisition" not in t2_json["nnunet_mm"]  # one channel
 
     splits = json.loads((dataset / "splits_final.json").read_text())
     assert splits == json.loads((t2_dataset / "splits_final.json").read_text())

@@ -84,6 +84,7 @@ def test_dataset_json_uses_ct_normalisation_and_records_the_source(chaos: tuple[
     block = dataset_json["nnunet_mm"]
     assert block["reference_channel"] == 0 and block["modalities"] == {"0": "CT"}
     assert block["registration"] == "none (one channel)"
+    assert "channel_acquisition" not in block  # one channel: nothing to declare
     assert block["source"] == {"train": str(source.resolve()), "test": None}
     assert block["converter"] == "Dataset503_CHAOS_CT"
     assert block["notes"][0].startswith("Ground liver_GT PNG k placed on slice N-1-k")

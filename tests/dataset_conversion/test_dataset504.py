@@ -73,7 +73,7 @@ def test_dataset_json_names_one_z_score_channel_and_records_every_case_modality(
     assert block["modalities"] == {"0": "CT|MR"}
     assert block["per_case_modality"] == {"amos_0001": "CT", "amos_0002": "CT", "amos_0003": "CT", "amos_0008": "CT",
                                           "amos_0507": "MR", "amos_0508": "MR", "amos_0509": "MR"}
-    assert block["converter"] == DATASET
+    assert block["converter"] == DATASET and "channel_acquisition" not in block  # one channel
     assert any("reoriented 1 case(s) acquired as LIP" in note for note in block["notes"])
     assert "'CC-BY-SA 4.0'" in dataset_json["licence"] and dataset_json["release"] == "1.0 01/05/2022"
     settings = read_settings(dataset_json, str(dataset / "dataset.json"))  # the block is valid

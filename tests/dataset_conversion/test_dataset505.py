@@ -95,7 +95,8 @@ def test_multichannel_dataset_json_names_the_sequences_and_the_registration(sour
     assert dataset_json["file_ending"] == ".nii.gz"
     assert dataset_json["nnunet_mm"] == {
         "reference_channel": 0, "phase_names": ["C0", "LGE", "T2"], "modalities": ["MR", "MR", "MR"],
-        "registration": "rigid", "source": str(source.resolve()), "converter": "Dataset505_MSCMRSeg"}
+        "registration": "rigid", "source": str(source.resolve()), "converter": "Dataset505_MSCMRSeg",
+        "channel_acquisition": "separate"}  # sequences of separate breath-holds
 
 
 @pytest.mark.parametrize("mode", ["multichannel", "per-sequence"])
@@ -178,6 +179,7 @@ def test_per_sequence_mode_writes_one_case_per_sequence_image_with_folds_grouped
     block = dataset_json["nnunet_mm"]
     assert block["per_case_modality"]["patient12_LGE"] == "LGE" and len(block["per_case_modality"]) == 9
     assert block["modalities"] == ["MR"]
+    assert "channel_acquisition" not in block  # one channel per case
     splits = json.loads((dataset / "splits_final.json").read_text())
     assert len(splits) == 3
     for fold in splits:

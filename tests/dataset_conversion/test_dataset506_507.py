@@ -96,6 +96,7 @@ def test_dataset_json_trains_on_regions_with_the_four_sequences(brats2018: Simpl
     assert dataset_json["file_ending"] == ".nii.gz"
     assert dataset_json["nnunet_mm"]["converter"] == DATASET
     assert dataset_json["nnunet_mm"]["source"] == str(brats2018.training.resolve())
+    assert dataset_json["nnunet_mm"]["channel_acquisition"] == "co_registered"  # augmentation off by default
 
 
 def test_output_passes_nnunet_verify_dataset_integrity(kit: SimpleNamespace, brats2018: SimpleNamespace,

@@ -76,6 +76,7 @@ def test_dataset_json_uses_the_natural_image_reader_and_records_image_labels(sou
     assert dataset_json["overwrite_image_reader_writer"] == "NaturalImage2DIO"
     assert dataset_json["numTraining"] == 3
     assert dataset_json["nnunet_mm"]["image_labels"] == "image_labels.json"
+    assert dataset_json["nnunet_mm"]["channel_acquisition"] == "colour_planes"  # never shift R, G, B apart
     image_labels = json.loads((dataset / "image_labels.json").read_text())
     assert image_labels == {isic_id(n): "diseased" for n in TRAINING}
 

@@ -69,6 +69,7 @@ def test_cases_are_named_by_modality_and_labels_become_consecutive(kit: SimpleNa
                                       "pulmonary artery": 7}
     assert dataset_json["numTraining"] == 4
     assert dataset_json["nnunet_mm"]["modalities"] == {"0": "CT|MR"}
+    assert "channel_acquisition" not in dataset_json["nnunet_mm"]  # one channel
     assert dataset_json["nnunet_mm"]["per_case_modality"] == {"ct_1001": "CT", "ct_1002": "CT", "ct_2001": "CT",
                                                               "mr_1001": "MR", "mr_1010": "MR", "mr_2001": "MR"}
 

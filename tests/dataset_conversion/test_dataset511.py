@@ -61,6 +61,7 @@ def test_dataset_json_names_every_channel_ct_and_records_the_phases(source: Path
     assert block["phase_names"] == ["pv", "art", "del", "nc"]
     assert block["source"] == str(source.resolve())
     assert block["registration"] == "none"
+    assert block["channel_acquisition"] == "separate"  # phases of separate breath-holds: augmentation on
     assert not (dataset / "splits_final.json").exists()
 
 

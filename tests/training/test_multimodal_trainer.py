@@ -58,6 +58,62 @@ def test_dropout_duplicates_a_present_channel(trainer_kit):
     assert torch.equal(augmented[:, 1], data[:, 0])
 
 
+def _trainer_declaring(kit, acquisition: str | None, **block) -> MultiModalTrainer:
+    """A trainer on the 2-phase phantom whose block declares ``acquisition`` (None: undeclared) and only the
+    augmentation objects in ``block``, whatever the phantom writer declares."""
+    dataset_json = kit.dataset_json()
+    for key in ("channel_acquisition", "misalignment", "modality_dropout"):
+        dataset_json["nnunet_mm"].pop(key, None)
+    dataset_json["nnunet_mm"].update({"seed": 0, **block})
+    if acquisition is not None:
+        dataset_json["nnunet_mm"]["channel_acquisition"] = acquisition
+    return kit.trainer(MultiModalTrainer, dataset_json=dataset_json)
+
+
+def _log_text(trainer) -> str:
+    return open(trainer.log_file, encoding="utf-8").read()
+
+
+@pytest.mark.parametrize("acquisition", [None, "co_registered", "colour_planes"])
+def test_without_separate_acquisition_the_batch_is_untouched_and_nothing_is_drawn(trainer_kit, acquisition):
+    trainer = _trainer_declaring(trainer_kit, acquisition)
+    data = torch.randn(4, 2, 32, 32)
+    augmented, draw = trainer.augment_multimodal(data.clone())
+    assert torch.equal(augmented, data) and draw.misalignment is None and draw.dropout is None
+    assert "nnunet_mm: misalignment OFF, modality dropout OFF (channel_acquisition " in _log_text(trainer)
+
+
+def test_the_log_says_how_to_turn_the_augmentation_on_when_the_acquisition_is_undeclared(trainer_kit):
+    log = _log_text(_trainer_declaring(trainer_kit, None))
+    assert ("misalignment OFF, modality dropout OFF (channel_acquisition not declared in dataset.json; set "
+            "\"channel_acquisition\": \"separate\" in the 'nnunet_mm' block") in log
+
+
+def test_separate_acquisition_moves_and_drops_non_reference_channels_only(trainer_kit):
+    trainer = _trainer_declaring(trainer_kit, "separate")
+    data = torch.randn(8, 2, 32, 32)
+    augmented, draw = trainer.augment_multimodal(data.clone())
+    assert draw.misalignment is not None and draw.dropout is not None
+    assert torch.equal(augmented[:, 0], data[:, 0])
+    moved = draw.misalignment.active[:, 1] | draw.dropout.dropped[:, 1]
+    assert moved.any() and not torch.allclose(augmented[moved, 1], data[moved, 1])
+    assert "nnunet_mm: misalignment ON, modality dropout ON (channel_acquisition 'separate')" in _log_text(trainer)
+
+
+def test_explicit_modality_dropout_on_co_registered_channels_drops_without_moving(trainer_kit):
+    trainer = _trainer_declaring(trainer_kit, "co_registered", modality_dropout={"probability": 1.0})
+    data = torch.randn(2, 2, 16, 16)
+    augmented, draw = trainer.augment_multimodal(data.clone())
+    assert draw.misalignment is None and draw.dropout is not None
+    assert torch.equal(augmented[:, 1], data[:, 0]) and torch.equal(augmented[:, 0], data[:, 0])
+    assert "misalignment OFF, modality dropout ON" in _log_text(trainer)
+
+
+def test_misalignment_requested_on_colour_planes_stops_the_trainer_naming_the_dataset_json(trainer_kit):
+    with pytest.raises(ValueError, match=re.escape(f"{trainer_kit.preprocessed}/dataset.json") + ".*colour_planes"):
+        _trainer_declaring(trainer_kit, "colour_planes", misalignment={"probability": 0.5})
+
+
 def test_settings_come_from_the_preprocessed_dataset_json_and_name_it(trainer_kit):
     trainer = trainer_kit.trainer(MultiModalTrainer, block={"reference_channel": 1}, initialize=False)
     assert trainer.mm_settings.reference_channel == 1 and trainer.mm_settings.phase_names == ("pv", "art")

@@ -45,3 +45,13 @@ def test_unknown_case_in_image_labels_is_reported(tmp_path):
 def test_size_must_suit_the_generator(tmp_path):
     with pytest.raises(ValueError, match="multiple of 4"):
         load_weak_images(tmp_path, size=30)
+
+
+def test_the_synthetic_skin_dataset_declares_colour_planes_so_no_channel_is_shifted(tmp_path):
+    from nnunet_mm.settings import read_settings
+
+    folder = write_skin_lesion_dataset(tmp_path, dataset_id=904, num_diseased=1, num_normal=1, size=16)
+    settings = read_settings(json.loads((folder / "dataset.json").read_text())).multimodal
+    decision = settings.augmentation_decision()
+    assert settings.channel_acquisition == "colour_planes"
+    assert not decision.misalignment and not decision.modality_dropout
