@@ -80,6 +80,7 @@ setup(
         "matplotlib",
         "monai>=1.4",  # generative blocks (autoencoder, diffusion UNet, schedulers), registration warps
         "scikit-image",  # Otsu / watershed for pseudo masks
+        "connected-components-3d",  # cc3d: lesion-wise detection in nnunet_mm compare
     ],
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "filelock"]},  # make test: 2 workers sharing fixtures
     entry_points={

@@ -1,9 +1,11 @@
 """The CMG experiment: does cross-modal guidance beat stock nnU-Net on misregistered multi-phase data?
 
 Data (calibrated so that stock nnU-Net lands where a difference can show, never tuned to a method): four-phase
-liver phantoms (``nnunet_mm.phantom``) whose lesions are all HCC-like, i.e. faint in the annotated portal-venous
-reference phase (−20 HU against the liver, under 12–18 HU of noise) and conspicuous in the arterial phase (+60 HU).
-Two scenarios from the same anatomy:
+liver phantoms (``nnunet_mm.phantom``) whose 2–4 lesions are all HCC-like, i.e. faint in the annotated
+portal-venous reference phase (−20 HU against the liver, under 5–8 HU of noise) and conspicuous in the arterial
+phase (+60 HU). Calibration, stock nnU-Net, misregistered scenario, CPU preset, seed 0: with 12–18 HU of noise and
+1–3 lesions tumour Dice stayed 0.00 at every milestone (nothing to compare); with 5–8 HU and 2–4 lesions it is 0.00
+/ 0.39 / 0.63 at a third / two thirds / all of the schedule. Two scenarios from the same anatomy:
 
 * ``misregistered``: every other phase is moved by a rigid offset (up to 3 mm through-plane and 6 mm in-plane), a
   smooth deformation (3 mm) and an extra lesion-local shift (2–5 mm); every phase's own label is written
@@ -23,6 +25,10 @@ configurations added to the same plans that share its preprocessed data. Arms:
 ``cmg_reference_label``       ``CMGTrainer`` with every phase trained on the reference label
 ``cmg_no_guidance``           as ``cmg``, guidance modulation off (``CMGUNet(guidance=False)``)
 ``cmg_stock_width``           as ``cmg``, every stream as wide as the stock U-Net
+``cmg_fuse_all``              as ``cmg``, Multi-Scale Fusion at every stage below full resolution (not only the
+                              three deepest), so the other phases reach the reference stream at fine scales
+``cmg_mean_auxiliary``        as ``cmg``, the auxiliary heads together weigh as much as the reference head
+                              (``auxiliary_reduction = "mean"``) instead of each head weighing 1
 ============================  ==================================================================================
 
 Every arm trains ``--seeds`` times on fold ``all`` with the same schedule; the weights at a third, two thirds and
@@ -54,7 +60,7 @@ import benchlib
 SCENARIO_IDS = {"misregistered": 720, "aligned": 721}
 REFERENCE_ONLY_ID = 722
 PLANS = "nnUNetPlans"
-NO_GUIDANCE, STOCK_WIDTH = "_cmg_noguidance", "_cmg_stockwidth"
+NO_GUIDANCE, STOCK_WIDTH, FUSE_ALL = "_cmg_noguidance", "_cmg_stockwidth", "_cmg_fuseall"
 
 # the data, the same for every arm (see the module docstring for why)
 PHANTOM = dict(lesion_kinds=("hcc",), num_lesions=(2, 4), noise_std_hu=(5.0, 8.0),
@@ -85,6 +91,7 @@ class Arm:
     configuration_suffix: str = ""  # added to the preset's configuration
     reference_only: bool = False
     phase_labels: bool = True  # use the '_phases' configuration where the scenario has per-phase labels
+    attributes: tuple[tuple[str, object], ...] = ()  # trainer attributes set after construction
 
 
 ARMS = {
@@ -95,6 +102,8 @@ ARMS = {
     "cmg_reference_label": Arm("CMGTrainer", phase_labels=False),
     "cmg_no_guidance": Arm("CMGTrainer", NO_GUIDANCE),
     "cmg_stock_width": Arm("CMGTrainer", STOCK_WIDTH),
+    "cmg_fuse_all": Arm("CMGTrainer", FUSE_ALL),
+    "cmg_mean_auxiliary": Arm("CMGTrainer", attributes=(("auxiliary_reduction", "mean"),)),
 }
 
 
@@ -114,9 +123,11 @@ def prepare_data(preset: Preset, *, seed: int, test_seed: int, num_processes: in
 
     raw = Path(os.environ["nnUNet_raw"])
     marker = Path(os.environ["nnUNet_preprocessed"]) / "bench_cmg_data.json"
-    settings = {"preset": asdict(preset), "seed": seed, "test_seed": test_seed,
-                "phantom": {k: list(v) for k, v in PHANTOM.items()}}
+    settings = json.loads(json.dumps({"preset": asdict(preset), "seed": seed, "test_seed": test_seed,
+                                      "phantom": PHANTOM}))  # as JSON writes it (tuples become lists)
     if marker.is_file() and json.loads(marker.read_text()) == settings:
+        for dataset_id in SCENARIO_IDS.values():  # cheap, and arms may have been added since
+            add_ablation_configurations(dataset_id, preset.configuration)
         return
     for scenario, dataset_id in SCENARIO_IDS.items():
         write_nnunet_raw(raw, dataset_id=dataset_id, name=f"CMGBench_{scenario}", num_training=preset.num_training,
@@ -173,8 +184,9 @@ def _copy_plans(source_id: int, target_id: int) -> None:
 
 
 def add_ablation_configurations(dataset_id: int, configuration: str) -> None:
-    """CMG at stock width and CMG without guidance, as configurations of the same plans (same preprocessed data;
-    they inherit from ``<c>_phases`` where the dataset has per-phase labels)."""
+    """CMG ablations as configurations of the same plans (same preprocessed data; they inherit from ``<c>_phases``
+    where the dataset has per-phase labels): every stream at stock width; guidance off; Multi-Scale Fusion at every
+    encoder stage below full resolution instead of the three deepest."""
     from nnunet_mm.cmg.trainer import CMG_CLASS_NAME
     from nnunet_mm.networks.from_plans import slim_features, stream_width_factor
 
@@ -184,12 +196,15 @@ def add_ablation_configurations(dataset_id: int, configuration: str) -> None:
     architecture = plans["configurations"][configuration]["architecture"]
     num_phases = len(plans["foreground_intensity_properties_per_channel"])
     stock_features = architecture["arch_kwargs"]["features_per_stage"]
-    for suffix, features, guidance in ((STOCK_WIDTH, stock_features, True),
-                                       (NO_GUIDANCE, slim_features(stock_features, stream_width_factor(num_phases)),
-                                        False)):
+    slim = slim_features(stock_features, stream_width_factor(num_phases))
+    n_stages = architecture["arch_kwargs"]["n_stages"]
+    variants = {STOCK_WIDTH: dict(features_per_stage=list(stock_features)),
+                NO_GUIDANCE: dict(features_per_stage=slim, guidance=False),
+                FUSE_ALL: dict(features_per_stage=slim, fusion_levels=n_stages - 1)}
+    for suffix, arguments in variants.items():
         cmg_architecture = copy.deepcopy(architecture)
         cmg_architecture["network_class_name"] = CMG_CLASS_NAME
-        cmg_architecture["arch_kwargs"].update(features_per_stage=list(features), guidance=guidance)
+        cmg_architecture["arch_kwargs"].update(arguments)
         plans["configurations"][configuration + suffix] = {"inherits_from": base, "architecture": cmg_architecture}
     plans_file.write_text(json.dumps(plans, indent=2))
 
@@ -222,7 +237,7 @@ def run_arm(name: str, scenario: str, seed: int, preset: Preset, output: Path, d
     trainer, timing, snapshots = benchlib.train(
         arm.trainer, dataset_name(dataset_id), device_name=device, epochs=preset.epochs,
         iterations=preset.iterations, configuration=configuration, output_folder_base=run_folder / "model",
-        seed=seed, snapshot_epochs=tuple(stops.values()))
+        seed=seed, snapshot_epochs=tuple(stops.values()), attributes=dict(arm.attributes))
     images = Path(os.environ["nnUNet_raw"]) / dataset_name(dataset_id) / "imagesTs"
     predict_seconds = {}
     for milestone, epoch in stops.items():
@@ -264,6 +279,47 @@ def compare_scenario(scenario: str, arms: list[str], seeds: list[int], output: P
     return results
 
 
+def _dice(summary: dict | None) -> str:
+    if summary is None or summary["dice_mean"] is None:
+        return "–"
+    spread = summary["dice_std_over_runs"]
+    return f"{summary['dice_mean']:.3f}" + ("" if spread is None else f" ± {spread:.3f}")
+
+
+def _difference(summary: dict | None) -> str:
+    difference = (summary or {}).get("difference_to_baseline")
+    if not difference or difference["mean"] is None:
+        return "baseline" if summary else "–"
+    low, high = difference["ci_low"], difference["ci_high"]
+    interval = "" if low is None else f" [{low:+.3f}, {high:+.3f}]"
+    return f"{difference['mean']:+.3f}{interval} ({difference['better']}/{difference['worse']})"
+
+
+def overview_table(scenario: str, per_milestone: dict, records: list[dict]) -> list[str]:
+    """One Markdown table per scenario: tumour Dice at each milestone, the paired tumour and liver differences to
+    stock at the end, lesion detection and cost."""
+    final = per_milestone.get("all")
+    if final is None:
+        return []
+    lines = ["| arm | runs | tumour Dice 1/3 · 2/3 · all | Δ tumour vs stock, all [95 % CI] (better/worse) | "
+             "liver Dice | Δ liver | tumour recall · FP/case | train min | s/it | parameters |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for arm, tumour in final["summary"]["tumor"].items():
+        runs = [r for r in records if r["arm"] == arm
+                and r["scenario"] == ("misregistered" if ARMS[arm].reference_only else scenario)]
+        dice_by_milestone = " · ".join(_dice(per_milestone[m]["summary"]["tumor"].get(arm)).split(" ±")[0]
+                                       if m in per_milestone else "–" for m in ("third", "two_thirds", "all"))
+        liver = final["summary"]["liver"].get(arm)
+        cost = ("–", "–", "–")
+        if runs:
+            cost = (f"{sum(r['train_seconds'] for r in runs) / len(runs) / 60:.1f}",
+                    f"{sum(r['step_ms_median'] for r in runs) / len(runs) / 1000:.2f}", f"{runs[0]['parameters']:,}")
+        lines.append(f"| {arm} | {tumour['num_runs']} | {dice_by_milestone} | {_difference(tumour)} | {_dice(liver)} | "
+                     f"{_difference(liver).split(' (')[0]} | {tumour['lesion_recall']:.2f} · "
+                     f"{tumour['false_positives_per_case']:.2f} | {cost[0]} | {cost[1]} | {cost[2]} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
@@ -276,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-seed", type=int, default=8, help="generator seed of the held-out cases")
     parser.add_argument("--smoke", action="store_true", help="tiny data and schedule: checks that everything runs")
     parser.add_argument("-np", type=int, default=2, help="processes for planning and preprocessing")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: compare the runs that exist and write the report")
     args = parser.parse_args(argv)
 
     preset = SMOKE if args.smoke else PRESETS[args.preset]
@@ -283,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     benchlib.set_nnunet_paths(args.output / "work")
     prepare_data(preset, seed=args.data_seed, test_seed=args.test_seed, num_processes=args.np)
     records = []
-    for seed in args.seeds:  # seed by seed, arms in the order given: a stopped run still has complete seeds
+    for seed in [] if args.report_only else args.seeds:  # seed by seed, arms in the order given: a stopped run still has complete seeds
         for arm in args.arms:
             for scenario in args.scenarios:
                 if scenario == "aligned" and arm in ("cmg_reference_label", "reference_only"):
@@ -293,11 +351,16 @@ def main(argv: list[str] | None = None) -> int:
                 records.append(run_arm(arm, scenario, seed, preset, args.output, args.device))
     comparisons = {scenario: compare_scenario(scenario, list(ARMS), args.seeds, args.output)
                    for scenario in args.scenarios}
-    report = {"preset": asdict(preset), "phantom": {k: list(v) for k, v in PHANTOM.items()},
-              "data_seed": args.data_seed, "test_seed": args.test_seed, "runs": records,
+    report = {"preset": asdict(preset), "phantom": PHANTOM,
+              "data_seed": args.data_seed, "test_seed": args.test_seed,
+              "runs": [json.loads(f.read_text()) for f in sorted((args.output / "runs").glob("*/*/seed*/run.json"))],
               "comparisons": comparisons}
     (args.output / "bench_cmg.json").write_text(json.dumps(report, indent=2, default=str))
     lines = [f"# CMG experiment ({'smoke' if args.smoke else args.preset} preset)", ""]
+    all_records = [json.loads(f.read_text()) for f in sorted((args.output / "runs").glob("*/*/seed*/run.json"))]
+    for scenario, per_milestone in comparisons.items():
+        lines += [f"## {scenario}: overview (Dice means over cases, per case averaged over seeds)", "",
+                  *overview_table(scenario, per_milestone, all_records), ""]
     for scenario, per_milestone in comparisons.items():
         for milestone in per_milestone:
             table = args.output / "compare" / scenario / milestone / "compare.md"

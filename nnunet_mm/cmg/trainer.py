@@ -64,6 +64,7 @@ class CMGTrainer(MultiModalTrainer):
 
     phase_loss_weight = 1.0
     side_loss_weight = 1.0
+    auxiliary_reduction = "sum"  # "sum": every head weighs 1; "mean": the auxiliary heads together weigh 1
     predicted_prototypes_start = 0.0
     predicted_prototypes_end = 0.5
 
@@ -180,10 +181,11 @@ class CMGTrainer(MultiModalTrainer):
                     raise ValueError(f"side head of phase {p} at guidance level {level} has shape "
                                      f"{tuple(logits.shape[2:])}, its target {tuple(side_targets[p][level].shape[2:])}")
                 side_terms.append(self.side_loss(logits, side_targets[p][level]))
-        if phase_terms:
-            loss = loss + self.phase_loss_weight * torch.stack(phase_terms).sum()
-        if side_terms:
-            loss = loss + self.side_loss_weight * torch.stack(side_terms).sum()
+        auxiliary = [self.phase_loss_weight * term for term in phase_terms] + \
+            [self.side_loss_weight * term for term in side_terms]
+        if auxiliary:
+            total = torch.stack(auxiliary).sum()
+            loss = loss + (total / len(auxiliary) if self.auxiliary_reduction == "mean" else total)
         return loss
 
     def _phase_labels(self, seg: torch.Tensor, draw: MultiModalDraw) -> torch.Tensor:

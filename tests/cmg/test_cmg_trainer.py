@@ -149,14 +149,16 @@ def test_the_step_trains_side_heads_on_their_own_phase_pooled_label(trainer_kit,
         assert called is expected
 
 
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
 @pytest.mark.parametrize("phase_weight,side_weight", [(1.0, 1.0), (0.5, 0.25)])
-def test_every_head_weighs_the_same_and_the_weights_scale_the_auxiliary_heads(trainer_kit, phase_weight,
-                                                                              side_weight):
-    """L = DS(reference) + λ_phase Σ_{p≠ref} DS(p) + λ_side Σ_{p,level} side(p, level): with three phases and two
-    guidance levels, 1 + 2 λ_phase + 6 λ_side head losses (each 1 here), the reference head on the reference
-    output and target."""
+def test_the_loss_is_the_reference_head_plus_the_weighted_auxiliary_heads(trainer_kit, phase_weight, side_weight,
+                                                                          reduction):
+    """L = DS(reference) + A, A = λ_phase Σ_{p≠ref} DS(p) + λ_side Σ_{p,level} side(p, level) ("sum": every head
+    weighs 1) or A divided by the number of auxiliary heads ("mean"): with three phases and two guidance levels,
+    2 other-phase heads and 6 side heads (each loss 1 here); the reference head on the reference output and target."""
     trainer = _three_phase_trainer(trainer_kit, {"reference_channel": 1})
     trainer.phase_loss_weight, trainer.side_loss_weight = phase_weight, side_weight
+    trainer.auxiliary_reduction = reduction
     outputs = [[torch.full((1, 3, 8, 8), float(p)), torch.full((1, 3, 4, 4), float(p))] for p in range(3)]
     side_logits = [[torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 4, 4)] for _ in range(3)]
     target = [torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 4, 4)]
@@ -166,7 +168,8 @@ def test_every_head_weighs_the_same_and_the_weights_scale_the_auxiliary_heads(tr
     trainer.loss = lambda out, tgt: calls.append(("ds", out, tgt)) or torch.tensor(1.0)
     trainer.side_loss = lambda out, tgt: calls.append(("side", out, tgt)) or torch.tensor(1.0)
     loss = trainer.cmg_loss({"outputs": outputs, "side_logits": side_logits}, target, phase_labels, side_targets)
-    assert float(loss) == pytest.approx(1 + 2 * phase_weight + 6 * side_weight)
+    auxiliary = 2 * phase_weight + 6 * side_weight
+    assert float(loss) == pytest.approx(1 + (auxiliary / 8 if reduction == "mean" else auxiliary))
     kind, first_output, first_target = calls[0]
     assert kind == "ds" and first_output is outputs[1] and first_target is target  # the reference head
     assert sum(kind == "ds" for kind, _, _ in calls) == 3 and sum(kind == "side" for kind, _, _ in calls) == 6
@@ -187,3 +190,9 @@ def test_the_trainer_passes_its_prototype_schedule_to_the_network(trainer_kit):
         trainer.current_epoch = epoch
         trainer.train_step(batch)
     assert not seen[0].any() and seen[1].all()
+
+
+def test_the_log_says_when_other_phases_fall_back_to_the_reference_label(trainer_kit):
+    trainer = trainer_kit.trainer(CMGTrainer, block={"seed": 0})
+    log = open(trainer.log_file).read()
+    assert "no per-phase labels" in log and "reference label" in log

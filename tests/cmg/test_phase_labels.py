@@ -36,6 +36,7 @@ def test_phase_labels_become_aligned_extra_seg_channels_and_cmg_trains_on_them(m
     from nnunet_mm.cmg.trainer import CMGTrainer
 
     assert add_phase_label_configuration(501, "3d_fullres") == "3d_fullres_phases"
+    assert add_phase_label_configuration(501, "3d_fullres") == "3d_fullres_phases"  # a rerun replaces the data
     base = mpth_preprocessed / "pre" / "Dataset501_MPTH"
     plain = nnUNetDatasetBlosc2(str(base / "nnUNetPlans_3d_fullres"))
     phases = nnUNetDatasetBlosc2(str(base / "nnUNetPlans_3d_fullres_phases"))
@@ -55,6 +56,7 @@ def test_phase_labels_become_aligned_extra_seg_channels_and_cmg_trains_on_them(m
     trainer = CMGTrainer(plans, "3d_fullres_phases", "all", load_json(str(base / "dataset.json")),
                          device=torch.device("cpu"))
     trainer.initialize()
+    assert any("every phase is supervised with its own label" in line for line in _log_lines(trainer))
     loader, _ = trainer.get_dataloaders()
     batch = next(loader)
     assert batch["target"][0].shape[1] == 2
@@ -65,3 +67,9 @@ def test_phase_labels_become_aligned_extra_seg_channels_and_cmg_trains_on_them(m
     assert np.isfinite(loss)
     validation = trainer.validation_step(batch)  # the extra channel never reaches nnU-Net's loss
     assert np.isfinite(validation["loss"])
+
+
+def _log_lines(trainer) -> list[str]:
+    from pathlib import Path
+
+    return Path(trainer.log_file).read_text().splitlines()
