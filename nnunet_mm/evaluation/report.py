@@ -14,12 +14,8 @@ half-written report; existing reports are only replaced with ``overwrite=True``.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +25,7 @@ import numpy as np
 from nnunet_mm.evaluation.compare import ArmLabelSummary, Comparison
 from nnunet_mm.evaluation.metrics import defined_or_none
 from nnunet_mm.io.figure_style import figure_style
+from nnunet_mm.io.staging import atomic_file
 
 #: the files a report consists of, in the output folder
 REPORT_FILE_NAMES: tuple[str, ...] = ("compare.json", "compare.md", "compare.png")
@@ -230,18 +227,6 @@ def _draw_figure(comparison: Comparison, path: Path) -> None:
         figure.savefig(path, format="png", dpi=120)
 
 
-@contextlib.contextmanager
-def _atomic_file(target: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; on success it replaces ``target``, on an error it is removed."""
-    temporary = target.parent / f".{target.name}.{secrets.token_hex(4)}.partial"  # same file system: atomic rename
-    try:
-        yield temporary
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def write_report(comparison: Comparison, output_folder: Path, *, overwrite: bool = False) -> ReportFiles:
     """Write ``compare.json``, ``compare.md`` and ``compare.png`` into ``output_folder`` (created if missing).
 
@@ -253,11 +238,11 @@ def write_report(comparison: Comparison, output_folder: Path, *, overwrite: bool
     check_report_files(output_folder, overwrite=overwrite)
     output_folder.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(*(output_folder / name for name in REPORT_FILE_NAMES))
-    with _atomic_file(files.json) as temporary:
+    with atomic_file(files.json) as temporary:
         temporary.write_text(json.dumps(comparison_json(comparison), indent=2, allow_nan=False) + "\n",
                              encoding="utf-8")
-    with _atomic_file(files.markdown) as temporary:
+    with atomic_file(files.markdown) as temporary:
         temporary.write_text(markdown_report(comparison), encoding="utf-8")
-    with _atomic_file(files.png) as temporary:
+    with atomic_file(files.png) as temporary:
         _draw_figure(comparison, temporary)
     return files

@@ -158,3 +158,16 @@ def staged_dataset(final_dir: Path, *, overwrite: bool = False, sources: Sequenc
         raise
     logger.info("replaced %s (previous content deleted)", final_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_file(target: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``target`` to write one file to; on success it replaces ``target`` in one
+    rename (readers see the old file or the new one, never half of one), on an error it is removed."""
+    temporary = target.parent / f".{target.name}.{secrets.token_hex(4)}.partial"  # same file system: atomic rename
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
