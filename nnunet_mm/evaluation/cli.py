@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from nnunet_mm.cli.common import set_handler
@@ -92,7 +93,8 @@ def run_compare(args: argparse.Namespace) -> int:
         allow_partial=args.allow_partial, min_overlap_voxels=args.min_overlap, n_resamples=args.resamples,
         ci_method=args.ci_method, seed=args.seed, num_processes=args.np, progress=not args.disable_progress_bar)
     files = write_report(comparison, output, overwrite=args.overwrite)
-    print(markdown_report(comparison))
+    encoding = sys.stdout.encoding or "utf-8"  # an ASCII console gets Δ and ± as escapes, not a crash
+    print(markdown_report(comparison).encode(encoding, "backslashreplace").decode(encoding))
     for file in (files.json, files.markdown, files.png):
         print(f"wrote {file}")
     return 0

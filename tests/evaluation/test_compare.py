@@ -280,13 +280,13 @@ def test_an_unknown_baseline_is_refused_with_the_arm_names(layout):
 def test_report_writes_nan_as_null_and_refuses_to_overwrite(layout, tmp_path):
     comparison = compare_arms(_arms(layout), layout.labels_tr, **FAST)
     files = write_report(comparison, tmp_path / "out")
-    content = json.loads(files.json.read_text())
+    content = json.loads(files.json.read_text(encoding="utf-8"))
     assert content["per_case"]["lesion"]["stock"]["case_c"]["dice"] is None
     assert content["per_case"]["lesion"]["cmg"]["case_d"]["dice_per_run"] == [None, None]
     assert content["per_case"]["lesion"]["stock"]["case_d"]["false_positive_lesions_per_run"] == [1]
     difference = content["summary"]["lesion"]["cmg"]["difference_to_baseline"]
     assert difference["num_undefined"] == 2 and difference["better"] == 2
-    assert "| cmg | 2 |" in files.markdown.read_text()
+    assert "| cmg | 2 |" in files.markdown.read_text(encoding="utf-8")
     assert files.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(FileExistsError, match="compare.json, compare.md, compare.png"):
         write_report(comparison, tmp_path / "out")
@@ -308,7 +308,7 @@ def test_cli_writes_the_report_and_prints_the_table(layout, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| stock | 1 |" in printed and "| cmg | 2 |" in printed and f"wrote {output / 'compare.png'}" in printed
     assert {p.name for p in output.iterdir()} == {"compare.json", "compare.md", "compare.png"}
-    assert json.loads((output / "compare.json").read_text())["settings"]["n_resamples"] == 200
+    assert json.loads((output / "compare.json").read_text(encoding="utf-8"))["settings"]["n_resamples"] == 200
 
 
 def test_cli_refuses_to_overwrite_without_the_flag(layout, tmp_path, capsys):
