@@ -19,15 +19,18 @@ import torch
 from torch import nn
 
 from nnunet_mm.networks.layers import ConvSpec, conv_norm_act
+from nnunet_mm.networks.precision import float32_compute
 
 
 class ChannelAttention(nn.Module):
-    """DANet channel attention with a zero-initialised residual scale γ."""
+    """DANet channel attention with a zero-initialised residual scale γ; the (C, C) energy sums over every voxel, so it
+    is computed in float32 with autocast off (the output is float32)."""
 
     def __init__(self):
         super().__init__()
         self.gamma = nn.Parameter(torch.zeros(1))
 
+    @float32_compute
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         b, c = features.shape[:2]
         flat = features.reshape(b, c, -1)

@@ -10,14 +10,18 @@
   for unpaired or misaligned pairs, per-class soft volume fractions are compared instead (voxelwise agreement of
   two different patients means nothing).
 
-The weights of the two terms follow :mod:`nnunet_mm.training.schedules`.
+The weights of the two terms follow :mod:`nnunet_mm.training.schedules`. Both are computed in float32 with autocast off
+(:func:`~nnunet_mm.networks.precision.float32_compute`).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from nnunet_mm.networks.precision import float32_compute
 
+
+@float32_compute
 def csc_loss(features_a: torch.Tensor, features_b: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     """NT-Xent over channels as embeddings, averaged over the batch.
 
@@ -33,7 +37,7 @@ def csc_loss(features_a: torch.Tensor, features_b: torch.Tensor, temperature: fl
         raise ValueError(f"CSC compares features of equal shape, got {tuple(features_a.shape)} and "
                          f"{tuple(features_b.shape)}.")
     b, c = features_a.shape[:2]
-    embeddings = torch.cat((features_a.reshape(b, c, -1), features_b.reshape(b, c, -1)), dim=1).float()
+    embeddings = torch.cat((features_a.reshape(b, c, -1), features_b.reshape(b, c, -1)), dim=1)
     embeddings = F.normalize(embeddings, dim=-1)  # (B, 2C, N)
     logits = torch.bmm(embeddings, embeddings.transpose(1, 2)) / temperature  # (B, 2C, 2C)
     self_mask = torch.eye(2 * c, dtype=torch.bool, device=logits.device)
@@ -42,6 +46,7 @@ def csc_loss(features_a: torch.Tensor, features_b: torch.Tensor, temperature: fl
     return F.cross_entropy(logits.reshape(b * 2 * c, 2 * c), positives.repeat(b))
 
 
+@float32_compute
 def cac_loss(probabilities_a: torch.Tensor, probabilities_b: torch.Tensor, *, paired: bool,
              smooth: float = 1e-5) -> torch.Tensor:
     """``1 − mean_k soft Dice`` between two softmax predictions (B, K, *spatial), over the foreground classes.
@@ -53,7 +58,7 @@ def cac_loss(probabilities_a: torch.Tensor, probabilities_b: torch.Tensor, *, pa
     if probabilities_a.shape != probabilities_b.shape:
         raise ValueError(f"CAC compares predictions of equal shape, got {tuple(probabilities_a.shape)} and "
                          f"{tuple(probabilities_b.shape)}.")
-    a, b = probabilities_a[:, 1:].float(), probabilities_b[:, 1:].float()
+    a, b = probabilities_a[:, 1:], probabilities_b[:, 1:]
     if paired:
         axes = tuple(range(2, a.ndim))
         dice = (2 * (a * b).sum(axes) + smooth) / ((a * a).sum(axes) + (b * b).sum(axes) + smooth)

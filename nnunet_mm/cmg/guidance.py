@@ -25,10 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnunet_mm.networks.layers import ConvSpec, conv_norm_act
+from nnunet_mm.networks.precision import float32_compute
 
 PROTOTYPE_EPS = 1e-4
 
 
+@float32_compute
 def masked_average_prototypes(embedding: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Prototype per sample and class by masked average pooling.
 
@@ -37,10 +39,9 @@ def masked_average_prototypes(embedding: torch.Tensor, masks: torch.Tensor) -> t
         masks: (B, K, *spatial) in [0, 1], one channel per foreground class.
 
     Returns:
-        prototypes (B, K, E) in float32 (sums over many voxels overflow float16 under autocast) and presence
-        (B, K) — True where the mask is non-empty.
+        prototypes (B, K, E) in float32 (sums over many voxels overflow float16, so autocast is off here: see
+        :mod:`nnunet_mm.networks.precision`) and presence (B, K) — True where the mask is non-empty.
     """
-    embedding, masks = embedding.float(), masks.float()
     area = masks.flatten(2).sum(-1)  # (B, K)
     summed = torch.einsum("bk...,be...->bke", masks, embedding)
     return summed / (area.unsqueeze(-1) + PROTOTYPE_EPS), area > 0
@@ -63,6 +64,7 @@ def cross_phase_prototypes(prototypes: Sequence[torch.Tensor], presence: Sequenc
     return others
 
 
+@float32_compute
 def guidance_map(embedding: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of every voxel's embedding with each class prototype.
 
@@ -74,8 +76,8 @@ def guidance_map(embedding: torch.Tensor, prototypes: torch.Tensor) -> torch.Ten
         (B, K, *spatial) in [-1, 1]; 0 where the prototype is zero.
     """
     spatial = embedding.shape[2:]
-    e = F.normalize(embedding.flatten(2).float(), dim=1)  # (B, E, N)
-    v = F.normalize(prototypes.float(), dim=-1)  # zero vectors stay zero
+    e = F.normalize(embedding.flatten(2), dim=1)  # (B, E, N)
+    v = F.normalize(prototypes, dim=-1)  # zero vectors stay zero
     return torch.einsum("bke,ben->bkn", v, e).reshape(embedding.shape[0], prototypes.shape[1], *spatial)
 
 

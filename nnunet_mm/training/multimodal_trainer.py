@@ -226,8 +226,7 @@ class MultiModalTrainer(nnUNetTrainer):
         data, target, prepared_logs = self.prepare_batch(data, target)
         data, draw = self.augment_multimodal(data)
         self.optimizer.zero_grad(set_to_none=True)
-        # as nnU-Net: autocast on CUDA only (slow on the CPU, unsupported on MPS)
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+        with self.autocast_context():
             step = self.compute_loss(data, target, draw, batch)
         self._backward_and_step(step.loss)
         self.after_optimizer_step()
@@ -237,6 +236,14 @@ class MultiModalTrainer(nnUNetTrainer):
                                f"{sorted(self.extra_log_keys)}.")
         return {"loss": step.loss.detach().cpu().numpy(),
                 **{key: value.detach().float().cpu().numpy() for key, value in logs.items()}}
+
+    def autocast_context(self):
+        """The mixed-precision context :meth:`compute_loss` runs in: nnU-Net's (float16 autocast on CUDA, with the
+        grad scaler nnU-Net creates there; full precision elsewhere, where autocast is slow or unsupported).
+
+        Tests replace it to run a step under bfloat16 or float16 autocast on the CPU.
+        """
+        return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
 
     def prepare_batch(self, data: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target, dict[str, torch.Tensor]]:
         """A method's own change to a training batch on the device, before the multimodal augmentation (none here).
