@@ -57,6 +57,8 @@ from pathlib import Path
 
 import benchlib
 
+from nnunet_mm.io.console import encodable
+
 SCENARIO_IDS = {"misregistered": 720, "aligned": 721}
 REFERENCE_ONLY_ID = 722
 PLANS = "nnUNetPlans"
@@ -125,7 +127,7 @@ def prepare_data(preset: Preset, *, seed: int, test_seed: int, num_processes: in
     marker = Path(os.environ["nnUNet_preprocessed"]) / "bench_cmg_data.json"
     settings = json.loads(json.dumps({"preset": asdict(preset), "seed": seed, "test_seed": test_seed,
                                       "phantom": PHANTOM}))  # as JSON writes it (tuples become lists)
-    if marker.is_file() and json.loads(marker.read_text()) == settings:
+    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == settings:
         for dataset_id in SCENARIO_IDS.values():  # cheap, and arms may have been added since
             add_ablation_configurations(dataset_id, preset.configuration)
         return
@@ -148,7 +150,7 @@ def prepare_data(preset: Preset, *, seed: int, test_seed: int, num_processes: in
         preprocess_dataset(other, PLANS, configurations=(preset.configuration,), num_processes=(num_processes,))
     for dataset_id in SCENARIO_IDS.values():
         add_ablation_configurations(dataset_id, preset.configuration)
-    marker.write_text(json.dumps(settings))
+    marker.write_text(json.dumps(settings), encoding="utf-8")
 
 
 def _write_reference_only(source: Path, raw: Path, dataset_id: int) -> None:
@@ -162,11 +164,11 @@ def _write_reference_only(source: Path, raw: Path, dataset_id: int) -> None:
             shutil.copy2(image, target / folder / image.name)
     for folder in ("labelsTr", "labelsTs"):
         shutil.copytree(source / folder, target / folder)
-    dataset_json = json.loads((source / "dataset.json").read_text())
+    dataset_json = json.loads((source / "dataset.json").read_text(encoding="utf-8"))
     dataset_json["channel_names"] = {"0": dataset_json["channel_names"]["0"]}
     dataset_json["name"] = target.name
     dataset_json.pop("nnunet_mm", None)
-    (target / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    (target / "dataset.json").write_text(json.dumps(dataset_json, indent=2), encoding="utf-8")
 
 
 def _copy_plans(source_id: int, target_id: int) -> None:
@@ -175,10 +177,10 @@ def _copy_plans(source_id: int, target_id: int) -> None:
     preprocessed = Path(os.environ["nnUNet_preprocessed"])
     source, target = preprocessed / dataset_name(source_id), preprocessed / dataset_name(target_id)
     target.mkdir(parents=True, exist_ok=True)
-    plans = json.loads((source / f"{PLANS}.json").read_text())
+    plans = json.loads((source / f"{PLANS}.json").read_text(encoding="utf-8"))
     plans["dataset_name"] = target.name
     plans["configurations"] = {k: v for k, v in plans["configurations"].items() if not k.endswith("_phases")}
-    (target / f"{PLANS}.json").write_text(json.dumps(plans, indent=2))
+    (target / f"{PLANS}.json").write_text(json.dumps(plans, indent=2), encoding="utf-8")
     shutil.copy2(source / "dataset_fingerprint.json", target / "dataset_fingerprint.json")
     shutil.copy2(Path(os.environ["nnUNet_raw"]) / target.name / "dataset.json", target / "dataset.json")
 
@@ -191,7 +193,7 @@ def add_ablation_configurations(dataset_id: int, configuration: str) -> None:
     from nnunet_mm.networks.from_plans import slim_features, stream_width_factor
 
     plans_file = Path(os.environ["nnUNet_preprocessed"]) / dataset_name(dataset_id) / f"{PLANS}.json"
-    plans = json.loads(plans_file.read_text())
+    plans = json.loads(plans_file.read_text(encoding="utf-8"))
     base = configuration + "_phases" if configuration + "_phases" in plans["configurations"] else configuration
     architecture = plans["configurations"][configuration]["architecture"]
     num_phases = len(plans["foreground_intensity_properties_per_channel"])
@@ -206,7 +208,7 @@ def add_ablation_configurations(dataset_id: int, configuration: str) -> None:
         cmg_architecture["network_class_name"] = CMG_CLASS_NAME
         cmg_architecture["arch_kwargs"].update(arguments)
         plans["configurations"][configuration + suffix] = {"inherits_from": base, "architecture": cmg_architecture}
-    plans_file.write_text(json.dumps(plans, indent=2))
+    plans_file.write_text(json.dumps(plans, indent=2), encoding="utf-8")
 
 
 def arm_configuration(arm: Arm, scenario: str, configuration: str) -> str:
@@ -230,7 +232,7 @@ def run_arm(name: str, scenario: str, seed: int, preset: Preset, output: Path, d
     run_folder = output / "runs" / scenario / name / f"seed{seed}"
     record_file = run_folder / "run.json"
     if record_file.is_file():
-        return json.loads(record_file.read_text())
+        return json.loads(record_file.read_text(encoding="utf-8"))
     dataset_id = REFERENCE_ONLY_ID if arm.reference_only else SCENARIO_IDS[scenario]
     configuration = arm_configuration(arm, scenario, preset.configuration)
     stops = milestones(preset.epochs)
@@ -250,7 +252,7 @@ def run_arm(name: str, scenario: str, seed: int, preset: Preset, output: Path, d
               "configuration": configuration, "dataset": dataset_name(dataset_id), "parameters": parameters,
               "milestone_epochs": stops, "predict_seconds": predict_seconds, **timing}
     shutil.rmtree(run_folder / "model" / "fold_all", ignore_errors=True)  # checkpoints: not needed afterwards
-    record_file.write_text(json.dumps(record, indent=2))
+    record_file.write_text(json.dumps(record, indent=2), encoding="utf-8")
     return record
 
 
@@ -353,11 +355,13 @@ def main(argv: list[str] | None = None) -> int:
                    for scenario in args.scenarios}
     report = {"preset": asdict(preset), "phantom": PHANTOM,
               "data_seed": args.data_seed, "test_seed": args.test_seed,
-              "runs": [json.loads(f.read_text()) for f in sorted((args.output / "runs").glob("*/*/seed*/run.json"))],
+              "runs": [json.loads(f.read_text(encoding="utf-8"))
+                      for f in sorted((args.output / "runs").glob("*/*/seed*/run.json"))],
               "comparisons": comparisons}
-    (args.output / "bench_cmg.json").write_text(json.dumps(report, indent=2, default=str))
+    (args.output / "bench_cmg.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     lines = [f"# CMG experiment ({'smoke' if args.smoke else args.preset} preset)", ""]
-    all_records = [json.loads(f.read_text()) for f in sorted((args.output / "runs").glob("*/*/seed*/run.json"))]
+    all_records = [json.loads(f.read_text(encoding="utf-8"))
+                      for f in sorted((args.output / "runs").glob("*/*/seed*/run.json"))]
     for scenario, per_milestone in comparisons.items():
         lines += [f"## {scenario}: overview (Dice means over cases, per case averaged over seeds)", "",
                   *overview_table(scenario, per_milestone, all_records), ""]
@@ -365,9 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         for milestone in per_milestone:
             table = args.output / "compare" / scenario / milestone / "compare.md"
             lines += [f"## {scenario}, weights after {milestone.replace('_', ' ')} of the schedule", "",
-                      table.read_text(), ""]
-    (args.output / "bench_cmg.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+                      table.read_text(encoding="utf-8"), ""]
+    (args.output / "bench_cmg.md").write_text("\n".join(lines), encoding="utf-8")
+    print(encodable("\n".join(lines)))  # Δ and ± as escapes on an ASCII console
     return 0
 
 

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from nnunet_mm.cli.common import set_handler
@@ -75,6 +74,7 @@ def _parse_folds(values: list[str] | None) -> list[int | str] | None:
 def run_compare(args: argparse.Namespace) -> int:
     """``nnunet_mm compare``."""
     from nnunet_mm.evaluation.compare import compare_arms
+    from nnunet_mm.io.console import encodable
     from nnunet_mm.evaluation.report import check_report_files, markdown_report, write_report
     from nnunet_mm.evaluation.runs import collect_arm
 
@@ -93,8 +93,7 @@ def run_compare(args: argparse.Namespace) -> int:
         allow_partial=args.allow_partial, min_overlap_voxels=args.min_overlap, n_resamples=args.resamples,
         ci_method=args.ci_method, seed=args.seed, num_processes=args.np, progress=not args.disable_progress_bar)
     files = write_report(comparison, output, overwrite=args.overwrite)
-    encoding = sys.stdout.encoding or "utf-8"  # an ASCII console gets Δ and ± as escapes, not a crash
-    print(markdown_report(comparison).encode(encoding, "backslashreplace").decode(encoding))
+    print(encodable(markdown_report(comparison)))  # an ASCII console gets Δ and ± as escapes, not a crash
     for file in (files.json, files.markdown, files.png):
         print(f"wrote {file}")
     return 0

@@ -151,6 +151,17 @@ def record_network_call(network: nn.Module) -> Iterator[list[NetworkCall]]:
         handle.remove()
 
 
+def batch_with_target(batch: dict, value: int | None) -> dict:
+    """A training batch with every target voxel set to ``value`` (0: an empty mask; the top label: all foreground;
+    None: the batch as it is), the kinds of batch whose data-dependent branches a compiled step must survive."""
+    if value is None:
+        return batch
+    target = batch["target"]
+    targets = ([torch.full_like(t, value) for t in target] if isinstance(target, (list, tuple))
+               else torch.full_like(target, value))
+    return {**batch, "target": targets}
+
+
 def unwrap(network: nn.Module) -> nn.Module:
     """The network without its DDP and ``torch.compile`` wrappers."""
     from torch._dynamo import OptimizedModule

@@ -64,6 +64,7 @@ from torch._dynamo import OptimizedModule
 
 from nnunet_mm.augment import (MisalignmentParameters, ModalityDropoutParameters, apply_misalignment,
                                apply_modality_dropout, sample_misalignment, sample_modality_dropout)
+from nnunet_mm.io.console import encodable
 from nnunet_mm.settings import preprocessed_dataset_json_source, read_settings
 from nnunet_mm.training.debug import DebugSchedule
 
@@ -187,7 +188,7 @@ class MultiModalTrainer(nnUNetTrainer):
         with a non-ASCII character would crash training; such characters are written as backslash escapes.
         """
         encoding = locale.getpreferredencoding(False)
-        printable = tuple(str(a).encode(encoding, "backslashreplace").decode(encoding) for a in args)
+        printable = tuple(encodable(str(a), encoding) for a in args)
         super().print_to_log_file(*printable, also_print_to_console=also_print_to_console, add_timestamp=add_timestamp)
 
     def do_split(self):

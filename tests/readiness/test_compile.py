@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nnunet_mm.training.compile_readiness import (CompileCounter, graph_breaks, nnunet_compile, record_network_call,
-                                                  unwrap)
-from trainer_zoo import PLUGIN_TRAINERS, build_trainer, fixed_batches, seed_everything, with_target
+from nnunet_mm.training.compile_readiness import (CompileCounter, batch_with_target, graph_breaks, nnunet_compile,
+                                                  record_network_call, unwrap)
+from trainer_zoo import PLUGIN_TRAINERS, build_trainer, fixed_batches, seed_everything
 
 
 def _inference_input(trainer) -> torch.Tensor:
@@ -50,7 +50,7 @@ def test_the_compiled_step_does_not_recompile_when_batches_vary(zoo, name, backe
     losses = [float(trainer.train_step(batches[0])["loss"])]
     first_step_frames = counter.frames
     for batch, target_value in ((batches[1], 0), (batches[0], foreground), (batches[1], None)):
-        losses.append(float(trainer.train_step(with_target(batch, target_value))["loss"]))
+        losses.append(float(trainer.train_step(batch_with_target(batch, target_value))["loss"]))
     assert counter.frames == first_step_frames, f"{counter.frames - first_step_frames} recompile(s)"
     assert all(torch.isfinite(torch.tensor(losses)))
 

@@ -13,7 +13,8 @@ from nnunet_mm.cmc.bottleneck import ChannelAttention
 from nnunet_mm.cmc.losses import cac_loss, csc_loss
 from nnunet_mm.cmg.guidance import guidance_map, masked_average_prototypes
 from nnunet_mm.networks.precision import float32_compute
-from trainer_zoo import PLUGIN_TRAINERS, build_trainer, fixed_batches, seed_everything, with_target
+from nnunet_mm.training.compile_readiness import batch_with_target
+from trainer_zoo import PLUGIN_TRAINERS, build_trainer, fixed_batches, seed_everything
 
 # gradient cosine with the float32 step: 8 and 11 significant bits give > 0.95 and > 0.99 for nnU-Net's U-Net; the
 # deeper CMG and CMC networks agree less (measured at 2D 32x32, seeded batch: CMG 0.31 / 0.86, CMC 0.93 / 0.99; the error grows
@@ -124,7 +125,7 @@ def test_every_trainers_step_is_finite_and_faithful_under_autocast(zoo, name):
         trainer.augmentation_generator.manual_seed(7)  # the same augmentation draw for every precision
         trainer.autocast_context = lambda: _autocast(dtype)
         trainer.grad_scaler = scale_one if dtype is torch.float16 else None
-        output = trainer.train_step(with_target(batch, target_value))
+        output = trainer.train_step(batch_with_target(batch, target_value))
         return float(output["loss"]), _gradient_vector(trainer.network)
 
     loss32, gradient32 = step(None, None)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+
 from planned_phantom import PHANTOM_ID
 
 PLUGIN_TRAINERS = ("MultiModalTrainer", "CMGTrainer", "CMCTrainer", "SynthTumorTrainer", "MASPriorTrainer",
@@ -97,13 +98,3 @@ def fixed_batches(trainer, count: int) -> list[dict]:
         if hasattr(owned, "_finish"):
             owned._finish()
     return batches
-
-
-def with_target(batch: dict, value: int | None) -> dict:
-    """The batch with every target voxel set to ``value`` (0: an empty mask; the top label: all foreground)."""
-    if value is None:
-        return batch
-    target = batch["target"]
-    targets = [torch.full_like(t, value) for t in target] if isinstance(target, list) else torch.full_like(target,
-                                                                                                            value)
-    return {**batch, "target": targets}
