@@ -34,12 +34,13 @@ def test_training_and_inference_forward_have_no_graph_breaks(zoo, name):
     assert (inference.graphs, inference.breaks) == (1, 0), inference.reasons
 
 
-@pytest.mark.parametrize("name, backend", [(name, "aot_eager" if name in ("CMGTrainer", "CMCTrainer") else "eager")
+@pytest.mark.parametrize("name, backend", [(name, "aot_eager" if name == "CMGTrainer" else "eager")
                                            for name in PLUGIN_TRAINERS])
 def test_the_compiled_step_does_not_recompile_when_batches_vary(zoo, name, backend):
     """nnU-Net's initialize compiles the network and the Dice loss; the frames compiled in the first step are all
-    there ever are. The plugin's own networks go through AOTAutograd too (``aot_eager``: their backward is traced);
-    the trainers on nnU-Net's U-Net are captured by dynamo only (``eager``), which is what recompiles depend on."""
+    there ever are. CMG's step (the largest graph, teacher forcing mixed with predicted prototypes) goes through
+    AOTAutograd too (``aot_eager``: its backward is traced); the others are captured by dynamo only (``eager``),
+    which is what recompiles depend on (each takes seconds instead of tens of seconds on a 2-core CPU)."""
     seed_everything(0)
     counter = CompileCounter(backend)
     with nnunet_compile(counter):
@@ -55,7 +56,7 @@ def test_the_compiled_step_does_not_recompile_when_batches_vary(zoo, name, backe
     assert all(torch.isfinite(torch.tensor(losses)))
 
 
-@pytest.mark.parametrize("name", ["CMGTrainer", "CMCTrainer", "WeakLabelTrainer"])
+@pytest.mark.parametrize("name", ["CMGTrainer", "CMCTrainer"])
 def test_compiled_inference_predicts_what_the_eager_network_does(zoo, name):
     """What ``nnUNet_compile=1 nnUNetv2_predict`` runs: the compiled inference forward gives the eager logits."""
     trainer = build_trainer(name, zoo.preprocessed)

@@ -139,16 +139,17 @@ def test_every_trainers_step_is_finite_and_faithful_under_autocast(zoo, name):
         assert torch.isfinite(torch.tensor(loss)) and torch.isfinite(gradient).all(), f"target {target_value}"
 
 
-@pytest.mark.parametrize("name", ["CMGTrainer", "CMCTrainer"])
-def test_nnunets_float16_update_with_the_default_grad_scaler_trains(zoo, name):
-    """nnU-Net's CUDA update (float16 autocast, GradScaler at 2^16): the scaler may skip the first steps while it
-    calibrates, but the weights stay finite and change once it has found its scale."""
+def test_nnunets_float16_update_with_the_default_grad_scaler_trains(zoo):
+    """nnU-Net's CUDA update (float16 autocast, GradScaler at 2^16) on CMG, whose summed heads make the largest
+    gradients: the scaler may skip the first steps while it calibrates, but the weights stay finite and change once
+    it has found its scale."""
+    name = "CMGTrainer"
     trainer = build_trainer(name, zoo.preprocessed)
     trainer.autocast_context = lambda: torch.autocast("cpu", dtype=torch.float16)
     trainer.grad_scaler = torch.amp.GradScaler("cpu")
     batches = fixed_batches(trainer, 2)
     before = torch.cat([p.detach().flatten().clone() for p in trainer.network.parameters()])
-    for step in range(8):
+    for step in range(6):
         output = trainer.train_step(batches[step % 2])
         assert torch.isfinite(torch.tensor(float(output["loss"]))), f"{name} step {step}"
     after = torch.cat([p.detach().flatten() for p in trainer.network.parameters()])
