@@ -6,12 +6,14 @@ Method, as trained here (the paper's intent; its public code never back-propagat
   shared by all modalities, with the cross-modality bottleneck (channel attention, fusion, per-modality projection).
 * **Pairs.** Single-channel datasets (unpaired CT/MR, modality per case in the block's ``per_case_modality``): the batch is
   split into two halves that are paired sample by sample, ordered so that a pair mixes modalities whenever the batch
-  has both; a share ``self_pairing_probability`` of the pairs are self-pairs, which is how inference runs.
+  has both (an odd batch's leftover sample is paired with itself); a share ``self_pairing_probability`` of the pairs
+  are self-pairs, which is how inference runs. A self-pair's second stream is supervised with its own (the first
+  stream's) label.
   Multi-channel datasets (paired acquisitions): one stream per channel.
 * **Loss** ``L = L_sup + w_csc(e)·L_CSC + w_cac(e)·L_CAC``: nnU-Net's DC+CE with deep supervision on every stream's
   output (½ each for a pair); from ``semi_start_fraction · num_epochs`` on, a batch of unlabeled cases goes through
   the same forward (one call, so DDP sees one graph) and adds channel-wise semantic consistency (NT-Xent over
-  bottleneck channels, τ = 0.5) and anatomical consistency (1 − soft Dice, voxelwise for paired channels, per-class
+  bottleneck channels, τ = 0.5; the reference channel's stream against every other) and anatomical consistency (1 − soft Dice, voxelwise for paired channels, per-class
   volumes for unpaired pairs), with the paper's sigmoid ramp-up and cosine ramp-down rescaled to the epochs after
   the start.
 * **Unlabeled cases**: training is semi-supervised exactly when ``nnunet_mm preprocess-unlabeled`` has written
@@ -153,44 +155,55 @@ class CMCTrainer(MultiModalTrainer):
         num_channels = self.mm_settings.num_channels
         if not self.paired and data.shape[0] < 2:
             raise ValueError("CMCTrainer pairs samples of a batch; the configuration's batch size must be >= 2.")
-        order = None if self.paired else self._pair_order(batch.get("keys", range(data.shape[0])))
-        streams = self._streams(data[:, :num_channels], order)
+        pairs = None if self.paired else self._pairs(batch.get("keys", range(data.shape[0])))
+        streams = self._streams(data[:, :num_channels], pairs)
         num_labeled = streams[0].shape[0]
         w_csc, w_cac = self.consistency_weights()
         use_unlabeled = self.dataloader_unlabeled is not None and (w_csc > 0 or w_cac > 0)
         if use_unlabeled:
             unlabeled, _ = self.augment_multimodal(next(self.dataloader_unlabeled)["data"].to(self.device,
                                                                                              non_blocking=True))
-            unlabeled_order = None if self.paired else torch.arange(unlabeled.shape[0] // 2 * 2)
+            unlabeled_pairs = None if self.paired else self._pairs(range(unlabeled.shape[0]))
             streams = [torch.cat((labeled, other)) for labeled, other in
-                       zip(streams, self._streams(unlabeled[:, :num_channels], unlabeled_order))]
+                       zip(streams, self._streams(unlabeled[:, :num_channels], unlabeled_pairs))]
 
         result = self.network(streams=streams)
-        outputs = [[scale[:num_labeled] for scale in stream] for stream in result["outputs"]]
-        loss = self._supervised_loss(outputs, target_list(reference_target(target)), draw, order)
+        # every stream's outputs as a list over scales (one entry when deep supervision is off)
+        stream_outputs = [list(o) if isinstance(o, (list, tuple)) else [o] for o in result["outputs"]]
+        outputs = [[scale[:num_labeled] for scale in stream] for stream in stream_outputs]
+        loss = self._supervised_loss(outputs, target_list(reference_target(target)), draw, pairs)
         csc = cac = torch.zeros((), device=self.device)
         if use_unlabeled:
+            # the reference stream against every other (paired data); the pair's two streams (unpaired data)
+            anchor = self.mm_settings.reference_channel if self.paired else 0
             features = [f[num_labeled:] for f in result["bottleneck"]]  # before attention
-            probabilities = [torch.softmax(stream[0][num_labeled:].float(), 1) for stream in result["outputs"]]
-            csc = torch.stack([csc_loss(features[0], f, self.csc_temperature) for f in features[1:]]).mean()
-            cac = torch.stack([cac_loss(probabilities[0], p, paired=self.paired)
-                               for p in probabilities[1:]]).mean()
+            probabilities = [torch.softmax(stream[0][num_labeled:].float(), 1) for stream in stream_outputs]
+            others = [s for s in range(len(features)) if s != anchor]
+            csc = torch.stack([csc_loss(features[anchor], features[s], self.csc_temperature) for s in others]).mean()
+            cac = torch.stack([cac_loss(probabilities[anchor], probabilities[s], paired=self.paired)
+                               for s in others]).mean()
             loss = loss + w_csc * csc + w_cac * cac
         return StepLoss(loss, {"csc_loss": csc, "cac_loss": cac})
 
-    def _supervised_loss(self, outputs: list[list[torch.Tensor]], target: list[torch.Tensor], draw: MultiModalDraw,
-                         order: torch.Tensor | None) -> torch.Tensor:
-        """L_sup: nnU-Net's deep-supervision loss of every stream's labeled outputs, averaged over the streams.
+    def _stream_loss(self, outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+        """nnU-Net's loss of one stream: the deep-supervision wrapper over every scale, or the plain loss of the
+        full-resolution output when deep supervision is off."""
+        return self.loss(outputs, targets) if len(outputs) > 1 else self.loss(outputs[0], targets[0])
 
-        Paired data: each stream against its channel's label after augmentation. Unpaired pairs: each half of the
-        batch against its own cases' labels (½ each).
+    def _supervised_loss(self, outputs: list[list[torch.Tensor]], target: list[torch.Tensor], draw: MultiModalDraw,
+                         pairs: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """L_sup: nnU-Net's loss of every stream's labeled outputs, averaged over the streams.
+
+        Paired data: each stream against its channel's label after augmentation. Unpaired pairs: each stream
+        against the labels of the samples it holds (a self-paired second stream holds, and is supervised with, the
+        first stream's sample), ½ each.
         """
         if self.paired:
-            return torch.stack([self.loss(stream, stream_target) for stream, stream_target
+            return torch.stack([self._stream_loss(stream, stream_target) for stream, stream_target
                                 in zip(outputs, self._stream_targets(target, draw))]).mean()
-        half = len(order) // 2
-        return 0.5 * (self.loss(outputs[0], [t[order[:half]] for t in target])
-                      + self.loss(outputs[1], [t[order[half:]] for t in target]))
+        first, second = pairs
+        return 0.5 * (self._stream_loss(outputs[0], [t[first] for t in target])
+                      + self._stream_loss(outputs[1], [t[second] for t in target]))
 
     def _pair_order(self, keys: Sequence) -> torch.Tensor:
         """A permutation of the batch whose first and second halves pair different modalities where possible."""
@@ -199,18 +212,30 @@ class CMCTrainer(MultiModalTrainer):
         half = len(order) // 2  # sorted by modality: pairing i with i + half mixes them when both are present
         return torch.tensor(order[:half] + order[half:2 * half], dtype=torch.long)
 
-    def _streams(self, data: torch.Tensor, order: torch.Tensor | None) -> list[torch.Tensor]:
-        """The network's input streams: one per channel (paired), or the two halves of ``order`` with a share
-        ``self_pairing_probability`` of self-pairs (unpaired)."""
+    def _pairs(self, keys: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sample indices of the two streams of an unpaired batch, one pair per position.
+
+        Pairs follow :meth:`_pair_order` (modalities mixed where the batch holds both); with an odd batch the
+        sample left over is paired with itself, so none is dropped. A share ``self_pairing_probability`` of the pairs
+        then become self-pairs (the second stream takes the first stream's sample, as inference runs). Images and
+        labels are both indexed with these, so a self-pair is supervised with its own label.
+        """
+        order = self._pair_order(keys)
+        half = len(order) // 2
+        first, second = order[:half], order[half:]
+        if len(keys) % 2:
+            leftover = torch.tensor([i for i in range(len(keys)) if i not in set(order.tolist())], dtype=torch.long)
+            first, second = torch.cat((first, leftover)), torch.cat((second, leftover))
+        self_pairs = torch.rand(len(first), generator=self.augmentation_generator,
+                                device=self.augmentation_generator.device).cpu() < self.self_pairing_probability
+        return first.to(self.device), torch.where(self_pairs, first, second).to(self.device)
+
+    def _streams(self, data: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor] | None) -> list[torch.Tensor]:
+        """The network's input streams: one per channel (paired), or the two streams of ``pairs`` (unpaired)."""
         if self.paired:
             return [data[:, c:c + 1] for c in range(data.shape[1])]
-        half = len(order) // 2
-        first, second = data[order[:half]], data[order[half:]]
-        self_pairs = torch.rand(half, generator=self.augmentation_generator,
-                                device=self.augmentation_generator.device).to(data.device) \
-            < self.self_pairing_probability
-        second = torch.where(self_pairs.view(-1, *([1] * (data.ndim - 1))), first, second)
-        return [first, second]
+        first, second = pairs
+        return [data[first], data[second]]
 
     def _stream_targets(self, target: list[torch.Tensor], draw: MultiModalDraw) -> list[list[torch.Tensor]]:
         """Paired data: per stream, the deep-supervision targets of its channel's label after augmentation (the

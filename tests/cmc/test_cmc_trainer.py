@@ -37,11 +37,71 @@ def test_self_pairs_copy_the_first_stream_and_respect_the_probability(trainer_ki
     trainer = _unpaired_trainer(trainer_kit, {})
     data = torch.randn(4, 1, 8, 8)
     trainer.self_pairing_probability = 1.0
-    first, second = trainer._streams(data, torch.arange(4))
+    first, second = trainer._streams(data, trainer._pairs(range(4)))
     assert torch.equal(first, second)
     trainer.self_pairing_probability = 0.0
-    first, second = trainer._streams(data, torch.arange(4))
+    first, second = trainer._streams(data, trainer._pairs(range(4)))
     assert torch.equal(first, data[:2]) and torch.equal(second, data[2:])
+
+
+def _labelled_by_sample(batch_size: int) -> dict:
+    """A batch whose sample i shows value i everywhere and is labelled i % 3 (so images identify samples)."""
+    data = torch.arange(batch_size, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, 32, 32).clone()
+    label = (torch.arange(batch_size) % 3).view(-1, 1, 1, 1).expand(-1, 1, 32, 32).float()
+    targets = [label, label[:, :, ::2, ::2], label[:, :, ::4, ::4]]
+    return {"data": data, "target": targets, "keys": [f"case{i}" for i in range(batch_size)]}
+
+
+@pytest.mark.parametrize("batch_size", [4, 5])
+def test_every_stream_is_supervised_with_the_label_of_the_sample_it_holds(trainer_kit, monkeypatch, batch_size):
+    """Self-pairs (here all of them) train their second stream on its own label, and an odd batch's leftover
+    sample is trained (paired with itself) instead of dropped."""
+    trainer = _unpaired_trainer(trainer_kit, {})
+    trainer.self_pairing_probability = 1.0 if batch_size == 4 else 0.0
+    streams, supervised = [], []
+    network_forward = trainer.network.forward
+    monkeypatch.setattr(trainer.network, "forward", lambda *args, **kwargs: streams.extend(kwargs["streams"])
+                        or network_forward(*args, **kwargs))
+    monkeypatch.setattr(trainer, "loss", lambda output, target: supervised.append(target[0].detach().clone())
+                        or 0.0 * sum(o.sum() for o in output))
+    trainer.train_step(_labelled_by_sample(batch_size))
+    held = [stream[:, 0, 0, 0].long() for stream in streams]  # the sample index each position of a stream holds
+    for stream, target in zip(held, supervised):
+        assert torch.equal(target[:, 0, 0, 0].long(), stream % 3)
+    if batch_size == 4:  # every pair a self-pair
+        assert torch.equal(held[0], held[1])
+    else:  # no self-pairs drawn: every sample of the odd batch is trained
+        assert sorted(set(torch.cat(held).tolist())) == list(range(batch_size))
+
+
+def test_deep_supervision_off_trains_with_the_unlabeled_terms(trainer_kit):
+    _add_unlabeled_cases(trainer_kit)
+    trainer = trainer_kit.trainer(CMCTrainer, block={"seed": 0}, initialize=False)
+    trainer.enable_deep_supervision = False
+    trainer.initialize()
+    trainer.on_train_start()
+    trainer.current_epoch = int(0.85 * trainer.num_epochs)
+    result = trainer.train_step(next(trainer.dataloader_train))
+    assert np.isfinite(result["loss"]) and result["csc_loss"] > 0 and result["cac_loss"] > 0
+
+
+def test_consistency_compares_every_stream_with_the_reference_channel(trainer_kit, monkeypatch):
+    _add_unlabeled_cases(trainer_kit)
+    trainer = trainer_kit.trainer(CMCTrainer, block={"seed": 0, "reference_channel": 1})
+    trainer.on_train_start()
+    trainer.current_epoch = int(0.85 * trainer.num_epochs)
+    anchors, bottlenecks = [], []
+    network_forward = trainer.network.forward
+    monkeypatch.setattr(trainer.network, "forward", lambda *args, **kwargs: bottlenecks.append(
+        network_forward(*args, **kwargs)) or bottlenecks[-1])
+    original = cmc_trainer.csc_loss
+    monkeypatch.setattr(cmc_trainer, "csc_loss", lambda a, b, t: anchors.append((a, b)) or original(a, b, t))
+    trainer.train_step(next(trainer.dataloader_train))
+    assert len(anchors) == 1  # two channels: the reference stream against the other one
+    streams = bottlenecks[0]["bottleneck"]
+    num_labeled = streams[0].shape[0] - anchors[0][0].shape[0]
+    assert torch.equal(anchors[0][0], streams[1][num_labeled:])  # channel 1, the reference, is the anchor
+    assert torch.equal(anchors[0][1], streams[0][num_labeled:])
 
 
 def test_consistency_terms_start_at_the_configured_epoch(trainer_kit):
