@@ -14,8 +14,8 @@ Method, as trained here (the paper's intent; its public code never back-propagat
   output (½ each for a pair); from ``semi_start_fraction · num_epochs`` on, a batch of unlabeled cases goes through
   the same forward (one call, so DDP sees one graph) and adds channel-wise semantic consistency (NT-Xent over
   bottleneck channels, τ = 0.5; the reference channel's stream against every other) and anatomical consistency (1 − soft Dice, voxelwise for paired channels, per-class
-  volumes for unpaired pairs), with the paper's sigmoid ramp-up and cosine ramp-down rescaled to the epochs after
-  the start.
+  volumes for unpaired pairs), with the paper's sigmoid ramp-up and cosine ramp-down over the whole run
+  (``consistency_ramp``; ``"after_start"`` stretches them over the epochs after the start instead).
 * **Unlabeled cases**: training is semi-supervised exactly when ``nnunet_mm preprocess-unlabeled`` has written
   unlabeled cases for the configuration (from the raw folder named by the block's ``unlabeled_dir``, ``imagesUnl``
   by default); if the block names ``unlabeled_dir`` but nothing was preprocessed, training refuses to start.
@@ -49,6 +49,9 @@ class CMCTrainer(MultiModalTrainer):
     """Cross-modality collaboration on labeled and unlabeled cases (see the module docstring)."""
 
     semi_start_fraction = 0.7  # the paper starts at epoch 350 of 500
+    # "whole_run" (the paper): t = epoch / num_epochs, so at the start (350/500) w_csc = 0.64, w_cac = 0.21;
+    # "after_start": t runs from 0 at the start to 1 at the end (w_csc 0.007 → 1, w_cac 1 → 0 over the window)
+    consistency_ramp = "whole_run"
     self_pairing_probability = 0.25
     csc_temperature = 0.5
     extra_log_keys = ("csc_loss", "cac_loss")
@@ -145,10 +148,17 @@ class CMCTrainer(MultiModalTrainer):
         return int(round(self.semi_start_fraction * self.num_epochs))
 
     def consistency_weights(self) -> tuple[float, float]:
-        """(w_csc, w_cac) at the current epoch: zero before the start, then the paper's ramps."""
+        """(w_csc, w_cac) at the current epoch: zero before the start, then the sigmoid ramp-up and cosine ramp-down
+        over the whole run as the paper has them (``consistency_ramp = "whole_run"``), or stretched over the epochs
+        after the start (``"after_start"``)."""
+        if self.consistency_ramp not in ("whole_run", "after_start"):
+            raise ValueError(f"consistency_ramp must be 'whole_run' or 'after_start', not {self.consistency_ramp!r}.")
         start = self._semi_start_epoch()
-        return (sigmoid_rampup(self.current_epoch, self.num_epochs, start),
-                cosine_rampdown(self.current_epoch, self.num_epochs, start))
+        if self.current_epoch < start:
+            return 0.0, 0.0
+        ramp_start = 0 if self.consistency_ramp == "whole_run" else start
+        return (sigmoid_rampup(self.current_epoch, self.num_epochs, ramp_start),
+                cosine_rampdown(self.current_epoch, self.num_epochs, ramp_start))
 
     def compute_loss(self, data: torch.Tensor, target: Target, draw: MultiModalDraw, batch: dict) -> StepLoss:
         """``L = L_sup + w_csc·L_CSC + w_cac·L_CAC``, labeled and unlabeled streams in one forward pass."""

@@ -3,6 +3,7 @@ consistency schedule, unlabeled cases (one meaning), the semi-supervised terms i
 resuming, and the reference channel that ``nnUNetv2_predict`` rebuilds from the weights."""
 from __future__ import annotations
 
+import math
 import shutil
 
 import numpy as np
@@ -104,14 +105,21 @@ def test_consistency_compares_every_stream_with_the_reference_channel(trainer_ki
     assert torch.equal(anchors[0][1], streams[0][num_labeled:])
 
 
-def test_consistency_terms_start_at_the_configured_epoch(trainer_kit):
+def test_consistency_terms_start_at_the_configured_epoch_with_the_papers_ramps(trainer_kit):
+    """The paper: from epoch 350 of 500, w_csc = exp(-5(1 - e/500)^2) = 0.64 and w_cac = (cos(pi e/500) + 1)/2 =
+    0.21 at the start; "after_start" stretches both over the window (0.007 and 1 at the start)."""
     trainer = trainer_kit.trainer(CMCTrainer, initialize=False)
-    trainer.num_epochs, trainer.semi_start_fraction = 10, 0.7
-    trainer.current_epoch = 6
+    trainer.num_epochs, trainer.semi_start_fraction = 500, 0.7  # t = e / 499 (the last epoch reaches 1)
+    trainer.current_epoch = 349
     assert trainer.consistency_weights() == (0.0, 0.0)
-    trainer.current_epoch = 7
+    trainer.current_epoch = 350
+    assert trainer.consistency_weights() == pytest.approx((0.6376, 0.2061), abs=5e-3)
+    trainer.current_epoch = 499
+    assert trainer.consistency_weights() == pytest.approx((1.0, 0.0), abs=1e-6)
+    trainer.consistency_ramp = "after_start"
+    trainer.current_epoch = 350
     w_csc, w_cac = trainer.consistency_weights()
-    assert 0 < w_csc < 0.01 and w_cac == 1.0
+    assert w_csc == pytest.approx(math.exp(-5)) and w_cac == 1.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
