@@ -13,7 +13,9 @@ Method, as trained here (the paper's intent; its public code never back-propagat
 * **Loss** ``L = L_sup + w_csc(e)·L_CSC + w_cac(e)·L_CAC``: nnU-Net's DC+CE with deep supervision on every stream's
   output (½ each for a pair); from ``semi_start_fraction · num_epochs`` on, a batch of unlabeled cases goes through
   the same forward (one call, so DDP sees one graph) and adds channel-wise semantic consistency (NT-Xent over
-  bottleneck channels, τ = 0.5; the reference channel's stream against every other) and anatomical consistency (1 − soft Dice, voxelwise for paired channels, per-class
+  bottleneck channels, τ = 0.5; the reference channel's stream against every other) and anatomical consistency
+  (for paired channels, the reference prediction is first moved into each channel's frame by the augmentation's own
+  known misalignment and dropout, so CAC compares what the images show, not the synthetic shift) (1 − soft Dice, voxelwise for paired channels, per-class
   volumes for unpaired pairs), with the paper's sigmoid ramp-up and cosine ramp-down over the whole run
   (``consistency_ramp``; ``"after_start"`` stretches them over the epochs after the start instead).
 * **Unlabeled cases**: training is semi-supervised exactly when ``nnunet_mm preprocess-unlabeled`` has written
@@ -38,8 +40,8 @@ from nnunet_mm.cmc.unlabeled import unlabeled_folder
 from nnunet_mm.networks.from_plans import network_kwargs_from_plans
 from nnunet_mm.training.debug import DebugSchedule
 from nnunet_mm.training.multimodal_trainer import (MultiModalDraw, MultiModalTrainer, StepLoss, Target,
-                                                   labels_following_channels, reference_target, resize_label,
-                                                   target_list)
+                                                   labels_following_channels, probabilities_following_channels,
+                                                   reference_target, resize_label, target_list)
 from nnunet_mm.training.schedules import cosine_rampdown, sigmoid_rampup
 
 CMC_CLASS_NAME = f"{CMCUNet.__module__}.{CMCUNet.__name__}"
@@ -171,8 +173,8 @@ class CMCTrainer(MultiModalTrainer):
         w_csc, w_cac = self.consistency_weights()
         use_unlabeled = self.dataloader_unlabeled is not None and (w_csc > 0 or w_cac > 0)
         if use_unlabeled:
-            unlabeled, _ = self.augment_multimodal(next(self.dataloader_unlabeled)["data"].to(self.device,
-                                                                                             non_blocking=True))
+            unlabeled, unlabeled_draw = self.augment_multimodal(
+                next(self.dataloader_unlabeled)["data"].to(self.device, non_blocking=True))
             unlabeled_pairs = None if self.paired else self._pairs(range(unlabeled.shape[0]))
             streams = [torch.cat((labeled, other)) for labeled, other in
                        zip(streams, self._streams(unlabeled[:, :num_channels], unlabeled_pairs))]
@@ -190,10 +192,24 @@ class CMCTrainer(MultiModalTrainer):
             probabilities = [torch.softmax(stream[0][num_labeled:].float(), 1) for stream in stream_outputs]
             others = [s for s in range(len(features)) if s != anchor]
             csc = torch.stack([csc_loss(features[anchor], features[s], self.csc_temperature) for s in others]).mean()
-            cac = torch.stack([cac_loss(probabilities[anchor], probabilities[s], paired=self.paired)
-                               for s in others]).mean()
+            if self.paired:  # the reference prediction moved into each channel's frame by the known augmentation
+                probabilities[anchor] = self._in_channel_frames(probabilities[anchor], unlabeled_draw)
+            cac = torch.stack([cac_loss(self._anchor_for(probabilities[anchor], s), probabilities[s],
+                                        paired=self.paired) for s in others]).mean()
             loss = loss + w_csc * csc + w_cac * cac
         return StepLoss(loss, {"csc_loss": csc, "cac_loss": cac})
+
+    def _in_channel_frames(self, probabilities: torch.Tensor, draw: MultiModalDraw) -> torch.Tensor:
+        """(B, K, ...) reference probabilities → (B, C, K, ...), channel c in channel c's augmented frame (the same
+        tensor repeated when the augmentation moved nothing)."""
+        if draw.misalignment is None and draw.dropout is None:
+            return probabilities.unsqueeze(1).expand(-1, self.mm_settings.num_channels, *probabilities.shape[1:])
+        return probabilities_following_channels(probabilities, draw, self.configuration_manager.spacing,
+                                                self.mm_settings.modality_dropout.mode)
+
+    def _anchor_for(self, anchor: torch.Tensor, stream: int) -> torch.Tensor:
+        """The anchor's prediction for comparing with ``stream``: its frame for that channel (paired data)."""
+        return anchor[:, stream] if self.paired else anchor
 
     def _stream_loss(self, outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
         """nnU-Net's loss of one stream: the deep-supervision wrapper over every scale, or the plain loss of the

@@ -135,6 +135,32 @@ def labels_following_channels(label: torch.Tensor, draw: MultiModalDraw, num_cla
     return labels
 
 
+def probabilities_following_channels(probabilities: torch.Tensor, draw: MultiModalDraw,
+                                     spacing: tuple[float, ...] | list[float], dropout_mode: str) -> torch.Tensor:
+    """The reference channel's class probabilities moved into every channel's frame, as the augmentation moved the
+    channels: warped with each channel's misalignment, and taken from the source channel where modality dropout
+    copied one (a zero-filled channel keeps the reference frame). Differentiable in ``probabilities``.
+
+    Args:
+        probabilities: (B, K, *spatial) of the reference channel.
+        draw: the draw that produced the augmented images (C channels).
+
+    Returns:
+        (B, C, K, *spatial): channel c's entry is comparable voxel by voxel with a prediction made on channel c.
+    """
+    num_channels = (draw.misalignment.active.shape[1] if draw.misalignment is not None
+                    else draw.dropout.dropped.shape[1])
+    per_class = []
+    for k in range(probabilities.shape[1]):
+        maps = probabilities[:, k:k + 1].expand(-1, num_channels, *probabilities.shape[2:])
+        if draw.misalignment is not None:
+            maps = apply_misalignment(maps.float(), draw.misalignment, spacing)
+        if draw.dropout is not None and dropout_mode == "duplicate":
+            maps = apply_modality_dropout(maps, draw.dropout, "duplicate")
+        per_class.append(maps)
+    return torch.stack(per_class, dim=2)
+
+
 def resize_label(label: torch.Tensor, shape) -> torch.Tensor:
     """Nearest-neighbour resize of a (B, 1, ...) label map to the spatial ``shape`` (a deep-supervision scale)."""
     if tuple(label.shape[2:]) == tuple(shape):

@@ -255,3 +255,46 @@ def test_nnunet_predict_rebuilds_the_reference_channel_from_the_weights(trainer_
     trainer.unwrapped_network.set_reference_channel(0)  # what the predictor did before the channel was stored
     _, channel_0 = _predict(in_process, [images[0]], outputs[2])
     assert not np.allclose(channel_0, expected_probabilities, atol=1e-3)  # so the comparison above can fail
+
+
+def _two_class_probabilities(images: torch.Tensor) -> torch.Tensor:
+    """A prediction that follows the image exactly: background 1 - x, foreground x."""
+    return torch.cat((1 - images, images), dim=1)
+
+
+def test_cac_on_paired_channels_compares_predictions_in_one_frame(trainer_kit):
+    """Two identical channels, the second misaligned by the augmentation: predictions that follow their images agree
+    perfectly once the reference prediction is moved by the known shift (CAC ≈ 0), and disagree voxel by voxel
+    without it."""
+    from nnunet_mm.cmc.losses import cac_loss
+
+    trainer = trainer_kit.trainer(CMCTrainer, block={"seed": 0, "misalignment": {"probability": 1.0,
+                                                                                 "max_translation_mm": [6, 6]},
+                                                     "modality_dropout": {"probability": 0.0}})
+    image = torch.zeros(2, 1, 32, 32)
+    image[:, :, 8:20, 10:22] = 1.0
+    augmented, draw = trainer.augment_multimodal(image.expand(-1, 2, -1, -1).clone())
+    reference = _two_class_probabilities(augmented[:, :1])
+    other = _two_class_probabilities(augmented[:, 1:2])
+    in_frames = trainer._in_channel_frames(reference, draw)
+    assert in_frames.shape == (2, 2, 2, 32, 32) and torch.equal(in_frames[:, 0], reference)
+    assert cac_loss(in_frames[:, 1], other, paired=True) < 0.02
+    assert cac_loss(reference, other, paired=True) > 0.1
+
+
+def test_the_step_compares_the_reference_in_each_channels_frame(trainer_kit, monkeypatch):
+    _add_unlabeled_cases(trainer_kit)
+    trainer = trainer_kit.trainer(CMCTrainer, block={"seed": 0, "misalignment": {"probability": 1.0}})
+    trainer.on_train_start()
+    trainer.current_epoch = int(0.85 * trainer.num_epochs)
+    compared = []
+    original = cmc_trainer.cac_loss
+    monkeypatch.setattr(cmc_trainer, "cac_loss", lambda a, b, paired: compared.append((a, b)) or original(
+        a, b, paired=paired))
+    moved = []
+    follow = cmc_trainer.probabilities_following_channels
+    monkeypatch.setattr(cmc_trainer, "probabilities_following_channels",
+                        lambda probabilities, *args: moved.append(follow(probabilities, *args)) or moved[-1])
+    trainer.train_step(next(trainer.dataloader_train))
+    assert len(moved) == 1 and len(compared) == 1
+    assert torch.equal(compared[0][0], moved[0][:, 1])  # channel 1 is compared with the reference in its frame
