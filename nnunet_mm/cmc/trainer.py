@@ -173,9 +173,13 @@ class CMCTrainer(MultiModalTrainer):
         w_csc, w_cac = self.consistency_weights()
         use_unlabeled = self.dataloader_unlabeled is not None and (w_csc > 0 or w_cac > 0)
         if use_unlabeled:
-            unlabeled, unlabeled_draw = self.augment_multimodal(
-                next(self.dataloader_unlabeled)["data"].to(self.device, non_blocking=True))
-            unlabeled_pairs = None if self.paired else self._pairs(range(unlabeled.shape[0]))
+            unlabeled_batch = next(self.dataloader_unlabeled)
+            unlabeled, unlabeled_draw = self.augment_multimodal(unlabeled_batch["data"].to(self.device,
+                                                                                         non_blocking=True))
+            # unlabeled pairs mix modalities like labeled ones, and are never self-pairs (CSC and CAC would be
+            # trivially 0 on a sample against itself)
+            unlabeled_pairs = None if self.paired else self._pairs(
+                unlabeled_batch.get("keys", range(unlabeled.shape[0])), self_pairing=False)
             streams = [torch.cat((labeled, other)) for labeled, other in
                        zip(streams, self._streams(unlabeled[:, :num_channels], unlabeled_pairs))]
 
@@ -238,13 +242,14 @@ class CMCTrainer(MultiModalTrainer):
         half = len(order) // 2  # sorted by modality: pairing i with i + half mixes them when both are present
         return torch.tensor(order[:half] + order[half:2 * half], dtype=torch.long)
 
-    def _pairs(self, keys: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pairs(self, keys: Sequence, self_pairing: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """The sample indices of the two streams of an unpaired batch, one pair per position.
 
         Pairs follow :meth:`_pair_order` (modalities mixed where the batch holds both); with an odd batch the
         sample left over is paired with itself, so none is dropped. A share ``self_pairing_probability`` of the pairs
-        then become self-pairs (the second stream takes the first stream's sample, as inference runs). Images and
-        labels are both indexed with these, so a self-pair is supervised with its own label.
+        then become self-pairs (the second stream takes the first stream's sample, as inference runs) unless
+        ``self_pairing`` is False (unlabeled pairs). Images and labels are both indexed with these, so a self-pair is
+        supervised with its own label.
         """
         order = self._pair_order(keys)
         half = len(order) // 2
@@ -252,6 +257,8 @@ class CMCTrainer(MultiModalTrainer):
         if len(keys) % 2:
             leftover = torch.tensor([i for i in range(len(keys)) if i not in set(order.tolist())], dtype=torch.long)
             first, second = torch.cat((first, leftover)), torch.cat((second, leftover))
+        if not self_pairing:
+            return first.to(self.device), second.to(self.device)
         self_pairs = torch.rand(len(first), generator=self.augmentation_generator,
                                 device=self.augmentation_generator.device).cpu() < self.self_pairing_probability
         return first.to(self.device), torch.where(self_pairs, first, second).to(self.device)

@@ -298,3 +298,23 @@ def test_the_step_compares_the_reference_in_each_channels_frame(trainer_kit, mon
     trainer.train_step(next(trainer.dataloader_train))
     assert len(moved) == 1 and len(compared) == 1
     assert torch.equal(compared[0][0], moved[0][:, 1])  # channel 1 is compared with the reference in its frame
+
+
+def test_unlabeled_pairs_mix_modalities_and_are_never_self_pairs(trainer_kit, monkeypatch):
+    _add_unlabeled_cases(trainer_kit)
+    modalities = {case: "CT" for case in trainer_kit.case_ids} | {"unlabeled_000": "CT", "unlabeled_001": "MR"}
+    trainer = _unpaired_trainer(trainer_kit, modalities)
+    trainer.on_train_start()
+    trainer.self_pairing_probability = 1.0  # every labeled pair a self-pair; unlabeled pairs still are not
+    trainer.current_epoch = int(0.85 * trainer.num_epochs)
+    unlabeled = next(trainer.dataloader_unlabeled)  # nnU-Net draws cases with replacement: name them both
+    trainer.dataloader_unlabeled = iter([{**unlabeled, "keys": ["unlabeled_000", "unlabeled_001"]}])
+    pairs = []
+    original = CMCTrainer._pairs
+    monkeypatch.setattr(CMCTrainer, "_pairs", lambda self, keys, **kwargs: pairs.append(
+        (list(keys), original(self, keys, **kwargs))) or pairs[-1][1])
+    trainer.train_step(next(trainer.dataloader_train))
+    (labeled_keys, (first, second)), (unlabeled_keys, (u_first, u_second)) = pairs
+    assert torch.equal(first, second)  # labeled: self-pairs as asked
+    assert not torch.equal(u_first, u_second)
+    assert {modalities[unlabeled_keys[i]] for i in (int(u_first[0]), int(u_second[0]))} == {"CT", "MR"}
