@@ -5,8 +5,9 @@ Method, as trained here (the paper's intent; its public code never back-propagat
 * **Network** :class:`~nnunet_mm.cmc.network.CMCUNet` — nnU-Net's encoder and decoder from the plans,
   shared by all modalities, with the cross-modality bottleneck (channel attention, fusion, per-modality projection).
 * **Pairs.** Single-channel datasets (unpaired CT/MR, modality per case in the block's ``per_case_modality``): the batch is
-  split into two halves that are paired sample by sample, ordered so that a pair mixes modalities whenever the batch
-  has both (an odd batch's leftover sample is paired with itself); a share ``self_pairing_probability`` of the pairs
+  drawn in equal shares per modality (labeled and unlabeled loaders alike), split into two halves and paired sample
+  by sample so that every pair mixes modalities when the dataset has both (an odd batch's leftover sample is paired
+  with itself); a share ``self_pairing_probability`` of the pairs
   are self-pairs, which is how inference runs. A self-pair's second stream is supervised with its own (the first
   stream's) label.
   Multi-channel datasets (paired acquisitions): one stream per channel.
@@ -33,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nnunet_mm.cmc.balanced_loader import ModalityBalancedDataLoader, modality_balanced_loaders
 from nnunet_mm.cmc.losses import cac_loss, csc_loss
 from nnunet_mm.cmc.network import CMCUNet
 from nnunet_mm.cmc.settings import UNLABELED_DIR_KEY
@@ -77,6 +79,15 @@ class CMCTrainer(MultiModalTrainer):
         self.case_modality = dict(self.dataset_settings.description.per_case_modality)
         self.dataloader_unlabeled = None
 
+    def get_dataloaders(self):
+        """nnU-Net's loaders; on unpaired data every batch holds the modalities in equal shares
+        (:class:`~nnunet_mm.cmc.balanced_loader.ModalityBalancedDataLoader`), so pairs mix CT and MR whenever the
+        dataset has both."""
+        if self.paired:
+            return super().get_dataloaders()
+        with modality_balanced_loaders(self.case_modality):
+            return super().get_dataloaders()
+
     # ------------------------------------------------------------------------------------------------------------
     # unlabeled data
 
@@ -120,10 +131,10 @@ class CMCTrainer(MultiModalTrainer):
         return None
 
     def _make_unlabeled_loader(self, folder: Path):
-        """nnU-Net's loader and training augmentation over the preprocessed unlabeled cases (random crops)."""
+        """nnU-Net's loader and training augmentation over the preprocessed unlabeled cases (random crops), drawn per
+        modality on unpaired data like the labeled batches."""
         from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
         from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
-        from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
         from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
         from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
@@ -134,9 +145,10 @@ class CMCTrainer(MultiModalTrainer):
             dummy_2d, use_mask_for_norm=self.configuration_manager.use_mask_for_norm, is_cascaded=False,
             foreground_labels=self.label_manager.foreground_labels, regions=None,
             ignore_label=self.label_manager.ignore_label)
-        loader = nnUNetDataLoader(nnUNetDatasetBlosc2(str(folder)), self.batch_size, initial_patch_size,
-                                  self.configuration_manager.patch_size, self.label_manager,
-                                  oversample_foreground_percent=0.0, transforms=transforms)
+        loader = ModalityBalancedDataLoader(nnUNetDatasetBlosc2(str(folder)), self.batch_size, initial_patch_size,
+                                            self.configuration_manager.patch_size, self.label_manager,
+                                            oversample_foreground_percent=0.0, transforms=transforms,
+                                            case_modality={} if self.paired else self.case_modality)
         processes = get_allowed_n_proc_DA()
         if processes == 0:
             return SingleThreadedAugmenter(loader, None)

@@ -318,3 +318,31 @@ def test_unlabeled_pairs_mix_modalities_and_are_never_self_pairs(trainer_kit, mo
     assert torch.equal(first, second)  # labeled: self-pairs as asked
     assert not torch.equal(u_first, u_second)
     assert {modalities[unlabeled_keys[i]] for i in (int(u_first[0]), int(u_second[0]))} == {"CT", "MR"}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# batches drawn per modality
+
+
+def test_labeled_batches_hold_every_modality_so_every_pair_mixes_them(trainer_kit):
+    """nnU-Net's own get_dataloaders, with the loader drawing per modality: every batch pairs CT with MR (a random
+    draw of 2 from 2 CT + 2 MR cases is one modality a third of the time)."""
+    from nnunet_mm.cmc.balanced_loader import ModalityBalancedDataLoader
+
+    cases = trainer_kit.case_ids
+    modalities = {case: ("CT" if i % 2 else "MR") for i, case in enumerate(cases)}
+    trainer = _unpaired_trainer(trainer_kit, modalities)
+    trainer.batch_size = 2
+    train_loader, val_loader = trainer.get_dataloaders()
+    assert isinstance(train_loader.data_loader, ModalityBalancedDataLoader)
+    for _ in range(12):
+        keys = list(next(train_loader)["keys"])
+        first, second = trainer._pairs(keys, self_pairing=False)
+        assert {modalities[keys[int(first[0])]], modalities[keys[int(second[0])]]} == {"CT", "MR"}, keys
+
+
+def test_balanced_draws_shuffle_positions_and_fall_back_to_nnunet_with_one_modality():
+    from nnunet_mm.cmc.balanced_loader import balanced_counts, modality_groups
+
+    assert modality_groups(["a", "b", "c"], {"a": "MR", "b": "CT"}) == [["c"], ["b"], ["a"]]
+    assert balanced_counts(5, 2) == [3, 2] and balanced_counts(1, 2) == [1, 0] and balanced_counts(4, 1) == [4]
