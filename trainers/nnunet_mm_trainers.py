@@ -1,5 +1,6 @@
 """Every nnunet_mm trainer, by the name users pass to ``nnUNetv2_train -tr`` / ``nnUNetv2_predict -tr``."""
 from nnunet_mm.atlas.trainer import MASPriorTrainer, MASPriorTrainer_debug  # noqa: F401
+from nnunet_mm.cmc.mean_teacher import CMCMeanTeacherTrainer, CMCMeanTeacherTrainer_debug  # noqa: F401
 from nnunet_mm.cmc.trainer import CMCTrainer, CMCTrainer_debug  # noqa: F401
 from nnunet_mm.cmg.trainer import CMGTrainer, CMGTrainer_debug  # noqa: F401
 from nnunet_mm.synthesis.trainer import SynthTumorTrainer, SynthTumorTrainer_debug  # noqa: F401

@@ -58,6 +58,7 @@ class CMCTrainer(MultiModalTrainer):
     consistency_ramp = "whole_run"
     self_pairing_probability = 0.25
     csc_temperature = 0.5
+    consistency_scales = (1.0, 1.0)  # (CSC, CAC) multipliers of the paper's weights; ablations set 0
     extra_log_keys = ("csc_loss", "cac_loss")
 
     @staticmethod
@@ -164,56 +165,73 @@ class CMCTrainer(MultiModalTrainer):
     def consistency_weights(self) -> tuple[float, float]:
         """(w_csc, w_cac) at the current epoch: zero before the start, then the sigmoid ramp-up and cosine ramp-down
         over the whole run as the paper has them (``consistency_ramp = "whole_run"``), or stretched over the epochs
-        after the start (``"after_start"``)."""
+        after the start (``"after_start"``); each multiplied by its entry of ``consistency_scales`` (1, 1: the
+        paper; the ablations set one or both to 0, and the unlabeled forward still runs)."""
         if self.consistency_ramp not in ("whole_run", "after_start"):
             raise ValueError(f"consistency_ramp must be 'whole_run' or 'after_start', not {self.consistency_ramp!r}.")
-        start = self._semi_start_epoch()
-        if self.current_epoch < start:
+        if not self.semi_supervised_now():
             return 0.0, 0.0
-        ramp_start = 0 if self.consistency_ramp == "whole_run" else start
-        return (sigmoid_rampup(self.current_epoch, self.num_epochs, ramp_start),
-                cosine_rampdown(self.current_epoch, self.num_epochs, ramp_start))
+        ramp_start = 0 if self.consistency_ramp == "whole_run" else self._semi_start_epoch()
+        csc_scale, cac_scale = self.consistency_scales
+        return (csc_scale * sigmoid_rampup(self.current_epoch, self.num_epochs, ramp_start),
+                cac_scale * cosine_rampdown(self.current_epoch, self.num_epochs, ramp_start))
+
+    def semi_supervised_now(self) -> bool:
+        """Whether this epoch's steps take an unlabeled batch (from ``semi_start_fraction · num_epochs`` on)."""
+        return self.current_epoch >= self._semi_start_epoch()
 
     def compute_loss(self, data: torch.Tensor, target: Target, draw: MultiModalDraw, batch: dict) -> StepLoss:
-        """``L = L_sup + w_csc·L_CSC + w_cac·L_CAC``, labeled and unlabeled streams in one forward pass."""
+        """``L = L_sup + (unlabeled terms)``, labeled and unlabeled streams in one forward pass (one graph for DDP)."""
         num_channels = self.mm_settings.num_channels
         if not self.paired and data.shape[0] < 2:
             raise ValueError("CMCTrainer pairs samples of a batch; the configuration's batch size must be >= 2.")
         pairs = None if self.paired else self._pairs(batch.get("keys", range(data.shape[0])))
         streams = self._streams(data[:, :num_channels], pairs)
         num_labeled = streams[0].shape[0]
-        w_csc, w_cac = self.consistency_weights()
-        use_unlabeled = self.dataloader_unlabeled is not None and (w_csc > 0 or w_cac > 0)
-        if use_unlabeled:
-            unlabeled_batch = next(self.dataloader_unlabeled)
-            unlabeled, unlabeled_draw = self.augment_multimodal(unlabeled_batch["data"].to(self.device,
-                                                                                         non_blocking=True))
-            # unlabeled pairs mix modalities like labeled ones, and are never self-pairs (CSC and CAC would be
-            # trivially 0 on a sample against itself)
-            unlabeled_pairs = None if self.paired else self._pairs(
-                unlabeled_batch.get("keys", range(unlabeled.shape[0])), self_pairing=False)
-            streams = [torch.cat((labeled, other)) for labeled, other in
-                       zip(streams, self._streams(unlabeled[:, :num_channels], unlabeled_pairs))]
+        unlabeled = None
+        if self.dataloader_unlabeled is not None and self.semi_supervised_now():
+            unlabeled = self._unlabeled_streams()
+            streams = [torch.cat((labeled, other)) for labeled, other in zip(streams, unlabeled[0])]
 
         result = self.network(streams=streams)
         # every stream's outputs as a list over scales (one entry when deep supervision is off)
         stream_outputs = [list(o) if isinstance(o, (list, tuple)) else [o] for o in result["outputs"]]
         outputs = [[scale[:num_labeled] for scale in stream] for stream in stream_outputs]
         loss = self._supervised_loss(outputs, target_list(reference_target(target)), draw, pairs)
-        csc = cac = torch.zeros((), device=self.device)
-        if use_unlabeled:
-            # the reference stream against every other (paired data); the pair's two streams (unpaired data)
-            anchor = self.mm_settings.reference_channel if self.paired else 0
-            features = [f[num_labeled:] for f in result["bottleneck"]]  # before attention
-            probabilities = [torch.softmax(stream[0][num_labeled:].float(), 1) for stream in stream_outputs]
-            others = [s for s in range(len(features)) if s != anchor]
-            csc = torch.stack([csc_loss(features[anchor], features[s], self.csc_temperature) for s in others]).mean()
-            if self.paired:  # the reference prediction moved into each channel's frame by the known augmentation
-                probabilities[anchor] = self._in_channel_frames(probabilities[anchor], unlabeled_draw)
-            cac = torch.stack([cac_loss(self._anchor_for(probabilities[anchor], s), probabilities[s],
-                                        paired=self.paired) for s in others]).mean()
-            loss = loss + w_csc * csc + w_cac * cac
-        return StepLoss(loss, {"csc_loss": csc, "cac_loss": cac})
+        if unlabeled is None:
+            return StepLoss(loss, {key: torch.zeros((), device=self.device) for key in self.extra_log_keys})
+        unlabeled_term, logs = self.unlabeled_loss(result, stream_outputs, num_labeled, *unlabeled)
+        return StepLoss(loss + unlabeled_term, logs)
+
+    def _unlabeled_streams(self) -> tuple[list[torch.Tensor], MultiModalDraw]:
+        """The next unlabeled batch, augmented like the labeled one, as network streams (and the augmentation's
+        draw). Unlabeled pairs mix modalities like labeled ones and are never self-pairs (CSC and CAC would be
+        trivially 0 on a sample against itself)."""
+        batch = next(self.dataloader_unlabeled)
+        images, draw = self.augment_multimodal(batch["data"].to(self.device, non_blocking=True))
+        pairs = None if self.paired else self._pairs(batch.get("keys", range(images.shape[0])), self_pairing=False)
+        return self._streams(images[:, :self.mm_settings.num_channels], pairs), draw
+
+    def unlabeled_loss(self, result: dict, stream_outputs: list[list[torch.Tensor]], num_labeled: int,
+                       unlabeled_streams: list[torch.Tensor], unlabeled_draw: MultiModalDraw
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``w_csc·L_CSC + w_cac·L_CAC`` on the unlabeled part of the joint forward, and the logged terms.
+
+        The reference stream against every other (paired data); the pair's two streams (unpaired data). CAC on
+        paired channels compares the reference prediction moved into each channel's frame by the known
+        augmentation.
+        """
+        w_csc, w_cac = self.consistency_weights()
+        anchor = self.mm_settings.reference_channel if self.paired else 0
+        features = [f[num_labeled:] for f in result["bottleneck"]]  # before attention
+        probabilities = [torch.softmax(stream[0][num_labeled:].float(), 1) for stream in stream_outputs]
+        others = [s for s in range(len(features)) if s != anchor]
+        csc = torch.stack([csc_loss(features[anchor], features[s], self.csc_temperature) for s in others]).mean()
+        if self.paired:
+            probabilities[anchor] = self._in_channel_frames(probabilities[anchor], unlabeled_draw)
+        cac = torch.stack([cac_loss(self._anchor_for(probabilities[anchor], s), probabilities[s],
+                                    paired=self.paired) for s in others]).mean()
+        return w_csc * csc + w_cac * cac, {"csc_loss": csc, "cac_loss": cac}
 
     def _in_channel_frames(self, probabilities: torch.Tensor, draw: MultiModalDraw) -> torch.Tensor:
         """(B, K, ...) reference probabilities → (B, C, K, ...), channel c in channel c's augmented frame (the same

@@ -346,3 +346,49 @@ def test_balanced_draws_shuffle_positions_and_fall_back_to_nnunet_with_one_modal
 
     assert modality_groups(["a", "b", "c"], {"a": "MR", "b": "CT"}) == [["c"], ["b"], ["a"]]
     assert balanced_counts(5, 2) == [3, 2] and balanced_counts(1, 2) == [1, 0] and balanced_counts(4, 1) == [4]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the experiment's arms: zero-weight control and the mean-teacher baseline
+
+
+def test_zero_consistency_scales_run_the_unlabeled_forward_without_its_gradient(trainer_kit, monkeypatch):
+    """The control arm: unlabeled cases go through the forward and their terms are logged, but add nothing."""
+    _add_unlabeled_cases(trainer_kit)
+    trainer = trainer_kit.trainer(CMCTrainer, block={"seed": 0})
+    trainer.consistency_scales = (0.0, 0.0)
+    trainer.on_train_start()
+    monkeypatch.setattr(trainer, "loss", lambda output, target: 0.0 * sum(o.sum() for o in output))
+    trainer.current_epoch = int(0.85 * trainer.num_epochs)
+    assert trainer.consistency_weights() == (0.0, 0.0) and trainer.semi_supervised_now()
+    result = trainer.train_step(next(trainer.dataloader_train))
+    assert result["csc_loss"] > 0 and result["cac_loss"] > 0
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in trainer.unwrapped_network.parameters())
+    trainer.on_train_end()
+
+
+def test_mean_teacher_baseline_pulls_the_student_towards_its_ema_teacher(trainer_kit, monkeypatch):
+    """The baseline's only unlabeled term reaches the student (supervised loss zeroed), the teacher is never
+    trained by gradient but follows the student's weights after each step."""
+    from nnunet_mm.cmc.mean_teacher import CMCMeanTeacherTrainer
+
+    _add_unlabeled_cases(trainer_kit)
+    trainer = trainer_kit.trainer(CMCMeanTeacherTrainer, block={"seed": 0})
+    trainer.on_train_start()
+    monkeypatch.setattr(trainer, "loss", lambda output, target: 0.0 * sum(o.sum() for o in output))
+    teacher_before = [p.detach().clone() for p in trainer.teacher.parameters()]
+    trainer.current_epoch = int(0.85 * trainer.num_epochs)
+    assert trainer.mean_teacher_weight_now() > 0
+    result = trainer.train_step(next(trainer.dataloader_train))
+    assert result["consistency_loss"] > 0 and np.isfinite(result["loss"])
+    assert sum(float(p.grad.abs().sum()) for p in trainer.unwrapped_network.encoder.parameters()
+               if p.grad is not None) > 0
+    assert all(p.grad is None for p in trainer.teacher.parameters())
+    student = list(trainer.unwrapped_network.parameters())
+    moved = [not torch.equal(b, a) for b, a in zip(teacher_before, trainer.teacher.parameters())]
+    assert any(moved)
+    for before, after, s in zip(teacher_before, trainer.teacher.parameters(), student):  # α = 0.99
+        torch.testing.assert_close(after, trainer.ema_decay * before + (1 - trainer.ema_decay) * s.detach())
+    trainer.current_epoch = 0
+    assert trainer.train_step(next(trainer.dataloader_train))["consistency_loss"] == 0
+    trainer.on_train_end()
