@@ -59,27 +59,30 @@ SOURCE_IDS = {"paired": 740, "unpaired": 750}  # +1: few labels + unlabeled, +2:
 PLANS = "nnUNetPlans"
 FRACTION = 0.1
 SEMI_START = 0.3
-PHANTOM = dict(phases=("pv", "art"), misregistration=False)
+PHANTOM = dict(phases=("pv", "art"), misregistration=False, lesion_kinds=("metastasis",), num_lesions=(1, 3),
+               noise_std_hu=(6.0, 10.0))
 AMOS_FIXTURE_ORGANS = (1, 2, 3, 6, 8, 9)
 
 
 @dataclass(frozen=True)
 class Preset:
-    configuration: str
+    configuration: dict[str, str]  # per scenario
     shape: tuple[int, int, int]  # phantom z y x (paired scenario; the AMOS fixture volumes are 12×32×32)
     num_training: int
     num_test: int
     epochs: int
-    iterations: int
+    iterations: dict[str, int]  # per epoch, per scenario
     batch_size: int | None  # replaces the planned batch size (None: nnU-Net's plans)
 
 
 PRESETS = {
-    "cpu": Preset("2d", (12, 64, 64), num_training=20, num_test=12, epochs=10, iterations=20, batch_size=4),
-    "gpu": Preset("3d_fullres", (48, 128, 128), num_training=60, num_test=30, epochs=100, iterations=250,
-                  batch_size=None),
+    "cpu": Preset({"paired": "2d", "unpaired": "2d"}, (12, 64, 64), num_training=20, num_test=12, epochs=20,
+                  iterations={"paired": 25, "unpaired": 60}, batch_size=4),
+    "gpu": Preset({"paired": "3d_fullres", "unpaired": "3d_fullres"}, (48, 128, 128), num_training=60, num_test=30, epochs=100,
+                  iterations={"paired": 250, "unpaired": 250}, batch_size=None),
 }
-SMOKE = Preset("2d", (8, 48, 48), num_training=10, num_test=3, epochs=2, iterations=2, batch_size=2)
+SMOKE = Preset({"paired": "2d", "unpaired": "2d"}, (8, 48, 48), num_training=10, num_test=3, epochs=2, iterations={"paired": 2, "unpaired": 2},
+               batch_size=2)
 
 
 @dataclass(frozen=True)
@@ -171,12 +174,13 @@ def prepare_data(scenario: str, preset: Preset, *, seed: int, test_seed: int, nu
     source_id = SOURCE_IDS[scenario]
     marker = Path(os.environ["nnUNet_preprocessed"]) / f"bench_cmc_{scenario}.json"
     settings = json.loads(json.dumps({"preset": asdict(preset), "seed": seed, "test_seed": test_seed,
-                                      "fraction": FRACTION}))
+                                      "fraction": FRACTION, "phantom": PHANTOM}))
     if marker.is_file() and json.loads(marker.read_text(encoding="utf-8"))["settings"] == settings:
         return tuple(json.loads(marker.read_text(encoding="utf-8"))["labels"])
+    configuration = preset.configuration[scenario]
     labels = write_source(scenario, preset, seed=seed, test_seed=test_seed, workdir=workdir)
-    benchlib.plan_and_preprocess(source_id, preset.configuration, num_processes)
-    _set_batch_size(source_id, preset.configuration, preset.batch_size)
+    benchlib.plan_and_preprocess(source_id, configuration, num_processes)
+    _set_batch_size(source_id, configuration, preset.batch_size)
     semi = make_label_fraction_dataset(source_id, FRACTION, target_id=source_id + 1, overwrite=True)
     supervised = make_label_fraction_dataset(source_id, FRACTION, target_id=source_id + 2,
                                              target_name=semi.name.split("_", 1)[1] + "_supervised", overwrite=True)
@@ -188,8 +192,8 @@ def prepare_data(scenario: str, preset: Preset, *, seed: int, test_seed: int, nu
     save_json(dataset_json, dataset_json_file, sort_keys=False)
     for target_id in (source_id + 1, source_id + 2):
         _copy_plans(source_id, target_id)
-        preprocess_dataset(target_id, PLANS, configurations=(preset.configuration,), num_processes=(num_processes,))
-    preprocess_unlabeled(source_id + 1, preset.configuration, num_processes=num_processes)
+        preprocess_dataset(target_id, PLANS, configurations=(configuration,), num_processes=(num_processes,))
+    preprocess_unlabeled(source_id + 1, configuration, num_processes=num_processes)
     marker.write_text(json.dumps({"settings": settings, "labels": list(labels)}), encoding="utf-8")
     return labels
 
@@ -252,7 +256,8 @@ def run_arm(name: str, scenario: str, seed: int, preset: Preset, labels: tuple[i
     epochs = tuple(range(1, preset.epochs + 1))
     trainer, timing, snapshots = benchlib.train(
         arm.trainer, dataset_name(dataset_id), device_name=device, epochs=preset.epochs,
-        iterations=preset.iterations, configuration=preset.configuration, output_folder_base=run_folder / "model",
+        iterations=preset.iterations[scenario], configuration=preset.configuration[scenario],
+        output_folder_base=run_folder / "model",
         seed=seed, snapshot_epochs=epochs, attributes={"semi_start_fraction": SEMI_START, **dict(arm.attributes)})
     monitored = unlabeled_case_ids(scenario)[:monitor_cases]
     unlabeled_dice = {epoch: dice_on_preprocessed_cases(trainer, snapshots[epoch], source_id, monitored, labels)
