@@ -21,7 +21,7 @@ from nnunet_mm.cmc.trainer import CMCTrainer
 from nnunet_mm.training.debug import DebugSchedule
 from nnunet_mm.training.multimodal_trainer import MultiModalDraw
 from nnunet_mm.training.schedules import sigmoid_rampup
-from nnunet_mm.weak.mean_teacher import consistency_loss, ema_update, make_teacher, perturb_intensities
+from nnunet_mm.training.mean_teacher import consistency_loss, ema_update, make_teacher, perturb_intensities
 
 
 class CMCMeanTeacherTrainer(CMCTrainer):
