@@ -12,16 +12,17 @@ Per scenario the source is planned once (nnU-Net's default planner); the label-f
 with a copy of those plans, so every arm trains the same network on the same patches. Arms (fold ``all``, the same
 schedule, ``--seeds`` seeds each):
 
-==========================  ==========================================================================================
-``full``                    ``CMCTrainer``, every training case labelled
-``few``                     ``CMCTrainer``, the 10 % labelled cases only (no unlabeled cases)
-``few_unlabeled``           ``CMCTrainer``, 10 % labelled + the rest unlabeled: CSC + CAC (the method)
-``few_unlabeled_control``   as ``few_unlabeled``, both consistency weights 0 (the unlabeled forward still runs)
-``csc_only``                as ``few_unlabeled``, CAC weight 0
-``cac_only``                as ``few_unlabeled``, CSC weight 0
-``mean_teacher``            ``CMCMeanTeacherTrainer``: the same network and unlabeled batches, mean-teacher
-                            consistency instead of CSC + CAC (the standard semi-supervised reference)
-==========================  ==========================================================================================
+==============================  ======================================================================================
+``full``                        ``CMCTrainer``, every training case labelled
+``few``                         ``CMCTrainer``, the 10 % labelled cases only (no unlabeled cases)
+``few_unlabeled``               ``CMCTrainer``, 10 % labelled + the rest unlabeled: CSC + CAC (the method)
+``few_unlabeled_control``       as ``few_unlabeled``, both consistency weights 0 (the unlabeled forward still runs)
+``csc_only``                    as ``few_unlabeled``, CAC weight 0
+``cac_only``                    as ``few_unlabeled``, CSC weight 0
+``few_unlabeled_after_start``   as ``few_unlabeled``, ramps stretched over the epochs after the start
+``mean_teacher``                ``CMCMeanTeacherTrainer``: the same network and unlabeled batches, mean-teacher
+                                consistency instead of CSC + CAC (the standard semi-supervised reference)
+==============================  ======================================================================================
 
 Consistency terms start at ``SEMI_START`` of the schedule (the paper's 0.7 of 500 epochs leaves a short CPU schedule
 almost no semi-supervised steps); the ramps are the paper's, over the whole run. After every epoch the weights
@@ -99,6 +100,7 @@ ARMS = {
     "few_unlabeled_control": Arm("CMCTrainer", 1, (("consistency_scales", (0.0, 0.0)),)),
     "csc_only": Arm("CMCTrainer", 1, (("consistency_scales", (1.0, 0.0)),)),
     "cac_only": Arm("CMCTrainer", 1, (("consistency_scales", (0.0, 1.0)),)),
+    "few_unlabeled_after_start": Arm("CMCTrainer", 1, (("consistency_ramp", "after_start"),)),
     "mean_teacher": Arm("CMCMeanTeacherTrainer", 1),
 }
 

@@ -48,12 +48,17 @@ def csc_loss(features_a: torch.Tensor, features_b: torch.Tensor, temperature: fl
 
 @float32_compute
 def cac_loss(probabilities_a: torch.Tensor, probabilities_b: torch.Tensor, *, paired: bool,
-             smooth: float = 1e-5) -> torch.Tensor:
+             smooth: float = 1.0) -> torch.Tensor:
     """``1 − mean_k soft Dice`` between two softmax predictions (B, K, *spatial), over the foreground classes.
 
     Args:
         paired: True for co-registered pairs (voxelwise Dice per class); False for unpaired/misaligned pairs (the
-            Dice of the per-class soft volume fractions, which does not depend on where the anatomy lies).
+            Dice of the per-class soft volumes, which does not depend on where the anatomy lies).
+        smooth: in voxels. A class that neither prediction shows (summed probability well below one voxel) counts
+            as agreement. With a vanishing smooth the squared-denominator Dice is scale-invariant, so the residual
+            probabilities of an absent class (e.g. 1e-3 noise) had to match in *pattern*: two identical
+            segmentations scored CAC 0.12, as much as real phase differences, and the gradient fought the
+            supervised loss.
     """
     if probabilities_a.shape != probabilities_b.shape:
         raise ValueError(f"CAC compares predictions of equal shape, got {tuple(probabilities_a.shape)} and "
@@ -63,7 +68,7 @@ def cac_loss(probabilities_a: torch.Tensor, probabilities_b: torch.Tensor, *, pa
         axes = tuple(range(2, a.ndim))
         dice = (2 * (a * b).sum(axes) + smooth) / ((a * a).sum(axes) + (b * b).sum(axes) + smooth)
     else:
-        volume_a, volume_b = a.flatten(2).mean(-1), b.flatten(2).mean(-1)  # (B, K-1)
+        volume_a, volume_b = a.flatten(2).sum(-1), b.flatten(2).sum(-1)  # (B, K-1), in voxels
         dice = (2 * volume_a * volume_b + smooth) / (volume_a ** 2 + volume_b ** 2 + smooth)
     return 1 - dice.mean()
 

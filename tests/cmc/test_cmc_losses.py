@@ -49,3 +49,20 @@ def test_ramps_follow_the_paper_rescaled_to_the_schedule():
     assert cosine_rampdown(0, 100) == pytest.approx(1.0) and cosine_rampdown(99, 100) == pytest.approx(0.0)
     assert sigmoid_rampup(69, 100, start_epoch=70) == 0.0 == cosine_rampdown(69, 100, start_epoch=70)
     assert sigmoid_rampup(70, 100, start_epoch=70) == pytest.approx(math.exp(-5))
+
+
+def test_a_class_neither_prediction_shows_counts_as_agreement():
+    """Identical liver masks whose absent tumour class carries independent residual probabilities (≤ 1e-3): CAC
+    must be ~0 (with a vanishing smooth the scale-invariant soft Dice compared the noise patterns: CAC 0.12)."""
+    generator = torch.Generator().manual_seed(0)
+    liver = (torch.rand(2, 1, 64, 64, generator=generator) > 0.5).float()
+
+    def prediction() -> torch.Tensor:
+        tumour = 1e-3 * torch.rand(2, 1, 64, 64, generator=generator)
+        return torch.cat((1 - liver - tumour, liver, tumour), 1)
+
+    first, second = prediction(), prediction()
+    assert float(cac_loss(first, second, paired=True)) < 0.005
+    assert float(cac_loss(first, second, paired=False)) < 0.005
+    shifted = torch.cat((1 - liver.roll(8, -1), liver.roll(8, -1), torch.zeros_like(liver)), 1)
+    assert float(cac_loss(first, shifted, paired=True)) > 0.2  # a real disagreement still counts
