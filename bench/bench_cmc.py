@@ -68,7 +68,8 @@ AMOS_FIXTURE_ORGANS = (1, 2, 3, 6, 8, 9)
 @dataclass(frozen=True)
 class Preset:
     configuration: dict[str, str]  # per scenario
-    shape: tuple[int, int, int]  # phantom z y x (paired scenario; the AMOS fixture volumes are 12×32×32)
+    shape: tuple[int, int, int]  # phantom z y x (paired scenario)
+    unpaired_grid: tuple[tuple[int, int, int], tuple[float, float, float]]  # AMOS layout: shape, spacing (z y x)
     num_training: int
     num_test: int
     epochs: int
@@ -77,13 +78,14 @@ class Preset:
 
 
 PRESETS = {
-    "cpu": Preset({"paired": "2d", "unpaired": "2d"}, (12, 64, 64), num_training=20, num_test=12, epochs=20,
-                  iterations={"paired": 25, "unpaired": 60}, batch_size=4),
-    "gpu": Preset({"paired": "3d_fullres", "unpaired": "3d_fullres"}, (48, 128, 128), num_training=60, num_test=30, epochs=100,
+    "cpu": Preset({"paired": "2d", "unpaired": "2d"}, (12, 64, 64), ((12, 64, 64), (3.0, 1.25, 1.25)),
+                  num_training=20, num_test=12, epochs=20, iterations={"paired": 25, "unpaired": 40}, batch_size=4),
+    "gpu": Preset({"paired": "3d_fullres", "unpaired": "3d_fullres"}, (48, 128, 128),
+                  ((48, 128, 128), (2.0, 1.5, 1.5)), num_training=60, num_test=30, epochs=100,
                   iterations={"paired": 250, "unpaired": 250}, batch_size=None),
 }
-SMOKE = Preset({"paired": "2d", "unpaired": "2d"}, (8, 48, 48), num_training=10, num_test=3, epochs=2, iterations={"paired": 2, "unpaired": 2},
-               batch_size=2)
+SMOKE = Preset({"paired": "2d", "unpaired": "2d"}, (8, 48, 48), ((12, 32, 32), (3.0, 2.5, 2.5)), num_training=10,
+               num_test=3, epochs=2, iterations={"paired": 2, "unpaired": 2}, batch_size=2)
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,11 @@ def write_source(scenario: str, preset: Preset, *, seed: int, test_seed: int, wo
                          overwrite=True, **PHANTOM)
         return (1, 2)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "dataset_conversion"))
-    from layout_unpaired import write_amos  # the converter tests' AMOS layout (its own generator per case id)
+    import layout_unpaired  # the converter tests' AMOS layout (its own generator per case id)
+
+    # the fixture's 12×32×32 grid at 2.5 mm leaves kidneys ~20 voxels: the same field of view on the preset's grid
+    layout_unpaired.SHAPE_ZYX, layout_unpaired.SPACING_ZYX_MM = preset.unpaired_grid
+    layout_unpaired._anatomy.cache_clear()
 
     from nnunet_mm.dataset_conversion.Dataset504_AMOS import convert
     # the fixture seeds each case's phantom with its number (CT ≤ 500 < MR): test numbers differ from training ones
@@ -135,7 +141,7 @@ def write_source(scenario: str, preset: Preset, *, seed: int, test_seed: int, wo
     test = tuple(range(100, 100 + test_per_modality)) + tuple(range(600, 600 + test_per_modality))
     source = workdir / "amos_source"
     shutil.rmtree(source, ignore_errors=True)
-    write_amos(source, training=training, validation=test, test=(), coronal=())
+    layout_unpaired.write_amos(source, training=training, validation=test, test=(), coronal=())
     convert(source, dataset_id=dataset_id, dataset_name="CMCBench_unpaired", include_validation=False, overwrite=True)
     return AMOS_FIXTURE_ORGANS
 
