@@ -56,9 +56,11 @@ import benchlib
 from nnunet_mm.io.console import encodable
 from nnunet_mm.io.figure_style import figure_style
 
-SOURCE_IDS = {"paired": 740, "unpaired": 750}  # +1: few labels + unlabeled, +2: the same few labels alone
+SOURCE_IDS = {"paired": 740, "unpaired": 750}
 PLANS = "nnUNetPlans"
-FRACTION = 0.1
+FRACTION = 0.1  # the issue's setting: source +1 few labels + unlabeled, +2 the same few labels alone
+SECOND_FRACTION = 0.2  # the paper's second setting: source +3 and +4
+SEMI_OFFSET = {FRACTION: 1, SECOND_FRACTION: 3}
 SEMI_START = 0.3
 PHANTOM = dict(phases=("pv", "art"), misregistration=False, lesion_kinds=("metastasis",), num_lesions=(1, 3),
                noise_std_hu=(6.0, 10.0))
@@ -91,8 +93,12 @@ SMOKE = Preset({"paired": "2d", "unpaired": "2d"}, (8, 48, 48), ((12, 32, 32), (
 @dataclass(frozen=True)
 class Arm:
     trainer: str
-    dataset_offset: int  # 0: all labels, 1: few labels + unlabeled, 2: few labels alone
+    dataset_offset: int  # 0: all labels, 1 (3): 10 % (20 %) labels + unlabeled, 2 (4): 10 % (20 %) labels alone
     attributes: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def fraction(self) -> float:
+        return SECOND_FRACTION if self.dataset_offset in (3, 4) else FRACTION
 
 
 ARMS = {
@@ -104,6 +110,9 @@ ARMS = {
     "cac_only": Arm("CMCTrainer", 1, (("consistency_scales", (0.0, 1.0)),)),
     "few_unlabeled_after_start": Arm("CMCTrainer", 1, (("consistency_ramp", "after_start"),)),
     "mean_teacher": Arm("CMCMeanTeacherTrainer", 1),
+    "few_20pct": Arm("CMCTrainer", 4),
+    "few_20pct_unlabeled": Arm("CMCTrainer", 3),
+    "mean_teacher_20pct": Arm("CMCMeanTeacherTrainer", 3),
 }
 
 
@@ -171,14 +180,6 @@ def _set_batch_size(dataset_id: int, configuration: str, batch_size: int | None)
 def prepare_data(scenario: str, preset: Preset, *, seed: int, test_seed: int, num_processes: int,
                  workdir: Path) -> tuple[int, ...]:
     """Write the source, plan it once, derive and preprocess the label-fraction datasets; skipped when done."""
-    from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
-
-    from nnunet_mm.cmc.label_fraction import make_label_fraction_dataset
-    from nnunet_mm.cmc.settings import UNLABELED_DIR_KEY
-    from nnunet_mm.cmc.unlabeled import preprocess_unlabeled
-    from nnunet_mm.settings import BLOCK_KEY, block_of
-
     source_id = SOURCE_IDS[scenario]
     marker = Path(os.environ["nnUNet_preprocessed"]) / f"bench_cmc_{scenario}.json"
     settings = json.loads(json.dumps({"preset": asdict(preset), "seed": seed, "test_seed": test_seed,
@@ -189,8 +190,35 @@ def prepare_data(scenario: str, preset: Preset, *, seed: int, test_seed: int, nu
     labels = write_source(scenario, preset, seed=seed, test_seed=test_seed, workdir=workdir)
     benchlib.plan_and_preprocess(source_id, configuration, num_processes)
     _set_batch_size(source_id, configuration, preset.batch_size)
-    semi = make_label_fraction_dataset(source_id, FRACTION, target_id=source_id + 1, overwrite=True)
-    supervised = make_label_fraction_dataset(source_id, FRACTION, target_id=source_id + 2,
+    make_fraction_datasets(source_id, FRACTION, configuration, num_processes)
+    marker.write_text(json.dumps({"settings": settings, "labels": list(labels)}), encoding="utf-8")
+    return labels
+
+
+def prepare_second_fraction(scenario: str, preset: Preset, num_processes: int) -> None:
+    """The 20 % datasets of an already prepared scenario, with the same plans; skipped when done."""
+    marker = Path(os.environ["nnUNet_preprocessed"]) / f"bench_cmc_{scenario}_second_fraction.json"
+    source_marker = Path(os.environ["nnUNet_preprocessed"]) / f"bench_cmc_{scenario}.json"
+    if marker.is_file() and marker.read_text(encoding="utf-8") == source_marker.read_text(encoding="utf-8"):
+        return
+    make_fraction_datasets(SOURCE_IDS[scenario], SECOND_FRACTION, preset.configuration[scenario], num_processes)
+    marker.write_text(source_marker.read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def make_fraction_datasets(source_id: int, fraction: float, configuration: str, num_processes: int) -> None:
+    """``fraction`` of the labels + the rest unlabeled, and the same labels alone, preprocessed with the source's
+    plans (the unlabeled cases with ``nnunet_mm preprocess-unlabeled``)."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
+
+    from nnunet_mm.cmc.label_fraction import make_label_fraction_dataset
+    from nnunet_mm.cmc.settings import UNLABELED_DIR_KEY
+    from nnunet_mm.cmc.unlabeled import preprocess_unlabeled
+    from nnunet_mm.settings import BLOCK_KEY, block_of
+
+    semi_id = source_id + SEMI_OFFSET[fraction]
+    semi = make_label_fraction_dataset(source_id, fraction, target_id=semi_id, overwrite=True)
+    supervised = make_label_fraction_dataset(source_id, fraction, target_id=semi_id + 1,
                                              target_name=semi.name.split("_", 1)[1] + "_supervised", overwrite=True)
     shutil.rmtree(supervised / "imagesUnl")  # the same labelled cases, and no unlabeled ones
     dataset_json_file = str(supervised / "dataset.json")
@@ -198,21 +226,20 @@ def prepare_data(scenario: str, preset: Preset, *, seed: int, test_seed: int, nu
     dataset_json[BLOCK_KEY] = {k: v for k, v in block_of(dataset_json, dataset_json_file).items()
                                if k != UNLABELED_DIR_KEY}
     save_json(dataset_json, dataset_json_file, sort_keys=False)
-    for target_id in (source_id + 1, source_id + 2):
+    for target_id in (semi_id, semi_id + 1):
         _copy_plans(source_id, target_id)
         preprocess_dataset(target_id, PLANS, configurations=(configuration,), num_processes=(num_processes,))
-    preprocess_unlabeled(source_id + 1, configuration, num_processes=num_processes)
-    marker.write_text(json.dumps({"settings": settings, "labels": list(labels)}), encoding="utf-8")
-    return labels
+    preprocess_unlabeled(semi_id, configuration, num_processes=num_processes)
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # runs
 
 
-def unlabeled_case_ids(scenario: str) -> list[str]:
+def unlabeled_case_ids(scenario: str, fraction: float) -> list[str]:
     """The cases whose labels the few-label split holds out (they are training cases of the source)."""
-    folder = Path(os.environ["nnUNet_raw"]) / dataset_name(SOURCE_IDS[scenario] + 1) / "labelsUnl_heldout"
+    folder = Path(os.environ["nnUNet_raw"]) / dataset_name(SOURCE_IDS[scenario] + SEMI_OFFSET[fraction]) / \
+        "labelsUnl_heldout"
     return sorted(p.name.split(".")[0] for p in folder.iterdir())
 
 
@@ -267,7 +294,7 @@ def run_arm(name: str, scenario: str, seed: int, preset: Preset, labels: tuple[i
         iterations=preset.iterations[scenario], configuration=preset.configuration[scenario],
         output_folder_base=run_folder / "model",
         seed=seed, snapshot_epochs=epochs, attributes={"semi_start_fraction": SEMI_START, **dict(arm.attributes)})
-    monitored = unlabeled_case_ids(scenario)[:monitor_cases]
+    monitored = unlabeled_case_ids(scenario, arm.fraction)[:monitor_cases]
     unlabeled_dice = {epoch: dice_on_preprocessed_cases(trainer, snapshots[epoch], source_id, monitored, labels)
                       for epoch in epochs}
     start = time.perf_counter()
@@ -297,7 +324,10 @@ def compare_scenario(scenario: str, labels: tuple[int, ...], seeds: list[int], o
         runs[arm] = [folder / "test" for folder in folders if (folder / "run.json").is_file()]
     runs = {arm: folders for arm, folders in runs.items() if folders}
     results = {}
-    for baseline, arms in (("few", list(runs)), ("mean_teacher", ["mean_teacher", "few_unlabeled"])):
+    first = [arm for arm in runs if ARMS[arm].fraction == FRACTION]
+    second = ["full"] + [arm for arm in runs if ARMS[arm].fraction == SECOND_FRACTION]
+    for baseline, arms in (("few", first), ("mean_teacher", ["mean_teacher", "few_unlabeled"]),
+                           ("few_20pct", second)):
         arms = [arm for arm in arms if arm in runs]
         if baseline not in arms or len(arms) < 2:
             continue
@@ -333,16 +363,16 @@ def _mean_over_labels(summaries: dict, arm: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def scenario_table(scenario: str, comparison: dict, records: list[dict]) -> list[str]:
-    """Per arm: runs, Dice per label with the paired difference to ``few``, mean over labels, share of ``full``,
-    Dice on the unlabeled cases at the end, cost."""
-    against_few = comparison.get("few")
-    if against_few is None:
+def scenario_table(scenario: str, comparison: dict, records: list[dict], baseline: str = "few") -> list[str]:
+    """Per arm: runs, Dice per label with the paired difference to ``baseline``, mean over labels, share of
+    ``full``, Dice on the unlabeled cases at the end, cost."""
+    against = comparison.get(baseline)
+    if against is None:
         return []
-    summaries = against_few["summary"]
+    summaries = against["summary"]
     label_names = list(summaries)
     full = _mean_over_labels(summaries, "full")
-    header = ["arm", "runs", *[f"{n} Dice · Δ vs few [95 % CI] (better/worse)" for n in label_names],
+    header = ["arm", "runs", *[f"{n} Dice · Δ vs {baseline} [95 % CI] (better/worse)" for n in label_names],
               "mean Dice", "% of full", "unlabeled-case Dice (end)", "train min"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for arm in ARMS:
@@ -399,6 +429,9 @@ def write_report(args: argparse.Namespace, preset: Preset, comparisons: dict) ->
     for scenario, comparison in comparisons.items():
         lines += [f"## {scenario} (Dice means over the test cases, each averaged over an arm's seeds)", "",
                   *scenario_table(scenario, comparison, records), ""]
+        if "few_20pct" in comparison:
+            lines += [f"### {scenario}, 20 % labels", "",
+                      *scenario_table(scenario, comparison, records, baseline="few_20pct"), ""]
         if "mean_teacher" in comparison:
             lines += [f"### {scenario}: few_unlabeled against mean_teacher", "",
                       (args.output / "compare" / scenario / "mean_teacher" / "compare.md").read_text(encoding="utf-8"),
@@ -424,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="unlabeled cases whose held-out labels are scored after every epoch [6]")
     parser.add_argument("--smoke", action="store_true", help="tiny data and schedule: checks that everything runs")
     parser.add_argument("-np", type=int, default=2, help="processes for planning and preprocessing")
+    parser.add_argument("--second-fraction", action="store_true",
+                        help="also prepare the 20 %% datasets (arms *_20pct)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: compare the runs that exist and write the report")
     args = parser.parse_args(argv)
@@ -435,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     labels = {scenario: prepare_data(scenario, preset, seed=args.data_seed, test_seed=args.test_seed,
                                      num_processes=args.np, workdir=args.output / "work")
               for scenario in args.scenarios}
+    if args.second_fraction or any(ARMS[arm].fraction == SECOND_FRACTION for arm in args.arms if not args.report_only):
+        for scenario in args.scenarios:
+            prepare_second_fraction(scenario, preset, args.np)
     for seed in [] if args.report_only else args.seeds:  # seed by seed: a stopped experiment has complete seeds
         for arm in args.arms:
             for scenario in args.scenarios:
