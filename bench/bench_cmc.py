@@ -22,6 +22,9 @@ schedule, ``--seeds`` seeds each):
 ``few_unlabeled_after_start``   as ``few_unlabeled``, ramps stretched over the epochs after the start
 ``mean_teacher``                ``CMCMeanTeacherTrainer``: the same network and unlabeled batches, mean-teacher
                                 consistency instead of CSC + CAC (the standard semi-supervised reference)
+``stock_full``                  ``nnUNetTrainer`` (plain U-Net), every training case labelled: what the data allow
+``*_20pct``                     ``few``, ``few_unlabeled``, ``mean_teacher`` with 20 % of the labels (the paper's
+                                second setting), compared with ``few_20pct``
 ==============================  ======================================================================================
 
 Consistency terms start at ``SEMI_START`` of the schedule (the paper's 0.7 of 500 epochs leaves a short CPU schedule
@@ -110,6 +113,7 @@ ARMS = {
     "cac_only": Arm("CMCTrainer", 1, (("consistency_scales", (0.0, 1.0)),)),
     "few_unlabeled_after_start": Arm("CMCTrainer", 1, (("consistency_ramp", "after_start"),)),
     "mean_teacher": Arm("CMCMeanTeacherTrainer", 1),
+    "stock_full": Arm("nnUNetTrainer", 0),
     "few_20pct": Arm("CMCTrainer", 4),
     "few_20pct_unlabeled": Arm("CMCTrainer", 3),
     "mean_teacher_20pct": Arm("CMCMeanTeacherTrainer", 3),
@@ -255,7 +259,7 @@ def dice_on_preprocessed_cases(trainer, weights: dict, source_id: int, case_ids:
     folder = Path(os.environ["nnUNet_preprocessed"]) / dataset_name(source_id) / \
         trainer.configuration_manager.data_identifier
     dataset = nnUNetDatasetBlosc2(str(folder), case_ids)
-    network = trainer.unwrapped_network
+    network = getattr(trainer, "unwrapped_network", trainer.network)  # nnUNetTrainer has no such property
     network.load_state_dict(weights)
     trainer.set_deep_supervision_enabled(False)  # full-resolution output only, as nnU-Net's predictor builds it
     network.eval()
