@@ -23,8 +23,9 @@ schedule, ``--seeds`` seeds each):
 ``mean_teacher``                ``CMCMeanTeacherTrainer``: the same network and unlabeled batches, mean-teacher
                                 consistency instead of CSC + CAC (the standard semi-supervised reference)
 ``stock_full``                  ``nnUNetTrainer`` (plain U-Net), every training case labelled: what the data allow
-``*_20pct``                     ``few``, ``few_unlabeled``, ``mean_teacher`` with 20 % of the labels (the paper's
-                                second setting), compared with ``few_20pct``
+``*_20pct``                     ``few``, ``few_unlabeled``, ``mean_teacher``, the control and the single-term
+                                ablations with 20 % of the labels (the paper's second setting), compared with
+                                ``few_20pct``
 ==============================  ======================================================================================
 
 Consistency terms start at ``SEMI_START`` of the schedule (the paper's 0.7 of 500 epochs leaves a short CPU schedule
@@ -117,6 +118,9 @@ ARMS = {
     "few_20pct": Arm("CMCTrainer", 4),
     "few_20pct_unlabeled": Arm("CMCTrainer", 3),
     "mean_teacher_20pct": Arm("CMCMeanTeacherTrainer", 3),
+    "control_20pct": Arm("CMCTrainer", 3, (("consistency_scales", (0.0, 0.0)),)),
+    "csc_only_20pct": Arm("CMCTrainer", 3, (("consistency_scales", (1.0, 0.0)),)),
+    "cac_only_20pct": Arm("CMCTrainer", 3, (("consistency_scales", (0.0, 1.0)),)),
 }
 
 
