@@ -52,7 +52,7 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import benchlib
@@ -465,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="unlabeled cases whose held-out labels are scored after every epoch [6]")
     parser.add_argument("--smoke", action="store_true", help="tiny data and schedule: checks that everything runs")
     parser.add_argument("-np", type=int, default=2, help="processes for planning and preprocessing")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="replaces the preset's number of epochs (use another --output: data are prepared again)")
     parser.add_argument("--second-fraction", action="store_true",
                         help="also prepare the 20 %% datasets (arms *_20pct)")
     parser.add_argument("--report-only", action="store_true",
@@ -472,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     preset = SMOKE if args.smoke else PRESETS[args.preset]
+    if args.epochs is not None:
+        preset = replace(preset, epochs=args.epochs)
     args.output = args.output.resolve()
     args.output.mkdir(parents=True, exist_ok=True)
     benchlib.set_nnunet_paths(args.output / "work")
