@@ -190,7 +190,9 @@ def prepare_data(scenario: str, preset: Preset, *, seed: int, test_seed: int, nu
     """Write the source, plan it once, derive and preprocess the label-fraction datasets; skipped when done."""
     source_id = SOURCE_IDS[scenario]
     marker = Path(os.environ["nnUNet_preprocessed"]) / f"bench_cmc_{scenario}.json"
-    settings = json.loads(json.dumps({"preset": asdict(preset), "seed": seed, "test_seed": test_seed,
+    # what defines the data (not the schedule: --epochs and the arms share the prepared data)
+    data = {k: v for k, v in asdict(preset).items() if k not in ("epochs", "iterations")}
+    settings = json.loads(json.dumps({"preset": data, "seed": seed, "test_seed": test_seed,
                                       "fraction": FRACTION, "phantom": PHANTOM}))
     if marker.is_file() and json.loads(marker.read_text(encoding="utf-8"))["settings"] == settings:
         return tuple(json.loads(marker.read_text(encoding="utf-8"))["labels"])
@@ -466,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny data and schedule: checks that everything runs")
     parser.add_argument("-np", type=int, default=2, help="processes for planning and preprocessing")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="replaces the preset's number of epochs (use another --output: data are prepared again)")
+                        help="replaces the preset's number of epochs (with another --output, so that runs of "
+                             "different schedules stay apart)")
     parser.add_argument("--second-fraction", action="store_true",
                         help="also prepare the 20 %% datasets (arms *_20pct)")
     parser.add_argument("--report-only", action="store_true",
