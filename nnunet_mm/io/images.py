@@ -81,6 +81,42 @@ def _count_non_finite_nifti(path: Path) -> int:
     return int(np.count_nonzero(~np.isfinite(np.asanyarray(nifti.dataobj))))
 
 
+def _nifti_missing_bytes(path: Path) -> int:
+    """How many bytes of voxel data a NIfTI file lacks against what its header promises (0: complete).
+
+    SimpleITK reads a truncated ``.nii``/``.nii.gz`` without an error and fills the missing voxels with zeros; this
+    check decompresses the whole stream (a cut gzip stream raises) and compares its length with the header's
+    ``vox_offset + number of voxels × bytes per voxel``.
+
+    Raises:
+        ValueError: the gzip stream is cut or corrupt, or the header cannot be read (the message starts with
+            ``path``).
+    """
+    import gzip
+    import zlib
+
+    import nibabel
+
+    try:
+        nifti = nibabel.load(str(path))
+    except Exception as error:  # nibabel raises several types for a broken header
+        raise ValueError(f"{path}: cannot read image: not a readable NIfTI header ({error}).") from None
+    header = nifti.header  # a loaded image's header has vox_offset reset; the array proxy keeps the file's
+    expected = int(nifti.dataobj.offset) + int(np.prod(header.get_data_shape(), dtype=np.int64)) * \
+        np.dtype(header.get_data_dtype()).itemsize
+    if image_ending(path) == ".nii":
+        return max(0, expected - path.stat().st_size)
+    size = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(1 << 22):
+                size += len(chunk)
+    except (EOFError, OSError, zlib.error) as error:
+        raise ValueError(f"{path}: incomplete or corrupt file: the compressed data end early or are damaged "
+                         f"({error}); {size:,} of {expected:,} bytes could be read. Copy the file again.") from None
+    return max(0, expected - size)
+
+
 def read_image(path: Path, *, check_finite: bool = True) -> sitk.Image:
     """Read one scalar 3D image.
 
@@ -94,8 +130,9 @@ def read_image(path: Path, *, check_finite: bool = True) -> sitk.Image:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: unsupported ending, unreadable or corrupt file, several DICOM series in the folder, an image that
-            is not 3D or not scalar, or non-finite voxels. The message starts with ``path``.
+        ValueError: unsupported ending, unreadable or corrupt file, a NIfTI file that holds fewer voxels than its
+            header promises (SimpleITK would fill them with zeros), several DICOM series in the folder, an image
+            that is not 3D or not scalar, or non-finite voxels. The message starts with ``path``.
     """
     path = Path(path)
     if not path.exists():
@@ -110,6 +147,11 @@ def read_image(path: Path, *, check_finite: bool = True) -> sitk.Image:
             image = sitk.ReadImage(str(path))
         except RuntimeError as error:
             raise ValueError(f"{path}: cannot read image: {_first_line(error)}") from None
+        if image_ending(path) in (".nii", ".nii.gz"):
+            missing = _nifti_missing_bytes(path)
+            if missing:
+                raise ValueError(f"{path}: incomplete file: {missing:,} bytes of voxel data are missing against "
+                                 f"what its header promises (a cut copy or download?). Copy the file again.")
 
     if image.GetDimension() != 3:
         raise ValueError(f"{path}: expected a 3D image, got {image.GetDimension()}D with size {image.GetSize()}.")

@@ -73,6 +73,21 @@ def test_read_image_names_a_corrupt_file(tmp_path: Path) -> None:
         read_image(path)
 
 
+@pytest.mark.parametrize("ending, cut", [(".nii.gz", 0.5), (".nii", 0.5), (".nii.gz", 40), (".nii", 40)])
+def test_read_image_refuses_a_truncated_nifti_that_simpleitk_would_fill_with_zeros(tmp_path: Path, ending: str,
+                                                                                  cut) -> None:
+    """SimpleITK reads a cut .nii/.nii.gz without an error (missing voxels become 0): the reader must refuse it,
+    naming the file; the complete file still reads."""
+    path = tmp_path / f"image{ending}"
+    sitk.WriteImage(_volume(np.float32, (12, 40, 40)), str(path), useCompression=ending == ".nii.gz")
+    _assert_same_image(read_image(path), _volume(np.float32, (12, 40, 40)))
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * cut)] if isinstance(cut, float) else data[:-cut])
+    sitk.ReadImage(str(path))  # the failure mode: no error from SimpleITK itself
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ": incomplete"):
+        read_image(path)
+
+
 @pytest.mark.parametrize("ending", [".nii.gz", ".nii", ".mha"])
 def test_read_image_counts_nan_and_inf_voxels(tmp_path: Path, ending: str) -> None:
     # ITK's NIfTI reader turns NaN/inf into 0, so NIfTI files need a check of their own
