@@ -156,6 +156,21 @@ def _break_nan(source: Path) -> Path:
     return path
 
 
+def _break_truncated_phase(source: Path) -> Path:
+    """Half of a phase's bytes: SimpleITK reads it without an error and fills the rest with zeros."""
+    path = source / "case_01" / "art.nii.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    return path
+
+
+def _break_truncated_label(source: Path) -> Path:
+    """40 bytes cut from a label: liver and tumour voxels would silently become background."""
+    path = source / "case_02" / "label.nii.gz"
+    path.write_bytes(path.read_bytes()[:-40])
+    return path
+
+
 def _break_label_grid(source: Path) -> Path:
     path = source / "case_01" / "label.nii.gz"
     label = sitk.ReadImage(str(path))
@@ -187,6 +202,8 @@ def _break_2d(source: Path) -> Path:
     (_break_missing_phase, "missing phase 'del'"),
     (_break_unreadable, "cannot read image"),
     (_break_nan, "contains 1 NaN/inf voxels"),
+    (_break_truncated_phase, "incomplete or corrupt file"),
+    (_break_truncated_label, "incomplete or corrupt file"),
     (_break_label_grid, r"label is not on the grid of the reference phase .*pv\.nii\.gz \(spacing differ\)"),
     (_break_duplicate_id, "duplicate case id 'case_01'"),
     (_break_label_value, r"unknown label values \[7\] \(found \[0, 1, 2, 7\]\); allowed are \[0, 1, 2\]"),
