@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from nnunet_mm.cmc.settings import UNLABELED_DIR_KEY
+from nnunet_mm.io.images import verify_image_file
 from nnunet_mm.io.raw_dataset import available_channel_files, case_channel_files
 from nnunet_mm.settings import BLOCK_KEY, read_settings
 
@@ -113,6 +114,14 @@ def unlabeled_cases(raw_dataset_folder: Path | str, dataset_json: Mapping[str, A
     clashes = [f"{cases[case][0]} and {labeled[case]}" for case in cases if case in labeled]
     _raise_problems(clashes, f"{folder}: {len(clashes)} unlabeled case id(s) are also labeled training cases; "
                              f"rename the unlabeled case(s) (an id must name one case):")
+    bad = []
+    for files in cases.values():  # nnU-Net's reader would preprocess a cut file as zeros and NaN as it is
+        for file in files:
+            try:
+                verify_image_file(file)
+            except ValueError as error:
+                bad.append(str(error))
+    _raise_problems(bad, f"{folder}: {len(bad)} unlabeled image file(s) are incomplete, corrupt or hold NaN/inf:")
     return cases
 
 

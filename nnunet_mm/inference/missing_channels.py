@@ -92,6 +92,26 @@ def _preprocessed_cases(predictor, cases: dict[str, dict[int, Path]], plan: dict
                "data_properties": properties, "ofile": str(output_folder / case)}
 
 
+def verify_input_files(cases: dict[str, dict[int, Path]], plan: dict[str, list[int]]) -> None:
+    """Refuse cut or corrupt input files and NaN/inf voxels before predicting (nnU-Net's reader would predict from
+    zero-filled or NaN-propagating data and exit 0); every problem is listed, each naming its file.
+
+    Raises:
+        ValueError: one or more input files are incomplete, corrupt or non-finite.
+    """
+    from nnunet_mm.io.images import verify_image_file
+
+    problems = []
+    for case, channels in plan.items():
+        for channel in channels:
+            try:
+                verify_image_file(cases[case][channel])
+            except ValueError as error:
+                problems.append(str(error))
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
 def predict_with_missing_channels(input_folder: Path, output_folder: Path, model_folder: Path, *,
                                   folds: Sequence[int | str] | None = (0,),
                                   checkpoint_name: str = "checkpoint_final.pth",
@@ -115,7 +135,8 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
         ``missing_channels.json``).
 
     Raises:
-        ValueError: a case lacks the reference channel, or a declared channel file is missing.
+        ValueError: a case lacks the reference channel, a declared channel file is missing, or an input file is
+            cut, corrupt or holds NaN/inf voxels (:func:`verify_input_files`).
     """
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -129,6 +150,7 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
     plan = plan_available_channels(cases, num_channels=settings.num_channels,
                                    reference_channel=settings.reference_channel, available=available,
                                    input_folder=Path(input_folder), file_ending=file_ending)
+    verify_input_files(cases, plan)
     mode = settings.modality_dropout.mode
     trained_with_dropout = settings.augmentation_decision().modality_dropout
     if not trained_with_dropout and any(len(a) < settings.num_channels for a in plan.values()):

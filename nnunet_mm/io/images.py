@@ -100,7 +100,8 @@ def _nifti_missing_bytes(path: Path) -> int:
     try:
         nifti = nibabel.load(str(path))
     except Exception as error:  # nibabel raises several types for a broken header
-        raise ValueError(f"{path}: cannot read image: not a readable NIfTI header ({error}).") from None
+        raise ValueError(f"{path}: incomplete or corrupt file: its NIfTI header cannot be read "
+                         f"({error}).") from None
     header = nifti.header  # a loaded image's header has vox_offset reset; the array proxy keeps the file's
     expected = int(nifti.dataobj.offset) + int(np.prod(header.get_data_shape(), dtype=np.int64)) * \
         np.dtype(header.get_data_dtype()).itemsize
@@ -115,6 +116,39 @@ def _nifti_missing_bytes(path: Path) -> int:
         raise ValueError(f"{path}: incomplete or corrupt file: the compressed data end early or are damaged "
                          f"({error}); {size:,} of {expected:,} bytes could be read. Copy the file again.") from None
     return max(0, expected - size)
+
+
+def _refuse_incomplete_nifti(path: Path) -> None:
+    missing = _nifti_missing_bytes(path)
+    if missing:
+        raise ValueError(f"{path}: incomplete file: {missing:,} bytes of voxel data are missing against what its "
+                         f"header promises (a cut copy or download?). Copy the file again.")
+
+
+def verify_image_file(path: Path, *, check_finite: bool = True) -> None:
+    """Check, without keeping the voxels, that an image file is complete and (``check_finite``) holds no NaN/inf:
+    for NIfTI, the checks :func:`read_image` makes that SimpleITK does not (a cut file, non-finite values it reads
+    as 0). Other formats are read with SimpleITK; any dimensionality is accepted.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is cut, corrupt or holds NaN/inf voxels; the message starts with ``path``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file.")
+    if image_ending(path) in (".nii", ".nii.gz"):
+        _refuse_incomplete_nifti(path)
+        num_bad = _count_non_finite_nifti(path) if check_finite else 0
+    else:
+        try:
+            array = sitk.GetArrayViewFromImage(sitk.ReadImage(str(path)))
+        except RuntimeError as error:
+            raise ValueError(f"{path}: cannot read image: {_first_line(error)}") from None
+        num_bad = int(np.count_nonzero(~np.isfinite(array))) if check_finite and array.dtype.kind == "f" else 0
+    if num_bad:
+        raise ValueError(f"{path}: contains {num_bad} NaN/inf voxels; replace them (e.g. with the background "
+                         f"value) first.")
 
 
 def read_image(path: Path, *, check_finite: bool = True) -> sitk.Image:
@@ -148,10 +182,7 @@ def read_image(path: Path, *, check_finite: bool = True) -> sitk.Image:
         except RuntimeError as error:
             raise ValueError(f"{path}: cannot read image: {_first_line(error)}") from None
         if image_ending(path) in (".nii", ".nii.gz"):
-            missing = _nifti_missing_bytes(path)
-            if missing:
-                raise ValueError(f"{path}: incomplete file: {missing:,} bytes of voxel data are missing against "
-                                 f"what its header promises (a cut copy or download?). Copy the file again.")
+            _refuse_incomplete_nifti(path)
 
     if image.GetDimension() != 3:
         raise ValueError(f"{path}: expected a 3D image, got {image.GetDimension()}D with size {image.GetSize()}.")

@@ -115,9 +115,36 @@ def test_missing_imagesUnl_gives_a_clear_error_naming_the_folder_and_the_key(tmp
     (tmp_path / "imagesExtra").mkdir()
     with pytest.raises(ValueError, match=r"imagesExtra: no unlabeled images"):
         unlabeled_cases(tmp_path, declared)
-    _touch(tmp_path / "imagesExtra", "u_0000.nii.gz", "u_0001.nii.gz")
+    _write_images(tmp_path / "imagesExtra", "u_0000.nii.gz", "u_0001.nii.gz")
     assert unlabeled_cases(tmp_path, declared) == {"u": [tmp_path / "imagesExtra" / "u_0000.nii.gz",
                                                          tmp_path / "imagesExtra" / "u_0001.nii.gz"]}
+
+
+def _write_images(folder, *names: str) -> None:
+    import numpy as np
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 8, 8), 40.0, np.float32)), str(folder / name))
+
+
+def test_cut_or_nan_unlabeled_files_are_refused_each_named(tmp_path):
+    """nnU-Net's preprocessor would read a cut file as zeros (and exit 0): every bad file is named first."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    _write_images(tmp_path / "imagesUnl", "u1_0000.nii.gz", "u1_0001.nii.gz", "u2_0000.nii.gz", "u2_0001.nii.gz")
+    assert set(unlabeled_cases(tmp_path, TWO_CHANNELS)) == {"u1", "u2"}
+    cut = tmp_path / "imagesUnl" / "u1_0001.nii.gz"
+    cut.write_bytes(cut.read_bytes()[: len(cut.read_bytes()) // 2])
+    with_nan = np.full((4, 8, 8), 40.0, np.float32)
+    with_nan[1, 2, 3] = np.inf
+    sitk.WriteImage(sitk.GetImageFromArray(with_nan), str(tmp_path / "imagesUnl" / "u2_0000.nii.gz"))
+    with pytest.raises(ValueError, match="2 unlabeled image file") as error:
+        unlabeled_cases(tmp_path, TWO_CHANNELS)
+    assert f"{cut}: incomplete or corrupt file" in str(error.value)
+    assert "u2_0000.nii.gz: contains 1 NaN/inf voxels" in str(error.value)
 
 
 def test_missing_channel_and_misnamed_file_are_named(tmp_path):

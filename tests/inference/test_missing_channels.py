@@ -69,3 +69,30 @@ def test_declared_but_absent_channel_file_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"a_0002.nii.gz: file not found \(channel 2 was declared available\)"):
         plan_available_channels(cases, num_channels=3, reference_channel=0, available=[0, 2],
                                 input_folder=tmp_path, file_ending=".nii.gz")
+
+
+def test_cut_files_and_nan_voxels_are_refused_before_predicting_each_named(tmp_path):
+    """nnU-Net's reader predicts from a cut file (zero-filled) or a NaN voxel and exits 0; the inputs are checked
+    first, and every bad file is named."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from nnunet_mm.inference.missing_channels import verify_input_files
+
+    volume = np.full((8, 16, 16), 40.0, dtype=np.float32)
+    for name in ("good_0000.nii.gz", "good_0001.nii.gz", "cut_0000.nii.gz", "nan_0000.nii.gz"):
+        sitk.WriteImage(sitk.GetImageFromArray(volume), str(tmp_path / name))
+    cut = tmp_path / "cut_0000.nii.gz"
+    cut.write_bytes(cut.read_bytes()[:-40])
+    volume[4, 8, 8] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(volume), str(tmp_path / "nan_0000.nii.gz"))
+    cases = available_channel_files(tmp_path, ".nii.gz", 2)
+    plan = plan_available_channels(cases, num_channels=2, reference_channel=0, available=None,
+                                   input_folder=tmp_path, file_ending=".nii.gz")
+    verify_input_files({"good": cases["good"]}, {"good": plan["good"]})
+    with pytest.raises(ValueError) as refused:
+        verify_input_files(cases, plan)
+    message = str(refused.value)
+    assert f"{cut}: incomplete or corrupt file" in message
+    assert f"{tmp_path / 'nan_0000.nii.gz'}: contains 1 NaN/inf voxels" in message
+    assert "good_" not in message
