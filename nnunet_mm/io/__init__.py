@@ -11,6 +11,7 @@ from nnunet_mm.io.images import (
     find_image,
     image_ending,
     read_image,
+    verify_image_file,
     write_dicom_series,
     write_image,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "register",
     "resample_to_reference",
     "same_geometry",
+    "verify_image_file",
     "staged_dataset",
     "write_dataset_json",
     "write_dicom_series",
