@@ -35,7 +35,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from nnunet_mm.settings.validation import check_object
+from nnunet_mm.settings.validation import check_object, number
 
 DROPOUT_MODES = ("duplicate", "zeros")
 # how the channels of a dataset were acquired → whether misalignment and modality dropout are on by default
@@ -49,24 +49,12 @@ _ACQUISITION_REASONS = {
 }
 
 
-def _probability(value: Any, where: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where} must be a number in [0, 1], got {value!r}.") from None
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{where} must be in [0, 1], got {value}.")
-    return value
-
-
-def _non_negative(value: Any, where: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where} must be a non-negative number, got {value!r}.") from None
-    if value < 0:
-        raise ValueError(f"{where} must be >= 0, got {value}.")
-    return value
+# upper limits of the misalignment augmentation: far beyond any real registration error, but finite, so that a typo
+# (1e308 mm, 100000 control points) is refused when dataset.json is read, not at the first training step
+MAX_TRANSLATION_MM = 200
+MAX_ROTATION_DEG = 180
+MAX_ELASTIC_STD_MM = 100
+MAX_ELASTIC_CONTROL_POINTS = 32
 
 
 @dataclass(frozen=True)
@@ -101,7 +89,7 @@ class MisalignmentSettings:
         check_object(block, [f.name for f in dataclasses.fields(cls)], where)
         values: dict[str, Any] = {}
         if "probability" in block:
-            values["probability"] = _probability(block["probability"], f"{where}.probability")
+            values["probability"] = number(block["probability"], f"{where}.probability", 0, 1)
         if "max_translation_mm" in block:
             raw = block["max_translation_mm"]
             if isinstance(raw, (int, float)):
@@ -110,14 +98,15 @@ class MisalignmentSettings:
                 raise ValueError(f"{where}.max_translation_mm must be a number or a list of 2 or 3 numbers, "
                                  f"got {raw!r}.")
             values["max_translation_mm"] = tuple(
-                _non_negative(v, f"{where}.max_translation_mm[{i}]") for i, v in enumerate(raw))
-        for name in ("max_rotation_deg", "elastic_std_mm"):
+                number(v, f"{where}.max_translation_mm[{i}]", 0, MAX_TRANSLATION_MM) for i, v in enumerate(raw))
+        for name, high in (("max_rotation_deg", MAX_ROTATION_DEG), ("elastic_std_mm", MAX_ELASTIC_STD_MM)):
             if name in block:
-                values[name] = _non_negative(block[name], f"{where}.{name}")
+                values[name] = number(block[name], f"{where}.{name}", 0, high)
         if "elastic_control_points" in block:
             points = block["elastic_control_points"]
-            if not isinstance(points, int) or isinstance(points, bool) or points < 2:
-                raise ValueError(f"{where}.elastic_control_points must be an integer >= 2, got {points!r}.")
+            if not isinstance(points, int) or isinstance(points, bool) or not 2 <= points <= MAX_ELASTIC_CONTROL_POINTS:
+                raise ValueError(f"{where}.elastic_control_points must be an integer in [2, "
+                                 f"{MAX_ELASTIC_CONTROL_POINTS}], got {points!r}.")
             values["elastic_control_points"] = points
         return cls(**values)
 
@@ -145,7 +134,7 @@ class ModalityDropoutSettings:
         check_object(block, [f.name for f in dataclasses.fields(cls)], where)
         values: dict[str, Any] = {}
         if "probability" in block:
-            values["probability"] = _probability(block["probability"], f"{where}.probability")
+            values["probability"] = number(block["probability"], f"{where}.probability", 0, 1)
         if "mode" in block:
             if block["mode"] not in DROPOUT_MODES:
                 raise ValueError(f"{where}.mode must be one of {list(DROPOUT_MODES)}, got {block['mode']!r}.")

@@ -1,6 +1,7 @@
 """Checks shared by the parsers of the dataset.json ``'nnunet_mm'`` block; every message names where the value is."""
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -38,7 +39,7 @@ def number(value: Any, where: str, low: float | None = None, high: float | None 
     Raises:
         ValueError: naming ``where``, the interval and the value.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{where} must be a number, got {value!r}.")
     below = low is not None and (value < low or (low_open and value == low))
     if below or (high is not None and value > high):

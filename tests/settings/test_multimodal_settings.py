@@ -44,7 +44,12 @@ def test_unknown_nested_key_is_refused():
     ({"modality_dropout": {"mode": "copy"}}, r"mode must be one of \['duplicate', 'zeros'\]"),
     ({"modality_dropout": {"probability": 1.5}}, r"probability must be in \[0, 1\]"),
     ({"misalignment": {"max_translation_mm": [1, 2, 3, 4]}}, "list of 2 or 3 numbers"),
-    ({"misalignment": {"elastic_control_points": 1}}, "integer >= 2"),
+    ({"misalignment": {"elastic_control_points": 1}}, r"integer in \[2, 32\]"),
+    ({"misalignment": {"elastic_control_points": 100000}}, r"integer in \[2, 32\], got 100000"),
+    ({"misalignment": {"probability": "0.5"}}, r"misalignment.probability must be a number, got '0.5'"),
+    ({"modality_dropout": {"probability": True}}, r"modality_dropout.probability must be a number, got True"),
+    ({"misalignment": {"max_translation_mm": 1e308}}, r"max_translation_mm\[0\] must be in \[0, 200\], got 1e\+308"),
+    ({"misalignment": {"max_rotation_deg": float("nan")}}, r"max_rotation_deg must be a number, got nan"),
     ({"phase_names": ["pv", "art"]}, "list of 4 strings"),
     ({"seed": "abc"}, "seed must be an integer"),
 ])
