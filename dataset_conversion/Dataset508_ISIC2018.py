@@ -64,7 +64,7 @@ from nnunet_mm.conversion.labels import format_values, voxel_counts
 from nnunet_mm.conversion.runner import (CaseRecord, DatasetSummary, add_common_arguments, case_id_collisions,
                                          converter_main, map_cases, prepare_output, sanitize_case_id, summarize)
 from nnunet_mm.conversion.slices import read_slice
-from nnunet_mm.io import staged_dataset, write_dataset_json
+from nnunet_mm.io import staged_dataset, write_dataset_json, write_image
 
 logger = logging.getLogger(__name__)
 
@@ -318,7 +318,8 @@ def normal_crop_positions(lesion: np.ndarray, *, crop_size: int, margin: int, ma
 
 
 def _write_png(array: np.ndarray, path: Path) -> None:
-    sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=array.ndim == 3), str(path))
+    write_image(sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=array.ndim == 3), path,
+                compress=False)
 
 
 def convert_case(case: IsicCase, *, staging_dir: Path, max_size: int | None, binarize_threshold: int | None,

@@ -152,7 +152,7 @@ def convert_file_back_to_brats(prediction_file: Path, output_folder: Path) -> Pa
     except ValueError as error:
         raise ValueError(f"{prediction_file}: {error}") from None
     target = Path(output_folder) / Path(prediction_file).name
-    sitk.WriteImage(image_from_array(brats, image.GetSpacing(), reference=image), str(target), useCompression=True)
+    write_image(image_from_array(brats, image.GetSpacing(), reference=image), target)
     return target
 
 

@@ -36,6 +36,7 @@ from scipy.interpolate import CubicSpline
 from scipy.spatial.transform import Rotation
 from scipy.stats import special_ortho_group
 
+from nnunet_mm.io.images import write_image
 from nnunet_mm.settings import BLOCK_KEY
 
 logger = logging.getLogger(__name__)
@@ -904,21 +905,17 @@ def _prepare_target(
     target.mkdir(parents=True, exist_ok=True)
 
 
-def _write_image(image: sitk.Image, path: Path) -> None:
-    sitk.WriteImage(image, str(path), useCompression=path.name.endswith(".gz"))
-
-
 def _write_nnunet_case(case: PhantomCase, images_folder: Path, labels_folder: Path, identifier: str,
                        phase_labels_folder: Path | None = None) -> None:
     """Write every phase as a channel on the reference grid, in phase order, and the reference label; with
     ``phase_labels_folder``, also each non-reference phase's label as ``CASE_XXXX.nii.gz`` there."""
     for channel, phase in enumerate(case.phase_names):
         image = case.reference_geometry.to_sitk(case.image_on_reference_grid(phase))
-        _write_image(image, images_folder / f"{identifier}_{channel:04d}.nii.gz")
+        write_image(image, images_folder / f"{identifier}_{channel:04d}.nii.gz")
         if phase_labels_folder is not None and channel > 0:
             label = case.reference_geometry.to_sitk(case.label_on_reference_grid(phase))
-            _write_image(label, phase_labels_folder / f"{identifier}_{channel:04d}.nii.gz")
-    _write_image(case.label_to_sitk(), labels_folder / f"{identifier}.nii.gz")
+            write_image(label, phase_labels_folder / f"{identifier}_{channel:04d}.nii.gz")
+    write_image(case.label_to_sitk(), labels_folder / f"{identifier}.nii.gz")
 
 
 def write_nnunet_raw(
@@ -1065,9 +1062,9 @@ def write_multiphase_folders(
         case_folder = root / case_id(index)
         case_folder.mkdir()
         for phase in case.phase_names:
-            _write_image(case.to_sitk(phase), case_folder / f"{phase}{file_ending}")
+            write_image(case.to_sitk(phase), case_folder / f"{phase}{file_ending}")
         if index < num_cases:
-            _write_image(case.label_to_sitk(), case_folder / f"label{file_ending}")
+            write_image(case.label_to_sitk(), case_folder / f"label{file_ending}")
     logger.debug("wrote %d labelled and %d unlabelled multi-phase cases to %s", num_cases, num_unlabeled, root)
     return root
 
@@ -1102,8 +1099,8 @@ def write_lits(root: Path, *, num_cases: int, seed: int = 0, overwrite: bool = F
     case_kwargs.setdefault("phases", ("pv",))
     for index in _progress(range(num_cases), "LiTS cases"):
         case = make_case(case_seed(seed, index), **case_kwargs)
-        _write_image(case.to_sitk(case.reference_phase), root / f"volume-{index}.nii")
-        _write_image(case.label_to_sitk(), root / f"segmentation-{index}.nii")
+        write_image(case.to_sitk(case.reference_phase), root / f"volume-{index}.nii")
+        write_image(case.label_to_sitk(), root / f"segmentation-{index}.nii")
     logger.debug("wrote %d LiTS-like cases to %s", num_cases, root)
     return root
 

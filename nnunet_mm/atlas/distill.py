@@ -55,6 +55,7 @@ def build_distilled_dataset(mas_dataset: int | str | Path, *, output_id: int, ou
     from tqdm import tqdm
 
     from nnunet_mm.io.dataset_json import write_dataset_json
+    from nnunet_mm.io.images import write_image
     from nnunet_mm.io.raw_dataset import open_raw_dataset
     from nnunet_mm.io.staging import new_dataset_folder, staged_dataset
 
@@ -90,7 +91,7 @@ def build_distilled_dataset(mas_dataset: int | str | Path, *, output_id: int, ou
                 image = sitk.GetImageFromArray(label)
                 image.CopyInformation(reference)
                 (staging / "labelsTr").mkdir(exist_ok=True)
-                sitk.WriteImage(image, str(staging / "labelsTr" / source.label_file(case).name), useCompression=True)
+                write_image(image, staging / "labelsTr" / source.label_file(case).name)
                 entry = {"ignored_share": float((label == ignore_value).mean())}
                 if source.label_file(case).is_file():
                     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(source.label_file(case))))

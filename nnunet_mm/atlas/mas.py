@@ -36,6 +36,7 @@ from nnunet_mm.atlas.fusion import FUSION_METHODS, fused_label, locally_weighted
 from nnunet_mm.atlas.prior_channels import PRIOR_CHANNEL_NAME, prior_channel_indices, prior_modality
 from nnunet_mm.atlas.registration import RegistrationSettings, register_atlas, warp_image, warp_label_probabilities
 from nnunet_mm.evaluation.metrics import defined_or_none, dice
+from nnunet_mm.io.images import write_image
 from nnunet_mm.io.raw_dataset import RawDataset, open_raw_dataset
 from nnunet_mm.settings import BLOCK_KEY, DatasetSettings, block_of, read_settings
 
@@ -220,7 +221,7 @@ def _output_dataset_json(target: RawDataset, target_settings: DatasetSettings, a
 def _write_prior(prior: np.ndarray, reference: sitk.Image, path: Path) -> None:
     image = sitk.GetImageFromArray(prior.astype(np.float32))
     image.CopyInformation(reference)
-    sitk.WriteImage(image, str(path), useCompression=path.name.endswith(".gz"))
+    write_image(image, path, compress=path.name.endswith(".gz"))
 
 
 def _dice_per_class(truth: np.ndarray, prediction: np.ndarray, num_classes: int) -> dict[str, float | None]:

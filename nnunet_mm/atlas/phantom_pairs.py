@@ -118,6 +118,7 @@ def write_cross_modality_datasets(root: Path, *, atlas_id: int, target_id: int, 
     import SimpleITK as sitk
 
     from nnunet_mm.io.dataset_json import write_dataset_json
+    from nnunet_mm.io.images import write_image
     from nnunet_mm.phantom import LABELS, make_case
 
     root = Path(root)
@@ -131,7 +132,7 @@ def write_cross_modality_datasets(root: Path, *, atlas_id: int, target_id: int, 
 
     def write(array: np.ndarray, geometry, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(geometry.to_sitk(array), str(path), useCompression=True)
+        write_image(geometry.to_sitk(array), path)
 
     for index in range(num_atlases):
         case = make_case(seed * 1000 + index, shape_zyx=shape_zyx, spacing_zyx_mm=spacing_zyx_mm, phases=("pv",))

@@ -9,7 +9,8 @@ start epoch -- so a comparison with CMC isolates CSC + CAC against the mean-teac
 ``L = L_sup + λ(e)·mean_s MSE(softmax(student_s(u)), softmax(teacher_s(perturb(u))))`` over every stream s of the
 unlabeled batch u, with ``λ(e) = mean_teacher_weight × sigmoid ramp-up`` (CMC's CSC ramp, the same window), and the
 EMA update ``θ_teacher ← α·θ_teacher + (1 − α)·θ_student`` after every optimizer step (α = ``ema_decay``). The
-teacher only trains; nnU-Net's predictor loads the student.
+teacher only trains; nnU-Net's predictor loads the student. ``--c`` restores the teacher from
+``<checkpoint>.teacher.safetensors``.
 """
 from __future__ import annotations
 
@@ -34,6 +35,14 @@ class CMCMeanTeacherTrainer(CMCTrainer):
     def initialize(self) -> None:
         super().initialize()
         self.teacher = make_teacher(self.unwrapped_network)
+
+    def checkpoint_companions(self) -> dict[str, torch.nn.Module]:
+        """The EMA teacher, saved beside every checkpoint (``<checkpoint>.teacher.safetensors``)."""
+        return {"teacher": self.teacher}
+
+    def on_companion_missing(self, name: str) -> None:
+        """Without its file the teacher restarts from the student."""
+        self.teacher.load_state_dict(self.unwrapped_network.state_dict())
 
     def mean_teacher_weight_now(self) -> float:
         """λ(e): zero before the semi-supervised start, then the sigmoid ramp-up of CMC's CSC weight."""

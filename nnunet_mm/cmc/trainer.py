@@ -39,6 +39,7 @@ from nnunet_mm.cmc.losses import cac_loss, csc_loss
 from nnunet_mm.cmc.network import CMCUNet
 from nnunet_mm.cmc.settings import UNLABELED_DIR_KEY
 from nnunet_mm.cmc.unlabeled import unlabeled_folder
+from nnunet_mm.io.safe_load import UnreadableFileError, UntrustedContentError, verify_preprocessed_folder
 from nnunet_mm.networks.from_plans import network_kwargs_from_plans
 from nnunet_mm.training.debug import DebugSchedule
 from nnunet_mm.training.multimodal_trainer import (MultiModalDraw, MultiModalTrainer, StepLoss, Target,
@@ -95,6 +96,11 @@ class CMCTrainer(MultiModalTrainer):
     def on_train_start(self) -> None:
         super().on_train_start()
         folder = self.unlabeled_cases_folder()
+        if folder is not None:
+            try:
+                verify_preprocessed_folder(folder)  # nnU-Net's loader unpickles their properties
+            except (UnreadableFileError, UntrustedContentError) as error:
+                raise SystemExit(f"error: {error}") from None
         self.dataloader_unlabeled = None if folder is None else self._make_unlabeled_loader(folder)
 
     def on_train_end(self) -> None:

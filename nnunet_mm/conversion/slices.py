@@ -1,13 +1,14 @@
 """2D slice files (PNG, JPEG, serialised arrays with a ``.png`` name) and 3D images built from slice arrays."""
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from nnunet_mm.io.safe_load import torch_error_line, numpy_allowed_in_torch_load
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -42,44 +43,6 @@ def sniff_format(path: Path) -> str:
     if head.startswith(_ZIP_MAGIC):
         return "torch"
     return "unknown"
-
-
-def _numpy_array_globals() -> list:
-    """What ``torch.load(weights_only=True)`` must be allowed to rebuild a numeric numpy array: numpy's
-    ``_reconstruct`` under its numpy 1 and numpy 2 names, ``ndarray``, ``dtype`` and the numeric dtype classes (no
-    object dtype, so an array cannot smuggle in other objects)."""
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-    dtype_classes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefd"}
-    return [(_reconstruct, "numpy.core.multiarray._reconstruct"),
-            (_reconstruct, "numpy._core.multiarray._reconstruct"),
-            np.ndarray, np.dtype, *sorted(dtype_classes, key=str)]
-
-
-@contextlib.contextmanager
-def _numpy_arrays_allowed() -> Iterator[None]:
-    """Let ``torch.load(weights_only=True)`` rebuild numeric numpy arrays (the MPTH slices are ``torch.save``-d
-    numpy arrays); tensors load without this. torch < 2.5 has no allowlist, so there only tensors load."""
-    import torch
-
-    allow = getattr(torch.serialization, "safe_globals", None)
-    if allow is None:
-        yield
-        return
-    with allow(_numpy_array_globals()):
-        yield
-
-
-def _torch_error_line(error: BaseException) -> str:
-    """The informative line of a torch.load error (the WeightsUnpickler line if there is one), without ANSI codes."""
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
-    lines = [line for line in lines if line]
-    for line in lines:
-        if "WeightsUnpickler error" in line:
-            return line
-    return lines[0] if lines else type(error).__name__
 
 
 def _read_raster(path: Path) -> np.ndarray:
@@ -120,11 +83,11 @@ def read_slice(path: Path, *, grayscale: bool = True) -> np.ndarray:
         import torch
 
         try:
-            with _numpy_arrays_allowed():
+            with numpy_allowed_in_torch_load():
                 loaded = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
             raise ValueError(f"{path}: cannot read serialised array (torch.load with weights_only=True): "
-                             f"{_torch_error_line(error)}") from None
+                             f"{torch_error_line(error)}") from None
         if isinstance(loaded, torch.Tensor):
             array = loaded.numpy()
         elif isinstance(loaded, np.ndarray):

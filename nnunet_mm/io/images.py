@@ -6,6 +6,7 @@ them all at once.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -229,14 +230,73 @@ def find_image(folder: Path, stem: str) -> Path | None:
     return matches[0] if matches else None
 
 
-def write_image(image: sitk.Image, path: Path) -> Path:
-    """Write ``image`` as compressed NIfTI (``path`` must end in ``.nii.gz``); creates the parent folder."""
+def write_image(image: sitk.Image, path: Path, *, compress: bool = True) -> Path:
+    """Write ``image`` with SimpleITK (the format from ``path``'s ending; ``compress``: gzip/zlib where the format
+    has it) and check that the written file is complete; creates the parent folder.
+
+    SimpleITK does not report a write that failed half-way (a full disk leaves a truncated file and no error), so
+    the file is checked after the write (:func:`verify_written_image`).
+
+    Raises:
+        OSError: the write failed or the written file is incomplete; the message names ``path``. A truncated file
+            is removed.
+    """
     path = Path(path)
-    if not path.name.lower().endswith(".nii.gz"):
-        raise ValueError(f"{path}: write_image writes compressed NIfTI; the name must end in '.nii.gz'.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(path), useCompression=True)
+    try:
+        sitk.WriteImage(image, str(path), useCompression=compress)
+    except RuntimeError as error:
+        path.unlink(missing_ok=True)
+        raise OSError(f"{path}: cannot write image: {_first_line(error)}") from None
+    try:
+        verify_written_image(path, image)
+    except OSError:
+        path.unlink(missing_ok=True)
+        raise
     return path
+
+
+def verify_written_image(path: Path, image: sitk.Image) -> None:
+    """Check that the file SimpleITK just wrote holds all of ``image``: for NIfTI, the uncompressed size its header
+    promises (the gzip trailer's length field of a ``.nii.gz``, the file size of a ``.nii``); other formats are read
+    back and their size compared.
+
+    Raises:
+        OSError: the file is missing, empty or shorter than it must be ("is the disk full?"), naming ``path``.
+    """
+    path = Path(path)
+    size = path.stat().st_size if path.is_file() else 0
+    if size == 0:
+        raise OSError(f"{path}: the written file is empty; is the disk full?")
+    ending = image_ending(path)
+    if ending in (".nii", ".nii.gz"):
+        import nibabel
+
+        try:
+            proxy = nibabel.load(str(path)).dataobj
+        except Exception as error:  # nibabel raises several types for a cut header
+            raise OSError(f"{path}: the written file is incomplete ({error}); is the disk full?") from None
+        expected = int(proxy.offset) + int(np.prod(proxy.shape, dtype=np.int64)) * np.dtype(proxy.dtype).itemsize
+        if ending == ".nii":
+            written = size
+        else:
+            with open(path, "rb") as handle:  # a gzip member ends with the uncompressed length modulo 2**32
+                handle.seek(-4, os.SEEK_END)
+                written = int.from_bytes(handle.read(4), "little")
+            expected %= 1 << 32
+        complete = written == expected if ending == ".nii.gz" else written >= expected
+        if not complete:
+            raise OSError(f"{path}: the written file is incomplete ({written:,} of {expected:,} bytes); is the disk "
+                          f"full?")
+        return
+    try:
+        written_size = sitk.ReadImage(str(path)).GetSize()
+    except RuntimeError as error:
+        raise OSError(f"{path}: the written file cannot be read back ({_first_line(error)}); is the disk "
+                      f"full?") from None
+    if tuple(written_size) != tuple(image.GetSize()):
+        raise OSError(f"{path}: the written file holds {written_size} voxels, not {image.GetSize()}; is the disk "
+                      f"full?")
 
 
 def write_dicom_series(image: sitk.Image, folder: Path, *, series_instance_uid: str | None = None,

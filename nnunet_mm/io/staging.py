@@ -9,6 +9,7 @@ that work, with the same message.
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import re
@@ -16,6 +17,11 @@ import secrets
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +110,68 @@ def _sibling(final_dir: Path, tag: str) -> Path:
 
 
 @contextlib.contextmanager
+def _target_lock(final_dir: Path) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``final_dir`` for the block (an advisory ``flock``, released by the kernel
+    when the process dies, so a killed writer never blocks the next one); a second writer of the same target is
+    refused at once."""
+    if fcntl is None:  # no flock (Windows): writers of one target are not serialised
+        yield
+        return
+    lock_path = final_dir.parent / f".{final_dir.name}.lock"
+    while True:
+        descriptor = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise FileExistsError(f"{final_dir} is being written by another process right now (it holds "
+                                  f"{lock_path}); wait for it to finish or choose another output.") from None
+        try:  # the holder before us may have removed the file after we opened it: lock the file at the name
+            same = os.stat(lock_path).st_ino == os.fstat(descriptor).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(descriptor)
+    try:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(descriptor)
+
+
+def _leftovers(final_dir: Path, tag: str) -> list[Path]:
+    return sorted(final_dir.parent.glob(f".{glob.escape(final_dir.name)}.{tag}-*"), key=lambda p: p.stat().st_mtime)
+
+
+def recover_interrupted_write(final_dir: Path) -> list[str]:
+    """Undo what a killed :func:`staged_dataset` left beside ``final_dir``; returns one line per action (also
+    logged as warnings). Call it only while holding the target's lock (:func:`staged_dataset` does).
+
+    * ``final_dir`` missing but a ``.<name>.old-*`` folder present (killed between moving the old dataset aside
+      and renaming the new one in): the newest old folder is renamed back to ``final_dir``.
+    * ``.<name>.old-*`` folders beside an existing ``final_dir`` (killed while deleting the replaced dataset):
+      deleted.
+    * ``.<name>.staging-*`` folders (a killed write; never complete, since completion is the rename): deleted.
+    """
+    final_dir = Path(final_dir)
+    actions = []
+    olds = _leftovers(final_dir, "old")
+    if olds and not (final_dir.exists() or final_dir.is_symlink()):
+        os.rename(olds[-1], final_dir)
+        actions.append(f"restored {final_dir} from {olds[-1].name}, left by an interrupted --overwrite")
+        olds = olds[:-1]
+    for leftover in olds + _leftovers(final_dir, "staging"):
+        shutil.rmtree(leftover, ignore_errors=True)
+        actions.append(f"deleted {leftover}, left by an interrupted write of {final_dir.name}")
+    for action in actions:
+        logger.warning(action)
+    return actions
+
+
+@contextlib.contextmanager
 def staged_dataset(final_dir: Path, *, overwrite: bool = False, sources: Sequence[Path] = ()) -> Iterator[Path]:
     """Yield an empty staging folder; on success it becomes ``final_dir``, on any exception it is deleted.
 
@@ -111,6 +179,12 @@ def staged_dataset(final_dir: Path, *, overwrite: bool = False, sources: Sequenc
     ``overwrite=True`` an existing ``final_dir`` is renamed aside, the staging folder is renamed into place, and only
     then is the old folder deleted. If the block raises (including KeyboardInterrupt), the staging folder is removed
     and an existing ``final_dir`` is left exactly as it was. Nothing outside ``final_dir``'s parent is touched.
+
+    One writer per target: the whole block holds a lock beside ``final_dir`` (a second command writing the same
+    folder is refused at once), and ``final_dir`` is checked again just before the rename, so two commands started
+    together without ``overwrite`` never replace each other's output. What a killed earlier write left behind
+    (:func:`recover_interrupted_write`) is repaired first: an old dataset half-way through ``--overwrite`` is put
+    back, stale staging folders are deleted.
 
     Args:
         final_dir: the folder to create, e.g. ``$nnUNet_raw/Dataset511_MultiPhaseLiver``. Its parent is created if
@@ -120,22 +194,31 @@ def staged_dataset(final_dir: Path, *, overwrite: bool = False, sources: Sequenc
             (see :func:`check_output`).
 
     Raises:
-        FileExistsError: ``final_dir`` exists and is not empty and ``overwrite`` is False, or it exists and is not a
-            folder. Raised before anything is created.
+        FileExistsError: ``final_dir`` exists and is not empty and ``overwrite`` is False (checked before anything is
+            created, and again before the rename), it exists and is not a folder, or another process is writing it.
         ValueError: ``final_dir`` overlaps one of ``sources``. Raised before anything is created.
     """
     final_dir = Path(final_dir).absolute()
-    if (final_dir.exists() or final_dir.is_symlink()) and (not final_dir.is_dir() or final_dir.is_symlink()):
-        raise FileExistsError(f"{final_dir} exists and is not a folder; remove it or choose another output.")
-    check_output(final_dir, overwrite=overwrite, sources=sources)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = _sibling(final_dir, "staging")
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with _target_lock(final_dir):
+        recover_interrupted_write(final_dir)
+        if (final_dir.exists() or final_dir.is_symlink()) and (not final_dir.is_dir() or final_dir.is_symlink()):
+            raise FileExistsError(f"{final_dir} exists and is not a folder; remove it or choose another output.")
+        check_output(final_dir, overwrite=overwrite, sources=sources)
+        staging = _sibling(final_dir, "staging")
+        try:
+            yield staging
+            if not overwrite:
+                check_output(final_dir, overwrite=False)  # someone created it meanwhile: keep theirs
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _move_into_place(staging, final_dir)
 
+
+def _move_into_place(staging: Path, final_dir: Path) -> None:
+    """Rename ``staging`` to ``final_dir``, replacing an existing ``final_dir`` (moved aside first, deleted last;
+    put back if the rename fails)."""
     if not final_dir.exists():
         try:
             os.rename(staging, final_dir)

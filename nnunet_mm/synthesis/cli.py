@@ -159,6 +159,7 @@ def run_keep_tumours_in_liver(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
     from tqdm import tqdm
 
+    from nnunet_mm.io.images import write_image
     from nnunet_mm.io.staging import staged_dataset
     from nnunet_mm.settings import read_settings
     from nnunet_mm.synthesis.liver_postprocessing import keep_tumours_in_liver
@@ -193,7 +194,7 @@ def run_keep_tumours_in_liver(args: argparse.Namespace) -> int:
             removed_total += removed
             out = sitk.GetImageFromArray(cleaned.astype(np.uint8 if cleaned.max() < 256 else np.int32))
             out.CopyInformation(image)
-            sitk.WriteImage(out, str(staging / path.name), useCompression=True)
+            write_image(out, staging / path.name)
         for extra in ("dataset.json", "plans.json"):
             if (source / extra).is_file():
                 shutil.copyfile(source / extra, staging / extra)

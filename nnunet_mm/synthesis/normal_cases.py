@@ -28,7 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from nnunet_mm.io.images import read_image
+from nnunet_mm.io.images import read_image, write_image
 from nnunet_mm.io.staging import check_output, staged_dataset
 from nnunet_mm.settings import DatasetSettings, read_settings
 from nnunet_mm.synthesis.masks import removal_mask
@@ -166,14 +166,13 @@ def make_normal_dataset(source_folder: Path, target_folder: Path, *, method: Met
                 normal = remove_tumour(volume, hole, intensity_window(volume, channel_names[channel]), inpainter)
                 written = sitk.GetImageFromArray(normal)
                 written.CopyInformation(image)
-                sitk.WriteImage(written, str(staging / "imagesTr" / f"{normal_id}_{channel:04d}{ending}"),
-                                useCompression=True)
+                write_image(written, staging / "imagesTr" / f"{normal_id}_{channel:04d}{ending}")
                 before.append(volume)
                 after.append(normal)
             normal_label = np.where(tumour, liver_label, label).astype(label.dtype)
             written = sitk.GetImageFromArray(normal_label)
             written.CopyInformation(label_image)
-            sitk.WriteImage(written, str(staging / "labelsTr" / f"{normal_id}{ending}"), useCompression=True)
+            write_image(written, staging / "labelsTr" / f"{normal_id}{ending}")
             records[normal_id] = {"source": case.identifier, "tumour_voxels": int(tumour.sum()),
                                   "removed_voxels": int(hole.sum()),
                                   "slices": int(hole.reshape(hole.shape[0], -1).any(1).sum())}

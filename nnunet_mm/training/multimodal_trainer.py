@@ -65,7 +65,10 @@ from torch._dynamo import OptimizedModule
 from nnunet_mm.augment import (MisalignmentParameters, ModalityDropoutParameters, apply_misalignment,
                                apply_modality_dropout, sample_misalignment, sample_modality_dropout)
 from nnunet_mm.io.console import encodable
+from nnunet_mm.io.safe_load import UnreadableFileError, UntrustedContentError, verify_preprocessed_folder
 from nnunet_mm.settings import preprocessed_dataset_json_source, read_settings
+from nnunet_mm.training.checkpoints import (CHECKPOINT_NAMES, companion_file, load_companion, read_checkpoint,
+                                            save_companions, staged_checkpoint)
 from nnunet_mm.training.debug import DebugSchedule
 
 Target = torch.Tensor | list[torch.Tensor]  # nnU-Net's targets: one tensor, or one per deep-supervision scale
@@ -216,6 +219,108 @@ class MultiModalTrainer(nnUNetTrainer):
         encoding = locale.getpreferredencoding(False)
         printable = tuple(encodable(str(a), encoding) for a in args)
         super().print_to_log_file(*printable, also_print_to_console=also_print_to_console, add_timestamp=add_timestamp)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # checkpoints: atomic writes, reads that never run code, fallback to the newest readable checkpoint
+
+    def checkpoint_companions(self) -> dict[str, nn.Module]:
+        """Extra modules saved beside every checkpoint as ``<checkpoint>.<name>.safetensors`` (e.g. a mean
+        teacher); none by default."""
+        return {}
+
+    def on_companion_missing(self, name: str) -> None:
+        """Called after loading a checkpoint that has no (or an unreadable) companion file ``name``; the module
+        keeps its state unless a trainer says otherwise (a teacher restarts from the student)."""
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to a temporary file and renamed into place (a kill leaves the previous
+        checkpoint intact), then the :meth:`checkpoint_companions` beside it."""
+        if self.local_rank != 0 or self.disable_checkpointing:
+            super().save_checkpoint(filename)
+            return
+        with staged_checkpoint(Path(filename)) as partial:
+            super().save_checkpoint(str(partial))
+        save_companions(Path(filename), self.checkpoint_companions(), epoch=self.current_epoch + 1)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """nnU-Net's ``load_checkpoint``, reading the file without running code from it; an empty or cut file is
+        replaced by the newest readable checkpoint of the run folder (said in the log and on the console). A
+        checkpoint that cannot be used ends the run with an ``error:`` line naming the file."""
+        if not isinstance(filename_or_checkpoint, (str, os.PathLike)):
+            super().load_checkpoint(filename_or_checkpoint)
+            return
+        requested = Path(filename_or_checkpoint)
+        try:
+            loaded = read_checkpoint(requested, map_location=self.device)
+        except (UnreadableFileError, UntrustedContentError, FileNotFoundError) as error:
+            raise SystemExit(f"error: {error}") from None
+        if loaded.fallback_reason:
+            self.print_to_log_file(f"nnunet_mm: WARNING {loaded.fallback_reason} Continuing from {loaded.file} "
+                                   f"(epoch {loaded.content.get('current_epoch')}) instead.",
+                                   also_print_to_console=True)
+        try:
+            self._apply_checkpoint(loaded.content)
+        except (KeyError, RuntimeError) as error:
+            raise SystemExit(f"error: {loaded.file}: not a checkpoint of this trainer and configuration "
+                             f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
+        self.loaded_checkpoint_file = loaded.file
+        for name, module in self.checkpoint_companions().items():
+            try:
+                note = load_companion(loaded.file, name, module, epoch=self.current_epoch, device=self.device)
+            except UnreadableFileError as error:
+                self.print_to_log_file(f"nnunet_mm: WARNING {error}", also_print_to_console=True)
+                note = None
+            if note is None:
+                self.print_to_log_file(f"nnunet_mm: no readable {companion_file(loaded.file, name).name}; "
+                                       f"{name} restarts", also_print_to_console=True)
+                self.on_companion_missing(name)
+            elif note:
+                self.print_to_log_file(f"nnunet_mm: WARNING {note}; using it anyway", also_print_to_console=True)
+            else:
+                self.print_to_log_file(f"nnunet_mm: restored {name} from {companion_file(loaded.file, name)}")
+
+    def _apply_checkpoint(self, checkpoint: dict) -> None:
+        """What nnU-Net's ``load_checkpoint`` does with the loaded dict (2.8.1 accepts a dict in its signature but
+        then reads an unset variable, so the dict cannot be handed to it): weights (``module.`` prefixes of a DDP
+        checkpoint dropped), epoch, logger, EMA Dice, mirroring axes, optimizer and grad-scaler state."""
+        if not self.was_initialized:
+            self.initialize()
+        network = self.unwrapped_network
+        own_keys = network.state_dict().keys()
+        weights = {key[len("module."):] if key not in own_keys and key.startswith("module.") else key: value
+                   for key, value in checkpoint["network_weights"].items()}
+        self.my_init_kwargs = checkpoint["init_args"]
+        self.current_epoch = checkpoint["current_epoch"]
+        self.logger.load_checkpoint(checkpoint["logging"])
+        self._best_ema = checkpoint["_best_ema"]
+        self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
+                                                               self.inference_allowed_mirroring_axes)
+        network.load_state_dict(weights)
+        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+        if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
+            self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
+
+    def on_train_start(self) -> None:
+        """Check the case properties (``.pkl``) nnU-Net's data loader will unpickle before it does (refusing one
+        that would run code), then nnU-Net's ``on_train_start``."""
+        if not self.was_initialized:
+            self.initialize()
+        try:
+            verify_preprocessed_folder(Path(self.preprocessed_dataset_folder))
+        except (UnreadableFileError, UntrustedContentError) as error:
+            raise SystemExit(f"error: {error}") from None
+        super().on_train_start()
+
+    def on_train_end(self) -> None:
+        """nnU-Net's ``on_train_end`` (which deletes ``checkpoint_latest.pth``), then the companions of deleted
+        checkpoints."""
+        super().on_train_end()
+        if self.local_rank == 0:
+            for checkpoint_name in CHECKPOINT_NAMES:
+                checkpoint = Path(self.output_folder) / checkpoint_name
+                if not checkpoint.is_file():
+                    for name in self.checkpoint_companions():
+                        companion_file(checkpoint, name).unlink(missing_ok=True)
 
     def do_split(self):
         self._adopt_raw_splits()

@@ -29,6 +29,7 @@ from skimage.segmentation import watershed
 from skimage.transform import resize
 
 from nnunet_mm.evaluation.metrics import defined_or_none, dice, mean_of_defined
+from nnunet_mm.io.images import write_image
 from nnunet_mm.io.raw_dataset import case_channel_files
 from nnunet_mm.io.staging import check_output, staged_dataset
 from nnunet_mm.settings import BLOCK_KEY, block_of, read_settings
@@ -156,7 +157,7 @@ def export_pseudo_mask_dataset(source_folder: Path, model_dir: Path, target_fold
             label = _case_pseudo_label(case, reference, pseudo)
             label_image = sitk.GetImageFromArray(label)
             label_image.CopyInformation(_scalar_geometry(reference))
-            sitk.WriteImage(label_image, str(staging / "labelsTr" / f"{case}{file_ending}"), True)
+            write_image(label_image, staging / "labelsTr" / f"{case}{file_ending}")
             truth_file = source_folder / "labelsTr" / f"{case}{file_ending}"
             if truth_file.is_file() and case_labels[case] == DISEASED:
                 truth = sitk.GetArrayFromImage(sitk.ReadImage(str(truth_file)))

@@ -10,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from nnunet_mm.io.images import write_image
 from nnunet_mm.io.staging import new_dataset_folder, staged_dataset
 from nnunet_mm.settings import BLOCK_KEY
 from nnunet_mm.weak.image_labels import DISEASED, IMAGE_LABELS_KEY, NORMAL
@@ -52,8 +53,9 @@ def write_skin_lesion_dataset(raw_root: Path, *, dataset_id: int, name: str = "S
             diseased = index < num_diseased
             case = f"skin_{index:03d}"
             image, mask = make_skin_image(rng, size, diseased)
-            sitk.WriteImage(sitk.GetImageFromArray(image, isVector=True), str(staging / "imagesTr" / f"{case}_0000.png"))
-            sitk.WriteImage(sitk.GetImageFromArray(mask), str(staging / "labelsTr" / f"{case}.png"))
+            write_image(sitk.GetImageFromArray(image, isVector=True), staging / "imagesTr" / f"{case}_0000.png",
+                        compress=False)
+            write_image(sitk.GetImageFromArray(mask), staging / "labelsTr" / f"{case}.png", compress=False)
             image_labels[case] = DISEASED if diseased else NORMAL
         dataset_json = {"channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": {"background": 0, "lesion": 1},
                         "numTraining": len(image_labels), "file_ending": ".png",

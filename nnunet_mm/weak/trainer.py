@@ -21,13 +21,12 @@ describes and its public code lacks (methods.md §4.6, our design):
   disjoint share of the cases, then all wait at a barrier.
 
 Hooks overridden: ``__init__``, ``initialize``, ``get_tr_and_val_datasets``, ``on_train_start``, ``compute_loss`` and
-``after_optimizer_step`` (inside :class:`MultiModalTrainer`'s step), ``on_train_epoch_end``, ``on_train_end``,
-``save_checkpoint``, ``load_checkpoint``.
+``after_optimizer_step`` (inside :class:`MultiModalTrainer`'s step), ``on_train_epoch_end``,
+``checkpoint_companions``, ``on_companion_missing``.
 """
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,8 +41,6 @@ from nnunet_mm.weak.image_labels import IMAGE_LABELS_KEY, normal_cases, read_ima
 from nnunet_mm.weak.mean_teacher import consistency_loss, ema_update, make_teacher, perturb_intensities
 from nnunet_mm.weak.refinement import RefinedLabelDataset, refine_pseudo_labels, save_refined_label
 from nnunet_mm.weak.settings import WEAK_SUPERVISION_KEY
-
-TEACHER_SUFFIX = ".teacher.safetensors"
 
 
 class WeakLabelTrainer(MultiModalTrainer):
@@ -98,12 +95,6 @@ class WeakLabelTrainer(MultiModalTrainer):
         if self.current_epoch == 0 and self.local_rank == 0 and self.refined_label_folder.is_dir():
             shutil.rmtree(self.refined_label_folder)  # a fresh run must not read an earlier run's refinement
         super().on_train_start()
-
-    def on_train_end(self) -> None:
-        super().on_train_end()
-        latest = Path(self.output_folder) / "checkpoint_latest.pth"
-        if self.local_rank == 0 and not latest.is_file():  # nnU-Net deleted checkpoint_latest.pth: drop its teacher
-            Path(f"{latest}{TEACHER_SUFFIX}").unlink(missing_ok=True)
 
     # ------------------------------------------------------------------------------------------------------------
     # the step
@@ -175,29 +166,15 @@ class WeakLabelTrainer(MultiModalTrainer):
                                f"ignored", also_print_to_console=True)
 
     # ------------------------------------------------------------------------------------------------------------
-    # checkpoints: the teacher next to nnU-Net's file
+    # checkpoints: the teacher beside nnU-Net's file
 
-    def save_checkpoint(self, filename: str) -> None:
-        super().save_checkpoint(filename)
-        if self.local_rank == 0 and not self.disable_checkpointing:
-            from safetensors.torch import save_model
+    def checkpoint_companions(self) -> dict[str, torch.nn.Module]:
+        """The EMA teacher, saved beside every checkpoint (``<checkpoint>.teacher.safetensors``)."""
+        return {"teacher": self.teacher}
 
-            partial = f"{filename}.teacher.tmp"
-            save_model(self.teacher, partial, metadata={"ema_decay": str(self.ema_decay)})  # handles shared tensors
-            os.replace(partial, filename + TEACHER_SUFFIX)
-
-    def load_checkpoint(self, filename_or_checkpoint) -> None:
-        super().load_checkpoint(filename_or_checkpoint)
-        teacher_file = f"{filename_or_checkpoint}{TEACHER_SUFFIX}" if isinstance(filename_or_checkpoint, str) else None
-        if teacher_file is not None and os.path.isfile(teacher_file):
-            from safetensors.torch import load_model
-
-            load_model(self.teacher, teacher_file, device=str(self.device))
-            self.print_to_log_file(f"nnunet_mm: restored the EMA teacher from {teacher_file}")
-        else:
-            self.teacher.load_state_dict(self.student_network.state_dict())
-            self.print_to_log_file(f"nnunet_mm: no teacher file next to the checkpoint ({teacher_file}); the teacher "
-                                   f"restarts from the student", also_print_to_console=True)
+    def on_companion_missing(self, name: str) -> None:
+        """Without its file the teacher restarts from the student."""
+        self.teacher.load_state_dict(self.student_network.state_dict())
 
 
 def _full_resolution(output: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:

@@ -146,5 +146,24 @@ def test_write_image_writes_compressed_nifti_and_creates_the_folder(tmp_path: Pa
     with open(path, "rb") as handle:
         assert handle.read(2) == b"\x1f\x8b"  # gzip magic
     _assert_same_image(read_image(path), image)
-    with pytest.raises(ValueError, match=r"must end in '\.nii\.gz'"):
-        write_image(image, tmp_path / "case.nrrd")
+    assert write_image(image, tmp_path / "case.nii").stat().st_size >= 352 + image.GetNumberOfPixels() * 2  # int16
+
+
+@pytest.mark.parametrize("name", ["case.nii.gz", "case.nii", "case.nrrd"])
+def test_write_image_refuses_a_write_cut_short_as_on_a_full_disk(tmp_path: Path, monkeypatch, name) -> None:
+    """SimpleITK returns without an error when the disk fills up during a write and leaves a cut file; write_image
+    checks the written file, removes it and names it (issue 17)."""
+    image = _volume()
+    real_write = sitk.WriteImage
+
+    def full_disk(image, path, *args, **kwargs):
+        real_write(image, path, *args, **kwargs)
+        size = Path(path).stat().st_size
+        with open(path, "r+b") as handle:
+            handle.truncate(size * 2 // 3)
+
+    monkeypatch.setattr(sitk, "WriteImage", full_disk)
+    target = tmp_path / name
+    with pytest.raises(OSError, match=r"case\.n.*(incomplete|cannot be read back|holds).*disk full"):
+        write_image(image, target)
+    assert not target.exists()

@@ -121,3 +121,78 @@ def test_new_dataset_folder_names_the_variable_when_nnunet_raw_is_unset(monkeypa
     monkeypatch.setattr(nnunetv2.paths, "nnUNet_raw", None)
     with pytest.raises(ValueError, match="nnUNet_raw is not set"):
         new_dataset_folder(7, "Liver")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one writer per target, and what a killed writer leaves behind (issue 17)
+
+def test_a_second_writer_of_the_same_target_is_refused_while_the_first_runs(tmp_path: Path) -> None:
+    final = tmp_path / "Dataset511_X"
+    with staged_dataset(final) as first:
+        (first / "first.txt").write_text("first")
+        with pytest.raises(FileExistsError, match="being written by another process"):
+            with staged_dataset(final, overwrite=True):
+                pytest.fail("the second writer must not run")
+    assert sorted(p.name for p in final.iterdir()) == ["first.txt"]
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_target_created_meanwhile_is_not_replaced_without_overwrite(tmp_path: Path) -> None:
+    final = tmp_path / "Dataset511_X"
+    with pytest.raises(FileExistsError, match="already exists"):
+        with staged_dataset(final) as staging:
+            (staging / "mine.txt").write_text("mine")
+            final.mkdir()  # another writer (not going through the lock) finished first
+            (final / "theirs.txt").write_text("theirs")
+    assert sorted(p.name for p in final.iterdir()) == ["theirs.txt"]
+    assert _leftovers(tmp_path) == []
+
+
+def test_an_overwrite_killed_between_the_renames_is_undone_at_the_next_run(tmp_path: Path, caplog) -> None:
+    final = tmp_path / "Dataset511_X"
+    old = tmp_path / ".Dataset511_X.old-1234abcd"  # what a kill after moving the old dataset aside leaves
+    old.mkdir()
+    (old / "old.txt").write_text("old")
+    stale = tmp_path / ".Dataset511_X.staging-5678abcd"
+    stale.mkdir()
+    (stale / "half.txt").write_text("half")
+    with pytest.raises(FileExistsError, match="already exists"):  # the restored dataset is protected again
+        with staged_dataset(final):
+            pass
+    assert (final / "old.txt").read_text() == "old"
+    assert _leftovers(tmp_path) == []
+    assert "restored" in caplog.text and ".Dataset511_X.old-1234abcd" in caplog.text
+
+
+def test_old_folders_beside_a_complete_dataset_are_removed(tmp_path: Path) -> None:
+    final = tmp_path / "Dataset511_X"
+    final.mkdir()
+    (final / "new.txt").write_text("new")
+    (tmp_path / ".Dataset511_X.old-1234abcd").mkdir()
+    with staged_dataset(final, overwrite=True) as staging:
+        (staging / "newer.txt").write_text("newer")
+    assert sorted(p.name for p in final.iterdir()) == ["newer.txt"]
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_killed_writer_releases_its_lock(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    final = tmp_path / "Dataset511_X"
+    script = ("import sys, time\nfrom pathlib import Path\nfrom nnunet_mm.io import staged_dataset\n"
+              "with staged_dataset(Path(sys.argv[1])) as s:\n    (s / 'a').write_text('a')\n    print('in', flush=True)\n"
+              "    time.sleep(60)\n")
+    writer = subprocess.Popen([sys.executable, "-c", script, str(final)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "in"
+    with pytest.raises(FileExistsError, match="being written"):
+        with staged_dataset(final):
+            pass
+    writer.kill()
+    writer.wait()
+    time.sleep(0.1)
+    with staged_dataset(final) as staging:  # the lock died with the writer; its staging folder is cleaned up
+        (staging / "b").write_text("b")
+    assert sorted(p.name for p in final.iterdir()) == ["b"]
+    assert _leftovers(tmp_path) == []
