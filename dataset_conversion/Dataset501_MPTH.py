@@ -23,6 +23,9 @@ Input (a folder, or a ``.zip``/``.tar`` archive of it)::
   is used and a warning says so. Origin 0, identity direction.
 * A case whose mask folders are all missing is a test case; a case with some but not all of its
   ``2 × len(phases)`` mask folders is an error.
+* Symbolic links are followed only while they stay inside the source folder: a folder (``train_img/``, a phase or
+  case folder, a mask folder) or slice file that resolves outside it is refused (named, with where it points), and
+  nothing below such a folder is listed or read.
 
 Output, in ``<output_root>/Dataset501_MPTH/``:
 
@@ -70,6 +73,7 @@ from nnunet_mm.conversion import (
     ConversionError,
     DatasetSummary,
     add_common_arguments,
+    check_inside,
     comma_list,
     converter_main,
     image_from_array,
@@ -269,6 +273,31 @@ def check_case(case: MPTHCase, *, png_offset: float | None) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------
 # finding the cases
 
+def _outside(path: Path, root: Path) -> str | None:
+    """The problem line for the first of ``path``'s folders below ``root`` (or ``path`` itself) that resolves,
+    following symbolic links, outside ``root`` (so that the link itself is named); None when all stay inside."""
+    parts = path.relative_to(root).parts
+    for depth in range(1, len(parts) + 1):
+        try:
+            check_inside(root.joinpath(*parts[:depth]), root)
+        except ValueError as error:
+            return str(error)
+    return None
+
+
+def _linked_slice_problems(folder: Path, names: Sequence[str], root: Path) -> list[str]:
+    """One problem line per slice file ``names`` of ``folder`` (itself inside ``root``) that is a symbolic link
+    resolving outside ``root``."""
+    problems = []
+    for name in names:
+        if (folder / name).is_symlink():
+            try:
+                check_inside(folder / name, root)
+            except ValueError as error:
+                problems.append(str(error))
+    return problems
+
+
 def _slice_names(folder: Path) -> list[str]:
     """Names of the ``*.png`` files of ``folder`` (case-insensitive suffix, hidden files skipped), in numeric
     order."""
@@ -309,12 +338,16 @@ def _case_problems_and_names(root: Path, name: str, phases: Sequence[str],
     names = [_slice_names(folder) for folder in image_folders]
     problems = [f"{folder}: no slice files (*{SLICE_SUFFIX}) in the case folder." for folder, listed
                 in zip(image_folders, names) if not listed]
+    for folder, listed in zip(image_folders, names):
+        problems += _linked_slice_problems(folder, listed, root)
     for folder, listed in zip(image_folders[1:], names[1:]):
         problems += _pairing_problems(image_folders[0], names[0], folder, listed,
                                       "every phase needs the same slice files")
     for image_folder, listed, per_phase in zip(image_folders, names, mask_folders or ()):
         for mask_folder in per_phase:
-            problems += _pairing_problems(image_folder, listed, mask_folder, _slice_names(mask_folder),
+            mask_names = _slice_names(mask_folder)
+            problems += _linked_slice_problems(mask_folder, mask_names, root)
+            problems += _pairing_problems(image_folder, listed, mask_folder, mask_names,
                                           "every image slice needs a mask slice of the same name")
     return problems, names[0]
 
@@ -324,16 +357,29 @@ def find_cases(root: Path, *, phases: Sequence[str]) -> tuple[list[MPTHCase], li
 
     Returns:
         The cases whose files are complete and paired, and one problem line per missing phase or mask folder,
-        missing slice file, duplicate case id, or empty input.
+        missing slice file, duplicate case id, empty input, or folder or slice file resolving outside ``root``
+        through a symbolic link (a case with such a folder is not read further).
     """
+    cases, problems = _find_cases(root, phases=phases)
+    return cases, list(dict.fromkeys(problems))  # a mask folder linked out is found once per case
+
+
+def _find_cases(root: Path, *, phases: Sequence[str]) -> tuple[list[MPTHCase], list[str]]:
     image_root = root / IMAGE_FOLDER
     expected = f"expected {root}/{IMAGE_FOLDER}/<phase>/<case>/<slice>{SLICE_SUFFIX} for the phases {list(phases)}"
+    outside = _outside(image_root, root)
+    if outside is not None:
+        return [], [outside]
     if not image_root.is_dir():
         return [], [f"{image_root}: folder not found (empty or not an MPTH folder); {expected}."]
     problems: list[str] = []
     case_names: dict[str, set[str]] = {}
     for phase in phases:
         phase_folder = image_root / phase
+        outside = _outside(phase_folder, root)
+        if outside is not None:
+            problems.append(outside)
+            continue
         if not phase_folder.is_dir():
             problems.append(f"{phase_folder}: phase folder not found; {expected}.")
             continue
@@ -361,6 +407,13 @@ def find_cases(root: Path, *, phases: Sequence[str]) -> tuple[list[MPTHCase], li
             continue
         if len(case_names) < len(phases):
             continue  # a whole phase folder is missing, reported above
+        case_folders = [image_root / p / name for p in phases] + \
+            [root / kind / p / name for p in phases for kind in MASK_FOLDERS]
+        outside_problems = [outside for folder in case_folders if (folder.exists() or folder.is_symlink())
+                            and (outside := _outside(folder, root)) is not None]
+        if outside_problems:
+            problems += outside_problems
+            continue
         mask_folders, mask_problems = _mask_folders(root, name, phases)
         slice_problems, slice_names = _case_problems_and_names(root, name, phases, mask_folders)
         if mask_problems or slice_problems:

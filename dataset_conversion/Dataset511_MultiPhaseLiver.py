@@ -1,11 +1,18 @@
 """Dataset511_MultiPhaseLiver: multi-phase liver CT labelled on one reference phase (mmLiTs layout) → nnU-Net raw.
 
-Input, one folder per case; each phase may be on its own grid, and the label lies on the reference phase's grid::
+Input (a folder, or a ``.zip``/``.tar``/``.tar.gz`` archive of it), one sub-folder per case; each phase may be on its
+own grid, and the label lies on the reference phase's grid::
 
     <source>/<case>/pv.nii.gz      reference phase (first of ``phases``); any ending of nnunet_mm.io.IMAGE_ENDINGS,
                                    or a folder pv/ holding one DICOM series
     <source>/<case>/art.nii.gz     the other phases (``del``, ``nc``, ...), matched case-insensitively by stem
     <source>/<case>/label.nii.gz   0 background, 1 liver, 2 tumour; a case without a label is a test case
+
+Archives are extracted into a temporary folder first; a member that would land outside it (absolute name, ``..``,
+link pointing out) is refused and nothing is extracted. Symbolic links are followed only while they stay inside the
+source folder: a case folder, phase or label file, file of a DICOM folder, or data file named by a ``.mhd``/``.nhdr``
+header that resolves outside it is refused (named, with where it points), so the converter reads nothing outside
+its input.
 
 Output, in ``<output_root>/Dataset511_MultiPhaseLiver/``:
 
@@ -32,6 +39,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +51,7 @@ import numpy as np
 import SimpleITK as sitk
 from skimage.metrics import normalized_mutual_information
 
+from nnunet_mm.conversion.archives import IGNORED_PREFIXES, check_inside, is_archive, source_folder, source_path_name
 from nnunet_mm.conversion.errors import ConversionError  # noqa: F401 - what convert raises, importable from here
 from nnunet_mm.conversion.errors import attempt, raise_if_problems
 from nnunet_mm.conversion.labels import label_dict, label_value_problems
@@ -75,6 +84,8 @@ QA_FOLDER = "nnunet_mm_qa"
 QA_MARGIN_MM = 10.0  # the label's bounding box is grown by this much on each side for the QA similarity
 QA_HISTOGRAM_BINS = 32
 GEOMETRY_TOLERANCE = 1e-3  # mm (spacing, origin) and direction cosines
+HEADER_ENDINGS = (".mhd", ".mha", ".nhdr", ".nrrd")  # formats whose header may name a separate data file
+HEADER_READ_LIMIT = 1 << 20  # bytes of a header searched for the data file field
 CONTOUR_COLOURS = ("#ff3030", "#30e030", "#3090ff", "#ffd030", "#ff30ff", "#30ffff")
 
 
@@ -155,20 +166,102 @@ def _missing_phase_message(folder: Path, phase: str) -> str:
             f"folder {folder / phase}/ (case-insensitive); the folder holds {present}.")
 
 
+def _outside(path: Path, root: Path) -> str | None:
+    """The problem line for ``path`` when it resolves (following symbolic links) outside ``root``, else None."""
+    try:
+        check_inside(path, root)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def _header_data_files(header: Path) -> list[Path]:
+    """The data files that a MetaImage (``ElementDataFile``) or NRRD (``data file``) header names, relative names
+    taken next to the header as ITK does: one file, a ``LIST`` of files, or a printf pattern with its range. Empty
+    for data inside the file (``LOCAL``, no such field) and for other formats.
+
+    Raises:
+        OSError: the header cannot be read.
+    """
+    ending = next((e for e in HEADER_ENDINGS if header.name.lower().endswith(e)), None)
+    if ending is None:
+        return []
+    with header.open("rb") as handle:
+        text = handle.read(HEADER_READ_LIMIT).decode("latin-1")
+    lines = text.splitlines()
+    metaimage = ending in (".mhd", ".mha")
+    value, following = None, []
+    for index, line in enumerate(lines):
+        if metaimage:
+            key, separator, rest = line.partition("=")
+            if separator and key.strip().lower() == "elementdatafile":
+                value, following = rest.strip(), lines[index + 1:]
+                break
+        else:
+            if not line.strip():  # the end of a NRRD header
+                break
+            key, separator, rest = line.partition(":")
+            if separator and key.strip().lower() in ("data file", "datafile"):
+                value, following = rest.lstrip("=").strip(), lines[index + 1:]
+                break
+    if not value or value.upper() == "LOCAL":
+        return []
+    names: list[str]
+    tokens = value.split()
+    if tokens[0].upper() == "LIST":
+        names = [line.strip() for line in following if line.strip()]
+    elif len(tokens) >= 4 and "%" in tokens[0] and all(re.fullmatch(r"[+-]?\d+", t) for t in tokens[1:4]):
+        first, last, step = (int(t) for t in tokens[1:4])
+        if step == 0 or (last - first) // step > 100_000:
+            names = [str(Path(tokens[0]).parent / "x")]  # an absurd range: the folder of the pattern at least
+        else:
+            try:
+                names = [tokens[0] % number for number in range(first, last + (1 if step > 0 else -1), step)]
+            except (TypeError, ValueError):
+                names = [str(Path(tokens[0]).parent / "x")]
+    else:
+        names = [value]
+    return [header.parent / name for name in names]
+
+
+def _outside_problems(path: Path, root: Path) -> list[str]:
+    """Problem lines for ``path`` (an image file or DICOM folder found in a case folder inside ``root``) and for
+    what reading it would open, when any of it resolves outside ``root``: the path itself, every entry of a DICOM
+    folder, every data file named by a MetaImage/NRRD header."""
+    problem = _outside(path, root)
+    if problem is not None:
+        return [problem]
+    if path.is_dir():
+        return [problem for entry in sorted(path.iterdir()) if (problem := _outside(entry, root)) is not None]
+    try:
+        data_files = _header_data_files(path)
+    except OSError:
+        return []  # unreadable: read_image reports it
+    return [f"{path}: header names the data file {problem}" for data_file in data_files
+            if (problem := _outside(data_file, root)) is not None]
+
+
 def find_cases(source_dir: Path, *, phases: Sequence[str], label_name: str) -> tuple[list[CaseFiles], list[str]]:
     """Find the case folders of ``source_dir`` and their phase and label files.
 
     Returns:
         Every case (missing phases as None, so that the files that are there can still be checked), and one
-        problem line per missing or ambiguous file, duplicate case id, or empty source folder.
+        problem line per missing or ambiguous file, duplicate case id, empty source folder, or case folder, file
+        (or file it leads to) resolving outside ``source_dir`` through a symbolic link; such a folder is not listed
+        and such a file is not read (None in the case).
     """
     problems: list[str] = []
-    folders = sorted(p for p in source_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p for p in source_dir.iterdir() if p.is_dir() and not p.name.startswith(IGNORED_PREFIXES))
     if not folders:
         problems.append(f"{source_dir}: no case folders found (the source folder is empty or holds only files); "
                         f"expected {source_dir}/<case_id>/{phases[0]}.nii.gz, ... and <case_id>/{label_name}.nii.gz.")
     cases: list[CaseFiles] = []
+    any_label = False
     for folder in folders:
+        outside = _outside(folder, source_dir)
+        if outside is not None:
+            problems.append(outside)
+            continue
         phase_files: list[Path | None] = []
         for phase in phases:
             try:
@@ -179,17 +272,26 @@ def find_cases(source_dir: Path, *, phases: Sequence[str], label_name: str) -> t
             else:
                 if found is None:
                     problems.append(_missing_phase_message(folder, phase))
+                elif outside := _outside_problems(found, source_dir):
+                    problems += outside
+                    found = None
             phase_files.append(found)
         try:
             label_file = find_image(folder, label_name)
         except ValueError as error:
             problems.append(str(error))
             label_file = None
+            any_label = True
+        else:
+            any_label = any_label or label_file is not None
+            if label_file is not None and (outside := _outside_problems(label_file, source_dir)):
+                problems += outside
+                label_file = None
         cases.append(CaseFiles(sanitize_case_id(folder.name), folder, tuple(phase_files), label_file))
     problems += [f"{case.folder}: duplicate case id '{case.case_id}': folders {first.folder} and {case.folder} map "
                  f"to the same id (non-alphanumeric characters become '_', case is ignored); rename one."
                  for case, first in case_id_collisions(cases, lambda case: case.case_id)]
-    if folders and not any(case.is_training for case in cases):
+    if cases and not any_label:
         problems.append(f"{source_dir}: no case has a label file '{label_name}.<ending>'; nnU-Net needs at least "
                         f"one labelled training case.")
     return cases, problems
@@ -432,8 +534,11 @@ def convert_case(case: CaseFiles, *, staging_dir: Path, phase_names: Sequence[st
 def _check_arguments(source_dir: Path, *, phases: Sequence[str], label_name: str, label_names: Sequence[str],
                      register: str, num_processes: int) -> None:
     """The checks of this converter's own arguments (the shared ones are :func:`prepare_output`'s)."""
-    if not source_dir.is_dir():
+    if not source_dir.exists():
         raise FileNotFoundError(f"{source_dir}: source folder not found.")
+    if not (source_dir.is_dir() or is_archive(source_dir)):
+        raise ValueError(f"{source_dir}: neither a folder nor an archive (.zip, .tar, .tar.gz, ...); expected a folder "
+                         f"with one sub-folder per case, or an archive of it.")
     names = [*phases, label_name]
     if not phases or any(not n or "/" in n or "\\" in n for n in names):
         raise ValueError(f"phases and label_name must be non-empty file stems, got phases {list(phases)} and "
@@ -514,36 +619,41 @@ def convert_with_summary(source_dir: Path, *, dataset_id: int = DATASET_ID, data
     final_dir = prepare_output(source_dir, dataset_id=dataset_id, dataset_name=dataset_name, output_root=output_root,
                                overwrite=overwrite)
 
-    cases, problems = find_cases(source_dir, phases=phases, label_name=label_name)
-    case_problems = map_cases(partial(validate_case, label_names=label_names), cases, num_processes=num_processes,
-                         description=f"Dataset{dataset_id:03d} check")
-    raise_if_problems(problems + [problem for per_case in case_problems for problem in per_case], source_dir)
+    with source_folder(source_dir) as root:
+        cases, problems = find_cases(root, phases=phases, label_name=label_name)
+        case_problems = map_cases(partial(validate_case, label_names=label_names), cases, num_processes=num_processes,
+                                  description=f"Dataset{dataset_id:03d} check")
+        raise_if_problems(problems + [problem for per_case in case_problems for problem in per_case], source_dir)
 
-    num_training = sum(case.is_training for case in cases)
-    qa_dir = final_dir / QA_FOLDER if qa_figures else None
-    with staged_dataset(final_dir, overwrite=overwrite) as staging:
-        for sub_folder in ("imagesTr", "labelsTr", "imagesTs"):
-            (staging / sub_folder).mkdir()
-        if qa_figures:
-            (staging / QA_FOLDER).mkdir()
-        results = map_cases(partial(convert_case, staging_dir=staging, phase_names=phases, num_labels=len(label_names),
-                               registration=register, qa_figures=qa_figures),
-                       cases, num_processes=num_processes, description=f"Dataset{dataset_id:03d} convert")
-        summary = _summarize(results, output_dir=final_dir, phase_names=phases, label_names=label_names,
-                             registration=register, qa_dir=qa_dir)
-        write_dataset_json(
-            staging, channel_names=summary.channel_names, labels=summary.labels, num_training=num_training,
-            file_ending=FILE_ENDING, dataset_name=final_dir.name,
-            nnunet_mm_block={"reference_channel": 0, "phase_names": list(phases), "source": str(source_dir.resolve()),
-                             "registration": register, "converter": Path(__file__).stem,
-                             # phases of separate breath-holds stay misregistered after resampling
-                             **({"channel_acquisition": "separate"} if len(phases) > 1 else {})},
-            description=f"Multi-phase liver CT ({', '.join(phases)}); every phase resampled onto the "
-                        f"'{phases[0]}' grid (registration: {register}). All channels are named 'CT' for CT "
-                        f"normalisation; the phases are listed in nnunet_mm.phase_names.",
-        )
-        if qa_figures:
-            _write_qa_summary(staging / QA_FOLDER / "summary.json", results, summary)
+        num_training = sum(case.is_training for case in cases)
+        qa_dir = final_dir / QA_FOLDER if qa_figures else None
+        with staged_dataset(final_dir, overwrite=overwrite) as staging:
+            for sub_folder in ("imagesTr", "labelsTr", "imagesTs"):
+                (staging / sub_folder).mkdir()
+            if qa_figures:
+                (staging / QA_FOLDER).mkdir()
+            results = map_cases(partial(convert_case, staging_dir=staging, phase_names=phases,
+                                        num_labels=len(label_names), registration=register, qa_figures=qa_figures),
+                                cases, num_processes=num_processes, description=f"Dataset{dataset_id:03d} convert")
+            for result in results:  # files of an archive as <archive>:<member>: the extracted copies are temporary
+                for entry in (result.qa or {}).get("phases", {}).values():
+                    entry["file"] = source_path_name(Path(entry["file"]), root, source_dir)
+            summary = _summarize(results, output_dir=final_dir, phase_names=phases, label_names=label_names,
+                                 registration=register, qa_dir=qa_dir)
+            write_dataset_json(
+                staging, channel_names=summary.channel_names, labels=summary.labels, num_training=num_training,
+                file_ending=FILE_ENDING, dataset_name=final_dir.name,
+                nnunet_mm_block={"reference_channel": 0, "phase_names": list(phases),
+                                 "source": str(source_dir.resolve()), "registration": register,
+                                 "converter": Path(__file__).stem,
+                                 # phases of separate breath-holds stay misregistered after resampling
+                                 **({"channel_acquisition": "separate"} if len(phases) > 1 else {})},
+                description=f"Multi-phase liver CT ({', '.join(phases)}); every phase resampled onto the "
+                            f"'{phases[0]}' grid (registration: {register}). All channels are named 'CT' for CT "
+                            f"normalisation; the phases are listed in nnunet_mm.phase_names.",
+            )
+            if qa_figures:
+                _write_qa_summary(staging / QA_FOLDER / "summary.json", results, summary)
     logger.info("converted %d training and %d test case(s) into %s", summary.num_training, summary.num_test,
                 final_dir)
     return summary
@@ -558,7 +668,8 @@ def convert(source_dir: Path, *, dataset_id: int = DATASET_ID, dataset_name: str
     the other arguments and the errors are those of every converter (:mod:`nnunet_mm.dataset_conversion`).
 
     Args:
-        source_dir: one sub-folder per case (see the module docstring); only read, never modified.
+        source_dir: folder with one sub-folder per case (see the module docstring), or a ``.zip``/``.tar``/
+            ``.tar.gz`` archive of it; only read, never modified. Symbolic links leading outside it are refused.
         phases: file stems of the phases; the first is the reference (channel 0, the grid of every channel and of
             the label).
         label_name: file stem of the label image; cases without it are test cases (``imagesTs``).
@@ -589,7 +700,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="Convert multi-phase liver CT (one folder per case, labels on the reference phase) "
                                "into an nnU-Net raw dataset.")
-    parser.add_argument("source_dir", type=Path, help="folder with one sub-folder per case")
+    parser.add_argument("source_dir", type=Path,
+                        help="folder (or .zip/.tar/.tar.gz archive of it) with one sub-folder per case")
     parser.add_argument("--phases", type=comma_list, default=list(DEFAULT_PHASES),
                         help="phase file stems, reference first (default: %(default)s)")
     parser.add_argument("--label-name", default=DEFAULT_LABEL_NAME, help="label file stem (default: %(default)s)")

@@ -20,6 +20,7 @@ from nnunet_mm.conversion.slices import natural_key
 
 ARCHIVE_ENDINGS = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 IGNORED_PREFIXES = (".", "__MACOSX")  # hidden files and folders, macOS resource forks (__MACOSX/) in zip files
+EXTRACTION_PREFIX = "nnunet_mm_extract_"  # name prefix of the temporary folders archives are extracted into
 
 
 def is_archive(path: Path) -> bool:
@@ -95,7 +96,7 @@ def source_folder(source: Path) -> Iterator[Path]:
     if not is_archive(source):
         yield source
         return
-    with tempfile.TemporaryDirectory(prefix="nnunet_mm_extract_") as temp:
+    with tempfile.TemporaryDirectory(prefix=EXTRACTION_PREFIX) as temp:
         extract_archive(source, Path(temp))
         entries = [p for p in Path(temp).iterdir() if not p.name.startswith(IGNORED_PREFIXES)]
         try:
@@ -103,6 +104,20 @@ def source_folder(source: Path) -> Iterator[Path]:
         except ValueError as error:
             _name_archive_members(error, Path(temp), source)
             raise
+
+
+def source_path_name(path: Path, root: Path, source: Path) -> str:
+    """How to name ``path``, a file under the folder ``root`` that :func:`source_folder` yielded for ``source``, in
+    output that outlives the ``with`` block (summaries, QA files): ``str(path)`` for a folder source,
+    ``<archive>:<path in the archive>`` for an archive (the temporary folder is gone by then)."""
+    path, root, source = Path(path), Path(root), Path(source)
+    if not is_archive(source):
+        return str(path)
+    extracted = root.parent if root.parent.name.startswith(EXTRACTION_PREFIX) else root  # see source_folder
+    try:
+        return f"{source}:{path.relative_to(extracted).as_posix()}"
+    except ValueError:  # not under the extraction folder
+        return str(path)
 
 
 def _name_archive_members(error: ValueError, extracted: Path, archive: Path) -> None:

@@ -429,3 +429,132 @@ def test_nnunet_mm_convert_501_runs_the_converter(seed_layout: tuple[Path, dict]
     assert cli_main(["convert", "501", str(seed_layout[0]), "--output-root", str(output_root)]) == 0
     assert "Converted 2 training and 1 test case(s)" in capsys.readouterr().out
     assert (output_root / DATASET / "labelsTr_phases" / "2_0001.nii.gz").is_file()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# symbolic links and archives: nothing outside the input is read; an archive is a source like its folder
+
+def _link_slice_to_a_file_outside(root: Path) -> tuple[Path, Path]:
+    link, outside = root / "train_img" / "art" / "2" / "7.png", root.parent / "outside" / "7.png"
+    outside.parent.mkdir()
+    shutil.move(link, outside)
+    link.symlink_to(outside)
+    return link, outside
+
+
+def _link_mask_slice_to_etc(root: Path) -> tuple[Path, Path]:
+    if not Path("/etc/passwd").is_file():
+        pytest.skip("no /etc/passwd here")
+    link = root / "liver_mask" / "pv" / "1" / "3.png"
+    link.unlink()
+    link.symlink_to("/etc/passwd")
+    return link, Path("/etc/passwd")
+
+
+def _link_case_folder_outside(root: Path) -> tuple[Path, Path]:
+    link, outside = root / "train_img" / "pv" / "2", root.parent / "elsewhere" / "pv_2"
+    outside.parent.mkdir()
+    shutil.move(link, outside)
+    link.symlink_to(outside, target_is_directory=True)
+    return link, outside
+
+
+def _link_mask_root_outside(root: Path) -> tuple[Path, Path]:
+    """The whole tumor_mask/ folder is a link out: named once, although every labelled case reads from it."""
+    link, outside = root / "tumor_mask", root.parent / "elsewhere" / "tumor_mask"
+    outside.parent.mkdir()
+    shutil.move(link, outside)
+    link.symlink_to(Path("..") / "elsewhere" / "tumor_mask", target_is_directory=True)  # relative
+    return link, outside
+
+
+def _link_phase_folder_outside(root: Path) -> tuple[Path, Path]:
+    link, outside = root / "train_img" / "art", root.parent / "art_elsewhere"
+    shutil.move(link, outside)
+    link.symlink_to(outside, target_is_directory=True)
+    return link, outside
+
+
+def _link_image_root_outside(root: Path) -> tuple[Path, Path]:
+    link, outside = root / "train_img", root.parent / "train_img_elsewhere"
+    shutil.move(link, outside)
+    link.symlink_to(outside, target_is_directory=True)
+    return link, outside
+
+
+@pytest.mark.parametrize("breaker", [_link_slice_to_a_file_outside, _link_mask_slice_to_etc, _link_case_folder_outside,
+                                     _link_mask_root_outside, _link_phase_folder_outside, _link_image_root_outside])
+def test_a_symbolic_link_leading_outside_the_source_is_refused(kit: SimpleNamespace, seed_layout: tuple[Path, dict],
+                                                               output_root: Path, breaker) -> None:
+    root = seed_layout[0]
+    offending, target = breaker(root)
+    with kit.refused(root, output_root, match=re.escape(str(offending)) + ": resolves to " +
+                     re.escape(str(target.resolve())) +
+                     r", outside the input folder .*\(path escaping the input\)") as caught:
+        convert(root, output_root=output_root)
+    assert len(caught.value.problems) == 1  # the link alone, once: nothing behind it was read
+
+
+def test_main_refuses_a_link_leading_outside_with_an_error_line_and_writes_nothing(
+        seed_layout: tuple[Path, dict], output_root: Path, capsys: pytest.CaptureFixture) -> None:
+    root = seed_layout[0]
+    link, _ = _link_case_folder_outside(root)
+    output_root.mkdir()
+    assert main([str(root), "--output-root", str(output_root)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and "Traceback" not in captured.err + captured.out
+    assert f"{link}: resolves to" in captured.err and "outside the input folder" in captured.err
+    assert list(output_root.iterdir()) == []  # no dataset, no hidden staging folder .Dataset501_*
+
+
+def _dataset_contents(dataset: Path) -> dict[str, object]:
+    """Every image's voxels and geometry, and dataset.json without its 'source'."""
+    contents: dict[str, object] = {}
+    for file in sorted(dataset.rglob("*.nii.gz")):
+        image = sitk.ReadImage(str(file))
+        contents[str(file.relative_to(dataset))] = (sitk.GetArrayFromImage(image).tobytes(), image.GetSpacing(),
+                                                    image.GetOrigin(), image.GetDirection())
+    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    del dataset_json["nnunet_mm"]["source"]
+    contents["dataset.json"] = dataset_json
+    return contents
+
+
+def test_symbolic_links_that_stay_inside_the_source_are_followed(seed_layout: tuple[Path, dict], tmp_path: Path,
+                                                                 output_root: Path) -> None:
+    root = seed_layout[0]
+    expected = _dataset_contents(convert(root, output_root=tmp_path / "expected"))
+    store = root / "store"  # not an MPTH folder name: never listed itself
+    store.mkdir()
+    shutil.move(root / "train_img" / "art" / "1" / "4.png", store / "art_1_4.png")
+    (root / "train_img" / "art" / "1" / "4.png").symlink_to(Path("..") / ".." / ".." / "store" / "art_1_4.png")
+    shutil.move(root / "liver_mask" / "pv" / "2", store / "liver_pv_2")
+    (root / "liver_mask" / "pv" / "2").symlink_to(store / "liver_pv_2", target_is_directory=True)  # absolute
+    shutil.move(root / "tumor_mask", store / "tumor_mask")
+    (root / "tumor_mask").symlink_to(Path("store") / "tumor_mask", target_is_directory=True)
+    linked_root = tmp_path / "mpth_link"  # the source itself may be a link to anywhere
+    linked_root.symlink_to(root, target_is_directory=True)
+
+    assert _dataset_contents(convert(linked_root, output_root=output_root)) == expected
+
+
+@pytest.mark.parametrize("archive_format", ["zip", "gztar", "tar"])
+def test_an_archive_of_the_source_gives_the_same_dataset_as_the_folder(seed_layout: tuple[Path, dict],
+                                                                       tmp_path: Path, output_root: Path,
+                                                                       archive_format: str) -> None:
+    root = seed_layout[0]
+    expected = _dataset_contents(convert(root, output_root=tmp_path / "expected"))
+    archive = Path(shutil.make_archive(str(tmp_path / "mpth_archive"), archive_format, root.parent, root.name))
+    dataset = convert(archive, output_root=output_root)
+    assert _dataset_contents(dataset) == expected
+    assert json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["source"] == str(archive.resolve())
+
+
+def test_problems_inside_an_archive_name_the_archive_member(kit: SimpleNamespace, seed_layout: tuple[Path, dict],
+                                                            tmp_path: Path, output_root: Path) -> None:
+    root = seed_layout[0]
+    _mask_slice_missing(root)
+    archive = Path(shutil.make_archive(str(tmp_path / "mpth_archive"), "gztar", root.parent, root.name))
+    with pytest.raises(ConversionError, match=re.escape(f"{archive}:mpth/liver_mask/pv/2/5.png: missing slice file")):
+        convert(archive, output_root=output_root)
+    kit.assert_nothing_written(output_root)

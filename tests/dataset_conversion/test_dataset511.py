@@ -1,9 +1,11 @@
 """Dataset511_MultiPhaseLiver: conversion of multi-phase liver cases, each phase on its own grid."""
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
+import tarfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -327,3 +329,204 @@ def test_main_reports_problems_and_returns_1(source: Path, output_root: Path, ca
 def test_main_refuses_unknown_flags() -> None:
     with pytest.raises(SystemExit):
         main(["somewhere", "--registr", "rigid"])
+
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# symbolic links and archives: nothing outside the input is read; an archive is a source like its folder
+
+def _link_phase_to_a_file_outside(kit: SimpleNamespace, source: Path) -> tuple[Path, Path]:
+    link, outside = source / "case_01" / "art.nii.gz", source.parent / "outside" / "art.nii.gz"
+    outside.parent.mkdir()
+    shutil.move(link, outside)
+    link.symlink_to(outside)
+    return link, outside
+
+
+def _link_label_to_etc(kit: SimpleNamespace, source: Path) -> tuple[Path, Path]:
+    if not Path("/etc/passwd").is_file():
+        pytest.skip("no /etc/passwd here")
+    link = source / "case_02" / "label.nii.gz"
+    link.unlink()
+    link.symlink_to("/etc/passwd")
+    return link, Path("/etc/passwd")
+
+
+def _link_case_folder_outside(kit: SimpleNamespace, source: Path) -> tuple[Path, Path]:
+    link, outside = source / "case_02", source.parent / "elsewhere" / "case_02"
+    outside.parent.mkdir()
+    shutil.move(link, outside)
+    link.symlink_to(outside, target_is_directory=True)
+    return link, outside
+
+
+def _link_relative_path_out(kit: SimpleNamespace, source: Path) -> tuple[Path, Path]:
+    """A relative link whose '..' climbs out of the source."""
+    link, outside = source / "case_03" / "nc.nii.gz", source.parent / "nc_elsewhere.nii.gz"
+    shutil.move(link, outside)
+    link.symlink_to(Path("..") / ".." / outside.name)
+    return link, outside
+
+
+def _link_dicom_slice_outside(kit: SimpleNamespace, source: Path) -> tuple[Path, Path]:
+    """One file of a DICOM series folder (GDCM reads every file in it) links out."""
+    shutil.rmtree(source / "case_03")
+    folder = kit.write_case(source, "case_03", labelled=False, dicom_phases=("pv",), seed=20)
+    link = sorted((folder / "pv").iterdir())[3]
+    outside = source.parent / "outside_slice.dcm"
+    shutil.move(link, outside)
+    link.symlink_to(outside)
+    return link, outside
+
+
+def _mhd_header_names_a_data_file_outside(kit: SimpleNamespace, source: Path) -> tuple[Path, Path]:
+    """No link at all: a MetaImage header whose ElementDataFile lies outside the source (ITK would read it)."""
+    folder = source / "case_01"
+    image = _read(folder / "del.nii.gz")
+    (folder / "del.nii.gz").unlink()
+    header = folder / "del.mhd"
+    sitk.WriteImage(image, str(header))
+    outside = source.parent / "secret.raw"
+    shutil.move(folder / "del.raw", outside)
+    text = header.read_text()
+    assert "ElementDataFile = del.raw" in text
+    header.write_text(text.replace("ElementDataFile = del.raw", f"ElementDataFile = {outside}"))
+    return header, outside
+
+
+@pytest.mark.parametrize("breaker", [_link_phase_to_a_file_outside, _link_label_to_etc, _link_case_folder_outside,
+                                     _link_relative_path_out, _link_dicom_slice_outside,
+                                     _mhd_header_names_a_data_file_outside])
+def test_a_symbolic_link_or_data_file_leading_outside_the_source_is_refused(kit: SimpleNamespace, source: Path,
+                                                                            output_root: Path, breaker) -> None:
+    offending, target = breaker(kit, source)
+    with kit.refused(source, output_root, match=re.escape(str(offending)) + ".*" + re.escape(str(target)) +
+                     r".*outside the input folder .*\(path escaping the input\)") as caught:
+        convert(source, output_root=output_root)
+    assert len(caught.value.problems) == 1  # the link alone: nothing behind it was read
+
+
+def test_every_link_leading_outside_is_reported_at_once(kit: SimpleNamespace, source: Path,
+                                                        output_root: Path) -> None:
+    offending = [_link_phase_to_a_file_outside(kit, source)[0], _link_case_folder_outside(kit, source)[0]]
+    with kit.refused(source, output_root) as caught:
+        convert(source, output_root=output_root)
+    assert [problem.split(": ")[0] for problem in caught.value.problems] == [str(path) for path in offending]
+
+
+def test_main_refuses_a_link_leading_outside_with_an_error_line_and_writes_nothing(
+        kit: SimpleNamespace, source: Path, output_root: Path, capsys: pytest.CaptureFixture) -> None:
+    link, _ = _link_phase_to_a_file_outside(kit, source)
+    output_root.mkdir()
+    assert main([str(source), "--output-root", str(output_root)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and "Traceback" not in captured.err + captured.out
+    assert f"{link}: resolves to" in captured.err and "outside the input folder" in captured.err
+    assert list(output_root.iterdir()) == []  # no dataset, no hidden staging folder .Dataset511_*
+
+
+def _dataset_contents(dataset: Path) -> dict[str, object]:
+    """Every image's voxels and geometry, and dataset.json without its 'source'."""
+    contents: dict[str, object] = {}
+    for file in sorted(dataset.rglob("*.nii.gz")):
+        image = _read(file)
+        contents[str(file.relative_to(dataset))] = (sitk.GetArrayFromImage(image).tobytes(), image.GetSpacing(),
+                                                    image.GetOrigin(), image.GetDirection())
+    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    del dataset_json["nnunet_mm"]["source"]
+    contents["dataset.json"] = dataset_json
+    return contents
+
+
+def test_symbolic_links_that_stay_inside_the_source_are_followed(kit: SimpleNamespace, source: Path,
+                                                                 tmp_path: Path, output_root: Path) -> None:
+    expected = _dataset_contents(convert(source, output_root=tmp_path / "expected", qa_figures=False))
+    store = source / ".store"  # hidden: not a case folder itself
+    store.mkdir()
+    shutil.move(source / "case_01" / "art.nii.gz", store / "art_of_case_01.nii.gz")
+    (source / "case_01" / "art.nii.gz").symlink_to(Path("..") / ".store" / "art_of_case_01.nii.gz")  # relative
+    shutil.move(source / "case_02", store / "case_02")
+    (source / "case_02").symlink_to(store / "case_02", target_is_directory=True)  # absolute, inside
+    linked_source = tmp_path / "source_link"  # the source itself may be a link to anywhere
+    linked_source.symlink_to(source, target_is_directory=True)
+
+    assert _dataset_contents(convert(linked_source, output_root=output_root, qa_figures=False)) == expected
+
+
+@pytest.mark.parametrize("archive_format, ending", [("zip", ".zip"), ("gztar", ".tar.gz")])
+def test_an_archive_of_the_source_gives_the_same_dataset_as_the_folder(source: Path, tmp_path: Path,
+                                                                       output_root: Path, archive_format: str,
+                                                                       ending: str) -> None:
+    expected = _dataset_contents(convert(source, output_root=tmp_path / "expected", qa_figures=False))
+    archive = Path(shutil.make_archive(str(tmp_path / "MultiPhaseLiver"), archive_format, root_dir=source.parent,
+                                       base_dir=source.name))
+    assert archive.name == "MultiPhaseLiver" + ending
+    dataset = convert(archive, output_root=output_root)
+    assert dataset == output_root / DATASET
+    assert _dataset_contents(dataset) == expected
+    assert json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["source"] == str(archive.resolve())
+    # the QA summary names the files inside the archive, not the temporary folder they were extracted to
+    summary = json.loads((dataset / "nnunet_mm_qa" / "summary.json").read_text())
+    assert summary["cases"]["case_01"]["phases"]["art"]["file"] == f"{archive}:source/case_01/art.nii.gz"
+
+
+def test_an_archive_with_the_case_folders_at_its_top_level_is_read_too(source: Path, tmp_path: Path,
+                                                                       output_root: Path) -> None:
+    archive = Path(shutil.make_archive(str(tmp_path / "cases"), "tar", root_dir=source))
+    dataset = convert(archive, output_root=output_root, qa_figures=False)
+    assert sorted(p.name for p in (dataset / "labelsTr").iterdir()) == ["case_01.nii.gz", "case_02.nii.gz"]
+
+
+def test_problems_inside_an_archive_name_the_archive_member(kit: SimpleNamespace, source: Path, tmp_path: Path,
+                                                            output_root: Path) -> None:
+    _break_missing_phase(source)
+    archive = Path(shutil.make_archive(str(tmp_path / "MultiPhaseLiver"), "zip", root_dir=source.parent,
+                                       base_dir=source.name))
+    with pytest.raises(ConversionError, match=re.escape(f"{archive}:source/case_02: missing phase 'del'")):
+        convert(archive, output_root=output_root)
+    kit.assert_nothing_written(output_root)
+
+
+@pytest.mark.parametrize("member", ["../x.nii.gz", "/tmp/x.nii.gz"])
+def test_an_archive_member_escaping_the_extraction_folder_is_refused(kit: SimpleNamespace, source: Path,
+                                                                     tmp_path: Path, output_root: Path,
+                                                                     member: str) -> None:
+    archive = tmp_path / "MultiPhaseLiver.tar.gz"
+    data = (source / "case_01" / "pv.nii.gz").read_bytes()
+    escaping = tarfile.TarInfo(member)  # a TarInfo keeps the name as given (add() would strip a leading '/')
+    escaping.size = len(data)
+    with tarfile.open(archive, "w:gz") as handle:
+        handle.add(source, arcname="source")
+        handle.addfile(escaping, io.BytesIO(data))
+    with pytest.raises(ValueError, match=re.escape(str(archive)) + ".*path escaping the input.*" + re.escape(member)):
+        convert(archive, output_root=output_root)
+    kit.assert_nothing_written(output_root)
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_an_archive_with_a_link_leading_outside_is_refused(kit: SimpleNamespace, source: Path, tmp_path: Path,
+                                                           output_root: Path) -> None:
+    archive = tmp_path / "MultiPhaseLiver.tar"
+    link = tarfile.TarInfo("source/case_01/art.nii.gz")
+    link.type, link.linkname = tarfile.SYMTYPE, "../../../secret.nii.gz"
+    with tarfile.open(archive, "w") as handle:
+        handle.add(source / "case_02", arcname="source/case_02")
+        handle.addfile(link)
+    with pytest.raises(ValueError, match=re.escape(str(archive)) + ".*path escaping the input"):
+        convert(archive, output_root=output_root)
+    kit.assert_nothing_written(output_root)
+
+
+def test_a_source_that_is_neither_a_folder_nor_an_archive_is_refused(tmp_path: Path, output_root: Path) -> None:
+    not_a_source = tmp_path / "cases.txt"
+    not_a_source.write_text("case_01\n")
+    with pytest.raises(ValueError, match=re.escape(str(not_a_source)) + ": neither a folder nor an archive"):
+        convert(not_a_source, output_root=output_root)
+    with pytest.raises(FileNotFoundError, match="source folder not found"):
+        convert(tmp_path / "missing", output_root=output_root)
+
+
+def test_the_command_line_help_says_archives_are_accepted() -> None:
+    from nnunet_mm.dataset_conversion.Dataset511_MultiPhaseLiver import build_parser
+
+    assert ".zip/.tar/.tar.gz archive" in " ".join(build_parser("511").format_help().split())
