@@ -61,6 +61,7 @@ from nnunet_mm.conversion.labels import label_value_problems, labels_back, remap
 from nnunet_mm.conversion.runner import (CaseRecord, DatasetSummary, add_common_arguments, case_id_collisions,
                                          converter_main, map_cases, prepare_output, sanitize_case_id, summarize)
 from nnunet_mm.conversion.slices import image_from_array
+from nnunet_mm.io.console import error_text
 from nnunet_mm.io import (describe_geometry, geometry_differences, read_image, staged_dataset, write_dataset_json,
                           write_image)
 
@@ -457,8 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         written = convert_folder_back_to_brats(args.input_folder, args.output_folder,
                                                num_processes=args.num_processes)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:
+        print(f"error: {error_text(error)}", file=sys.stderr)
         return 1
     print(f"wrote {len(written)} segmentation(s) with BraTS labels into {args.output_folder}")
     return 0

@@ -9,14 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nnunet_mm.io.console import error_text
+
 if TYPE_CHECKING:
     import torch
 
 Handler = Callable[[argparse.Namespace], int]
 
 #: what a command reports as ``nnunet_mm <command>: error: <message>`` (exit status 1) instead of a traceback: the
-#: errors a user can cause (a missing or existing file, a bad value or key in their data or options)
-USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, FileExistsError, KeyError)
+#: errors a user can cause (a bad value or key in their data or options) and those of the file system (a missing or
+#: existing file, permission denied, a full disk), each naming the file
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError, KeyError)
 DEVICES = ("cuda", "cpu", "mps")
 
 
@@ -39,7 +42,7 @@ def run_handler(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except args.reported_errors as error:
-        print(f"nnunet_mm {args.command}: error: {error}", file=sys.stderr)
+        print(f"nnunet_mm {args.command}: error: {error_text(error)}", file=sys.stderr)
         return 1
 
 

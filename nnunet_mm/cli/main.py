@@ -79,6 +79,10 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("-nps", type=int, default=1, help="processes for export [default: 1]")
     add_device_argument(predict)
     predict.add_argument("--disable_progress_bar", action="store_true")
+    predict.add_argument("--replace-non-finite", action="store_true",
+                         help="predict input files holding NaN/inf voxels from copies with those voxels set to the "
+                              "image's lowest finite value (recorded in missing_channels.json) instead of refusing "
+                              "them")
     set_handler(predict, _run_predict)
 
     demo = sub.add_parser("demo", help="run the full cycle on a phantom dataset", add_help=False,
@@ -103,7 +107,11 @@ def _run_predict(args: argparse.Namespace) -> int:
         available=args.available, device=torch_device(args.device), tile_step_size=args.step_size,
         use_mirroring=not args.disable_tta,
         save_probabilities=args.save_probabilities, num_processes_export=args.nps,
-        allow_tqdm=not args.disable_progress_bar)
+        allow_tqdm=not args.disable_progress_bar, replace_non_finite=args.replace_non_finite)
+    for case, record in report.items():
+        for channel, replaced in record.get("non_finite_replaced", {}).items():
+            print(f"{case}: channel {channel}: {replaced['voxels']} NaN/inf voxel(s) of {replaced['file']} replaced "
+                  f"by {replaced['value']:g}")
     filled = {case: r["filled"] for case, r in report.items() if r["filled"]}
     print(f"predicted {len(report)} case(s) into {args.o}; filled missing channels in {len(filled)} case(s)"
           + (f": {filled}" if filled else ""))

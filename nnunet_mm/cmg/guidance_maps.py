@@ -42,7 +42,8 @@ def save_guidance_figure(model_folder: Path, image_files: Sequence[Path], png: P
         class_index: the class whose guidance is shown; default the highest label.
 
     Raises:
-        ValueError: the model is not a CMG model.
+        ValueError: the model is not a CMG model, or its checkpoint is cut or holds objects other than data.
+        FileNotFoundError: the fold's checkpoint is missing.
     """
     import matplotlib
     matplotlib.use("Agg")
@@ -50,7 +51,9 @@ def save_guidance_figure(model_folder: Path, image_files: Sequence[Path], png: P
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     from nnunet_mm.cmg.network import CMGUNet
+    from nnunet_mm.io.safe_load import verify_model_folder
 
+    verify_model_folder(Path(model_folder), [fold], checkpoint)  # before nnU-Net loads it with weights_only=False
     predictor = nnUNetPredictor(device=torch.device(device), allow_tqdm=False, use_mirroring=False)
     predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=(fold,), checkpoint_name=checkpoint)
     network = predictor.network

@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from tqdm import tqdm
 
+from nnunet_mm.io.console import error_text
 from nnunet_mm.io.staging import check_output, new_dataset_folder
 
 T = TypeVar("T")
@@ -215,8 +216,8 @@ def converter_main(convert_with_summary: Callable[..., PrintableSummary],
                                 format="%(levelname)s %(name)s: %(message)s")
         try:
             summary = convert_with_summary(**options)
-        except (ValueError, FileExistsError, FileNotFoundError) as error:  # ConversionError is a ValueError
-            print(f"error: {error}", file=sys.stderr)
+        except (ValueError, OSError) as error:  # ConversionError is a ValueError; OSError: permission, full disk
+            print(f"error: {error_text(error)}", file=sys.stderr)
             return 1
         print(summary.format())
         return 0

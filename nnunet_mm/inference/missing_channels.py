@@ -92,24 +92,70 @@ def _preprocessed_cases(predictor, cases: dict[str, dict[int, Path]], plan: dict
                "data_properties": properties, "ofile": str(output_folder / case)}
 
 
-def verify_input_files(cases: dict[str, dict[int, Path]], plan: dict[str, list[int]]) -> None:
-    """Refuse cut or corrupt input files and NaN/inf voxels before predicting (nnU-Net's reader would predict from
-    zero-filled or NaN-propagating data and exit 0); every problem is listed, each naming its file.
+def verify_input_files(cases: dict[str, dict[int, Path]], plan: dict[str, list[int]], *,
+                       allow_non_finite: bool = False) -> dict[str, dict[int, int]]:
+    """Refuse cut or corrupt input files, images of more than three dimensions and (unless ``allow_non_finite``)
+    NaN/inf voxels before predicting (nnU-Net's reader would predict from zero-filled or NaN-propagating data and
+    exit 0, or stop with a traceback); every problem is listed, each naming its file.
+
+    Returns:
+        ``{case: {channel: number of NaN/inf voxels}}`` for the files that hold any (only with ``allow_non_finite``).
 
     Raises:
-        ValueError: one or more input files are incomplete, corrupt or non-finite.
+        ValueError: one or more input files are incomplete, corrupt, of the wrong dimensionality or non-finite.
     """
-    from nnunet_mm.io.images import verify_image_file
+    import SimpleITK as sitk
+
+    from nnunet_mm.io.images import non_finite_mask, verify_image_file
 
     problems = []
+    non_finite: dict[str, dict[int, int]] = {}
     for case, channels in plan.items():
         for channel in channels:
+            file = cases[case][channel]
             try:
-                verify_image_file(cases[case][channel])
-            except ValueError as error:
-                problems.append(str(error))
+                verify_image_file(file, check_finite=not allow_non_finite)
+                header = sitk.ImageFileReader()
+                header.SetFileName(str(file))
+                header.ReadImageInformation()
+                if header.GetDimension() > 3:
+                    raise ValueError(f"{file}: a {header.GetDimension()}-D image of size {header.GetSize()}; nnU-Net "
+                                     f"takes one 2-D or 3-D image per channel (CASE_XXXX files).")
+                if allow_non_finite:
+                    count = int(non_finite_mask(file, sitk.ReadImage(str(file))).sum())
+                    if count:
+                        non_finite.setdefault(case, {})[channel] = count
+            except (ValueError, RuntimeError) as error:
+                problems.append(str(error) if isinstance(error, ValueError) else f"{file}: cannot read image "
+                                f"header: {str(error).strip().splitlines()[-1]}")
     if problems:
         raise ValueError("\n".join(problems))
+    return non_finite
+
+
+def _write_finite_copies(cases: dict[str, dict[int, Path]], non_finite: dict[str, dict[int, int]],
+                         folder: Path) -> dict[str, dict]:
+    """Write a copy of every file with NaN/inf voxels into ``folder``, those voxels set to the image's lowest finite
+    value; ``cases`` is updated to point at the copies. Returns the record of each case's replacements."""
+    from nnunet_mm.io.images import replace_non_finite, write_image
+
+    record: dict[str, dict] = {}
+    for case, channels in non_finite.items():
+        for channel in channels:
+            original = cases[case][channel]
+            image, count, value = replace_non_finite(original)
+            copy = write_image(image, folder / original.name)
+            cases[case][channel] = copy
+            record.setdefault(case, {})[str(channel)] = {"file": str(original), "voxels": count, "value": value}
+            logger.warning("%s: %d NaN/inf voxel(s) replaced by %g (--replace-non-finite)", original, count, value)
+    return record
+
+
+def _model_folds(model_folder: Path, folds: Sequence[int | str] | None) -> list[str]:
+    """The folds nnU-Net's predictor will load (``None``: every ``fold_*`` folder, as nnU-Net finds them)."""
+    if folds is not None:
+        return [str(f) for f in folds]
+    return sorted(p.name[len("fold_"):] for p in Path(model_folder).glob("fold_*") if p.is_dir())
 
 
 def predict_with_missing_channels(input_folder: Path, output_folder: Path, model_folder: Path, *,
@@ -119,7 +165,7 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
                                   device: torch.device = torch.device("cuda"),
                                   tile_step_size: float = 0.5, use_mirroring: bool = True,
                                   save_probabilities: bool = False, num_processes_export: int = 1,
-                                  allow_tqdm: bool = True) -> dict[str, dict]:
+                                  allow_tqdm: bool = True, replace_non_finite: bool = False) -> dict[str, dict]:
     """Predict every case of ``input_folder`` with the model in ``model_folder``, filling missing channels.
 
     Args:
@@ -129,18 +175,29 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
         folds: folds to ensemble (None: every fold found).
         available: channels every case provides; None: detect per case from the files present.
         num_processes_export: spawn workers for resampling and export (nnU-Net's ``-nps``).
+        replace_non_finite: instead of refusing input files with NaN/inf voxels, predict from copies with those
+            voxels set to the image's lowest finite value; recorded per case under ``"non_finite_replaced"``.
 
     Returns:
-        Per case: ``{"available": [...], "filled": [...], "fill_mode": ...}`` (also written to
+        Per case: ``{"available": [...], "filled": [...], "fill_mode": ...}`` (with ``replace_non_finite``, also
+        ``"non_finite_replaced": {channel: {"file", "voxels", "value"}}`` for the files that had any; also written to
         ``missing_channels.json``).
 
     Raises:
         ValueError: a case lacks the reference channel, a declared channel file is missing, or an input file is
-            cut, corrupt or holds NaN/inf voxels (:func:`verify_input_files`).
+            cut, corrupt, not 2-D/3-D or holds NaN/inf voxels (:func:`verify_input_files`); a checkpoint is cut or
+            holds objects other than data (:func:`nnunet_mm.io.safe_load.verify_model_folder`, checked before
+            nnU-Net loads it with ``weights_only=False``).
+        FileNotFoundError: a fold's checkpoint is missing.
     """
+    import tempfile
+
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+    from nnunet_mm.io.safe_load import verify_model_folder
+
     output_folder = Path(output_folder)
+    verify_model_folder(Path(model_folder), _model_folds(model_folder, folds), checkpoint_name)
     predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_mirroring=use_mirroring, device=device,
                                 allow_tqdm=allow_tqdm)
     predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint_name)
@@ -150,7 +207,7 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
     plan = plan_available_channels(cases, num_channels=settings.num_channels,
                                    reference_channel=settings.reference_channel, available=available,
                                    input_folder=Path(input_folder), file_ending=file_ending)
-    verify_input_files(cases, plan)
+    non_finite = verify_input_files(cases, plan, allow_non_finite=replace_non_finite)
     mode = settings.modality_dropout.mode
     trained_with_dropout = settings.augmentation_decision().modality_dropout
     if not trained_with_dropout and any(len(a) < settings.num_channels for a in plan.values()):
@@ -160,8 +217,11 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
                      "filled": [c for c in range(settings.num_channels) if c not in available_channels],
                      "fill_mode": mode} for case, available_channels in plan.items()}
     output_folder.mkdir(parents=True, exist_ok=True)
-    predictor.predict_from_data_iterator(
-        _preprocessed_cases(predictor, cases, plan, settings, mode, output_folder),
-        save_probabilities=save_probabilities, num_processes_segmentation_export=max(1, num_processes_export))
+    with tempfile.TemporaryDirectory(prefix=".nnunet_mm_finite_", dir=output_folder) as finite_copies:
+        for case, replaced in _write_finite_copies(cases, non_finite, Path(finite_copies)).items():
+            report[case]["non_finite_replaced"] = replaced
+        predictor.predict_from_data_iterator(
+            _preprocessed_cases(predictor, cases, plan, settings, mode, output_folder),
+            save_probabilities=save_probabilities, num_processes_segmentation_export=max(1, num_processes_export))
     (output_folder / REPORT_NAME).write_text(json.dumps(report, indent=2))
     return report

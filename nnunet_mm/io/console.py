@@ -9,3 +9,14 @@ def encodable(text: str, encoding: str | None = None) -> str:
     backslash escape (``Δ`` → ``\\u0394``), so printing or logging it never raises ``UnicodeEncodeError``."""
     encoding = encoding or getattr(sys.stdout, "encoding", None) or "utf-8"
     return text.encode(encoding, "backslashreplace").decode(encoding)
+
+
+def error_text(error: BaseException) -> str:
+    """The one-line explanation a command prints after ``error:``: an operating-system error as ``<file>: <what>``
+    (``[Errno 13] Permission denied: 'x'`` becomes ``x: Permission denied``), anything else as its message."""
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        target = f" -> {error.filename2}" if error.filename2 is not None else ""
+        return f"{error.filename}{target}: {error.strerror}"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror} (errno {error.errno})"
+    return str(error)

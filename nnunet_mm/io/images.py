@@ -152,6 +152,50 @@ def verify_image_file(path: Path, *, check_finite: bool = True) -> None:
                          f"value) first.")
 
 
+def non_finite_mask(path: Path, image: sitk.Image) -> np.ndarray:
+    """Where ``path`` (already read as ``image``) stores NaN/inf, as a (z, y, x) boolean array.
+
+    For NIfTI the stored values are read with nibabel, since ITK's reader turns them into 0.
+    """
+    if is_integer_pixel_type(image):
+        return np.zeros(sitk.GetArrayViewFromImage(image).shape, dtype=bool)
+    if image_ending(path) in (".nii", ".nii.gz"):
+        import nibabel
+
+        stored = np.asanyarray(nibabel.load(str(path)).dataobj)
+        return np.ascontiguousarray(~np.isfinite(stored).T).reshape(sitk.GetArrayViewFromImage(image).shape)
+    return ~np.isfinite(sitk.GetArrayViewFromImage(image))
+
+
+def replace_non_finite(path: Path) -> tuple[sitk.Image, int, float]:
+    """``path`` read with its NaN/inf voxels set to the image's lowest finite value (the background of CT and MR).
+
+    Returns:
+        The image, how many voxels were replaced and the value they got.
+
+    Raises:
+        ValueError: the file cannot be read or holds no finite voxel.
+    """
+    path = Path(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise ValueError(f"{path}: cannot read image: {_first_line(error)}") from None
+    mask = non_finite_mask(path, image)
+    count = int(mask.sum())
+    if not count:
+        return image, 0, float("nan")
+    array = sitk.GetArrayFromImage(image)
+    finite = array[~mask]
+    if finite.size == 0:
+        raise ValueError(f"{path}: every voxel is NaN/inf; nothing to replace them with.")
+    value = float(finite.min())
+    array[mask] = value
+    replaced = sitk.GetImageFromArray(array, isVector=image.GetNumberOfComponentsPerPixel() > 1)
+    replaced.CopyInformation(image)
+    return replaced, count, value
+
+
 def read_image(path: Path, *, check_finite: bool = True) -> sitk.Image:
     """Read one scalar 3D image.
 

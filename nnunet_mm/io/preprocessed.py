@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -20,3 +21,24 @@ def load_preprocessed(dataset: str, configuration: str, plans_identifier: str):
         raise ValueError(f"{plans_file}: no configuration {configuration!r}; available: "
                          f"{plans.available_configurations}.")
     return folder, json.loads((folder / "dataset.json").read_text()), plans.get_configuration(configuration)
+
+
+def open_preprocessed_cases(folder: Path, identifiers: Sequence[str] | None = None):
+    """nnU-Net's dataset class (``infer_dataset_class``) over the preprocessed cases of ``folder`` (a
+    ``<data_identifier>`` folder), after checking that every case's ``.pkl`` holds only data (nnU-Net unpickles
+    them; see :mod:`nnunet_mm.io.safe_load`).
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no preprocessed case.
+        ValueError: a ``.pkl`` is cut or would run code (named).
+    """
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    from nnunet_mm.io.safe_load import verify_preprocessed_folder
+
+    folder = Path(folder)
+    if not folder.is_dir() or not any(folder.iterdir()):
+        raise FileNotFoundError(f"{folder}: no preprocessed cases; run nnUNetv2_plan_and_preprocess (or "
+                                f"nnUNetv2_preprocess) for this configuration first.")
+    verify_preprocessed_folder(folder)
+    return infer_dataset_class(str(folder))(str(folder), identifiers=list(identifiers) if identifiers else None)

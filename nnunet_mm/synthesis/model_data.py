@@ -183,14 +183,9 @@ class PreprocessedCrops:
 
     def __init__(self, folder: Path, patch_size: Sequence[int], *, center_labels: Sequence[int],
                  foreground_fraction: float = 0.67, identifiers: Sequence[str] | None = None):
-        from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+        from nnunet_mm.io.preprocessed import open_preprocessed_cases
 
-        folder = Path(folder)
-        if not folder.is_dir() or not any(folder.iterdir()):
-            raise FileNotFoundError(f"{folder}: no preprocessed cases; run nnUNetv2_plan_and_preprocess for this "
-                                    f"configuration first.")
-        self.dataset = infer_dataset_class(str(folder))(str(folder), identifiers=list(identifiers) if identifiers
-                                                        else None)
+        self.dataset = open_preprocessed_cases(folder, identifiers)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.center_labels = tuple(int(v) for v in center_labels)
         self.foreground_fraction = foreground_fraction

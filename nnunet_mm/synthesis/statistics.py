@@ -209,14 +209,12 @@ def preprocessed_cases(folder: Path, identifiers: Sequence[str] | None = None
 
     Raises:
         FileNotFoundError: the folder does not exist or holds no preprocessed case.
+        ValueError: a case's ``.pkl`` is cut or would run code
+            (:func:`nnunet_mm.io.preprocessed.open_preprocessed_cases`).
     """
-    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    from nnunet_mm.io.preprocessed import open_preprocessed_cases
 
-    folder = Path(folder)
-    if not folder.is_dir() or not any(folder.iterdir()):
-        raise FileNotFoundError(f"{folder}: no preprocessed cases; run nnUNetv2_plan_and_preprocess (or "
-                                f"nnUNetv2_preprocess) for this configuration first.")
-    dataset = infer_dataset_class(str(folder))(str(folder), identifiers=list(identifiers) if identifiers else None)
+    dataset = open_preprocessed_cases(folder, identifiers)
     for identifier in dataset.identifiers:
         data, seg, _, _ = dataset.load_case(identifier)
         yield identifier, np.asarray(data[:], dtype=np.float32), np.asarray(seg[:])[0]

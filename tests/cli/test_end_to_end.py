@@ -136,3 +136,49 @@ def test_stock_commands_on_a_dataset_we_did_not_generate(cli, plan_in_process, c
     capsys.readouterr()
     assert nnunet_mm(["predict", "-i", str(missing_reference), "-o", str(cli.results / "never"), *model_args]) != 0
     assert f"{case}_0000.nii.gz: reference channel 0 is missing" in capsys.readouterr().err
+
+    # a NaN voxel is refused naming the file, or with --replace-non-finite predicted from a finite copy and recorded
+    with_nan = cli.results / "with_nan"
+    with_nan.mkdir()
+    nan_image = sitk.ReadImage(str(flair), sitk.sitkFloat32)
+    nan_array = sitk.GetArrayFromImage(nan_image)
+    nan_array[tuple(s // 2 for s in nan_array.shape)] = np.nan
+    nan_copy = sitk.GetImageFromArray(nan_array)
+    nan_copy.CopyInformation(nan_image)
+    sitk.WriteImage(nan_copy, str(with_nan / flair.name))
+    capsys.readouterr()
+    assert nnunet_mm(["predict", "-i", str(with_nan), "-o", str(cli.results / "never"), *model_args]) != 0
+    assert f"{with_nan / flair.name}: contains 1 NaN/inf voxels" in capsys.readouterr().err
+    assert nnunet_mm(["predict", "-i", str(with_nan), "-o", str(cli.results / "pred_nan"), *model_args,
+                      "--replace-non-finite", "--disable_progress_bar"]) == 0
+    replaced = json.loads((cli.results / "pred_nan" / "missing_channels.json").read_text())[case]
+    assert replaced["non_finite_replaced"]["0"]["voxels"] == 1
+    assert replaced["non_finite_replaced"]["0"]["value"] == float(np.nanmin(nan_array))
+    assert sorted(p.name for p in (cli.results / "pred_nan").iterdir()) == [f"{case}.nii.gz", "missing_channels.json"]
+
+    # a model folder whose checkpoint is a crafted pickle is refused before nnU-Net loads it; its code never runs
+    import shutil
+
+    import torch
+
+    trained = cli.results / "Dataset600_RealBrats" / "MultiModalTrainer_debug__nnUNetPlans__2d"
+    crafted = cli.results / "crafted_model"
+    shutil.copytree(trained, crafted)
+    marker = cli.results / "crafted_code_ran"
+    torch.save({"network_weights": _Payload(str(marker))}, crafted / "fold_all" / "checkpoint_final.pth")
+    capsys.readouterr()
+    assert nnunet_mm(["predict", "-i", str(flair_only), "-o", str(cli.results / "never"), "-m", str(crafted),
+                      "-f", "all", "-device", "cpu"]) != 0
+    error = capsys.readouterr().err
+    assert "checkpoint_final.pth: refused to load" in error and "Traceback" not in error
+    assert not marker.exists()
+
+
+class _Payload:
+    """Pickles as a call that creates ``marker``: what a crafted checkpoint runs when unpickled."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path(self.marker).touch, ()

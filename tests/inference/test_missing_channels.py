@@ -96,3 +96,32 @@ def test_cut_files_and_nan_voxels_are_refused_before_predicting_each_named(tmp_p
     assert f"{cut}: incomplete or corrupt file" in message
     assert f"{tmp_path / 'nan_0000.nii.gz'}: contains 1 NaN/inf voxels" in message
     assert "good_" not in message
+
+
+def test_four_dimensional_inputs_are_refused_and_nan_counted_when_allowed(tmp_path):
+    import numpy as np
+    import SimpleITK as sitk
+
+    from nnunet_mm.inference.missing_channels import _write_finite_copies, verify_input_files
+
+    volume = np.full((6, 8, 8), 40.0, dtype=np.float32)
+    volume[1, 2, 3] = -5.0
+    volume[2, 3, 4] = np.nan
+    volume[3, 4, 5] = np.inf
+    sitk.WriteImage(sitk.GetImageFromArray(volume), str(tmp_path / "nan_0000.nii.gz"))
+    sitk.WriteImage(sitk.JoinSeries([sitk.GetImageFromArray(volume)] * 2), str(tmp_path / "fourd_0000.nii.gz"))
+    cases = available_channel_files(tmp_path, ".nii.gz", 1)
+    plan = {case: [0] for case in cases}
+    with pytest.raises(ValueError) as refused:
+        verify_input_files(cases, plan, allow_non_finite=True)
+    assert f"{tmp_path / 'fourd_0000.nii.gz'}: a 4-D image" in str(refused.value)
+    assert "nan_0000" not in str(refused.value)
+
+    del cases["fourd"], plan["fourd"]
+    non_finite = verify_input_files(cases, plan, allow_non_finite=True)
+    assert non_finite == {"nan": {0: 2}}
+    record = _write_finite_copies(cases, non_finite, tmp_path / "copies")
+    assert record == {"nan": {"0": {"file": str(tmp_path / "nan_0000.nii.gz"), "voxels": 2, "value": -5.0}}}
+    copy = sitk.GetArrayFromImage(sitk.ReadImage(str(cases["nan"][0])))
+    assert cases["nan"][0].parent == tmp_path / "copies" and np.isfinite(copy).all()
+    assert copy[2, 3, 4] == copy[3, 4, 5] == -5.0 and copy[0, 0, 0] == 40.0
