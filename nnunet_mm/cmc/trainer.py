@@ -42,6 +42,7 @@ from nnunet_mm.cmc.unlabeled import unlabeled_folder
 from nnunet_mm.io.safe_load import UnreadableFileError, UntrustedContentError, verify_preprocessed_folder
 from nnunet_mm.networks.from_plans import network_kwargs_from_plans
 from nnunet_mm.training.debug import DebugSchedule
+from nnunet_mm.training.refusal import TrainingRefused
 from nnunet_mm.training.multimodal_trainer import (MultiModalDraw, MultiModalTrainer, StepLoss, Target,
                                                    labels_following_channels, probabilities_following_channels,
                                                    reference_target, resize_label, target_list)
@@ -100,7 +101,7 @@ class CMCTrainer(MultiModalTrainer):
             try:
                 verify_preprocessed_folder(folder)  # nnU-Net's loader unpickles their properties
             except (UnreadableFileError, UntrustedContentError) as error:
-                raise SystemExit(f"error: {error}") from None
+                raise TrainingRefused(error) from None
         self.dataloader_unlabeled = None if folder is None else self._make_unlabeled_loader(folder)
 
     def on_train_end(self) -> None:

@@ -176,11 +176,39 @@ def block_of(dataset_json: Mapping[str, Any], source: str = "dataset.json") -> M
 
 
 def preprocessed_dataset_json_source(preprocessed_dataset_folder: str | Path | None) -> str:
-    """How to name the dataset.json a trainer reads in messages: nnU-Net's preprocessed copy, not the raw file."""
+    """How to name the dataset.json a trainer reads in messages: nnU-Net's preprocessed copy, not the raw file, and
+    which of the two to edit -- when the copy's ``"nnunet_mm"`` block differs from the raw dataset.json's (someone
+    edited one after planning), the message says so, since editing the raw file alone then changes nothing."""
     if not preprocessed_dataset_folder:
         return "dataset.json (nnU-Net's preprocessed copy)"
-    return (f"{preprocessed_dataset_folder}/dataset.json (nnU-Net's copy of the raw dataset.json, made at planning; "
-            f"fix the raw file and re-run nnUNetv2_plan_and_preprocess, or edit this copy)")
+    import json
+
+    copy = Path(preprocessed_dataset_folder) / "dataset.json"
+    raw = _raw_dataset_json(Path(preprocessed_dataset_folder).name)
+    try:
+        same = raw is not None and (json.loads(copy.read_text()).get(BLOCK_KEY)
+                                    == json.loads(raw.read_text()).get(BLOCK_KEY))
+    except (OSError, ValueError, AttributeError):
+        same = False
+    if raw is None:
+        return f"{copy} (nnU-Net's copy of the raw dataset.json, made at planning; the raw file was not found, edit " \
+               f"this copy)"
+    if same:
+        return (f"{copy} (nnU-Net's copy of {raw}, made at planning; fix the raw file and re-run "
+                f"nnUNetv2_plan_and_preprocess, or edit this copy)")
+    return (f"{copy} (nnU-Net's copy made at planning; its '{BLOCK_KEY}' block DIFFERS from the one in {raw}, and the "
+            f"trainer reads this copy: edit this copy, or fix the raw file and re-run nnUNetv2_plan_and_preprocess)")
+
+
+def _raw_dataset_json(dataset_name: str) -> Path | None:
+    """``$nnUNet_raw/<dataset_name>/dataset.json`` if it exists."""
+    import os
+
+    raw_root = os.environ.get("nnUNet_raw")
+    if not raw_root:
+        return None
+    raw = Path(raw_root) / dataset_name / "dataset.json"
+    return raw if raw.is_file() else None
 
 
 def model_folder_dataset_json_source(model_folder: str | Path) -> str:

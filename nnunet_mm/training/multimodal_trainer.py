@@ -70,6 +70,7 @@ from nnunet_mm.settings import preprocessed_dataset_json_source, read_settings
 from nnunet_mm.training.checkpoints import (CHECKPOINT_NAMES, companion_file, load_companion, read_checkpoint,
                                             save_companions, staged_checkpoint)
 from nnunet_mm.training.debug import DebugSchedule
+from nnunet_mm.training.refusal import TrainingRefused
 
 Target = torch.Tensor | list[torch.Tensor]  # nnU-Net's targets: one tensor, or one per deep-supervision scale
 RANK_SEED_STRIDE = 1_000_003  # distinct, far-apart seeds per DDP rank
@@ -193,8 +194,11 @@ class MultiModalTrainer(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.dataset_settings = read_settings(
-            dataset_json, preprocessed_dataset_json_source(self.preprocessed_dataset_folder_base))
+        try:
+            self.dataset_settings = read_settings(
+                dataset_json, preprocessed_dataset_json_source(self.preprocessed_dataset_folder_base))
+        except (ValueError, KeyError) as error:  # an error line naming the file and key, not a traceback
+            raise TrainingRefused(error) from None
         self.mm_settings = self.dataset_settings.multimodal
         self.augmentation_generator: torch.Generator | None = None
 
@@ -253,7 +257,7 @@ class MultiModalTrainer(nnUNetTrainer):
         try:
             loaded = read_checkpoint(requested, map_location=self.device)
         except (UnreadableFileError, UntrustedContentError, FileNotFoundError) as error:
-            raise SystemExit(f"error: {error}") from None
+            raise TrainingRefused(error) from None
         if loaded.fallback_reason:
             self.print_to_log_file(f"nnunet_mm: WARNING {loaded.fallback_reason} Continuing from {loaded.file} "
                                    f"(epoch {loaded.content.get('current_epoch')}) instead.",
@@ -261,8 +265,8 @@ class MultiModalTrainer(nnUNetTrainer):
         try:
             self._apply_checkpoint(loaded.content)
         except (KeyError, RuntimeError) as error:
-            raise SystemExit(f"error: {loaded.file}: not a checkpoint of this trainer and configuration "
-                             f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
+            raise TrainingRefused(f"{loaded.file}: not a checkpoint of this trainer and configuration "
+                                  f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
         self.loaded_checkpoint_file = loaded.file
         for name, module in self.checkpoint_companions().items():
             try:
@@ -308,7 +312,7 @@ class MultiModalTrainer(nnUNetTrainer):
         try:
             verify_preprocessed_folder(Path(self.preprocessed_dataset_folder))
         except (UnreadableFileError, UntrustedContentError) as error:
-            raise SystemExit(f"error: {error}") from None
+            raise TrainingRefused(error) from None
         super().on_train_start()
 
     def on_train_end(self) -> None:

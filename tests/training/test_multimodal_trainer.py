@@ -122,6 +122,24 @@ def test_settings_come_from_the_preprocessed_dataset_json_and_name_it(trainer_ki
         trainer_kit.trainer(MultiModalTrainer, block={"reference_channel": 5}, initialize=False)
 
 
+@pytest.mark.parametrize("value", ['"0.5"', "true", "1.5"])
+def test_nnunetv2_train_refuses_a_bad_setting_with_one_error_line_saying_which_file_to_edit(trainer_kit, value):
+    """Through nnU-Net's own command: exit 1, an error line naming the preprocessed copy and the key, no traceback;
+    the raw dataset.json (unchanged) is named as differing, so the user knows editing it alone changes nothing."""
+    copy = trainer_kit.preprocessed / "dataset.json"
+    dataset_json = json.loads(copy.read_text())
+    dataset_json["nnunet_mm"]["misalignment"] = {"probability": json.loads(value)}
+    copy.write_text(json.dumps(dataset_json))
+    result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "nnUNetv2_train"), "931", "2d", "0", "-tr",
+                             "MultiModalTrainer_debug", "-device", "cpu"], capture_output=True, text=True,
+                            timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output
+    [line] = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert str(copy) in line and "misalignment" in line and "probability" in line
+    assert "DIFFERS" in line and str(trainer_kit.raw / "dataset.json") in line
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the step
 
