@@ -65,6 +65,9 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
 def _first_line(error: BaseException) -> str:
     """ITK error texts span many lines (file, line, class); the last non-empty line says what went wrong."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) >= 2 and "File cannot be read" in lines[-2] and lines[-1].startswith("Reason:"):
+        # ITK's MetaImage reader appends a stale errno ("No such file or directory") to a file whose data end early
+        return "the file is incomplete or corrupt (its voxel data cannot be read completely)"
     return lines[-1] if lines else type(error).__name__
 
 

@@ -26,6 +26,7 @@ except ImportError:  # Windows
 logger = logging.getLogger(__name__)
 
 _DATASET_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_DATASET_FOLDER = re.compile(r"(Dataset\d{3})_")
 
 
 def new_dataset_folder(dataset_id: int, dataset_name: str, *, output_root: Path | None = None) -> Path:
@@ -117,7 +118,8 @@ def _target_lock(final_dir: Path) -> Iterator[None]:
     if fcntl is None:  # no flock (Windows): writers of one target are not serialised
         yield
         return
-    lock_path = final_dir.parent / f".{final_dir.name}.lock"
+    dataset = _DATASET_FOLDER.match(final_dir.name)  # datasets are found by id: one writer per id, whatever the name
+    lock_path = final_dir.parent / f".{dataset.group(1) if dataset else final_dir.name}.lock"
     while True:
         descriptor = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
@@ -210,10 +212,23 @@ def staged_dataset(final_dir: Path, *, overwrite: bool = False, sources: Sequenc
             yield staging
             if not overwrite:
                 check_output(final_dir, overwrite=False)  # someone created it meanwhile: keep theirs
+            _refuse_id_clash(final_dir)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         _move_into_place(staging, final_dir)
+
+
+def _refuse_id_clash(final_dir: Path) -> None:
+    """Refuse a dataset folder whose id another dataset beside it took meanwhile (nnU-Net finds datasets by id)."""
+    dataset = _DATASET_FOLDER.match(final_dir.name)
+    if dataset:
+        clashes = sorted(p.name for p in final_dir.parent.glob(f"{dataset.group(1)}_*")
+                         if p.is_dir() and p.name != final_dir.name)
+        if clashes:
+            raise FileExistsError(f"{final_dir.parent} now holds {clashes} with the same dataset id (written while "
+                                  f"this command ran); nnU-Net finds datasets by id, so {final_dir.name} was not "
+                                  f"written.")
 
 
 def _move_into_place(staging: Path, final_dir: Path) -> None:

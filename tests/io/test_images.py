@@ -167,3 +167,16 @@ def test_write_image_refuses_a_write_cut_short_as_on_a_full_disk(tmp_path: Path,
     with pytest.raises(OSError, match=r"case\.n.*(incomplete|cannot be read back|holds).*disk full"):
         write_image(image, target)
     assert not target.exists()
+
+
+@pytest.mark.parametrize("name", ["case.mha", "case.nrrd"])
+@pytest.mark.parametrize("compress", [False, True])
+def test_cut_metaimage_and_nrrd_files_are_refused_naming_them(tmp_path: Path, name, compress) -> None:
+    from nnunet_mm.io import verify_image_file
+
+    path = tmp_path / name
+    sitk.WriteImage(_volume(np.float32), str(path), useCompression=compress)
+    path.write_bytes(path.read_bytes()[:-60])
+    for check in (read_image, verify_image_file):
+        with pytest.raises(ValueError, match=rf"{name}: cannot read image: .*(incomplete|expected|fread)"):
+            check(path)

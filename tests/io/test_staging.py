@@ -196,3 +196,16 @@ def test_a_killed_writer_releases_its_lock(tmp_path: Path) -> None:
         (staging / "b").write_text("b")
     assert sorted(p.name for p in final.iterdir()) == ["b"]
     assert _leftovers(tmp_path) == []
+
+
+def test_writers_of_the_same_dataset_id_under_different_names_exclude_each_other(tmp_path: Path) -> None:
+    with staged_dataset(tmp_path / "Dataset511_A") as first:
+        (first / "a").write_text("a")
+        with pytest.raises(FileExistsError, match="being written by another process"):
+            with staged_dataset(tmp_path / "Dataset511_B"):
+                pytest.fail("the second writer must not run")
+    with pytest.raises(FileExistsError, match=r"same dataset id"):
+        with staged_dataset(tmp_path / "Dataset512_C") as staging:
+            (staging / "c").write_text("c")
+            (tmp_path / "Dataset512_D").mkdir()  # created meanwhile without the lock
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset511_A", "Dataset512_D"]
