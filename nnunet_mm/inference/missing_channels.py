@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -26,10 +28,12 @@ import torch
 
 from nnunet_mm.augment import fill_missing_channels
 from nnunet_mm.io.raw_dataset import available_channel_files
+from nnunet_mm.io.staging import atomic_file
 from nnunet_mm.settings import MultiModalSettings, model_folder_dataset_json_source, read_settings
 
 logger = logging.getLogger(__name__)
 REPORT_NAME = "missing_channels.json"
+STAGING_PREFIX = ".nnunet_mm_predicting_"  # hidden folder in the output folder that predictions are written to
 
 
 def plan_available_channels(cases: dict[str, dict[int, Path]], *, num_channels: int, reference_channel: int,
@@ -170,7 +174,9 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
 
     Args:
         input_folder: nnU-Net-style inputs ``{case}_{XXXX}{file_ending}``; cases may lack non-reference channels.
-        output_folder: where segmentations (and ``missing_channels.json``) are written.
+        output_folder: where segmentations (and ``missing_channels.json``) are written; they are predicted into a
+            hidden staging folder inside it and each renamed into place when all are done, so a killed run leaves
+            no cut file (its staging folder is deleted by the next run).
         model_folder: ``nnUNet_results/DatasetXXX/<Trainer>__<plans>__<configuration>``.
         folds: folds to ensemble (None: every fold found).
         available: channels every case provides; None: detect per case from the files present.
@@ -217,11 +223,20 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
                      "filled": [c for c in range(settings.num_channels) if c not in available_channels],
                      "fill_mode": mode} for case, available_channels in plan.items()}
     output_folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".nnunet_mm_finite_", dir=output_folder) as finite_copies:
-        for case, replaced in _write_finite_copies(cases, non_finite, Path(finite_copies)).items():
+    for stale in output_folder.glob(f"{STAGING_PREFIX}*"):  # left by a killed run
+        logger.warning("deleting %s, left by an interrupted prediction", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=output_folder) as staging:
+        staging = Path(staging)
+        for case, replaced in _write_finite_copies(cases, non_finite, staging / "finite_inputs").items():
             report[case]["non_finite_replaced"] = replaced
+        predicted = staging / "predicted"
+        predicted.mkdir()
         predictor.predict_from_data_iterator(
-            _preprocessed_cases(predictor, cases, plan, settings, mode, output_folder),
+            _preprocessed_cases(predictor, cases, plan, settings, mode, predicted),
             save_probabilities=save_probabilities, num_processes_segmentation_export=max(1, num_processes_export))
-    (output_folder / REPORT_NAME).write_text(json.dumps(report, indent=2))
+        for file in sorted(predicted.iterdir()):  # each output appears whole (a kill never leaves a cut file)
+            os.replace(file, output_folder / file.name)
+    with atomic_file(output_folder / REPORT_NAME) as partial:
+        partial.write_text(json.dumps(report, indent=2))
     return report
