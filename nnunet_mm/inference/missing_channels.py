@@ -155,6 +155,16 @@ def _write_finite_copies(cases: dict[str, dict[int, Path]], non_finite: dict[str
     return record
 
 
+def _write_prediction_records(folder: Path, predictor, arguments: dict) -> None:
+    """What ``nnUNetv2_predict`` writes beside its predictions, so that nnU-Net's tools (``nnUNetv2_ensemble``,
+    ``nnUNetv2_apply_postprocessing``, ``nnUNetv2_evaluate_folder -djfile -pfile``) accept the folder:
+    ``dataset.json`` and ``plans.json`` of the model, and the arguments in ``predict_from_raw_data_args.json`` (nnU-Net's
+    keys where they apply, plus this command's)."""
+    for name, content in (("dataset.json", predictor.dataset_json), ("plans.json", predictor.plans_manager.plans),
+                          ("predict_from_raw_data_args.json", arguments)):
+        (folder / name).write_text(json.dumps(content, indent=4))
+
+
 def _model_folds(model_folder: Path, folds: Sequence[int | str] | None) -> list[str]:
     """The folds nnU-Net's predictor will load (``None``: every ``fold_*`` folder, as nnU-Net finds them)."""
     if folds is not None:
@@ -235,6 +245,17 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
         predictor.predict_from_data_iterator(
             _preprocessed_cases(predictor, cases, plan, settings, mode, predicted),
             save_probabilities=save_probabilities, num_processes_segmentation_export=max(1, num_processes_export))
+        _write_prediction_records(predicted, predictor, {
+            "list_of_lists_or_source_folder": str(input_folder),
+            "output_folder_or_list_of_truncated_output_files": str(output_folder),
+            "save_probabilities": save_probabilities, "overwrite": True,
+            "num_processes_segmentation_export": max(1, num_processes_export),
+            "folder_with_segs_from_prev_stage": None, "num_parts": 1, "part_id": 0,
+            "predicted_by": "nnunet_mm predict", "model_folder": str(model_folder),
+            "folds": None if folds is None else [str(f) for f in folds], "checkpoint_name": checkpoint_name,
+            "tile_step_size": tile_step_size, "use_mirroring": use_mirroring,
+            "available": None if available is None else sorted(int(c) for c in available),
+            "replace_non_finite": replace_non_finite})
         for file in sorted(predicted.iterdir()):  # each output appears whole (a kill never leaves a cut file)
             os.replace(file, output_folder / file.name)
     with atomic_file(output_folder / REPORT_NAME) as partial:

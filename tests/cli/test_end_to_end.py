@@ -129,6 +129,28 @@ def test_stock_commands_on_a_dataset_we_did_not_generate(cli, plan_in_process, c
     report = json.loads((cli.results / "pred_flair_only" / "missing_channels.json").read_text())
     assert report[case] == {"available": [0], "filled": [1], "fill_mode": "duplicate"}
 
+    # nnunet_mm predict writes a folder nnU-Net's own tools accept: ensembling, post-processing, evaluation
+    full = cli.results / "pred_mm_full"
+    assert nnunet_mm(["predict", "-i", str(folder / "imagesTs"), "-o", str(full), *model_args,
+                      "--save_probabilities", "--disable_progress_bar"]) == 0
+    assert nnunet_mm(["predict", "-i", str(flair_only), "-o", str(cli.results / "pred_flair_probs"), *model_args,
+                      "--save_probabilities", "--disable_progress_bar"]) == 0
+    assert {"dataset.json", "plans.json", "predict_from_raw_data_args.json"} <= {p.name for p in full.iterdir()}
+    cli.run("nnUNetv2_ensemble", "-i", str(full), str(cli.results / "pred_flair_probs"), "-o",
+            str(cli.results / "ensembled"), "-np", "1")
+    assert (cli.results / "ensembled" / f"{case}.nii.gz").is_file()
+    import pickle
+
+    no_postprocessing = cli.results / "postprocessing.pkl"  # what nnUNetv2_find_best_configuration writes
+    no_postprocessing.write_bytes(pickle.dumps(([], [])))
+    cli.run("nnUNetv2_apply_postprocessing", "-i", str(full), "-o", str(cli.results / "postprocessed"),
+            "-pp_pkl_file", str(no_postprocessing), "-np", "1")
+    assert (cli.results / "postprocessed" / f"{case}.nii.gz").is_file()
+    cli.run("nnUNetv2_evaluate_folder", str(folder / "labelsTs"), str(full), "-djfile", str(full / "dataset.json"),
+            "-pfile", str(full / "plans.json"), "-np", "1")
+    scores_mm = json.loads((full / "summary.json").read_text())["metric_per_case"][0]["metrics"]["1"]
+    assert scores_mm["n_ref"] == truth.sum()
+
     missing_reference = cli.results / "t1c_only"
     missing_reference.mkdir()
     t1c = next((folder / "imagesTs").glob("*_0001.nii.gz"))
@@ -154,7 +176,8 @@ def test_stock_commands_on_a_dataset_we_did_not_generate(cli, plan_in_process, c
     replaced = json.loads((cli.results / "pred_nan" / "missing_channels.json").read_text())[case]
     assert replaced["non_finite_replaced"]["0"]["voxels"] == 1
     assert replaced["non_finite_replaced"]["0"]["value"] == float(np.nanmin(nan_array))
-    assert sorted(p.name for p in (cli.results / "pred_nan").iterdir()) == [f"{case}.nii.gz", "missing_channels.json"]
+    assert sorted(p.name for p in (cli.results / "pred_nan").iterdir()) == sorted(
+        [f"{case}.nii.gz", "dataset.json", "missing_channels.json", "plans.json", "predict_from_raw_data_args.json"])
 
     # a model folder whose checkpoint is a crafted pickle is refused before nnU-Net loads it; its code never runs
     import shutil
