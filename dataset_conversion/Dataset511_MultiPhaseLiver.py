@@ -19,6 +19,15 @@ Output, in ``<output_root>/Dataset511_MultiPhaseLiver/``:
 * ``imagesTr/<case>_0000.nii.gz`` = reference phase, ``_0001`` ... = the other phases in ``phases`` order, each
   resampled (linear; after optional rigid/affine registration to the reference) onto the reference grid;
   ``labelsTr/<case>.nii.gz`` = the label, values and grid unchanged (uint8); unlabelled cases go to ``imagesTs``.
+* Partial fields of view (a short arterial z-range is common): reference voxels outside a phase's field of view hold
+  the reference phase's values there, the way modality dropout's ``"duplicate"`` mode fills a missing phase -- not
+  a constant such as −1024 HU, which inside the body would enter nnU-Net's CT normalisation statistics of that
+  channel (foreground percentiles, mean, std) and squeeze its contrast. ``nnunet_mm_qa/coverage.json`` (written
+  with or without ``qa_figures``) records per case and phase the covered fraction of the grid, of the labelled
+  region (label > 0) and of each label, with a mask ``nnunet_mm_qa/coverage/<case>_<XXXX>.nii.gz`` (uint8,
+  1 = the phase's own voxel) for every phase that does not cover the whole grid; a warning per case and phase names
+  the file when labelled voxels (below 99.5 % of any label region) or most of the grid (below 50 %) are not covered.
+  Nothing is refused for this.
 * ``dataset.json``: every channel is named ``"CT"`` so that nnU-Net applies CT normalisation to each phase (the
   phase names are kept in the ``'nnunet_mm'`` block: ``reference_channel``, ``phase_names``, ``source``,
   ``registration``, ``converter``, and ``"channel_acquisition": "separate"`` for two or more phases, which turns on
@@ -52,6 +61,9 @@ import SimpleITK as sitk
 from skimage.metrics import normalized_mutual_information
 
 from nnunet_mm.conversion.archives import IGNORED_PREFIXES, check_inside, is_archive, source_folder, source_path_name
+from nnunet_mm.conversion.coverage import (FOREGROUND, GRID_COVERAGE_WARNING_BELOW, LABEL_COVERAGE_WARNING_BELOW,
+                                           PhaseCoverage, coverage_warning, field_of_view, fill_uncovered,
+                                           measure_coverage)
 from nnunet_mm.conversion.errors import ConversionError  # noqa: F401 - what convert raises, importable from here
 from nnunet_mm.conversion.errors import attempt, raise_if_problems
 from nnunet_mm.conversion.labels import label_dict, label_value_problems
@@ -81,6 +93,8 @@ REGISTRATION_CHOICES = ("none", "rigid", "affine")
 FILE_ENDING = ".nii.gz"
 CHANNEL_NAME = "CT"  # nnU-Net picks CT normalisation by this exact name (any case)
 QA_FOLDER = "nnunet_mm_qa"
+COVERAGE_FILE = "coverage.json"  # in QA_FOLDER, written with or without the QA figures
+COVERAGE_MASK_FOLDER = "coverage"  # in QA_FOLDER: <case>_<XXXX>.nii.gz for every phase not covering the whole grid
 QA_MARGIN_MM = 10.0  # the label's bounding box is grown by this much on each side for the QA similarity
 QA_HISTOGRAM_BINS = 32
 GEOMETRY_TOLERANCE = 1e-3  # mm (spacing, origin) and direction cosines
@@ -106,6 +120,27 @@ class CaseFiles:
 
 
 @dataclass(frozen=True)
+class PhaseCoverageRecord:
+    """Field of view of one non-reference phase of one case on the reference grid (``nnunet_mm_qa/coverage.json``).
+
+    Attributes:
+        channel: the phase's channel index (``_XXXX``).
+        file: the phase's source file.
+        coverage: covered fractions of the grid and of the label regions.
+        mask: the coverage mask's path relative to ``nnunet_mm_qa/`` (uint8, 1 = the phase's own voxel), None
+            when the phase covers the whole grid.
+    """
+
+    channel: int
+    file: str
+    coverage: PhaseCoverage
+    mask: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"channel": self.channel, "file": self.file, **self.coverage.to_dict(), "mask": self.mask}
+
+
+@dataclass(frozen=True)
 class CaseResult:
     """What converting one case produced, for the summary."""
 
@@ -114,6 +149,7 @@ class CaseResult:
     spacing_xyz_mm: tuple[float, float, float]
     label_voxel_counts: tuple[int, ...] | None  # index = label value
     qa: dict[str, Any] | None
+    coverage: dict[str, PhaseCoverageRecord] = dataclasses.field(default_factory=dict)  # by phase name
 
 
 @dataclass(frozen=True)
@@ -131,11 +167,16 @@ class ConversionSummary:
     spacing_max_xyz_mm: tuple[float, float, float]
     registration: str
     qa_dir: Path | None
+    # per non-reference phase: lowest "grid" and "labelled" (label > 0) coverage over the cases, and
+    # "cases_not_covering_label": how many cases leave labelled voxels uncovered (below LABEL_COVERAGE_WARNING_BELOW)
+    coverage: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    coverage_file: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["output_dir"] = str(self.output_dir)
         values["qa_dir"] = None if self.qa_dir is None else str(self.qa_dir)
+        values["coverage_file"] = None if self.coverage_file is None else str(self.coverage_file)
         return values
 
     def format(self) -> str:
@@ -152,6 +193,17 @@ class ConversionSummary:
             f"  spacing x, y, z (mm): min {fmt(self.spacing_min_xyz_mm)}, max {fmt(self.spacing_max_xyz_mm)}",
             f"  registration: {self.registration}",
         ]
+        if self.coverage:
+            def percent(value: float | None) -> str:
+                return "-" if value is None else f"{100 * value:.1f}%"
+
+            per_phase = "; ".join(
+                f"{phase} {percent(c['grid'])} / {percent(c['labelled'])}"
+                + (f" ({c['cases_not_covering_label']} case(s) with labelled voxels uncovered)"
+                   if c["cases_not_covering_label"] else "")
+                for phase, c in self.coverage.items())
+            lines.append(f"  field of view on the reference grid, lowest over cases (grid / labelled region): "
+                         f"{per_phase}; voxels outside it hold the reference phase ({self.coverage_file})")
         if self.qa_dir is not None:
             lines.append(f"  QA figures and summary.json: {self.qa_dir}")
         return "\n".join(lines)
@@ -354,14 +406,6 @@ def _similarity(reference: np.ndarray, phase: np.ndarray) -> dict[str, float | N
     return {name: round(value, 5) if math.isfinite(value) else None for name, value in scores.items()}
 
 
-def _field_of_view(moving: sitk.Image, reference: sitk.Image, transform: sitk.Transform | None) -> np.ndarray:
-    """Boolean (Z, Y, X) mask of the reference voxels whose (transformed) position lies inside ``moving``."""
-    inside = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
-    inside.CopyInformation(moving)
-    resampled = resample_to_reference(inside, reference, transform=transform, is_label=True, default_value=0)
-    return sitk.GetArrayFromImage(resampled).astype(bool)
-
-
 def _views(volume: np.ndarray, centre_zyx: Sequence[int]) -> dict[str, np.ndarray]:
     """Copies of the axial and coronal slice through ``centre_zyx`` (copies: ``volume`` may be a view of an image
     that is freed before the figure is drawn)."""
@@ -440,28 +484,31 @@ class _CaseQa:
         self.phases: dict[str, Any] = {}
 
     def add_phase(self, phase: str, file: Path, moving: sitk.Image, resampled: sitk.Image,
-                  registered: sitk.Image | None, transform: sitk.Transform | None) -> None:
+                  registered: sitk.Image | None, transform: sitk.Transform | None, covered: np.ndarray) -> None:
+        """Add one phase; ``resampled``/``registered`` as resampled (outside the field of view not filled, so the
+        figure shows the phase's real extent), ``covered`` the field of view of the channel written (registered
+        if registering)."""
         arrays = {"resampled": sitk.GetArrayFromImage(resampled)}
         if registered is not None:
             arrays["registered"] = sitk.GetArrayFromImage(registered)
+        coverage = float(covered.mean())
         # before and after are compared on the same voxels: those inside the phase's field of view in both
-        field_of_view = _field_of_view(moving, self.reference, None)
-        coverage = float(field_of_view.mean())
-        if transform is not None:
-            field_of_view_after = _field_of_view(moving, self.reference, transform)
-            coverage = float(field_of_view_after.mean())
-            field_of_view &= field_of_view_after
-        if coverage < 0.5:
-            logger.warning("%s: phase '%s' covers only %.0f%% of the reference grid", file, phase, 100 * coverage)
-        compared = field_of_view[self.region]
+        compared_voxels = covered if transform is None else covered & field_of_view(moving, self.reference)
+        compared = compared_voxels[self.region]
         reference_values = self.reference_array[self.region][compared]
         metrics = {state: _similarity(reference_values, array[self.region][compared])
                    for state, array in arrays.items()}
         self.phases[phase] = {"file": str(file), "before": metrics["resampled"], "after": metrics.get("registered"),
                               "coverage": round(coverage, 4)}
         shown = arrays.get("registered", arrays["resampled"])
+        # the grey window from the phase's own voxels: the resampler's fill outside the field of view would widen it
+        labelled = None if self.window_mask is None else self.window_mask & covered
+        if labelled is not None and labelled.any():
+            window = _display_window(shown, labelled)
+        else:
+            window = _display_window(shown[covered] if covered.any() else shown, None)
         self.rows.append({**{state: _views(array, self.centre) for state, array in arrays.items()},
-                          "window": _display_window(shown, self.window_mask), "metrics": metrics})
+                          "window": window, "metrics": metrics})
 
     def finish(self, figure_path: Path, *, case: CaseFiles, phase_names: Sequence[str],
                registered: bool) -> dict[str, Any]:
@@ -498,34 +545,53 @@ def _align_phase(case: CaseFiles, index: int, phase: str, reference: sitk.Image,
     return transform, resampled, registered
 
 
-def convert_case(case: CaseFiles, *, staging_dir: Path, phase_names: Sequence[str], num_labels: int,
+def _write_coverage_mask(covered: np.ndarray, reference: sitk.Image, staging_dir: Path, name: str) -> None:
+    mask = sitk.GetImageFromArray(covered.astype(np.uint8))
+    mask.CopyInformation(reference)
+    write_image(mask, staging_dir / QA_FOLDER / name)
+
+
+def convert_case(case: CaseFiles, *, staging_dir: Path, phase_names: Sequence[str], label_names: Sequence[str],
                  registration: str, qa_figures: bool) -> CaseResult:
-    """Write the channels (and label) of one validated case into ``staging_dir``; see the module docstring."""
+    """Write the channels (and label) of one validated case into ``staging_dir``; see the module docstring.
+
+    Voxels of the reference grid outside a phase's field of view are filled with the reference phase's values
+    (:func:`nnunet_mm.conversion.coverage.fill_uncovered`), and the coverage is recorded (the warnings are logged
+    by :func:`convert_with_summary`, in the main process)."""
     images_dir = staging_dir / ("imagesTr" if case.is_training else "imagesTs")
+    labels = label_dict(label_names)
     reference = read_image(case.phase_files[0])
     write_image(reference, images_dir / f"{case.case_id}_0000{FILE_ENDING}")
     label_array = counts = None
     if case.label_file is not None:
         label_array = _write_label(case, reference, staging_dir)
-        counts = tuple(int(c) for c in np.bincount(label_array.ravel(), minlength=num_labels + 1))
+        counts = tuple(int(c) for c in np.bincount(label_array.ravel(), minlength=len(label_names) + 1))
     qa = _CaseQa(reference, label_array) if qa_figures else None
 
+    coverage: dict[str, PhaseCoverageRecord] = {}
     for index in range(1, len(case.phase_files)):
         phase = phase_names[index]
         moving = read_image(case.phase_files[index])
         transform, resampled, registered = _align_phase(case, index, phase, reference, moving, registration)
-        write_image(resampled if registered is None else registered,
+        covered = field_of_view(moving, reference, transform)
+        write_image(fill_uncovered(resampled if registered is None else registered, reference, covered),
                     images_dir / f"{case.case_id}_{index:04d}{FILE_ENDING}")
+        mask_name = None
+        if not covered.all():
+            mask_name = f"{COVERAGE_MASK_FOLDER}/{case.case_id}_{index:04d}{FILE_ENDING}"
+            _write_coverage_mask(covered, reference, staging_dir, mask_name)
+        coverage[phase] = PhaseCoverageRecord(index, str(case.phase_files[index]),
+                                              measure_coverage(covered, label_array, labels), mask_name)
         if transform is not None:
             transform_file = staging_dir / QA_FOLDER / "transforms" / f"{case.case_id}_{phase}.tfm"
             transform_file.parent.mkdir(parents=True, exist_ok=True)
             sitk.WriteTransform(transform, str(transform_file))
         if qa is not None:
-            qa.add_phase(phase, case.phase_files[index], moving, resampled, registered, transform)
+            qa.add_phase(phase, case.phase_files[index], moving, resampled, registered, transform, covered)
 
     qa_entry = None if qa is None else qa.finish(staging_dir / QA_FOLDER / f"{case.case_id}.png", case=case,
                                                  phase_names=phase_names, registered=registration != "none")
-    return CaseResult(case.case_id, case.is_training, tuple(reference.GetSpacing()), counts, qa_entry)
+    return CaseResult(case.case_id, case.is_training, tuple(reference.GetSpacing()), counts, qa_entry, coverage)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -579,7 +645,65 @@ def _summarize(results: Sequence[CaseResult], *, output_dir: Path, phase_names: 
         spacing_max_xyz_mm=tuple(float(v) for v in spacings.max(axis=0)),
         registration=registration,
         qa_dir=qa_dir,
+        coverage=_coverage_summary(results, phase_names[1:]),
+        coverage_file=output_dir / QA_FOLDER / COVERAGE_FILE,
     )
+
+
+def _coverage_summary(results: Sequence[CaseResult], phase_names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per non-reference phase, the lowest coverage over the cases (see :attr:`ConversionSummary.coverage`)."""
+    summary = {}
+    for phase in phase_names:
+        coverages = [result.coverage[phase].coverage for result in results if phase in result.coverage]
+        labelled = [c.labels[FOREGROUND] for c in coverages
+                    if c.labels is not None and c.labels[FOREGROUND] is not None]
+        summary[phase] = {"grid": min((c.grid for c in coverages), default=None),
+                          "labelled": min(labelled, default=None),
+                          "cases_not_covering_label": sum(bool(c.uncovered_labels) for c in coverages)}
+    return summary
+
+
+def _write_coverage_record(path: Path, results: Sequence[CaseResult], *, phase_names: Sequence[str],
+                           registration: str) -> None:
+    record = {
+        "description": {
+            "grid": "fraction of the reference grid inside the phase's field of view (after registration, if any)",
+            "labels": "fraction of the reference label inside it: 'foreground' = label > 0, then each label by "
+                      "name; null for a label without voxels in the case; labels is null for test cases",
+            "mask": f"uint8 mask on the reference grid (1 = the phase's own voxel, 0 = filled), relative to "
+                    f"{QA_FOLDER}/; null when the phase covers the whole grid",
+            "fill": f"voxels outside a phase's field of view hold the reference phase '{phase_names[0]}' (its "
+                    f"values at those voxels, as modality dropout's 'duplicate' mode fills a missing phase), not an "
+                    f"invented value, so they add no air inside the body to nnU-Net's normalisation statistics",
+            "warning": f"logged per case and phase when a label region is covered below "
+                       f"{LABEL_COVERAGE_WARNING_BELOW:g} or the grid below {GRID_COVERAGE_WARNING_BELOW:g}",
+        },
+        "reference_phase": phase_names[0],
+        "registration": registration,
+        "cases": {result.case_id: {"training": result.is_training,
+                                   "phases": {phase: entry.to_dict() for phase, entry in result.coverage.items()}}
+                  for result in results},
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def _with_source_names(result: CaseResult, root: Path, source_dir: Path) -> CaseResult:
+    """``result`` naming files of an archive as ``<archive>:<member>`` (the extracted copies are temporary)."""
+    for entry in (result.qa or {}).get("phases", {}).values():
+        entry["file"] = source_path_name(Path(entry["file"]), root, source_dir)
+    coverage = {phase: dataclasses.replace(entry, file=source_path_name(Path(entry.file), root, source_dir))
+                for phase, entry in result.coverage.items()}
+    return dataclasses.replace(result, coverage=coverage)
+
+
+def _warn_about_coverage(results: Sequence[CaseResult], *, reference_phase: str) -> None:
+    """One warning line per case and phase whose field of view misses labelled voxels or most of the grid."""
+    for result in results:
+        for phase, entry in result.coverage.items():
+            message = coverage_warning(entry.coverage, file=entry.file, case_id=result.case_id, phase=phase,
+                                       reference_phase=reference_phase)
+            if message is not None:
+                logger.warning("%s", message)
 
 
 def _write_qa_summary(path: Path, results: Sequence[CaseResult], summary: ConversionSummary) -> None:
@@ -630,14 +754,14 @@ def convert_with_summary(source_dir: Path, *, dataset_id: int = DATASET_ID, data
         with staged_dataset(final_dir, overwrite=overwrite) as staging:
             for sub_folder in ("imagesTr", "labelsTr", "imagesTs"):
                 (staging / sub_folder).mkdir()
-            if qa_figures:
-                (staging / QA_FOLDER).mkdir()
+            (staging / QA_FOLDER).mkdir()  # the coverage record is written even without the QA figures
             results = map_cases(partial(convert_case, staging_dir=staging, phase_names=phases,
-                                        num_labels=len(label_names), registration=register, qa_figures=qa_figures),
+                                        label_names=label_names, registration=register, qa_figures=qa_figures),
                                 cases, num_processes=num_processes, description=f"Dataset{dataset_id:03d} convert")
-            for result in results:  # files of an archive as <archive>:<member>: the extracted copies are temporary
-                for entry in (result.qa or {}).get("phases", {}).values():
-                    entry["file"] = source_path_name(Path(entry["file"]), root, source_dir)
+            results = [_with_source_names(result, root, source_dir) for result in results]
+            _warn_about_coverage(results, reference_phase=phases[0])
+            _write_coverage_record(staging / QA_FOLDER / COVERAGE_FILE, results, phase_names=phases,
+                                   registration=register)
             summary = _summarize(results, output_dir=final_dir, phase_names=phases, label_names=label_names,
                                  registration=register, qa_dir=qa_dir)
             write_dataset_json(
@@ -683,9 +807,10 @@ def convert(source_dir: Path, *, dataset_id: int = DATASET_ID, dataset_name: str
             when registering, after registration; ``summary.json`` with, per case and phase, the similarity to the
             reference phase (``ncc``: Pearson correlation, ``nmi``: normalized mutual information) inside the
             reference label's bounding box grown by 10 mm (the whole image for test cases), before and after
-            registration, and the fraction of the reference grid the phase covers. The registration transforms
-            are saved as ``nnunet_mm_qa/transforms/<case>_<phase>.tfm`` whenever registering, even without
-            ``qa_figures``.
+            registration, and the fraction of the reference grid the phase covers. The figures show each phase
+            as resampled, before the fill of the voxels outside its field of view. The registration transforms
+            are saved as ``nnunet_mm_qa/transforms/<case>_<phase>.tfm`` whenever registering, and the coverage
+            record ``nnunet_mm_qa/coverage.json`` (see the module docstring) always, even without ``qa_figures``.
     """
     return convert_with_summary(source_dir, dataset_id=dataset_id, dataset_name=dataset_name,
                                 output_root=output_root, phases=phases, label_name=label_name,

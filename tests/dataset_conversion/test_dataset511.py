@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import shutil
 import tarfile
@@ -14,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_mm.dataset_conversion.Dataset511_MultiPhaseLiver import ConversionError, convert, main
-from nnunet_mm.io import same_geometry
+from nnunet_mm.io import resample_to_reference, same_geometry
 
 DATASET = "Dataset511_MultiPhaseLiver"
 
@@ -48,7 +49,8 @@ def test_every_phase_ends_up_on_the_reference_grid(kit: SimpleNamespace, source:
         values = sitk.GetArrayFromImage(_read(dataset / "imagesTr" / f"case_01_000{channel}.nii.gz"))
         assert abs(np.median(values[liver]) - kit.PHASE_HU[phase][0]) < 10, phase
     assert kit.tree_state(source) == before
-    assert not (dataset / "nnunet_mm_qa").exists()
+    # without QA figures the QA folder holds only the coverage record (every phase covers the whole grid: no masks)
+    assert sorted(p.name for p in (dataset / "nnunet_mm_qa").iterdir()) == ["coverage.json"]
 
 
 def test_dataset_json_names_every_channel_ct_and_records_the_phases(source: Path, output_root: Path) -> None:
@@ -134,6 +136,163 @@ def test_without_registration_the_qa_summary_has_only_before_values(source: Path
 def test_affine_registration_and_parallel_conversion_run(source: Path, output_root: Path) -> None:
     dataset = convert(source, output_root=output_root, register="affine", num_processes=2, qa_figures=False)
     assert len(list((dataset / "imagesTr").iterdir())) == 8
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# partial fields of view: a phase covering only part of the reference grid (a short arterial z-range)
+
+CROPS = {"upper_half": 5, "above_the_liver": 8}  # first kept slice of the arterial grid (4 mm slices from z = -18)
+ART_CHANNEL = 1
+
+
+def _crop_arterial(folder: Path, first_slice: int) -> sitk.Image:
+    """Keep the arterial slices from ``first_slice`` on; slicing keeps the origin right, so the cropped phase lies
+    where it lay in the scanner. ``upper_half`` keeps z >= 0 mm: slices 6-11 of the reference grid (z = 1.5 ...
+    16.5 mm), half of the grid and of the liver (z = -11 ... 11 mm); ``above_the_liver`` keeps z >= 12 mm."""
+    art = _read(folder / "art.nii.gz")[:, :, first_slice:]
+    sitk.WriteImage(art, str(folder / "art.nii.gz"), useCompression=True)
+    return art
+
+
+@pytest.fixture
+def half_arterial_source(kit: SimpleNamespace, tmp_path: Path) -> Path:
+    """The ``source`` cases with the arterial phase of every case covering only the upper half of the liver."""
+    root = tmp_path / "half_source"
+    for case, seed, labelled in (("case_01", 0, True), ("case_02", 10, True), ("case_03", 20, False)):
+        _crop_arterial(kit.write_case(root, case, labelled=labelled, seed=seed), CROPS["upper_half"])
+    return root
+
+
+def _upper_half(kit: SimpleNamespace) -> np.ndarray:
+    """(Z, Y, X) bool: the reference voxels the ``upper_half`` arterial phase covers (z index 6-11)."""
+    covered = np.zeros(kit.REFERENCE_GRID["size"][::-1], dtype=bool)
+    covered[6:] = True
+    return covered
+
+
+def _channel(dataset: Path, case: str, channel: int, images: str = "imagesTr") -> np.ndarray:
+    return sitk.GetArrayFromImage(_read(dataset / images / f"{case}_{channel:04d}.nii.gz"))
+
+
+def _foreground_statistics(dataset: Path, channel: int) -> dict[str, float]:
+    """What nnU-Net's CT normalisation takes from the fingerprint: the channel's values over label > 0 voxels of
+    every training case (mean, std, 0.5th and 99.5th percentile)."""
+    values = []
+    for label_file in sorted((dataset / "labelsTr").iterdir()):
+        foreground = sitk.GetArrayFromImage(_read(label_file)) > 0
+        values.append(_channel(dataset, label_file.name[:-len(".nii.gz")], channel)[foreground].astype(np.float64))
+    values = np.concatenate(values)
+    low, high = np.percentile(values, [0.5, 99.5])
+    return {"mean": float(values.mean()), "std": float(values.std()), "p00_5": float(low), "p99_5": float(high)}
+
+
+@pytest.mark.parametrize("register", ["none", "rigid"])
+def test_voxels_outside_a_phase_hold_the_reference_phase_not_air(kit: SimpleNamespace, half_arterial_source: Path,
+                                                                 output_root: Path, register: str) -> None:
+    dataset = convert(half_arterial_source, output_root=output_root, register=register, qa_figures=False)
+    for case, images in (("case_01", "imagesTr"), ("case_02", "imagesTr"), ("case_03", "imagesTs")):
+        art, reference = _channel(dataset, case, ART_CHANNEL, images), _channel(dataset, case, 0, images)
+        liver = sitk.GetArrayFromImage(kit.render_label()) > 0
+        assert art[liver].min() > -500, case  # no air (the old fill was the phase's minimum, about -1020 HU)
+        mask = sitk.GetArrayFromImage(_read(dataset / "nnunet_mm_qa" / "coverage" / f"{case}_0001.nii.gz"))
+        assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
+        covered = mask.astype(bool)
+        np.testing.assert_array_equal(art[~covered], reference[~covered])
+        if register == "none":
+            np.testing.assert_array_equal(covered, _upper_half(kit))
+            # the covered voxels are the phase resampled as before, bit for bit
+            source_art = _read(half_arterial_source / case / "art.nii.gz")
+            resampled = sitk.GetArrayFromImage(resample_to_reference(source_art, _read(dataset / images /
+                                                                                         f"{case}_0000.nii.gz")))
+            np.testing.assert_array_equal(art[covered], resampled[covered])
+            assert abs(np.median(art[covered & liver]) - kit.PHASE_HU["art"][0]) < 10
+            assert abs(np.median(art[~covered & liver]) - kit.PHASE_HU["pv"][0]) < 10
+
+
+def test_the_coverage_record_gives_the_covered_share_of_grid_liver_and_tumour(kit: SimpleNamespace,
+                                                                              half_arterial_source: Path,
+                                                                              output_root: Path) -> None:
+    dataset = convert(half_arterial_source, output_root=output_root, qa_figures=False)
+    record = json.loads((dataset / "nnunet_mm_qa" / "coverage.json").read_text())
+    assert record["reference_phase"] == "pv" and "fill" in record["description"]
+    label = sitk.GetArrayFromImage(kit.render_label())
+    covered = _upper_half(kit)
+    true_fraction = {"foreground": (covered & (label > 0)).sum() / (label > 0).sum(),
+                     "liver": (covered & (label == 1)).sum() / (label == 1).sum(),
+                     "tumor": (covered & (label == 2)).sum() / (label == 2).sum()}
+    assert true_fraction["foreground"] == pytest.approx(0.5)
+    for case in ("case_01", "case_02"):
+        phases = record["cases"][case]["phases"]
+        assert record["cases"][case]["training"] is True
+        art = phases["art"]
+        assert art["channel"] == ART_CHANNEL and art["file"] == str(half_arterial_source / case / "art.nii.gz")
+        assert art["grid"] == pytest.approx(0.5, abs=1e-4)
+        assert art["labels"] == pytest.approx(true_fraction, abs=1e-4)
+        assert art["mask"] == f"coverage/{case}_0001.nii.gz"
+        for phase in ("del", "nc"):
+            assert phases[phase]["grid"] == 1.0 and phases[phase]["mask"] is None
+            assert phases[phase]["labels"] == {"foreground": 1.0, "liver": 1.0, "tumor": 1.0}
+    test_case = record["cases"]["case_03"]
+    assert test_case["training"] is False
+    assert test_case["phases"]["art"]["labels"] is None and test_case["phases"]["art"]["grid"] == pytest.approx(0.5)
+
+
+def test_a_phase_missing_part_of_the_labelled_region_is_warned_about_per_case(
+        half_arterial_source: Path, output_root: Path, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert main([str(half_arterial_source), "--output-root", str(output_root), "--no-qa"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "covers" in r.getMessage()]
+    assert len(warnings) == 2  # one per labelled case; the test case's arterial phase covers half the grid
+    for case, warning in zip(("case_01", "case_02"), warnings):
+        assert warning.startswith(f"{half_arterial_source / case / 'art.nii.gz'}: case '{case}', phase 'art' "
+                                  f"covers 50.0% of the labelled region (label > 0; liver ")
+        assert "tumor " in warning and "50.0% of the reference grid" in warning and "reference phase 'pv'" in warning
+    printed = capsys.readouterr().out
+    assert "art 50.0% / 50.0% (2 case(s) with labelled voxels uncovered); del 100.0% / 100.0%; nc 100.0% / 100.0%" \
+        in printed
+    assert str(output_root / DATASET / "nnunet_mm_qa" / "coverage.json") in printed
+
+
+def test_a_phase_covering_none_of_the_labelled_region_is_warned_about_loudly_and_still_converted(
+        kit: SimpleNamespace, tmp_path: Path, output_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    source = tmp_path / "source"
+    _crop_arterial(kit.write_case(source, "case_01"), CROPS["above_the_liver"])
+    with caplog.at_level(logging.WARNING):
+        dataset = convert(source, output_root=output_root, qa_figures=False)
+    assert f"{source / 'case_01' / 'art.nii.gz'}: case 'case_01', phase 'art' covers NONE of the labelled region" \
+        in caplog.text
+    art = json.loads((dataset / "nnunet_mm_qa" / "coverage.json").read_text())["cases"]["case_01"]["phases"]["art"]
+    assert art["labels"]["foreground"] == 0.0 and 0.0 < art["grid"] < 0.5
+    liver = sitk.GetArrayFromImage(kit.render_label()) > 0
+    np.testing.assert_array_equal(_channel(dataset, "case_01", ART_CHANNEL)[liver],
+                                  _channel(dataset, "case_01", 0)[liver])
+
+
+def test_phases_covering_the_whole_grid_have_coverage_one_no_masks_and_no_warning(
+        source: Path, output_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        dataset = convert(source, output_root=output_root)
+    assert "covers" not in caplog.text
+    record = json.loads((dataset / "nnunet_mm_qa" / "coverage.json").read_text())
+    assert set(record["cases"]) == {"case_01", "case_02", "case_03"}
+    for case, entry in record["cases"].items():
+        assert set(entry["phases"]) == {"art", "del", "nc"}
+        for phase in entry["phases"].values():
+            assert phase["grid"] == 1.0 and phase["mask"] is None
+            assert phase["labels"] == (None if case == "case_03" else {"foreground": 1.0, "liver": 1.0, "tumor": 1.0})
+    assert not (dataset / "nnunet_mm_qa" / "coverage").exists()
+
+
+def test_a_half_covered_phase_keeps_the_foreground_statistics_that_ct_normalisation_uses(
+        source: Path, half_arterial_source: Path, tmp_path: Path) -> None:
+    full = _foreground_statistics(convert(source, output_root=tmp_path / "full", qa_figures=False), ART_CHANNEL)
+    half = _foreground_statistics(convert(half_arterial_source, output_root=tmp_path / "half", qa_figures=False),
+                                  ART_CHANNEL)
+    # with -1024 in half of the liver: std 552 instead of 35 HU, 0.5th percentile -1018 instead of 54
+    assert full["std"] / 2 < half["std"] < full["std"] * 2
+    assert half["p00_5"] > 0 and abs(half["mean"] - full["mean"]) < 30
+    assert half["p99_5"] < full["p99_5"] + 50
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -468,6 +627,8 @@ def test_an_archive_of_the_source_gives_the_same_dataset_as_the_folder(source: P
     # the QA summary names the files inside the archive, not the temporary folder they were extracted to
     summary = json.loads((dataset / "nnunet_mm_qa" / "summary.json").read_text())
     assert summary["cases"]["case_01"]["phases"]["art"]["file"] == f"{archive}:source/case_01/art.nii.gz"
+    coverage = json.loads((dataset / "nnunet_mm_qa" / "coverage.json").read_text())
+    assert coverage["cases"]["case_01"]["phases"]["art"]["file"] == f"{archive}:source/case_01/art.nii.gz"
 
 
 def test_an_archive_with_the_case_folders_at_its_top_level_is_read_too(source: Path, tmp_path: Path,
