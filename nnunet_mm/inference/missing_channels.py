@@ -165,6 +165,26 @@ def _write_prediction_records(folder: Path, predictor, arguments: dict) -> None:
         (folder / name).write_text(json.dumps(content, indent=4))
 
 
+def _model_dataset_json(model_folder: Path) -> dict:
+    """The dataset.json nnU-Net saved in a trained model folder (read before the model is loaded).
+
+    Raises:
+        FileNotFoundError: ``model_folder`` or its dataset.json is missing (not a trained model folder).
+        ValueError: the dataset.json is not valid JSON or has no ``file_ending``.
+    """
+    file = model_folder / "dataset.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such file; {model_folder} is not a trained nnU-Net model folder "
+                                f"(<Trainer>__<plans>__<configuration> in nnUNet_results).")
+    try:
+        dataset_json = json.loads(file.read_text())
+    except ValueError as error:
+        raise ValueError(f"{file}: not valid JSON ({error}).") from None
+    if "file_ending" not in dataset_json:
+        raise ValueError(f"{file}: no 'file_ending'; not the dataset.json of an nnU-Net model.")
+    return dataset_json
+
+
 def _model_folds(model_folder: Path, folds: Sequence[int | str] | None) -> list[str]:
     """The folds nnU-Net's predictor will load (``None``: every ``fold_*`` folder, as nnU-Net finds them)."""
     if folds is not None:
@@ -213,17 +233,20 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
     from nnunet_mm.io.safe_load import verify_model_folder
 
     output_folder = Path(output_folder)
-    verify_model_folder(Path(model_folder), _model_folds(model_folder, folds), checkpoint_name)
-    predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_mirroring=use_mirroring, device=device,
-                                allow_tqdm=allow_tqdm)
-    predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint_name)
-    settings = read_settings(predictor.dataset_json, model_folder_dataset_json_source(model_folder)).multimodal
-    file_ending = predictor.dataset_json["file_ending"]
+    # everything that can be checked is checked before the model is loaded: the model folder's dataset.json, the
+    # input files, then the checkpoints (without running code from them)
+    dataset_json = _model_dataset_json(Path(model_folder))
+    settings = read_settings(dataset_json, model_folder_dataset_json_source(model_folder)).multimodal
+    file_ending = dataset_json["file_ending"]
     cases = available_channel_files(input_folder, file_ending, settings.num_channels, source="the model")
     plan = plan_available_channels(cases, num_channels=settings.num_channels,
                                    reference_channel=settings.reference_channel, available=available,
                                    input_folder=Path(input_folder), file_ending=file_ending)
     non_finite = verify_input_files(cases, plan, allow_non_finite=replace_non_finite)
+    verify_model_folder(Path(model_folder), _model_folds(model_folder, folds), checkpoint_name)
+    predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_mirroring=use_mirroring, device=device,
+                                allow_tqdm=allow_tqdm)
+    predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint_name)
     mode = settings.modality_dropout.mode
     trained_with_dropout = settings.augmentation_decision().modality_dropout
     if not trained_with_dropout and any(len(a) < settings.num_channels for a in plan.values()):

@@ -125,3 +125,30 @@ def test_four_dimensional_inputs_are_refused_and_nan_counted_when_allowed(tmp_pa
     copy = sitk.GetArrayFromImage(sitk.ReadImage(str(cases["nan"][0])))
     assert cases["nan"][0].parent == tmp_path / "copies" and np.isfinite(copy).all()
     assert copy[2, 3, 4] == copy[3, 4, 5] == -5.0 and copy[0, 0, 0] == 40.0
+
+
+def test_input_mistakes_are_found_before_the_model_is_loaded(tmp_path):
+    """A model folder without any checkpoint: the input's problems must be reported first (nothing is loaded)."""
+    import json
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from nnunet_mm.inference.missing_channels import predict_with_missing_channels
+
+    model = tmp_path / "Trainer__nnUNetPlans__3d_fullres"
+    model.mkdir()
+    (model / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT", "1": "CT"}, "labels": {"background": 0, "liver": 1}, "numTraining": 1,
+        "file_ending": ".nii.gz", "nnunet_mm": {"reference_channel": 0, "phase_names": ["pv", "art"]}}))
+    images = tmp_path / "images"
+    images.mkdir()
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 8, 8), np.float32)), str(images / "case_0001.nii.gz"))
+    with pytest.raises(ValueError, match=r"case_0000.nii.gz: reference channel 0 is missing"):
+        predict_with_missing_channels(images, tmp_path / "out", model, device="cpu")
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 8, 8), np.float32)), str(images / "case_0000.nii.gz"))
+    with pytest.raises(FileNotFoundError, match=r"fold_0/checkpoint_final.pth: no such checkpoint"):
+        predict_with_missing_channels(images, tmp_path / "out", model, device="cpu")
+    with pytest.raises(FileNotFoundError, match=r"dataset.json: no such file; .* is not a trained nnU-Net model"):
+        predict_with_missing_channels(images, tmp_path / "out", tmp_path, device="cpu")
+    assert not (tmp_path / "out").exists()
