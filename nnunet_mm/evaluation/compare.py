@@ -243,6 +243,9 @@ class _CaseTask:
 
 
 def _read_label_map(reader: Any, file: Path) -> np.ndarray:
+    from nnunet_mm.io.images import verify_image_file
+
+    verify_image_file(Path(file), check_finite=False)  # nnU-Net's reader takes a cut NIfTI file for a complete one
     segmentation, _ = reader.read_seg(str(file))
     return np.asarray(segmentation[0])  # nnU-Net readers return (1, X, Y, Z)
 

@@ -115,6 +115,7 @@ def verify_input_files(cases: dict[str, dict[int, Path]], plan: dict[str, list[i
     problems = []
     non_finite: dict[str, dict[int, int]] = {}
     for case, channels in plan.items():
+        sizes: dict[int, tuple[int, ...]] = {}
         for channel in channels:
             file = cases[case][channel]
             try:
@@ -125,6 +126,7 @@ def verify_input_files(cases: dict[str, dict[int, Path]], plan: dict[str, list[i
                 if header.GetDimension() > 3:
                     raise ValueError(f"{file}: a {header.GetDimension()}-D image of size {header.GetSize()}; nnU-Net "
                                      f"takes one 2-D or 3-D image per channel (CASE_XXXX files).")
+                sizes[channel] = tuple(header.GetSize())
                 if allow_non_finite:
                     count = int(non_finite_mask(file, sitk.ReadImage(str(file))).sum())
                     if count:
@@ -132,6 +134,11 @@ def verify_input_files(cases: dict[str, dict[int, Path]], plan: dict[str, list[i
             except (ValueError, RuntimeError) as error:
                 problems.append(str(error) if isinstance(error, ValueError) else f"{file}: cannot read image "
                                 f"header: {str(error).strip().splitlines()[-1]}")
+        if len(set(sizes.values())) > 1:
+            problems.append(f"case '{case}': its channel files differ in size ("
+                            + ", ".join(f"{cases[case][c].name} {'x'.join(map(str, s))}" for c, s in sizes.items())
+                            + "); nnU-Net needs every channel of a case on one grid (resample them onto the reference "
+                              "channel first, e.g. with the 511 converter).")
     if problems:
         raise ValueError("\n".join(problems))
     return non_finite
@@ -226,8 +233,6 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
             nnU-Net loads it with ``weights_only=False``).
         FileNotFoundError: a fold's checkpoint is missing.
     """
-    import tempfile
-
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     from nnunet_mm.io.safe_load import verify_model_folder
@@ -255,6 +260,33 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
     report = {case: {"available": available_channels,
                      "filled": [c for c in range(settings.num_channels) if c not in available_channels],
                      "fill_mode": mode} for case, available_channels in plan.items()}
+    arguments = {
+        "list_of_lists_or_source_folder": str(input_folder),
+        "output_folder_or_list_of_truncated_output_files": str(output_folder),
+        "save_probabilities": save_probabilities, "overwrite": True,
+        "num_processes_segmentation_export": max(1, num_processes_export),
+        "folder_with_segs_from_prev_stage": None, "num_parts": 1, "part_id": 0,
+        "predicted_by": "nnunet_mm predict", "model_folder": str(model_folder),
+        "folds": None if folds is None else [str(f) for f in folds], "checkpoint_name": checkpoint_name,
+        "tile_step_size": tile_step_size, "use_mirroring": use_mirroring,
+        "available": None if available is None else sorted(int(c) for c in available),
+        "replace_non_finite": replace_non_finite}
+    try:
+        _predict_into(output_folder, predictor, cases, plan, settings, mode, non_finite, report, arguments)
+    except OSError as error:
+        if error.filename is None and error.strerror:  # e.g. a full disk during nnU-Net's export: name the folder
+            raise OSError(error.errno, error.strerror, str(output_folder)) from None
+        raise
+    return report
+
+
+def _predict_into(output_folder: Path, predictor, cases: dict[str, dict[int, Path]], plan: dict[str, list[int]],
+                  settings: MultiModalSettings, mode: str, non_finite: dict[str, dict[int, int]], report: dict,
+                  arguments: dict) -> None:
+    """Predict into a hidden staging folder inside ``output_folder`` (finite copies of inputs with NaN/inf there
+    too), write nnU-Net's records beside the predictions, then rename each file into ``output_folder``."""
+    import tempfile
+
     output_folder.mkdir(parents=True, exist_ok=True)
     for stale in output_folder.glob(f"{STAGING_PREFIX}*"):  # left by a killed run
         logger.warning("deleting %s, left by an interrupted prediction", stale)
@@ -267,20 +299,10 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
         predicted.mkdir()
         predictor.predict_from_data_iterator(
             _preprocessed_cases(predictor, cases, plan, settings, mode, predicted),
-            save_probabilities=save_probabilities, num_processes_segmentation_export=max(1, num_processes_export))
-        _write_prediction_records(predicted, predictor, {
-            "list_of_lists_or_source_folder": str(input_folder),
-            "output_folder_or_list_of_truncated_output_files": str(output_folder),
-            "save_probabilities": save_probabilities, "overwrite": True,
-            "num_processes_segmentation_export": max(1, num_processes_export),
-            "folder_with_segs_from_prev_stage": None, "num_parts": 1, "part_id": 0,
-            "predicted_by": "nnunet_mm predict", "model_folder": str(model_folder),
-            "folds": None if folds is None else [str(f) for f in folds], "checkpoint_name": checkpoint_name,
-            "tile_step_size": tile_step_size, "use_mirroring": use_mirroring,
-            "available": None if available is None else sorted(int(c) for c in available),
-            "replace_non_finite": replace_non_finite})
+            save_probabilities=arguments["save_probabilities"],
+            num_processes_segmentation_export=arguments["num_processes_segmentation_export"])
+        _write_prediction_records(predicted, predictor, arguments)
         for file in sorted(predicted.iterdir()):  # each output appears whole (a kill never leaves a cut file)
             os.replace(file, output_folder / file.name)
     with atomic_file(output_folder / REPORT_NAME) as partial:
         partial.write_text(json.dumps(report, indent=2))
-    return report

@@ -129,6 +129,12 @@ def _refuse_incomplete_nifti(path: Path) -> None:
                          f"header promises (a cut copy or download?). Copy the file again.")
 
 
+def _refuse_unreadable(path: Path) -> None:
+    """SimpleITK reports a file it may not read as one that "does not exist"; say what is wrong."""
+    if not os.access(path, os.R_OK):
+        raise PermissionError(13, "Permission denied (cannot read the image)", str(path))
+
+
 def verify_image_file(path: Path, *, check_finite: bool = True) -> None:
     """Check, without keeping the voxels, that an image file is complete and (``check_finite``) holds no NaN/inf:
     for NIfTI, the checks :func:`read_image` makes that SimpleITK does not (a cut file, non-finite values it reads
@@ -141,6 +147,7 @@ def verify_image_file(path: Path, *, check_finite: bool = True) -> None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file.")
+    _refuse_unreadable(path)
     if image_ending(path) in (".nii", ".nii.gz"):
         _refuse_incomplete_nifti(path)
         num_bad = _count_non_finite_nifti(path) if check_finite else 0
@@ -225,6 +232,7 @@ def read_image(path: Path, *, check_finite: bool = True) -> sitk.Image:
         if image_ending(path) is None:
             raise ValueError(f"{path}: cannot read image: unsupported file ending; supported are "
                              f"{', '.join(IMAGE_ENDINGS)} or a folder holding one DICOM series.")
+        _refuse_unreadable(path)
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as error:
@@ -331,8 +339,10 @@ def verify_written_image(path: Path, image: sitk.Image) -> None:
                 handle.seek(-4, os.SEEK_END)
                 written = int.from_bytes(handle.read(4), "little")
             expected %= 1 << 32
-        complete = written == expected if ending == ".nii.gz" else written >= expected
-        if not complete:
+        if ending == ".nii.gz" and written != expected:
+            raise OSError(f"{path}: the written file is incomplete (its compressed data end early); is the disk "
+                          f"full?")
+        if ending == ".nii" and written < expected:
             raise OSError(f"{path}: the written file is incomplete ({written:,} of {expected:,} bytes); is the disk "
                           f"full?")
         return

@@ -152,3 +152,17 @@ def test_input_mistakes_are_found_before_the_model_is_loaded(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"dataset.json: no such file; .* is not a trained nnU-Net model"):
         predict_with_missing_channels(images, tmp_path / "out", tmp_path, device="cpu")
     assert not (tmp_path / "out").exists()
+
+
+def test_channels_of_one_case_on_different_grids_are_refused_naming_the_files(tmp_path):
+    import numpy as np
+    import SimpleITK as sitk
+
+    from nnunet_mm.inference.missing_channels import verify_input_files
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 8, 8), np.float32)), str(tmp_path / "case_0000.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 8, 8), np.float32)), str(tmp_path / "case_0001.nii.gz"))
+    cases = available_channel_files(tmp_path, ".nii.gz", 2)
+    with pytest.raises(ValueError, match=r"case 'case': its channel files differ in size \(case_0000.nii.gz 8x8x4, "
+                                         r"case_0001.nii.gz 8x8x8\)"):
+        verify_input_files(cases, {"case": [0, 1]})
