@@ -316,6 +316,7 @@ def _write_model(output_dir: Path, config: LearnedMASConfig, net: BiRegNet, simn
     import matplotlib.pyplot as plt
 
     from nnunet_mm.io.staging import staged_dataset
+    from nnunet_mm.training.loss_curves import finish_loss_axis, plot_loss_curve
 
     with staged_dataset(output_dir, overwrite=overwrite) as staging:
         (staging / MODEL_CONFIG).write_text(json.dumps(summary["config"], indent=2))
@@ -323,13 +324,12 @@ def _write_model(output_dir: Path, config: LearnedMASConfig, net: BiRegNet, simn
         if simnet is not None:
             torch.save({k: v.cpu() for k, v in simnet.state_dict().items()}, staging / SIMNET_WEIGHTS)
         (staging / "training.json").write_text(json.dumps({**summary, "history": history}, indent=1))
-        figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-        axes[0].plot([h["loss"] for h in history["registration"]], lw=0.6)
-        axes[0].set_title("BiRegNet loss")
-        axes[1].plot([h["loss"] for h in history["simnet"]], lw=0.6)
-        axes[1].set_title("SimNet BCE")
-        for ax in axes:
-            ax.set_xlabel("iteration")
+        figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        for axis, key, title in zip(axes, ("registration", "simnet"), ("BiRegNet loss", "SimNet BCE")):
+            losses = [h["loss"] for h in history[key]]
+            plot_loss_curve(axis, losses)
+            finish_loss_axis(axis, title=title, num_iterations=len(losses))
+        figure.suptitle("learned multi-atlas registration: training losses")
         figure.tight_layout()
         figure.savefig(staging / "training.png", dpi=90)
         plt.close(figure)

@@ -19,7 +19,8 @@ Prediction is stock ``nnUNetv2_predict`` on a folder written by ``nnunet_mm mas`
 dropout draws from the per-rank ``self.augmentation_generator``; the CPU transforms are per sample.
 
 Hooks overridden: ``__init__``, ``get_training_transforms`` (an instance method here; nnU-Net calls it through
-``self``), ``augment_multimodal`` (of :class:`MultiModalTrainer`'s step).
+``self``), ``augment_multimodal`` (of :class:`MultiModalTrainer`'s step), ``_log_multimodal_settings`` (one
+statement about image and prior channels in the training log).
 """
 from __future__ import annotations
 
@@ -63,10 +64,32 @@ class MASPriorTrainer(MultiModalTrainer):
                                   self.augmentation_generator)
         return data, draw
 
-    def initialize(self) -> None:
-        super().initialize()
-        self.print_to_log_file(f"nnunet_mm: atlas prior channels {self.prior_channels} (no intensity augmentation, "
-                               f"prior dropout p={self.prior_dropout_probability})", also_print_to_console=True)
+    def _log_multimodal_settings(self) -> None:
+        """The channels and every augmentation decision, in two lines that agree with each other.
+
+        :class:`MultiModalTrainer`'s two lines describe ``self.mm_settings``, which this trainer narrows to the image
+        channels: they counted ``1 channel(s)`` (or the decision "one image channel") for a dataset with more
+        channels, and a third line then listed prior channels with indices beyond that count, without saying
+        whether the misalignment (decided from the dataset-wide ``channel_acquisition``) reaches them. Here the
+        count covers every channel, and each augmentation is stated with the channels it acts on.
+        """
+        settings = self.mm_settings
+        decision = settings.augmentation_decision()
+        images = [settings.channel_name(c) for c in range(self.num_image_channels)]
+        modalities = self.dataset_settings.description.modalities
+        priors = [f"{c} ({modalities[c]})" if c in modalities else str(c) for c in self.prior_channels]
+        self.print_to_log_file(
+            f"nnunet_mm: {self.num_image_channels + len(self.prior_channels)} channel(s): image channel(s) "
+            f"{', '.join(images)}; atlas prior channel(s) {', '.join(priors)}; reference channel "
+            f"{settings.channel_name(settings.reference_channel)}; seed {settings.seed}", also_print_to_console=True)
+        active = ([f"misalignment {settings.misalignment}"] if decision.misalignment else []) + \
+            ([f"modality dropout {settings.modality_dropout}"] if decision.modality_dropout else [])
+        self.print_to_log_file(
+            f"nnunet_mm: image channels: {decision.describe()}" + "".join(f"; {text}" for text in active)
+            + f". Prior channels {self.prior_channels}: never misaligned or replaced by the misalignment and "
+            f"modality dropout (they stay on the reference channel's grid, with the label), no intensity "
+            f"augmentation; prior dropout p={self.prior_dropout_probability} (all prior channels of a sample "
+            f"zeroed together)", also_print_to_console=True)
 
 
 class MASPriorTrainer_debug(DebugSchedule, MASPriorTrainer):

@@ -22,6 +22,8 @@ Method, as trained here (the paper's intent; its public code never back-propagat
 * **Unlabeled cases**: training is semi-supervised exactly when ``nnunet_mm preprocess-unlabeled`` has written
   unlabeled cases for the configuration (from the raw folder named by the block's ``unlabeled_dir``, ``imagesUnl``
   by default); if the block names ``unlabeled_dir`` but nothing was preprocessed, training refuses to start.
+* The training log states, at the start, the pairing mode and the consistency schedule (start epoch, ramps,
+  weights at the start and the last epoch), then where the unlabeled cases come from and how many there are.
 * Extra losses are logged per epoch (``csc_loss``, ``cac_loss``) by :class:`MultiModalTrainer`'s step and survive
   ``--c`` with the rest of nnU-Net's log; the unlabeled loader is rebuilt on resume and shut down with the others.
 * The reference channel is stored in the network's weights, so ``nnUNetv2_predict`` rebuilds it exactly.
@@ -81,6 +83,39 @@ class CMCTrainer(MultiModalTrainer):
         self.paired = self.mm_settings.num_channels > 1
         self.case_modality = dict(self.dataset_settings.description.per_case_modality)
         self.dataloader_unlabeled = None
+        self.print_to_log_file(f"nnunet_mm CMC: pairing: {self._pairing_description()}", also_print_to_console=True)
+        self.print_to_log_file(f"nnunet_mm CMC: consistency: {self._schedule_description()}",
+                               also_print_to_console=True)
+
+    def _pairing_description(self) -> str:
+        """How the network's streams are formed, for the training log."""
+        settings = self.mm_settings
+        if self.paired:
+            channels = ", ".join(settings.channel_name(c) for c in range(settings.num_channels))
+            return (f"paired channels, one stream per channel ({channels}); the reference stream "
+                    f"{settings.channel_name(settings.reference_channel)} is the anchor of CSC and CAC, and CAC "
+                    f"compares voxel by voxel after moving its prediction into each channel's augmented frame")
+        counts: dict[str, int] = {}
+        for modality in self.case_modality.values():
+            counts[modality] = counts.get(modality, 0) + 1
+        modalities = (", ".join(f"{modality} {count}" for modality, count in sorted(counts.items()))
+                      if counts else "none given ('per_case_modality' absent: pairs are drawn regardless of modality)")
+        return (f"unpaired single-channel cases (labeled cases per modality: {modalities}); batches drawn in equal "
+                f"shares per modality, two streams paired across modalities where the batch has both, "
+                f"{self.self_pairing_probability:.0%} of the labeled pairs self-pairs (unlabeled pairs never); CAC "
+                f"compares per-class volumes")
+
+    def _schedule_description(self) -> str:
+        """When the unlabeled terms start and how they are weighted, for the training log."""
+        start, last = self._semi_start_epoch(), self.num_epochs - 1
+        window = "the whole run" if self.consistency_ramp == "whole_run" else f"epochs {start}-{last}"
+        w_start, w_last = self.consistency_weights_at(start), self.consistency_weights_at(last)
+        return (f"from epoch {start} of {self.num_epochs} (semi_start_fraction {self.semi_start_fraction}), only "
+                f"with preprocessed unlabeled cases; w_csc = {self.consistency_scales[0]} * exp(-5(1-t)^2) (ramp-up), "
+                f"w_cac = {self.consistency_scales[1]} * (cos(pi t)+1)/2 (ramp-down), t over {window} "
+                f"(consistency_ramp '{self.consistency_ramp}'): w_csc {w_start[0]:.3f}, w_cac {w_start[1]:.3f} at "
+                f"epoch {start}; {w_last[0]:.3f}, {w_last[1]:.3f} at epoch {last}; CSC temperature "
+                f"{self.csc_temperature}")
 
     def get_dataloaders(self):
         """nnU-Net's loaders; on unpaired data every batch holds the modalities in equal shares
@@ -122,17 +157,18 @@ class CMCTrainer(MultiModalTrainer):
 
         folder = unlabeled_folder(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier)
         cases = nnUNetDatasetBlosc2.get_identifiers(str(folder)) if folder.is_dir() else []
-        if cases:
-            self.print_to_log_file(f"nnunet_mm: {len(cases)} unlabeled case(s) from {folder}; the consistency terms "
-                                   f"start at epoch {self._semi_start_epoch()}.", also_print_to_console=True)
-            return folder
         raw_folder = self.dataset_settings.method(UNLABELED_DIR_KEY)
+        if cases:
+            self.print_to_log_file(f"nnunet_mm CMC: {len(cases)} unlabeled case(s) from {folder} (preprocessed from "
+                                   f"the raw dataset's {raw_folder}/); the consistency terms start at epoch "
+                                   f"{self._semi_start_epoch()} of {self.num_epochs}.", also_print_to_console=True)
+            return folder
         command = f"nnunet_mm preprocess-unlabeled -d {self.plans_manager.dataset_name} -c {self.configuration_name}"
         if self.dataset_settings.is_set(UNLABELED_DIR_KEY):
             raise FileNotFoundError(f"{folder}: no preprocessed unlabeled cases, but {self.dataset_settings.source} "
                                     f"declares 'nnunet_mm': {{'{UNLABELED_DIR_KEY}': {raw_folder!r}}}; run "
                                     f"'{command}' first.")
-        self.print_to_log_file(f"nnunet_mm: no preprocessed unlabeled cases ({folder}); CMC trains supervised only "
+        self.print_to_log_file(f"nnunet_mm CMC: no preprocessed unlabeled cases ({folder}); CMC trains supervised only "
                                f"(CMCUNet, no consistency terms). For semi-supervised training put unlabeled images "
                                f"into the raw dataset's {raw_folder}/ and run '{command}'.",
                                also_print_to_console=True)
@@ -174,14 +210,18 @@ class CMCTrainer(MultiModalTrainer):
         over the whole run as the paper has them (``consistency_ramp = "whole_run"``), or stretched over the epochs
         after the start (``"after_start"``); each multiplied by its entry of ``consistency_scales`` (1, 1: the
         paper; the ablations set one or both to 0, and the unlabeled forward still runs)."""
+        return self.consistency_weights_at(self.current_epoch)
+
+    def consistency_weights_at(self, epoch: int) -> tuple[float, float]:
+        """(w_csc, w_cac) at ``epoch`` (see :meth:`consistency_weights`)."""
         if self.consistency_ramp not in ("whole_run", "after_start"):
             raise ValueError(f"consistency_ramp must be 'whole_run' or 'after_start', not {self.consistency_ramp!r}.")
-        if not self.semi_supervised_now():
+        if epoch < self._semi_start_epoch():
             return 0.0, 0.0
         ramp_start = 0 if self.consistency_ramp == "whole_run" else self._semi_start_epoch()
         csc_scale, cac_scale = self.consistency_scales
-        return (csc_scale * sigmoid_rampup(self.current_epoch, self.num_epochs, ramp_start),
-                cac_scale * cosine_rampdown(self.current_epoch, self.num_epochs, ramp_start))
+        return (csc_scale * sigmoid_rampup(epoch, self.num_epochs, ramp_start),
+                cac_scale * cosine_rampdown(epoch, self.num_epochs, ramp_start))
 
     def semi_supervised_now(self) -> bool:
         """Whether this epoch's steps take an unlabeled batch (from ``semi_start_fraction · num_epochs`` on)."""

@@ -122,7 +122,8 @@ def add_phase_label_configuration(dataset: str | int, configuration: str = "3d_f
                       [str(f) if f.is_file() else None for f in phase_files]))
     worker = partial(_preprocess_case, plans_file=str(plans_file), configuration=name, dataset_json=dataset_json,
                      output_folder=str(output))
-    found = map_cases(worker, cases, num_processes=num_processes, description=f"{dataset_name} {name}")
+    # a bar over the cases (each runs nnU-Net's preprocessor once per labelled phase), hidden off a terminal
+    found = map_cases(worker, cases, num_processes=num_processes, description=f"phase-labels {dataset_name} {name}")
     logger.info("%s: %d case(s), %d of %d phase label(s) from %s (the rest copy the reference label)", name,
                 len(cases), sum(found), len(cases) * len(others), phase_dir)
     return name

@@ -26,6 +26,9 @@ Method, as trained here:
 * Misalignment augmentation and modality dropout of :class:`MultiModalTrainer`, where the dataset's channels are
   separately acquired (see ``channel_acquisition``).
 
+The training log states, at the start, the network's feature widths (and where they come from), fusion and
+guidance levels, where each phase's targets come from, and the prototype (teacher-forcing) schedule.
+
 Hooks: ``build_network_architecture`` (static, plans only, as nnU-Net's predictor requires), ``initialize``, and
 :meth:`~CMGTrainer.compute_loss` inside :class:`MultiModalTrainer`'s step. Validation and prediction go through
 ``forward(x)``: the reference phase's logits. The reference channel is stored in the network's weights, so
@@ -39,7 +42,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnunet_mm.cmg.network import CMGUNet
-from nnunet_mm.networks.from_plans import network_kwargs_from_plans
+from nnunet_mm.networks.from_plans import network_kwargs_from_plans, stream_width_factor
 from nnunet_mm.training.debug import DebugSchedule
 from nnunet_mm.training.multimodal_trainer import (MultiModalDraw, MultiModalTrainer, StepLoss, Target,
                                                    labels_following_channels, reference_target, resize_label,
@@ -88,7 +91,41 @@ class CMGTrainer(MultiModalTrainer):
         super().initialize()
         self.unwrapped_network.set_reference_channel(self.mm_settings.reference_channel)
         self.side_loss = self._build_single_scale_loss()
+        self._log_network()
         self._log_phase_label_source()
+        self._log_prototype_schedule()
+
+    def _log_network(self) -> None:
+        """Say how the network was built: feature widths per stage (and where they come from), fusion, guidance."""
+        network = self.unwrapped_network
+        features = list(network.encoders[0].output_channels)
+        plans_kwargs = self.configuration_manager.network_arch_init_kwargs
+        plans_class = self.configuration_manager.network_arch_class_name
+        if plans_class.rsplit(".", 1)[-1] == CMGUNet.__name__:
+            origin = "as given by the CMG plans"
+        else:
+            factor = stream_width_factor(network.num_phases)
+            origin = (f"the plans' {plans_class.rsplit('.', 1)[-1]} {list(plans_kwargs['features_per_stage'])} x "
+                      f"{factor:.2f}, so that {network.num_phases} streams fit where one U-Net did")
+        encoders = ("one encoder shared by" if len(network.encoders) == 1 else "one encoder per") + \
+            f" phase ({network.num_phases} phases)"
+        modulation = "on" if all(g.modulate for g in network.guidance) else "OFF (ablation)"
+        self.print_to_log_file(
+            f"nnunet_mm CMG: CMGUNet, {encoders}, features per stage {features} ({origin}); Multi-Scale Fusion of "
+            f"the phases at encoder stages {network.fusion_stages}; Cross-Modal Guidance at the "
+            f"{network.guidance_levels} deepest decoder levels (modulation {modulation})", also_print_to_console=True)
+
+    def _log_prototype_schedule(self) -> None:
+        """Say where the prototypes come from over the run (teacher forcing share) and how the heads are weighted."""
+        last = max(self.num_epochs - 1, 0)
+        self.print_to_log_file(
+            f"nnunet_mm CMG: prototypes from each phase's own label (teacher forcing), except a share of the "
+            f"samples that use the network's side predictions instead, rising linearly from "
+            f"{self.predicted_prototypes_start:.0%} at epoch 0 to {self.predicted_prototypes_end:.0%} at epoch "
+            f"{last} (teacher forcing {1 - self.predicted_prototypes_start:.0%} -> "
+            f"{1 - self.predicted_prototypes_end:.0%}; inference always uses predictions); loss: reference head + "
+            f"{self.phase_loss_weight} x each other phase's head + {self.side_loss_weight} x each side head "
+            f"({self.auxiliary_reduction} over the auxiliary heads)", also_print_to_console=True)
 
     def _log_phase_label_source(self) -> None:
         """Say where the non-reference phases' targets come from (their own labels, or the reference label)."""
@@ -96,8 +133,11 @@ class CMGTrainer(MultiModalTrainer):
         from nnunet_mm.cmg.settings import PHASE_LABELS_DIR_KEY
 
         if self.configuration_manager.data_identifier.endswith(SUFFIX):  # data made by 'nnunet_mm phase-labels'
+            raw_folder = self.dataset_settings.method(PHASE_LABELS_DIR_KEY)
+            origin = f", from the raw dataset's {raw_folder}/" if raw_folder else ""
             message = (f"nnunet_mm CMG: every phase is supervised with its own label (configuration "
-                       f"{self.configuration_name!r}, data {self.configuration_manager.data_identifier!r}).")
+                       f"{self.configuration_name!r}, data {self.preprocessed_dataset_folder}{origin}, made by "
+                       f"'nnunet_mm phase-labels').")
         else:
             has_phase_labels = self.dataset_settings.method(PHASE_LABELS_DIR_KEY) is not None
             hint = (f"this dataset has per-phase labels: run 'nnunet_mm phase-labels -d <id> -c "

@@ -427,7 +427,7 @@ def write_synthetic_pool(preprocessed_folder: Path, dataset_json: dict, model_fo
                             "tumour_voxels": int(mask_np.sum())})
             if len(examples) < 4:
                 z = int(np.argmax(mask_np.reshape(mask_np.shape[0], -1).sum(1)))
-                examples.append((identifier, images_np[:, z], synthetic[:, z], mask_np[z]))
+                examples.append((identifier, images_np[:, z], synthetic[:, z], mask_np[z], z))
         (staging / "pool.json").write_text(json.dumps(
             {"model_folder": str(model_folder), "patch_size": list(patch), "seed": seed, "tumour_label": tumour,
              "samples": records}, indent=2))
@@ -437,7 +437,8 @@ def write_synthetic_pool(preprocessed_folder: Path, dataset_json: dict, model_fo
 
 @figure_style()
 def _save_pool_png(examples: list, png: Path) -> None:
-    """Rows: samples; columns: each phase before | with synthetic tumour (mask outlined)."""
+    """Rows: samples (the crop's axial slice with most tumour, named in the panel titles); columns: each phase
+    before | with synthetic tumour (mask outlined)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -446,15 +447,18 @@ def _save_pool_png(examples: list, png: Path) -> None:
     channels = examples[0][1].shape[0]
     fig, axes = plt.subplots(len(examples), 2 * channels, figsize=(4.4 * channels, 2.4 * len(examples)),
                              squeeze=False)
-    for row, (identifier, before, after, mask) in enumerate(examples):
+    for row, (identifier, before, after, mask, z) in enumerate(examples):
         for c in range(channels):
             low, high = np.percentile(before[c], [1, 99])
             for k, image in enumerate((before[c], after[c])):
                 axis = axes[row, 2 * c + k]
                 axis.imshow(image, cmap="gray", vmin=low, vmax=high)
-                axis.contour(mask, levels=[0.5], colors="orange", linewidths=0.6)
-                axis.set_title(f"{identifier} ch{c} {'synthetic' if k else 'input'}", fontsize=7)
+                if mask.any():
+                    axis.contour(mask, levels=[0.5], colors="orange", linewidths=0.6)
+                axis.set_title(f"{identifier} crop z{z}\nchannel {c} {'synthetic' if k else 'input'}", fontsize=7)
                 axis.axis("off")
+    fig.suptitle(f"synthetic pool: first {len(examples)} sample(s), input and with synthetic tumour; orange: "
+                 f"tumour mask", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)

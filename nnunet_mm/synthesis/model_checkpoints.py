@@ -146,25 +146,24 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 @figure_style()
 def plot_losses(history: Mapping[str, list[float]], png: Path, title: str) -> Path:
-    """Every loss curve of ``history`` against the step (log scale where all values are positive), as a PNG."""
+    """Every loss curve of ``history`` against the step, one panel each, as a PNG: every step a marker while the run
+    is short, its moving average once it is long, log scale where all values are positive
+    (:mod:`nnunet_mm.training.loss_curves`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from nnunet_mm.training.loss_curves import finish_loss_axis, plot_loss_curve
+
     curves = {name: np.asarray(values, dtype=float) for name, values in history.items() if len(values)}
-    fig, axes = plt.subplots(1, max(1, len(curves)), figsize=(4 * max(1, len(curves)), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(curves)), figsize=(4 * max(1, len(curves)), 3.4), squeeze=False)
     for axis, (name, values) in zip(axes[0], curves.items()):
-        axis.plot(np.arange(1, len(values) + 1), values, lw=0.8, alpha=0.5)
-        window = max(1, len(values) // 20)
-        if window > 1:
-            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-            axis.plot(np.arange(window, len(values) + 1), smooth, lw=1.5)
-        if np.all(values > 0):
-            axis.set_yscale("log")
-        axis.set_title(name)
-        axis.set_xlabel("step")
+        plot_loss_curve(axis, values, smoothing_window=max(1, len(values) // 20))
+        finish_loss_axis(axis, title=name, num_iterations=len(values), xlabel="step")
+    if not curves:
+        finish_loss_axis(axes[0, 0], title="losses", num_iterations=0, xlabel="step")
     fig.suptitle(title)
     fig.tight_layout()
     png = Path(png)

@@ -179,7 +179,7 @@ def make_normal_dataset(source_folder: Path, target_folder: Path, *, method: Met
             if len(examples) < 4:
                 z = int(np.argmax(tumour.reshape(tumour.shape[0], -1).sum(1)))
                 examples.append((case.identifier, [v[z] for v in before], [v[z] for v in after], hole[z],
-                                 [intensity_window(v, n) for v, n in zip(before, channel_names)]))
+                                 [intensity_window(v, n) for v, n in zip(before, channel_names)], z))
         if not records:
             raise ValueError(f"{source_folder / 'labelsTr'}: no case has tumour label {tumour_label}; nothing to "
                              f"turn into a normal case.")
@@ -200,7 +200,8 @@ def make_normal_dataset(source_folder: Path, target_folder: Path, *, method: Met
 
 @figure_style()
 def _save_examples_png(examples: list, channel_names: list[str], png: Path, method: str) -> Path | None:
-    """Rows: cases; columns: each phase before | after, with the removal mask outlined."""
+    """Rows: cases (axial slice with most tumour, named in the panel titles); columns: each phase before | after,
+    with the removal mask outlined."""
     if not examples:
         return None
     import matplotlib
@@ -211,16 +212,18 @@ def _save_examples_png(examples: list, channel_names: list[str], png: Path, meth
     num_channels = len(channel_names)
     fig, axes = plt.subplots(len(examples), 2 * num_channels, figsize=(2.2 * 2 * num_channels, 2.4 * len(examples)),
                              squeeze=False)
-    for row, (identifier, before, after, hole, windows) in enumerate(examples):
+    for row, (identifier, before, after, hole, windows, z) in enumerate(examples):
         for channel in range(num_channels):
             low, high = windows[channel]
             for k, (image, what) in enumerate(((before[channel], "tumour"), (after[channel], "normal"))):
                 axis = axes[row, 2 * channel + k]
                 axis.imshow(image, cmap="gray", vmin=low, vmax=high)
-                axis.contour(hole, levels=[0.5], colors="orange", linewidths=0.6)
-                axis.set_title(f"{identifier} ch{channel} {what}", fontsize=7)
+                if hole.any():
+                    axis.contour(hole, levels=[0.5], colors="orange", linewidths=0.6)
+                axis.set_title(f"{identifier} z{z}\nch{channel} {channel_names[channel]} {what}", fontsize=7)
                 axis.axis("off")
-    fig.suptitle(f"normal cases ({method} inpainting); orange: removal mask")
+    fig.suptitle(f"normal cases ({method} inpainting): each phase with its tumour, then inpainted; orange: removal "
+                 f"mask")
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)

@@ -25,6 +25,8 @@ Settings: the ``"synthesis"`` object of the dataset.json settings block (:mod:`n
 DDP: every random draw comes from the rank's own generator; nothing is collective except the epoch's logged share
 of synthetic samples (``synthetic_fraction``, averaged over the ranks). The synthesizer is stateless (the statistics
 live in a file beside the preprocessed data), so ``--c`` needs no extra checkpoint state.
+The training log states, at the start, the synthesizer and what it was built from (statistics file or model
+folder), p, the size classes, the labels and the loss.
 Hooks overridden: ``__init__``, ``initialize``, ``_build_loss``, ``prepare_batch``.
 """
 from __future__ import annotations
@@ -66,14 +68,15 @@ class SynthTumorTrainer(MultiModalTrainer):
             raise ValueError("SynthTumorTrainer writes the tumour label into the target; region-based labels "
                              "(regions_class_order) are not supported.")
         super().initialize()
-        self.synthesizer = self._build_synthesizer()
+        self.synthesizer, synthesizer_source = self._build_synthesizer()
         settings = self.synthesis_settings
         self.print_to_log_file(
-            f"nnunet_mm: synthetic tumours ({settings.synthesizer}) with p = {self.synthetic_probability}, size "
-            f"classes {[c.name for c in settings.masks.size_classes]} (probabilities "
+            f"nnunet_mm SynthTumor: synthetic tumours ({settings.synthesizer} synthesizer, {synthesizer_source}) "
+            f"into the healthy liver of a share p = {self.synthetic_probability} of the training samples with liver, "
+            f"size classes {[c.name for c in settings.masks.size_classes]} (probabilities "
             f"{[round(p, 3) for p in settings.masks.probabilities]}), liver label {self.liver_label}, tumour label "
-            f"{self.tumour_label}; loss {settings.dice_weight}*Dice + {settings.ce_weight}*CE",
-            also_print_to_console=True)
+            f"{self.tumour_label}; loss {settings.dice_weight}*Dice + {settings.ce_weight}*CE; validation on real "
+            f"cases only", also_print_to_console=True)
 
     def _build_loss(self):
         loss = super()._build_loss()
@@ -128,7 +131,8 @@ class SynthTumorTrainer(MultiModalTrainer):
     # ------------------------------------------------------------------------------------------------------------
     # synthesizers
 
-    def _build_synthesizer(self) -> TumorSynthesizer:
+    def _build_synthesizer(self) -> tuple[TumorSynthesizer, str]:
+        """The configured synthesizer and, for the training log, what it was built from."""
         settings = self.synthesis_settings
         if settings.synthesizer == "diffusion":
             try:
@@ -138,11 +142,13 @@ class SynthTumorTrainer(MultiModalTrainer):
                                   f"not be imported ({error}); use \"synthesizer\": \"handcrafted\".") from error
             folder = Path(settings.model_folder) if settings.model_folder else \
                 default_model_folder(Path(self.preprocessed_dataset_folder_base))
-            return LatentDiffusionSynthesizer.from_folder(folder, self.device)
-        return HandcraftedSynthesizer(self._tumour_statistics(), self.configuration_manager.spacing,
-                                      texture_sigma_mm=settings.texture_sigma_mm,
-                                      edge_sigma_voxels=settings.edge_sigma_voxels,
-                                      contrast_jitter=settings.contrast_jitter)
+            return LatentDiffusionSynthesizer.from_folder(folder, self.device), f"models from {folder}"
+        statistics, source = self._tumour_statistics()
+        synthesizer = HandcraftedSynthesizer(statistics, self.configuration_manager.spacing,
+                                             texture_sigma_mm=settings.texture_sigma_mm,
+                                             edge_sigma_voxels=settings.edge_sigma_voxels,
+                                             contrast_jitter=settings.contrast_jitter)
+        return synthesizer, source
 
     def _phase_names(self) -> tuple[str, ...]:
         if self.mm_settings.phase_names is not None:
@@ -150,8 +156,9 @@ class SynthTumorTrainer(MultiModalTrainer):
         return tuple(str(self.dataset_json["channel_names"][k]) for k in sorted(self.dataset_json["channel_names"],
                                                                                  key=int))
 
-    def _tumour_statistics(self) -> TumourContrastStatistics:
-        """The statistics file if it exists, else fitted now from this fold's training cases (and saved)."""
+    def _tumour_statistics(self) -> tuple[TumourContrastStatistics, str]:
+        """The statistics file if it exists, else fitted now from this fold's training cases (and saved); and where
+        they came from, for the training log."""
         configured = self.synthesis_settings.statistics_file
         path = Path(configured) if configured else statistics_path(Path(self.preprocessed_dataset_folder_base),
                                                                    self.configuration_manager.data_identifier)
@@ -160,16 +167,15 @@ class SynthTumorTrainer(MultiModalTrainer):
             if statistics.num_phases != self.mm_settings.num_channels:
                 raise ValueError(f"{path}: statistics for {statistics.num_phases} phases, but the dataset has "
                                  f"{self.mm_settings.num_channels} channels; refit with 'nnunet_mm synth-stats'.")
-            self.print_to_log_file(f"nnunet_mm: tumour contrast statistics from {path}", also_print_to_console=True)
-            return statistics
+            return statistics, f"tumour contrast statistics from {path}"
         training_keys, _ = self.do_split()
         statistics = fit_tumour_statistics(preprocessed_cases(Path(self.preprocessed_dataset_folder), training_keys),
                                            self._phase_names(), self.liver_label, self.tumour_label)
         if self.local_rank == 0:
             statistics.save(path)
-        self.print_to_log_file(f"nnunet_mm: fitted tumour contrast statistics from the training cases of fold "
-                               f"{self.fold} into {path}:\n{statistics.summary()}", also_print_to_console=True)
-        return statistics
+        self.print_to_log_file(f"nnunet_mm SynthTumor: fitted tumour contrast statistics from the training cases of "
+                               f"fold {self.fold} into {path}:\n{statistics.summary()}", also_print_to_console=True)
+        return statistics, f"tumour contrast statistics fitted now from fold {self.fold}'s training cases into {path}"
 
 
 class SynthTumorTrainer_debug(DebugSchedule, SynthTumorTrainer):

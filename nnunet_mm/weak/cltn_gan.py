@@ -17,6 +17,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from nnunet_mm.weak.cltn_losses import (CLTNLossWeights, cam_classification, dis
 from nnunet_mm.weak.cltn_networks import CLTNDiscriminator, CLTNGenerator
 from nnunet_mm.weak.image_labels import DISEASED, NORMAL
 from nnunet_mm.weak.weak_images import WeakImage
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -224,30 +228,42 @@ def load_generator(model_dir: Path, device: torch.device) -> CLTNGenerator:
     return generator.to(device).eval()
 
 
+TOTAL_LOSSES = ("discriminator", "generator")  # the left panel of cltn_losses.png; the generator's terms go right
+
+
 @figure_style()
 def save_loss_curves(history: dict[str, list[float]], png: Path) -> Path:
-    """A PNG of the loss curves (moving average over 50 iterations)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name, values in history.items():
-        if not values:
-            continue
-        window = min(50, len(values))
-        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-        axes[0 if name in ("discriminator", "generator") else 1].plot(np.arange(len(smooth)) + window, smooth,
-                                                                       label=name)
-    for axis, title in zip(axes, ("totals", "generator terms (weighted)")):
-        axis.set_title(title)
-        axis.set_xlabel("iteration")
-        axis.set_yscale("log")
-        axis.legend(fontsize=8)
-    figure.tight_layout()
+    """A PNG of the loss curves (:func:`loss_curves_figure`)."""
+    figure = loss_curves_figure(history)
     figure.savefig(png, dpi=100)
-    plt.close(figure)
-    return png
+    return Path(png)
+
+
+@figure_style()
+def loss_curves_figure(history: dict[str, list[float]]) -> Figure:
+    """The GAN's losses per iteration, totals left and the generator's weighted terms right: every iteration a
+    marker while the run is short, the moving average over 50 iterations once it is long
+    (:func:`nnunet_mm.training.loss_curves.plot_loss_curve`); the title gives the number of iterations.
+
+    Returns:
+        A matplotlib ``Figure``, not registered with pyplot (nothing to close).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from nnunet_mm.training.loss_curves import finish_loss_axis, plot_loss_curve
+
+    figure = Figure(figsize=(11, 4.2))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2)
+    num_iterations = max((len(values) for values in history.values()), default=0)
+    for name, values in history.items():
+        plot_loss_curve(axes[0 if name in TOTAL_LOSSES else 1], values, label=name)
+    for axis, title in zip(axes, ("totals", "generator terms (weighted)")):
+        finish_loss_axis(axis, title=title, num_iterations=num_iterations)
+    figure.suptitle(f"CLTN label-transfer GAN: losses over {num_iterations} iteration(s)")
+    figure.tight_layout()
+    return figure
 
 
 def train_label_transfer_gan(images: list[WeakImage], model_dir: Path, *, iterations: int, config: CLTNConfig,

@@ -252,6 +252,8 @@ def save_pseudo_mask_overview(images: list[WeakImage], attention: list[np.ndarra
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])
+    figure.suptitle(f"CLTN pseudo masks: {min(len(shown), len(images))} of {len(images)} diseased image(s); "
+                    f"attention m in [0, 1] (bright: lesion), pseudo mask white = lesion", fontsize=9)
     figure.tight_layout()
     figure.savefig(png, dpi=100)
     plt.close(figure)

@@ -20,6 +20,9 @@ describes and its public code lacks (methods.md §4.6, our design):
   keeps the refined labels; a fresh run clears them. DDP: every rank updates an identical teacher and refines a
   disjoint share of the cases, then all wait at a barrier.
 
+The training log states, at the start, where the pseudo masks come from, the normal cases, the teacher, the
+refinement epochs, and that nnU-Net's validation Dice is measured against the pseudo masks, not true masks.
+
 Hooks overridden: ``__init__``, ``initialize``, ``get_tr_and_val_datasets``, ``on_train_start``, ``compute_loss`` and
 ``after_optimizer_step`` (inside :class:`MultiModalTrainer`'s step), ``on_train_epoch_end``,
 ``checkpoint_companions``, ``on_companion_missing``.
@@ -41,6 +44,12 @@ from nnunet_mm.weak.image_labels import IMAGE_LABELS_KEY, normal_cases, read_ima
 from nnunet_mm.weak.mean_teacher import consistency_loss, ema_update, make_teacher, perturb_intensities
 from nnunet_mm.weak.refinement import RefinedLabelDataset, refine_pseudo_labels, save_refined_label
 from nnunet_mm.weak.settings import WEAK_SUPERVISION_KEY
+
+# what nnU-Net's Dice means under weak labels (validation cases are served the exported pseudo masks, never refined)
+VALIDATION_NOTE = ("validation Dice (the pseudo Dice of every epoch, its EMA that picks checkpoint_best, and the final "
+                   "validation's summary.json) is measured against the pseudo masks as exported, not against true "
+                   "masks: it says how well the student reproduces the pseudo masks, not how accurate it is; evaluate "
+                   "predictions against true masks (nnUNetv2_evaluate_folder, nnunet_mm compare) for that")
 
 
 class WeakLabelTrainer(MultiModalTrainer):
@@ -68,9 +77,48 @@ class WeakLabelTrainer(MultiModalTrainer):
             self.print_to_log_file("nnunet_mm: the dataset declares no 'ignore' label; refinement keeps uncertain "
                                    "voxels' pseudo labels (export with 'nnunet_mm weak-export' to declare it).",
                                    also_print_to_console=True)
-        self.print_to_log_file(f"nnunet_mm: weak labels, {len(self.normal_cases)} normal case(s) trained as all "
-                               f"background; EMA teacher decay={self.ema_decay}, refinement every "
-                               f"{self.refinement_interval} epochs", also_print_to_console=True)
+        for line in (self._pseudo_mask_description(), self._teacher_description(), self._refinement_description(),
+                     VALIDATION_NOTE):
+            self.print_to_log_file(f"nnunet_mm Weak: {line}", also_print_to_console=True)
+
+    def _pseudo_mask_description(self) -> str:
+        """Where the segmentation targets come from and which cases are normal, for the training log."""
+        from nnunetv2.paths import nnUNet_raw
+
+        labels = Path(nnUNet_raw) / self.plans_manager.dataset_name / "labelsTr" if nnUNet_raw else "labelsTr"
+        notes = [note for note in self.dataset_settings.description.notes if "pseudo mask" in note.lower()]
+        provenance = (f"dataset.json notes: {notes[0]!r}" if notes else
+                      "dataset.json does not say they are pseudo masks (no note from 'nnunet_mm weak-export')")
+        image_labels = self.dataset_settings.method(IMAGE_LABELS_KEY)
+        where = ("none given: no 'image_labels' in the block" if image_labels is None else
+                 f"from {image_labels}" if isinstance(image_labels, str) else "inline in the block")
+        return (f"targets are pseudo masks: the dataset's {labels}, preprocessed in "
+                f"{self.preprocessed_dataset_folder} ({provenance}); {len(self.normal_cases)} normal case(s) trained "
+                f"as all background (image labels {where})")
+
+    def _teacher_description(self) -> str:
+        """The mean teacher and its consistency weight, for the training log."""
+        rampup_epochs = max(1, int(round(self.consistency_rampup_fraction * self.num_epochs)))
+        return (f"student = nnU-Net's network (what nnUNetv2_predict loads); teacher = EMA of the student, decay "
+                f"{self.ema_decay}, updated after every optimizer step; consistency MSE(student, teacher on an "
+                f"intensity-perturbed view) weighted {self.consistency_weight} x sigmoid ramp-up over the first "
+                f"{rampup_epochs} of {self.num_epochs} epochs")
+
+    def _refinement_description(self) -> str:
+        """When and how the teacher rewrites the pseudo labels, for the training log."""
+        # on_train_epoch_end refines when (epoch + 1) is a multiple of the interval, except after the last epoch
+        epochs = [done - 1 for done in range(self.refinement_interval, self.num_epochs, self.refinement_interval)]
+        if not epochs:
+            return (f"no refinement: the run has {self.num_epochs} epoch(s), refinement_interval is "
+                    f"{self.refinement_interval}")
+        when = (", ".join(str(epoch) for epoch in epochs) if len(epochs) <= 6 else
+                f"{epochs[0]}, {epochs[1]}, ..., {epochs[-1]} ({len(epochs)} times)")
+        uncertain = (f"disagreeing voxels with p < {self.uncertain_threshold} become the ignore label "
+                     f"{self.label_manager.ignore_label}" if self.label_manager.ignore_label is not None else
+                     "uncertain voxels keep their pseudo label (no ignore label)")
+        return (f"refinement at the end of epoch(s) {when} (every {self.refinement_interval}): the teacher "
+                f"relabels the diseased training cases, voxels with p >= {self.confident_threshold} take its label, "
+                f"{uncertain}; written to {self.refined_label_folder} and trained on from then on")
 
     @property
     def student_network(self) -> torch.nn.Module:
@@ -94,6 +142,11 @@ class WeakLabelTrainer(MultiModalTrainer):
             self.initialize()
         if self.current_epoch == 0 and self.local_rank == 0 and self.refined_label_folder.is_dir():
             shutil.rmtree(self.refined_label_folder)  # a fresh run must not read an earlier run's refinement
+        elif self.refined_label_folder.is_dir():
+            refined = len(list(self.refined_label_folder.glob("*.npy")))
+            self.print_to_log_file(f"nnunet_mm Weak: resuming at epoch {self.current_epoch}: {refined} refined "
+                                   f"label(s) in {self.refined_label_folder} replace their pseudo masks",
+                                   also_print_to_console=True)
         super().on_train_start()
 
     # ------------------------------------------------------------------------------------------------------------

@@ -36,3 +36,31 @@ def test_training_transforms_restrict_intensity_transforms_to_the_image(trainer_
     pipeline = trainer.get_training_transforms((32, 32), (-np.pi, np.pi), None, (0, 1), False,
                                                use_mask_for_norm=[False] * 2, foreground_labels=[1, 2])
     assert sum(isinstance(t, ImageChannelsOnly) for t in pipeline.transforms) == 7
+
+
+def _log(trainer) -> str:
+    return open(trainer.log_file, encoding="utf-8").read()
+
+
+def test_the_log_names_image_and_prior_channels_and_says_misalignment_leaves_the_priors_alone(trainer_kit):
+    """One image channel: the augmentations are off, said once, and the channel count includes the prior."""
+    log = _log(_prior_trainer(trainer_kit, seed=0))
+    assert ("nnunet_mm: 2 channel(s): image channel(s) 0 (pv); atlas prior channel(s) 1 (atlas_prior:liver); "
+            "reference channel 0 (pv); seed 0") in log
+    assert ("nnunet_mm: image channels: misalignment OFF, modality dropout OFF (one image channel: nothing to "
+            "misalign or drop). Prior channels [1]: never misaligned or replaced") in log
+    assert "no intensity augmentation; prior dropout p=0.3 (all prior channels of a sample zeroed together)" in log
+    assert log.count("misalignment O") == 1 and "1 channel(s)" not in log
+
+
+def test_with_two_image_channels_the_log_says_misalignment_is_on_for_the_images_only(trainer_kit):
+    """The phantom's phases are declared separately acquired: misalignment on, for the images only."""
+    dataset_json = trainer_kit.dataset_json(
+        {"modalities": {"0": "CT", "1": "CT", "2": "atlas_prior:liver"}, "phase_names": ["pv", "art", "prior"]},
+        channel_names={"0": "CT", "1": "CT", "2": "noNorm"})
+    log = _log(trainer_kit.trainer(MASPriorTrainer, dataset_json=dataset_json))
+    assert "3 channel(s): image channel(s) 0 (pv), 1 (art); atlas prior channel(s) 2 (atlas_prior:liver)" in log
+    assert ("image channels: misalignment ON, modality dropout ON (channel_acquisition 'separate'); misalignment "
+            in log)
+    assert "Prior channels [2]: never misaligned or replaced" in log
+    assert log.count("misalignment ON") == 1 and "misalignment OFF" not in log

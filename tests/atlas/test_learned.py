@@ -9,6 +9,7 @@ import torch
 from nnunet_mm.atlas.learned import (LearnedMASConfig, LearnedRegistration, _Warper, local_agreement,
                                      load_learned_mas, multiscale_dice, registration_loss, train_learned_mas)
 from nnunet_mm.atlas.networks import BiRegNet, SimNet
+from figure_checks import capture_saved_figures, figure_texts
 
 
 def _blob(centre: tuple[float, float], shape=(32, 32)) -> torch.Tensor:
@@ -65,8 +66,10 @@ def test_simnet_target_is_the_local_label_agreement():
     assert agreement[0, 0, 4, 4] == 1
 
 
-def test_trained_model_folder_loads_with_weights_only_and_warps_atlases(tmp_path):
+def test_trained_model_folder_loads_with_weights_only_and_warps_atlases(tmp_path, monkeypatch):
     from nnunet_mm.atlas.phantom_pairs import write_cross_modality_datasets
+
+    figures = capture_saved_figures(monkeypatch)
 
     atlas, target = write_cross_modality_datasets(tmp_path / "raw", atlas_id=721, target_id=722, num_atlases=2,
                                                   num_target_training=2, shape_zyx=(8, 32, 32),
@@ -76,6 +79,10 @@ def test_trained_model_folder_loads_with_weights_only_and_warps_atlases(tmp_path
                                 simnet_iterations=2, show_progress=False)
     assert len(summary["train_pair_dice_before_after"]) == 2
     assert (tmp_path / "model" / "training.png").is_file()
+    (figure,) = figures  # training.png: every iteration of the short run drawn, and counted in the titles
+    assert {"BiRegNet loss (3 iterations)", "SimNet BCE (2 iterations)"} <= set(figure_texts(figure))
+    assert [len(axis.get_lines()[0].get_xdata()) for axis in figure.axes] == [3, 2]
+    assert all(axis.get_lines()[0].get_marker() == "o" for axis in figure.axes)
     assert json.loads((tmp_path / "model" / "mas_model.json").read_text())["grid_shape"] == [8, 16, 16]
     with pytest.raises(FileExistsError, match="--overwrite"):
         train_learned_mas(atlas, target, tmp_path / "model", config=config, iterations=1, show_progress=False)

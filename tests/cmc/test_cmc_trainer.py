@@ -151,7 +151,28 @@ def test_training_is_semi_supervised_exactly_when_unlabeled_cases_were_preproces
     _add_unlabeled_cases(trainer_kit)  # the default folder, imagesUnl: no key in the block needed
     folder = trainer.unlabeled_cases_folder()
     assert folder == trainer_kit.preprocessed / "nnUNetPlans_2d_unlabeled"
-    assert "2 unlabeled case(s)" in _log(trainer)
+    assert (f"nnunet_mm CMC: 2 unlabeled case(s) from {folder} (preprocessed from the raw dataset's imagesUnl/); "
+            f"the consistency terms start at epoch 700 of 1000.") in _log(trainer)
+
+
+def test_the_log_states_the_pairing_and_the_consistency_schedule_of_paired_channels(trainer_kit):
+    """The paper's schedule on nnU-Net's 1000 epochs: start at 700, t = e / 999."""
+    log = _log(trainer_kit.trainer(CMCTrainer, block={"seed": 0}))
+    assert "nnunet_mm CMC: pairing: paired channels, one stream per channel (0 (pv), 1 (art)); the reference " \
+           "stream 0 (pv) is the anchor" in log
+    t = 700 / 999
+    w_csc, w_cac = math.exp(-5 * (1 - t) ** 2), (math.cos(math.pi * t) + 1) / 2
+    assert (f"nnunet_mm CMC: consistency: from epoch 700 of 1000 (semi_start_fraction 0.7), only with preprocessed "
+            f"unlabeled cases; w_csc = 1.0 * exp(-5(1-t)^2) (ramp-up), w_cac = 1.0 * (cos(pi t)+1)/2 (ramp-down), "
+            f"t over the whole run (consistency_ramp 'whole_run'): w_csc {w_csc:.3f}, w_cac {w_cac:.3f} at epoch "
+            f"700; 1.000, 0.000 at epoch 999; CSC temperature 0.5") in log
+
+
+def test_the_log_states_the_modalities_and_self_pairs_of_unpaired_data(trainer_kit):
+    log = _log(_unpaired_trainer(trainer_kit, MODALITIES))
+    assert ("nnunet_mm CMC: pairing: unpaired single-channel cases (labeled cases per modality: CT 2, MR 2); "
+            "batches drawn in equal shares per modality") in log
+    assert "25% of the labeled pairs self-pairs (unlabeled pairs never)" in log
 
 
 def test_a_declared_unlabeled_folder_that_was_not_preprocessed_refuses_to_train(trainer_kit):

@@ -2,6 +2,7 @@
 the prototype schedule, and its loss inside the shared training step."""
 from __future__ import annotations
 
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -196,3 +197,29 @@ def test_the_log_says_when_other_phases_fall_back_to_the_reference_label(trainer
     trainer = trainer_kit.trainer(CMGTrainer, block={"seed": 0})
     log = open(trainer.log_file).read()
     assert "no per-phase labels" in log and "reference label" in log
+
+
+def test_the_log_states_the_feature_widths_fusion_guidance_and_prototype_schedule(trainer_kit):
+    """The phantom's 2d plans: PlainConvUNet (32, 64, 128, 256), two phases, nnU-Net's 1000 epochs."""
+    log = open(trainer_kit.trainer(CMGTrainer, block={"seed": 0}).log_file).read()
+    assert ("nnunet_mm CMG: CMGUNet, one encoder per phase (2 phases), features per stage [20, 40, 76, 152] (the "
+            "plans' PlainConvUNet [32, 64, 128, 256] x 0.60, so that 2 streams fit where one U-Net did); Multi-Scale "
+            "Fusion of the phases at encoder stages [1, 2, 3]; Cross-Modal Guidance at the 2 deepest decoder levels "
+            "(modulation on)") in log
+    assert ("nnunet_mm CMG: prototypes from each phase's own label (teacher forcing), except a share of the samples "
+            "that use the network's side predictions instead, rising linearly from 0% at epoch 0 to 50% at epoch 999 "
+            "(teacher forcing 100% -> 50%; inference always uses predictions); loss: reference head + 1.0 x each "
+            "other phase's head + 1.0 x each side head (sum over the auxiliary heads)") in log
+
+
+def test_the_log_names_the_configuration_and_folder_of_per_phase_labels(trainer_kit):
+    """A '<c>_phases' configuration (as 'nnunet_mm phase-labels' adds it): the log names its data and raw folder."""
+    shutil.copytree(trainer_kit.preprocessed / "nnUNetPlans_2d", trainer_kit.preprocessed / "nnUNetPlans_2d_phases")
+    plans = trainer_kit.plans()
+    plans["configurations"]["2d_phases"] = {"inherits_from": "2d", "data_identifier": "nnUNetPlans_2d_phases"}
+    trainer = CMGTrainer(plans, "2d_phases", "all", trainer_kit.dataset_json({"phase_labels_dir": "labelsTr_phases"}),
+                         device=torch.device("cpu"))
+    trainer.initialize()
+    assert (f"nnunet_mm CMG: every phase is supervised with its own label (configuration '2d_phases', data "
+            f"{trainer_kit.preprocessed / 'nnUNetPlans_2d_phases'}, from the raw dataset's labelsTr_phases/, made by "
+            f"'nnunet_mm phase-labels').") in open(trainer.log_file).read()

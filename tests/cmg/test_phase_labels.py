@@ -73,3 +73,48 @@ def _log_lines(trainer) -> list[str]:
     from pathlib import Path
 
     return Path(trainer.log_file).read_text().splitlines()
+
+
+def test_phase_labels_shows_a_progress_bar_over_the_cases(tmp_path, monkeypatch):
+    """The bar is nnU-Net-style tqdm (hidden when stderr is no terminal), named after the command, one tick per
+    case; the preprocessing itself is replaced here (the test above runs it for real)."""
+    import json
+
+    import nnunet_mm.cmg.phase_labels as phase_labels
+    import nnunet_mm.conversion.runner as runner
+
+    raw = tmp_path / "raw" / "Dataset931_Bar"
+    for folder in ("imagesTr", "labelsTr", "labelsTr_phases"):
+        (raw / folder).mkdir(parents=True)
+    for case in ("a", "b", "c"):
+        for channel in (0, 1):
+            (raw / "imagesTr" / f"{case}_{channel:04d}.nii.gz").touch()
+        (raw / "labelsTr" / f"{case}.nii.gz").touch()
+    (raw / "labelsTr_phases" / "a_0001.nii.gz").touch()
+    (raw / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT", "1": "CT"}, "labels": {"background": 0, "lesion": 1}, "numTraining": 3,
+        "file_ending": ".nii.gz", "nnunet_mm": {"phase_labels_dir": "labelsTr_phases"}}))
+    preprocessed = tmp_path / "pre" / "Dataset931_Bar"
+    preprocessed.mkdir(parents=True)
+    (preprocessed / "nnUNetPlans.json").write_text(json.dumps({"configurations": {"3d_fullres": {}}}))
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    monkeypatch.setattr(phase_labels, "_preprocess_case", lambda case, **kwargs: sum(f is not None for f in case[3]))
+    bars = []
+
+    class RecordingBar:
+        def __init__(self, *args, **kwargs):
+            self.kwargs, self.ticks = kwargs, 0
+            bars.append(self)
+
+        def update(self, n: int = 1) -> None:
+            self.ticks += n
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(runner, "tqdm", RecordingBar)
+    assert phase_labels.add_phase_label_configuration(931, "3d_fullres") == "3d_fullres_phases"
+    assert len(bars) == 1 and bars[0].ticks == 3
+    assert bars[0].kwargs["desc"] == "phase-labels Dataset931_Bar 3d_fullres_phases"
+    assert bars[0].kwargs["total"] == 3 and bars[0].kwargs["disable"] is None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from nnunet_mm.synthesis.latent_diffusion import (DiffusionConfig, LatentDiffusi
                                                   train_diffusion, write_synthetic_pool)
 from nnunet_mm.synthesis.model_checkpoints import load_weights, read_config
 from nnunet_mm.synthesis.model_data import PreprocessedCrops
+from figure_checks import capture_saved_figures, figure_texts
 
 # nnU-Net's blosc2 writer warns about chunk sizes for arrays this small
 pytestmark = pytest.mark.filterwarnings("ignore:Warning. Received empty chunks")
@@ -148,7 +150,8 @@ def test_synthesizer_refuses_2d_patches_and_wrong_channel_count(trained):
     assert default_model_folder(Path("/p/Dataset1_X")) == Path("/p/Dataset1_X/nnunet_mm_synthesis/latent_diffusion")
 
 
-def test_synthetic_pool_inserts_tumour_label_where_tumour_was_painted(trained, tmp_path):
+def test_synthetic_pool_inserts_tumour_label_where_tumour_was_painted(trained, tmp_path, monkeypatch):
+    figures = capture_saved_figures(monkeypatch)
     root, data, _, _ = trained
     dataset_json = {"labels": {"background": 0, "liver": 1, "tumor": 2}, "channel_names": {"0": "CT", "1": "CT"},
                     "nnunet_mm": {"synthesis": {"class_probabilities": [1, 1, 0, 0]}}}
@@ -159,6 +162,10 @@ def test_synthetic_pool_inserts_tumour_label_where_tumour_was_painted(trained, t
     sample = np.load(out / "pool_0000.npz")
     assert sample["data"].shape == (2, *PATCH) and sample["seg"].shape == (1, *PATCH)
     assert (sample["seg"] == 2).sum() >= record["samples"][0]["tumour_voxels"] > 0
+    texts = figure_texts(figures[-1])  # pool.png
+    assert texts[0].startswith("synthetic pool: first 1 sample(s)")
+    case = record["samples"][0]["source_case"]
+    assert any(re.fullmatch(rf"{case} crop z\d+\nchannel 1 synthetic", text) for text in texts), texts
     with pytest.raises(FileExistsError):
         write_synthetic_pool(data, dataset_json, root / "latent_diffusion", tmp_path / "pool", num_samples=1,
                              spacing=(3.0, 1.5, 1.5), device=CPU, progress=False)

@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from nnunet_mm.synthesis.masks import removal_mask
 from nnunet_mm.synthesis.model_data import liver_slices
 from nnunet_mm.synthesis.normal_cases import make_normal_dataset
+from figure_checks import capture_saved_figures, figure_texts
 
 SHAPE = (6, 32, 32)
 LIVER_HU = (100, 60)  # per phase
@@ -53,7 +54,8 @@ def _array(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
-def test_median_normal_cases_remove_the_tumour_and_leave_everything_else(tmp_path):
+def test_median_normal_cases_remove_the_tumour_and_leave_everything_else(tmp_path, monkeypatch):
+    figures = capture_saved_figures(monkeypatch)
     source = _write_raw_dataset(tmp_path / "Dataset901_Liver")
     before = _digest(source)
     result = make_normal_dataset(source, tmp_path / "Dataset902_LiverNormal", method="median", progress=False)
@@ -79,6 +81,10 @@ def test_median_normal_cases_remove_the_tumour_and_leave_everything_else(tmp_pat
     record = json.loads((target / "normal_cases.json").read_text())
     assert record["method"] == "median" and record["cases"]["liver_000_normal"]["source"] == "liver_000"
     assert (target / "normal_cases.png").stat().st_size > 5000
+    texts = figure_texts(figures[0])
+    assert texts[0].startswith("normal cases (median inpainting)")
+    z = int(np.argmax(tumour.reshape(tumour.shape[0], -1).sum(1)))
+    assert f"liver_000 z{z}\nch1 CT normal" in texts  # case, slice and channel of every panel
     with pytest.raises(FileExistsError, match="overwrite"):
         make_normal_dataset(source, target, method="median", progress=False)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind

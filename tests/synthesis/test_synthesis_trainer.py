@@ -13,7 +13,7 @@ import torch
 from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 
 from nnunet_mm.synthesis.handcrafted import HandcraftedSynthesizer
-from nnunet_mm.synthesis.statistics import TumourContrastStatistics
+from nnunet_mm.synthesis.statistics import TumourContrastStatistics, statistics_path
 from nnunet_mm.synthesis.trainer import SynthTumorTrainer
 
 DS_SCALES = [[1.0, 1.0], [0.5, 0.5], [0.25, 0.25]]
@@ -106,6 +106,26 @@ def test_dice_and_ce_weights_of_the_block_reach_nnunets_loss(trainer_kit):
     trainer = _trainer(trainer_kit, probability=0.5)
     dice_and_ce = trainer.loss.loss  # inside nnU-Net's deep-supervision wrapper
     assert (dice_and_ce.weight_dice, dice_and_ce.weight_ce) == (1.0, 0.5)
+
+
+def _log(trainer) -> str:
+    return open(trainer.log_file, encoding="utf-8").read()
+
+
+def test_the_log_names_the_synthesizer_the_probability_and_the_statistics_file(trainer_kit):
+    log = _log(_trainer(trainer_kit, probability=0.25))
+    assert (f"nnunet_mm SynthTumor: synthetic tumours (handcrafted synthesizer, tumour contrast statistics from "
+            f"{trainer_kit.preprocessed / 'tumour_contrast_test.json'}) into the healthy liver of a share p = 0.25 of "
+            f"the training samples with liver") in log
+    assert "liver label 1, tumour label 2; loss 1.0*Dice + 0.5*CE; validation on real cases only" in log
+
+
+def test_the_log_says_when_the_statistics_were_fitted_for_this_run(trainer_kit):
+    trainer = trainer_kit.trainer(SynthTumorTrainer, block={"seed": 0})
+    fitted = statistics_path(trainer_kit.preprocessed, "nnUNetPlans_2d")
+    assert fitted.is_file()
+    assert (f"(handcrafted synthesizer, tumour contrast statistics fitted now from fold all's training cases into "
+            f"{fitted}) into the healthy liver of a share p = 0.5") in _log(trainer)
 
 
 def test_keep_tumours_in_liver_reads_the_labels_from_the_prediction_folders_dataset_json(tmp_path, capsys):

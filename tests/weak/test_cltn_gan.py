@@ -7,6 +7,7 @@ from nnunet_mm.weak.cltn_gan import (CHECKPOINT_FILE, GENERATOR_FILE, CLTNConfig
                                      load_generator, train_label_transfer_gan)
 from nnunet_mm.weak.cltn_losses import loss_weights_preset
 from nnunet_mm.weak.weak_images import WeakImage
+from figure_checks import png_contrast
 
 TINY = dict(in_channels=3, image_size=16, base_channels=4, num_res_blocks=1, discriminator_channels=4)
 
@@ -80,3 +81,30 @@ def test_gan_needs_both_kinds_of_images(tmp_path):
     diseased_only = [i for i in _weak_images() if i.image_label == "diseased"]
     with pytest.raises(ValueError, match="2 diseased and 0 normal"):
         train_label_transfer_gan(diseased_only, tmp_path, iterations=1, config=CLTNConfig(**TINY), progress=False)
+
+
+def _drawn_points(axis) -> int:
+    return sum(len(line.get_xdata()) for line in axis.get_lines() if line.get_marker() not in (None, "", "None"))
+
+
+def test_the_loss_plot_of_a_three_iteration_run_shows_every_iteration_as_a_marker(tmp_path):
+    """A 50-iteration moving average of 3 values is one point, which a line alone does not draw: the plot was blank."""
+    from nnunet_mm.weak.cltn_gan import LOSS_NAMES, loss_curves_figure, save_loss_curves
+
+    history = {name: [1.0 + i, 0.8 + i, 0.5 + i] for i, name in enumerate(LOSS_NAMES)}
+    history["adversarial"] = [0.0, -0.1, 0.2]  # a value <= 0 keeps that panel linear instead of dropping it
+    figure = loss_curves_figure(history)
+    totals, terms = figure.axes
+    assert _drawn_points(totals) == 2 * 3 and _drawn_points(terms) == 5 * 3
+    assert totals.get_title() == "totals (3 iterations)" and totals.get_yscale() == "log"
+    assert terms.get_yscale() == "linear"
+    assert [t.get_text() for t in totals.get_legend().get_texts()] == ["discriminator", "generator"]
+    assert "3 iteration(s)" in figure.get_suptitle()
+    assert png_contrast(save_loss_curves(history, tmp_path / "cltn_losses.png")) > 0.05
+
+
+def test_an_empty_loss_history_says_so_instead_of_drawing_empty_axes():
+    from nnunet_mm.weak.cltn_gan import LOSS_NAMES, loss_curves_figure
+
+    figure = loss_curves_figure({name: [] for name in LOSS_NAMES})
+    assert all("no iterations yet" in [t.get_text() for t in axis.texts] for axis in figure.axes)

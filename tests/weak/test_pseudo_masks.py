@@ -11,6 +11,7 @@ from nnunet_mm.evaluation.metrics import dice
 from nnunet_mm.weak.cltn_gan import CLTNConfig, LabelTransferGAN, save_checkpoint
 from nnunet_mm.weak.pseudo_masks import binarize_attention_mask, export_pseudo_mask_dataset
 from nnunet_mm.weak.synthetic import write_skin_lesion_dataset
+from figure_checks import capture_saved_figures, figure_texts
 
 
 def _blob_attention(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +58,8 @@ def _saved_generator(model_dir, size: int) -> None:
     save_checkpoint(gan, model_dir, 0, {}, torch.Generator())
 
 
-def test_export_writes_labels_ignore_label_image_labels_and_overview(tmp_path):
+def test_export_writes_labels_ignore_label_image_labels_and_overview(tmp_path, monkeypatch):
+    figures = capture_saved_figures(monkeypatch)
     source = write_skin_lesion_dataset(tmp_path / "raw", dataset_id=910, num_diseased=3, num_normal=2, size=24)
     _saved_generator(tmp_path / "model", 16)
     target = export_pseudo_mask_dataset(source, tmp_path / "model", tmp_path / "raw" / "Dataset911_Pseudo",
@@ -74,5 +76,8 @@ def test_export_writes_labels_ignore_label_image_labels_and_overview(tmp_path):
     report = json.loads((target / "pseudo_mask_dice.json").read_text())
     assert sorted(report["per_case"]) == ["skin_000", "skin_001", "skin_002"]
     assert (target / "pseudo_masks.png").stat().st_size > 5_000
+    texts = figure_texts(figures[-1])
+    assert texts[0].startswith("CLTN pseudo masks: 3 of 3 diseased image(s)")
+    assert {"skin_000", "image", "attention m", "pseudo mask"} <= set(texts)
     with pytest.raises(FileExistsError, match="--overwrite"):
         export_pseudo_mask_dataset(source, tmp_path / "model", target, progress=False)

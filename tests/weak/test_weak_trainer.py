@@ -56,6 +56,42 @@ def test_the_consistency_is_logged_once_per_epoch_and_refinement_follows(trainer
     assert refined == trainer_kit.case_ids[1:]  # every case but the normal one
 
 
+def test_the_log_states_targets_teacher_refinement_and_what_validation_dice_means(trainer_kit):
+    normal = trainer_kit.case_ids[0]
+    trainer = trainer_kit.trainer(WeakLabelTrainer_debug, block={"image_labels": {normal: "normal"}})
+    log = open(trainer.log_file, encoding="utf-8").read()
+    assert (f"nnunet_mm Weak: targets are pseudo masks: the dataset's {trainer_kit.raw / 'labelsTr'}, preprocessed "
+            f"in {trainer_kit.preprocessed / 'nnUNetPlans_2d'} (dataset.json does not say they are pseudo masks") in log
+    assert "1 normal case(s) trained as all background (image labels inline in the block)" in log
+    assert ("nnunet_mm Weak: student = nnU-Net's network (what nnUNetv2_predict loads); teacher = EMA of the student, "
+            "decay 0.99, updated after every optimizer step; consistency MSE(student, teacher on an "
+            "intensity-perturbed view) weighted 1.0 x sigmoid ramp-up over the first 1 of 2 epochs") in log
+    assert ("nnunet_mm Weak: refinement at the end of epoch(s) 0 (every 1): the teacher relabels the diseased "
+            "training cases, voxels with p >= 0.9 take its label") in log
+    assert ("nnunet_mm Weak: validation Dice (the pseudo Dice of every epoch, its EMA that picks checkpoint_best, "
+            "and the final validation's summary.json) is measured against the pseudo masks as exported, not against "
+            "true masks") in log
+
+
+def test_the_log_gives_the_refinement_epochs_of_a_long_run_and_the_pseudo_mask_note(trainer_kit):
+    note = "labelsTr are CLTN pseudo masks (otsu); normal cases are all background"
+    trainer = trainer_kit.trainer(WeakLabelTrainer, block={"notes": [note]})
+    log = open(trainer.log_file, encoding="utf-8").read()
+    assert f"(dataset.json notes: {note!r})" in log
+    assert "refinement at the end of epoch(s) 99, 199, ..., 899 (9 times) (every 100)" in log
+
+
+def test_a_resumed_run_says_which_refined_labels_replace_the_pseudo_masks(trainer_kit):
+    trainer = trainer_kit.trainer(WeakLabelTrainer)
+    trainer.refined_label_folder.mkdir(parents=True)
+    for case in trainer_kit.case_ids[:2]:
+        np.save(trainer.refined_label_folder / f"{case}.npy", np.zeros((1, 2, 2), np.int16))
+    trainer.current_epoch = 100  # as load_checkpoint sets it for --c
+    trainer.on_train_start()
+    assert (f"nnunet_mm Weak: resuming at epoch 100: 2 refined label(s) in {trainer.refined_label_folder} replace "
+            f"their pseudo masks") in open(trainer.log_file, encoding="utf-8").read()
+
+
 def test_image_labels_are_read_from_the_file_the_block_names(trainer_kit):
     normal = trainer_kit.case_ids[-1]
     (trainer_kit.raw / "image_labels.json").write_text(json.dumps({normal: "normal"}))
