@@ -425,8 +425,9 @@ def _display_window(volume: np.ndarray, mask: np.ndarray | None) -> tuple[float,
 
 def _save_qa_figure(path: Path, *, case_id: str, phase_names: Sequence[str], rows: list[dict[str, Any]],
                     label_views: dict[str, np.ndarray] | None, spacing_zyx_mm: Sequence[float],
-                    registered: bool) -> None:
-    """Montage: one row per phase, columns = axial and coronal slice, each resampled (and registered)."""
+                    registered: bool, centre_zyx: Sequence[int]) -> None:
+    """Montage: one row per phase, columns = axial slice ``centre_zyx[0]`` and coronal slice ``centre_zyx[1]``,
+    each resampled (and registered); an axial slice outside a phase's field of view says so instead of a score."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: leaves the global backend alone
     from matplotlib.figure import Figure
 
@@ -448,12 +449,15 @@ def _save_qa_figure(path: Path, *, case_id: str, phase_names: Sequence[str], row
                         ax.contour(mask.astype(np.float32), levels=[0.5], linewidths=0.8,
                                    colors=CONTOUR_COLOURS[(value - 1) % len(CONTOUR_COLOURS)])
             score = row["metrics"].get(state) or {}
+            where = f"{view} z{centre_zyx[0]}" if view == "axial" else f"{view} y{centre_zyx[1]}"
             if row is rows[0]:
-                text = f"{phase} {view} (reference)"
+                text = f"{phase} {where} (reference)"
+            elif view == "axial" and row.get("axial_note"):
+                text = f"{phase} {where} {state}\n{row['axial_note']}"
             elif score.get("ncc") is not None:
-                text = f"{phase} {view} {state}\nNCC {score['ncc']:.3f}"
+                text = f"{phase} {where} {state}\nNCC {score['ncc']:.3f}"
             else:
-                text = f"{phase} {view} {state}"
+                text = f"{phase} {where} {state}"
             ax.set_title(text, fontsize=7)
             ax.set_axis_off()
     contour_text = "reference label contour" if label_views is not None else "no label (test case)"
@@ -507,14 +511,20 @@ class _CaseQa:
             window = _display_window(shown, labelled)
         else:
             window = _display_window(shown[covered] if covered.any() else shown, None)
+        covered_slices = np.flatnonzero(covered.any(axis=(1, 2)))
+        note = None
+        if not covered[self.centre[0]].any():  # the axial slice shown holds only the resampler's fill
+            note = (f"outside this phase's field of view\n(it covers z {covered_slices.min()}-{covered_slices.max()})"
+                    if covered_slices.size else "outside this phase's field of view")
         self.rows.append({**{state: _views(array, self.centre) for state, array in arrays.items()},
-                          "window": window, "metrics": metrics})
+                          "window": window, "metrics": metrics, "axial_note": note})
 
     def finish(self, figure_path: Path, *, case: CaseFiles, phase_names: Sequence[str],
                registered: bool) -> dict[str, Any]:
         """Save the figure; return this case's entry of summary.json."""
         _save_qa_figure(figure_path, case_id=case.case_id, phase_names=phase_names, rows=self.rows,
-                        label_views=self.label_views, spacing_zyx_mm=self.spacing_zyx_mm, registered=registered)
+                        label_views=self.label_views, spacing_zyx_mm=self.spacing_zyx_mm, registered=registered,
+                        centre_zyx=self.centre)
         return {"training": case.is_training, "region": self.region_name,
                 "region_zyx": [[int(s.start), int(s.stop)] for s in self.region], "phases": self.phases}
 

@@ -691,3 +691,19 @@ def test_the_command_line_help_says_archives_are_accepted() -> None:
     from nnunet_mm.dataset_conversion.Dataset511_MultiPhaseLiver import build_parser
 
     assert ".zip/.tar/.tar.gz archive" in " ".join(build_parser("511").format_help().split())
+
+
+def test_the_qa_figure_says_when_the_axial_slice_lies_outside_a_phase(half_arterial_source: Path, output_root: Path,
+                                                                      monkeypatch) -> None:
+    """The QA centre slice (z 5) lies below the half arterial phase (z 6-11): its panel shows only the resampler's
+    fill, so the caption says so instead of a similarity score of other voxels."""
+    from figure_checks import capture_saved_figures, figure_texts
+
+    saved = capture_saved_figures(monkeypatch)
+    convert(half_arterial_source, output_root=output_root, register="none", qa_figures=True)
+    texts = [text for figure in saved for text in figure_texts(figure)]
+    art_axial = [text for text in texts if text.startswith("art axial")]
+    assert art_axial and all("outside this phase's field of view" in text and "covers z 6-11" in text
+                             for text in art_axial), art_axial
+    assert any(text.startswith("pv axial z") and "(reference)" in text for text in texts)
+    assert any(text.startswith("del axial") and "NCC" in text for text in texts)
