@@ -41,9 +41,9 @@ def test_every_import_path_in_the_readme_exists(dotted):
 
 
 def test_every_command_in_the_readme_is_registered():
-    from nnunet_mm.cli.main import _build_parser
+    from nnunet_mm.cli.main import build_parser
 
-    subparsers = next(a for a in _build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    subparsers = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     registered = set(subparsers.choices)
     named = {m.group(1) for m in _COMMAND.finditer(README.read_text(encoding="utf-8"))} - _PROSE
     assert named, "no 'nnunet_mm <command>' found in README.md; the pattern is wrong"

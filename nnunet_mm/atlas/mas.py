@@ -8,8 +8,13 @@ fused probability of every foreground class is appended as an extra input channe
 the prior channels, a dataset.json whose ``'nnunet_mm'`` block marks the priors and records how they were made
 (``channel_acquisition`` is the target's, or ``"co_registered"`` for a single-channel target, whose priors lie on
 its grid), a QA PNG per case (``nnunet_mm_qa/<case>.png``) and ``nnunet_mm_qa/mas_summary.json`` (seconds per
-atlas-target pair, Dice of the fused label against the target label where the target has one). Stock
-``nnUNetv2_predict`` on the new dataset's ``imagesTs`` then sees the same channels as training.
+atlas-target pair, Dice of the fused label against the target label where the target has one) and a
+``splits_final.json``: the target's own, else folds over its training cases (:func:`cross_validation_splits`:
+nnU-Net's 5-fold split with 5 or more cases, one fold per case with 2-4, where nnU-Net's default split would fail).
+Stock ``nnUNetv2_predict`` on the new dataset's ``imagesTs`` then sees the same channels as training.
+
+K is checked before any registration: more atlases than the atlas dataset has (less the target case itself when
+atlas and target are one dataset) is refused, and the K used is what the dataset.json and summary record.
 
 Warped atlases are cached per (atlas, target, method, settings) in a cache folder, so a second run with another
 fusion method or more cases registers nothing twice. The output is staged and renamed into place at the end.
@@ -44,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 REGISTRATION_BACKENDS = ("simpleitk", "learned")
 QA_DIR = "nnunet_mm_qa"
+DEFAULT_NUM_ATLASES = 5
+SPLITS_FILE = "splits_final.json"
+_NNUNET_SPLIT_SEED = 12345  # nnUNetTrainer.do_split's seed: 5+ training cases get nnU-Net's own split
 
 
 @dataclass
@@ -86,14 +94,16 @@ class MASSettings:
     """What ``nnunet_mm mas`` does.
 
     Attributes:
-        num_atlases: K, atlases per target (evenly spread over the sorted atlas cases; all if fewer).
+        num_atlases: K, atlases per target (evenly spread over the sorted atlas cases). None:
+            :data:`DEFAULT_NUM_ATLASES`, or every atlas when there are fewer; a number larger than the atlases
+            available is refused by :func:`build_mas_dataset`.
         fusion: one of :data:`nnunet_mm.atlas.fusion.FUSION_METHODS`.
         target_channel: channel of the target dataset registered to (default: its reference channel).
         atlas_channel: channel of the atlas dataset used for registration.
         local_sigma_voxels / local_power: window and sharpness of locally weighted voting.
     """
 
-    num_atlases: int = 5
+    num_atlases: int | None = None
     fusion: str = "majority"
     target_channel: int | None = None
     atlas_channel: int = 0
@@ -103,7 +113,7 @@ class MASSettings:
     def __post_init__(self) -> None:
         if self.fusion not in FUSION_METHODS:
             raise ValueError(f"unknown fusion {self.fusion!r}; choose from {list(FUSION_METHODS)}.")
-        if self.num_atlases < 1:
+        if self.num_atlases is not None and self.num_atlases < 1:
             raise ValueError(f"num_atlases must be >= 1, got {self.num_atlases}.")
 
 
@@ -114,6 +124,36 @@ def select_atlases(cases: Sequence[str], num_atlases: int) -> list[str]:
         return cases
     positions = np.linspace(0, len(cases) - 1, num_atlases).round().astype(int)
     return [cases[i] for i in positions]
+
+
+def atlases_per_target(requested: int | None, available: int, atlas_folder: Path, *, same_dataset: bool) -> int:
+    """K, the number of atlases registered to each target: ``requested``, or :data:`DEFAULT_NUM_ATLASES` capped
+    at the ``available`` atlases when None.
+
+    Raises:
+        ValueError: no atlas is available, or more are requested than available (before any registration).
+    """
+    excluded = " other than the case itself" if same_dataset else ""
+    if available < 1:
+        raise ValueError(f"{atlas_folder}: no atlas case{excluded}; add labelled atlas cases.")
+    if requested is None:
+        return min(DEFAULT_NUM_ATLASES, available)
+    if requested > available:
+        raise ValueError(f"num_atlases (-k) {requested}: {atlas_folder / 'imagesTr'} has {available} atlas case(s)"
+                         f"{excluded} for each target; pass -k {available} or fewer, or add atlas cases.")
+    return requested
+
+
+def cross_validation_splits(cases: Sequence[str]) -> list[dict[str, list[str]]]:
+    """nnU-Net's ``splits_final.json`` content over the training ``cases``: nnU-Net's own 5-fold split (seed
+    12345, sorted ids) with 5 or more cases, one fold per case with 2-4 (nnU-Net's default would fail), and with one
+    case a single fold that trains and validates on it."""
+    if len(cases) == 1:
+        return [{"train": list(cases), "val": list(cases)}]
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    splits = generate_crossval_split(sorted(cases), seed=_NNUNET_SPLIT_SEED, n_splits=min(5, len(cases)))
+    return [{"train": [str(c) for c in fold["train"]], "val": [str(c) for c in fold["val"]]} for fold in splits]
 
 
 def _file_identity(path: Path) -> list:
@@ -218,6 +258,17 @@ def _output_dataset_json(target: RawDataset, target_settings: DatasetSettings, a
             "file_ending": target.file_ending, "name": name, BLOCK_KEY: block}
 
 
+def _write_splits(target: RawDataset, staging: Path) -> None:
+    """The target's ``splits_final.json`` if it has one, else :func:`cross_validation_splits` over its training
+    cases (MASPriorTrainer copies it into the preprocessed folder)."""
+    if (target.folder / SPLITS_FILE).is_file():
+        shutil.copyfile(target.folder / SPLITS_FILE, staging / SPLITS_FILE)
+    elif target.training_cases:
+        splits = cross_validation_splits(target.training_cases)
+        (staging / SPLITS_FILE).write_text(json.dumps(splits, indent=4) + "\n", encoding="utf-8")
+        logger.info("%s: %d fold(s) over %d training case(s)", SPLITS_FILE, len(splits), len(target.training_cases))
+
+
 def _write_prior(prior: np.ndarray, reference: sitk.Image, path: Path) -> None:
     image = sitk.GetImageFromArray(prior.astype(np.float32))
     image.CopyInformation(reference)
@@ -281,21 +332,19 @@ def build_mas_dataset(target_dataset: int | str | Path, atlas_dataset: int | str
         num_classes -= 1
     same_dataset = target.folder.resolve() == atlases.folder.resolve()
     jobs = [(case, "Tr") for case in target.training_cases] + [(case, "Ts") for case in target.test_cases]
-    atlas_lists = {case: select_atlases([a for a in atlases.training_cases if not (same_dataset and a == case)],
-                                        settings.num_atlases) for case, _ in jobs}
-    if any(not atlas_list for atlas_list in atlas_lists.values()):
-        raise ValueError(f"{atlases.folder}: a case has no atlas other than itself; add atlas cases.")
-    summary: dict[str, Any] = {"settings": {**settings.__dict__, "target_channel": target_channel},
-                               "backend": backend.cache_key(), "cases": {}}
+    if not jobs:
+        raise ValueError(f"{target.folder}: no target cases in imagesTr or imagesTs.")
+    candidates = {case: [a for a in atlases.training_cases if not (same_dataset and a == case)] for case, _ in jobs}
+    num_atlases = atlases_per_target(settings.num_atlases, min(len(c) for c in candidates.values()), atlases.folder,
+                                     same_dataset=same_dataset)
+    atlas_lists = {case: select_atlases(candidates[case], num_atlases) for case, _ in jobs}
+    used = MASSettings(**{**settings.__dict__, "num_atlases": num_atlases, "target_channel": target_channel})
+    summary: dict[str, Any] = {"settings": dict(used.__dict__), "backend": backend.cache_key(), "cases": {}}
     with staged_dataset(final_dir, overwrite=overwrite, sources=[target.folder, atlases.folder]) as staging:
-        dataset_json = _output_dataset_json(target, target_settings, atlases, backend,
-                                            MASSettings(**{**settings.__dict__, "target_channel": target_channel}),
-                                            final_dir.name)
+        dataset_json = _output_dataset_json(target, target_settings, atlases, backend, used, final_dir.name)
         read_settings(dataset_json, str(final_dir / "dataset.json"))
         (staging / "dataset.json").write_text(json.dumps(dataset_json, indent=4))
-        for extra in ("splits_final.json",):
-            if (target.folder / extra).is_file():
-                shutil.copyfile(target.folder / extra, staging / extra)
+        _write_splits(target, staging)
         progress = tqdm(total=sum(len(a) for a in atlas_lists.values()), desc="mas: atlas-target pairs",
                         unit="pair", disable=not show_progress)
         for case, split in jobs:

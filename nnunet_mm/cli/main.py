@@ -5,7 +5,7 @@ Sub-commands:
     convert   convert a public/raw dataset layout into an nnU-Net raw dataset (``nnunet_mm convert list``)
     predict   nnU-Net prediction for cases that lack some input channels
     demo      the whole cycle on a phantom: convert, plan, train, predict, evaluate
-    env       show how nnU-Net finds the plugin's trainers (nnUNet_extTrainer) and the nnU-Net paths
+    env       nnU-Net paths, trainer discovery (nnUNet_extTrainer), package/torch/CUDA versions, trainers found
     compare   paired comparison of trained models (arms × seeds): Dice, lesion detection, bootstrap CI, Wilcoxon
 
 Each method package adds its own commands through a ``register(subparsers)`` function in its ``cli`` module
@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from typing import Sequence
 
 import nnunet_mm
-from nnunet_mm.cli.common import (add_device_argument, add_model_arguments, model_folder, run_handler, set_handler,
-                                  torch_device)
+from nnunet_mm.cli.common import (add_device_argument, add_model_arguments, check_checkpoints, model_folder,
+                                  parse_fold, run_handler, set_handler, torch_device)
+from nnunet_mm.cli.env import run_env
 
 
 # modules of the method packages that add their own sub-commands: each has ``register(subparsers)``, and every parser it
@@ -43,7 +43,7 @@ def _parse_channels(text: str) -> list[int]:
     return channels
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=nnunet_mm.__name__,
         description="nnunet_mm: multimodal segmentation (misregistered, missing or unlabeled modalities) on top of "
@@ -55,7 +55,7 @@ def _build_parser() -> argparse.ArgumentParser:
     phantom = sub.add_parser("phantom", help="write seeded multi-phase liver CT phantoms",
                              description="Arguments after 'phantom' go to nnunet_mm.phantom (see "
                                          "'nnunet_mm phantom --help').", add_help=False)
-    phantom.add_argument("args", nargs=argparse.REMAINDER)
+    phantom.add_argument("args", nargs=argparse.REMAINDER, help="arguments of nnunet_mm.phantom")
 
     convert = sub.add_parser("convert", help="convert a dataset into nnU-Net raw format",
                              description="'nnunet_mm convert list' lists the converters; "
@@ -67,18 +67,23 @@ def _build_parser() -> argparse.ArgumentParser:
         "predict", help="predict cases with missing channels",
         description="Like nnUNetv2_predict, for cases that lack some channels: missing channels are filled the way "
                     "the model was trained (modality dropout mode in the model's dataset.json) after nnU-Net's "
-                    "normalisation. The reference channel must be present.")
+                    "normalisation. The reference channel must be present. Options that mirror nnUNetv2_predict "
+                    "take nnU-Net's spelling (--disable_tta) or the dashed one (--disable-tta).")
     predict.add_argument("-i", required=True, help="input folder with CASE_XXXX<file_ending> files")
     predict.add_argument("-o", required=True, help="output folder")
     add_model_arguments(predict, trainer="MultiModalTrainer", several_folds=True)
     predict.add_argument("--available", type=_parse_channels, default=None,
                          help="channels every case provides, e.g. 0,2; default: detect per case from the files")
-    predict.add_argument("-step_size", type=float, default=0.5, help="sliding-window step [default: 0.5]")
-    predict.add_argument("--disable_tta", action="store_true", help="no mirroring at test time")
-    predict.add_argument("--save_probabilities", action="store_true")
+    predict.add_argument("-step_size", "--step-size", dest="step_size", type=float, default=0.5,
+                         help="sliding-window step, as a fraction of the patch size [default: 0.5]")
+    predict.add_argument("--disable_tta", "--disable-tta", dest="disable_tta", action="store_true",
+                         help="no mirroring at test time")
+    predict.add_argument("--save_probabilities", "--save-probabilities", dest="save_probabilities",
+                         action="store_true", help="also write the class probabilities (.npz and .pkl per case)")
     predict.add_argument("-nps", type=int, default=1, help="processes for export [default: 1]")
     add_device_argument(predict)
-    predict.add_argument("--disable_progress_bar", action="store_true")
+    predict.add_argument("--disable_progress_bar", "--disable-progress-bar", dest="disable_progress_bar",
+                         action="store_true", help="no progress bar")
     predict.add_argument("--replace-non-finite", action="store_true",
                          help="predict input files holding NaN/inf voxels from copies with those voxels set to the "
                               "image's lowest finite value (recorded in missing_channels.json) instead of refusing "
@@ -87,10 +92,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the full cycle on a phantom dataset", add_help=False,
                           description="Arguments after 'demo' go to nnunet_mm.demo.")
-    demo.add_argument("args", nargs=argparse.REMAINDER)
+    demo.add_argument("args", nargs=argparse.REMAINDER, help="arguments of nnunet_mm.demo")
 
-    env = sub.add_parser("env", help="show trainer discovery (nnUNet_extTrainer) and the nnU-Net paths")
-    set_handler(env, _run_env)
+    env = sub.add_parser(
+        "env", help="show nnU-Net paths, trainer discovery, package and CUDA versions, and the trainers nnU-Net finds",
+        description="Print the nnU-Net path variables, whether the start-up hook put the plugin's trainer folder "
+                    "into nnUNet_extTrainer, the versions of nnunet_mm, nnU-Net, torch (CUDA build, GPUs), "
+                    "dynamic_network_architectures, batchgeneratorsv2, SimpleITK and MONAI, and every plugin "
+                    "trainer as nnU-Net's own lookup (nnUNetv2_train -tr) finds it. Exit status 1 when nnU-Net "
+                    "would not find one.")
+    set_handler(env, run_env)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(sub)
     return parser
@@ -99,12 +110,17 @@ def _build_parser() -> argparse.ArgumentParser:
 def _run_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if not Path(args.i).is_dir():
+        raise FileNotFoundError(f"-i {args.i}: input folder not found.")
+    folder = model_folder(args)
+    folds = [parse_fold(f) for f in args.f]
+    check_checkpoints(folder, folds, args.chk)
+    device = torch_device(args.device)
     from nnunet_mm.inference import predict_with_missing_channels
 
-    folds = [f if f == "all" else int(f) for f in args.f]
     report = predict_with_missing_channels(
-        Path(args.i), Path(args.o), model_folder(args), folds=folds, checkpoint_name=args.chk,
-        available=args.available, device=torch_device(args.device), tile_step_size=args.step_size,
+        Path(args.i), Path(args.o), folder, folds=folds, checkpoint_name=args.chk,
+        available=args.available, device=device, tile_step_size=args.step_size,
         use_mirroring=not args.disable_tta,
         save_probabilities=args.save_probabilities, num_processes_export=args.nps,
         allow_tqdm=not args.disable_progress_bar, replace_non_finite=args.replace_non_finite)
@@ -115,26 +131,6 @@ def _run_predict(args: argparse.Namespace) -> int:
     filled = {case: r["filled"] for case, r in report.items() if r["filled"]}
     print(f"predicted {len(report)} case(s) into {args.o}; filled missing channels in {len(filled)} case(s)"
           + (f": {filled}" if filled else ""))
-    return 0
-
-
-def _run_env(args: argparse.Namespace) -> int:
-    import _nnunet_mm_ext
-
-    folder = _nnunet_mm_ext.trainer_shim_folder()
-    value = os.environ.get("nnUNet_extTrainer", "")
-    listed = folder is not None and any(os.path.normpath(p) == os.path.normpath(folder)
-                                        for p in value.split(os.pathsep) if p)
-    print(f"trainer shim folder : {folder}")
-    print(f"nnUNet_extTrainer   : {value or '(unset)'}")
-    print(f"hook active         : {'yes' if listed else 'NO'}")
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        print(f"{name:<20}: {os.environ.get(name, '(unset)')}")
-    if not listed:
-        print("\nnnU-Net will not find the nnunet_mm trainers in this environment (the start-up hook did not run, "
-              "e.g. an install with --target or python -S). Set it yourself:\n"
-              f"  export nnUNet_extTrainer={value + os.pathsep if value else ''}{folder}")
-        return 1
     return 0
 
 
@@ -173,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return demo.main(argv[1:])
     if len(argv) >= 2 and argv[0] == "convert" and not argv[1].startswith("-"):
         return _run_convert(argv[1], argv[2:])
-    args = _build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if getattr(args, "handler", None) is not None:
         return run_handler(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse restricts the choices

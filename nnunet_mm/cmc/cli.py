@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from nnunet_mm.cli.common import add_preprocessing_arguments, set_handler
+from nnunet_mm.cli.common import add_preprocessing_arguments, add_target_dataset_arguments, set_handler
 
 
 def register(subparsers) -> None:
@@ -23,10 +23,8 @@ def register(subparsers) -> None:
                     "(their labels to labelsUnl_heldout, for evaluation only); splits over the labeled cases.")
     fraction.add_argument("-d", required=True, help="source dataset name or id")
     fraction.add_argument("--fraction", type=float, required=True, help="share of labeled cases, in (0, 1)")
-    fraction.add_argument("--target-id", type=int, required=True, help="id of the new dataset")
-    fraction.add_argument("--target-name", default=None, help="default: <source name>_labeled<percent>pct")
+    add_target_dataset_arguments(fraction, default_name="<source name>_labeled<percent>pct")
     fraction.add_argument("--seed", type=int, default=0, help="seed of the case draw [default: 0]")
-    fraction.add_argument("--output-root", default=None, help="default: $nnUNet_raw")
     fraction.add_argument("--overwrite", action="store_true", help="replace an existing target dataset")
     set_handler(fraction, _run_label_fraction)
 

@@ -45,7 +45,8 @@ def register(subparsers) -> None:
     compare.add_argument("--allow-partial", action="store_true",
                          help="compare only the cases every run has instead of refusing runs with different cases")
     compare.add_argument("-np", type=int, default=1, help="processes that score cases [default: 1]")
-    compare.add_argument("--disable_progress_bar", action="store_true")
+    compare.add_argument("--disable_progress_bar", "--disable-progress-bar", dest="disable_progress_bar",
+                         action="store_true", help="no progress bar")
     set_handler(compare, run_compare)
 
 

@@ -11,7 +11,8 @@ import json
 import os
 from pathlib import Path
 
-from nnunet_mm.cli.common import add_dataset_arguments, add_device_argument, set_handler, torch_device
+from nnunet_mm.cli.common import (add_dataset_arguments, add_deprecated_alias, add_device_argument, set_handler,
+                                  torch_device)
 
 
 def register(subparsers) -> None:
@@ -23,8 +24,9 @@ def register(subparsers) -> None:
                     "normalised space, and store them in <preprocessed>/<dataset>/nnunet_mm_synthesis/"
                     "tumour_contrast_<data_identifier>.json, where SynthTumorTrainer reads them.")
     add_dataset_arguments(stats)
-    stats.add_argument("--fold", default=None,
+    stats.add_argument("-f", dest="fold", default=None,
                        help="use only this fold's training cases (splits_final.json) [default: all cases]")
+    add_deprecated_alias(stats, "--fold", "-f")
     stats.add_argument("-o", "--output", default=None, help="output JSON [default: beside the preprocessed data]")
     stats.add_argument("--overwrite", action="store_true", help="replace an existing statistics file")
     set_handler(stats, run_synth_stats)
@@ -50,8 +52,10 @@ def register(subparsers) -> None:
                     "from INPUT/dataset.json (written by nnUNetv2_predict) unless given.")
     keep.add_argument("-i", "--input", required=True, help="folder of predicted segmentations")
     keep.add_argument("-o", "--output", required=True, help="output folder (created; never INPUT)")
-    keep.add_argument("--liver-label", type=int, default=None)
-    keep.add_argument("--tumour-label", type=int, default=None)
+    keep.add_argument("--liver-label", type=int, default=None,
+                      help="label value of the liver [default: from INPUT/dataset.json]")
+    keep.add_argument("--tumour-label", type=int, default=None,
+                      help="label value of the tumours [default: from INPUT/dataset.json]")
     keep.add_argument("--file-ending", default=None, help="default: dataset.json's file_ending, else .nii.gz")
     keep.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     set_handler(keep, run_keep_tumours_in_liver)
@@ -73,7 +77,7 @@ def _fold_training_cases(folder: Path, fold: str | None) -> list[str] | None:
         return None
     splits_file = folder / "splits_final.json"
     if not splits_file.is_file():
-        raise FileNotFoundError(f"{splits_file}: no splits; train once (nnU-Net writes it) or omit --fold.")
+        raise FileNotFoundError(f"{splits_file}: no splits; train once (nnU-Net writes it) or omit -f.")
     splits = json.loads(splits_file.read_text())
     if not fold.isdigit() or int(fold) >= len(splits):
         raise ValueError(f"{splits_file}: fold {fold!r} does not exist ({len(splits)} folds).")
@@ -118,9 +122,9 @@ def run_synth_preview(args: argparse.Namespace) -> int:
                                                     synthetic_tumour_examples)
 
     output = Path(args.output)
-    device = torch_device(args.device)
     check_output(output, overwrite=args.overwrite)
     folder, dataset_json, dataset_settings, configuration = preprocessed_dataset(args)
+    device = torch_device(args.device)
     settings = dataset_settings.method(SYNTHESIS_KEY)
     if args.synthesizer:
         settings = dataclasses.replace(settings, synthesizer=args.synthesizer)

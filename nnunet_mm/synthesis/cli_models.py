@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nnunet_mm.cli.common import add_dataset_arguments, add_device_argument, set_handler, torch_device
+from nnunet_mm.cli.common import (add_dataset_arguments, add_device_argument, add_target_dataset_arguments,
+                                  set_handler, torch_device)
 
 SYNTHESIS_FOLDER = "nnunet_mm_synthesis"
 
@@ -30,12 +31,13 @@ def register(subparsers) -> None:
     inpainter.add_argument("-o", "--output", default=None,
                            help="model folder [default: $nnUNet_preprocessed/<dataset>/nnunet_mm_synthesis/inpainter]")
     inpainter.add_argument("--steps", type=int, default=20000, help="training steps [default: %(default)s]")
-    inpainter.add_argument("--batch-size", type=int, default=8, help="[default: %(default)s]")
+    inpainter.add_argument("--batch-size", type=int, default=8, help="slices per step [default: %(default)s]")
     inpainter.add_argument("--patch-size", type=int, default=256, help="crop side, multiple of 8 [default: 256]")
     inpainter.add_argument("--base-channels", type=int, default=64, help="ngf [default: 64, LaMa]")
     inpainter.add_argument("--blocks", type=int, default=9, help="FFC residual blocks [default: 9, LaMa]")
     inpainter.add_argument("--no-gan", action="store_true", help="L1 losses only (no discriminator)")
-    inpainter.add_argument("--max-slices-per-case", type=int, default=32, help="[default: %(default)s]")
+    inpainter.add_argument("--max-slices-per-case", type=int, default=32,
+                           help="tumour-free liver slices read per case and phase [default: %(default)s]")
     _add_training_arguments(inpainter)
     set_handler(inpainter, run_train_inpainter, also_reports=(RuntimeError,))
 
@@ -46,15 +48,13 @@ def register(subparsers) -> None:
                     "the original cases plus '<case>_normal' cases (label: tumour -> liver), normal_cases.json and "
                     "normal_cases.png. The source is only read.")
     normal.add_argument("-d", required=True, help="source dataset name or id")
-    normal.add_argument("--target-id", type=int, required=True, help="id of the new dataset")
-    normal.add_argument("--target-name", default=None, help="default: <source name>_normal")
+    add_target_dataset_arguments(normal, default_name="<source name>_normal")
     normal.add_argument("--inpainter", choices=("ffc", "median"), default="ffc",
                         help="'ffc' (trained with train-inpainter) or the 'median' filter baseline [default: ffc]")
     normal.add_argument("-m", "--model", default=None,
                         help="inpainter folder [default: $nnUNet_preprocessed/<dataset>/nnunet_mm_synthesis/inpainter]")
     normal.add_argument("--no-originals", action="store_true", help="write only the normal cases")
-    normal.add_argument("--output-root", default=None, help="default: $nnUNet_raw")
-    add_device_argument(normal)
+    add_device_argument(normal, what="the ffc inpainter")
     normal.add_argument("--overwrite", action="store_true", help="replace an existing target dataset")
     set_handler(normal, run_make_normal)
 
@@ -65,14 +65,18 @@ def register(subparsers) -> None:
     add_dataset_arguments(autoencoder)
     autoencoder.add_argument("-o", "--output", default=None, help="model folder [default: $nnUNet_preprocessed/"
                                                                    "<dataset>/nnunet_mm_synthesis/autoencoder]")
-    autoencoder.add_argument("--steps", type=int, default=20000, help="[default: %(default)s]")
-    autoencoder.add_argument("--batch-size", type=int, default=2, help="[default: %(default)s]")
-    autoencoder.add_argument("--patch-size", type=int, nargs=3, default=(64, 64, 64), help="[default: 64 64 64]")
-    autoencoder.add_argument("--channels", type=int, nargs="+", default=(32, 64, 64), help="[default: 32 64 64]")
-    autoencoder.add_argument("--latent-channels", type=int, default=8, help="[default: 8]")
-    autoencoder.add_argument("--norm-groups", type=int, default=16, help="[default: 16]")
-    autoencoder.add_argument("--adversarial-start", type=int, default=2000, help="[default: %(default)s]")
-    autoencoder.add_argument("--discriminator-layers", type=int, default=3, help="[default: 3]")
+    autoencoder.add_argument("--steps", type=int, default=20000, help="training steps [default: %(default)s]")
+    autoencoder.add_argument("--batch-size", type=int, default=2, help="crops per step [default: %(default)s]")
+    autoencoder.add_argument("--patch-size", type=int, nargs=3, default=(64, 64, 64),
+                             help="crop size in voxels [default: 64 64 64]")
+    autoencoder.add_argument("--channels", type=int, nargs="+", default=(32, 64, 64),
+                             help="channels per resolution level [default: 32 64 64]")
+    autoencoder.add_argument("--latent-channels", type=int, default=8, help="channels of the latent [default: 8]")
+    autoencoder.add_argument("--norm-groups", type=int, default=16, help="GroupNorm groups [default: 16]")
+    autoencoder.add_argument("--adversarial-start", type=int, default=2000,
+                             help="step from which the adversarial loss is on [default: %(default)s]")
+    autoencoder.add_argument("--discriminator-layers", type=int, default=3,
+                             help="layers of the patch discriminator [default: 3]")
     _add_training_arguments(autoencoder)
     set_handler(autoencoder, run_train_autoencoder)
 
@@ -87,12 +91,15 @@ def register(subparsers) -> None:
                                                                "<dataset>/nnunet_mm_synthesis/autoencoder]")
     diffusion.add_argument("-o", "--output", default=None, help="model folder [default: $nnUNet_preprocessed/"
                                                                  "<dataset>/nnunet_mm_synthesis/latent_diffusion]")
-    diffusion.add_argument("--steps", type=int, default=30000, help="[default: %(default)s]")
-    diffusion.add_argument("--batch-size", type=int, default=2, help="[default: %(default)s]")
-    diffusion.add_argument("--patch-size", type=int, nargs=3, default=(64, 64, 64), help="[default: 64 64 64]")
-    diffusion.add_argument("--channels", type=int, nargs="+", default=(64, 128, 256), help="[default: 64 128 256]")
-    diffusion.add_argument("--norm-groups", type=int, default=32, help="[default: 32]")
-    diffusion.add_argument("--head-channels", type=int, default=32, help="[default: 32]")
+    diffusion.add_argument("--steps", type=int, default=30000, help="training steps [default: %(default)s]")
+    diffusion.add_argument("--batch-size", type=int, default=2, help="crops per step [default: %(default)s]")
+    diffusion.add_argument("--patch-size", type=int, nargs=3, default=(64, 64, 64),
+                           help="crop size in voxels [default: 64 64 64]")
+    diffusion.add_argument("--channels", type=int, nargs="+", default=(64, 128, 256),
+                           help="denoiser channels per resolution level [default: 64 128 256]")
+    diffusion.add_argument("--norm-groups", type=int, default=32, help="GroupNorm groups [default: 32]")
+    diffusion.add_argument("--head-channels", type=int, default=32,
+                           help="channels per attention head [default: 32]")
     diffusion.add_argument("--inference-steps", type=int, default=50, help="DDIM steps [default: 50]")
     _add_training_arguments(diffusion)
     set_handler(diffusion, run_train_diffusion)
@@ -108,15 +115,16 @@ def register(subparsers) -> None:
     pool.add_argument("-n", "--num-samples", type=int, required=True, help="patches to generate")
     pool.add_argument("-o", "--output", required=True, help="output folder (created; staged and renamed)")
     pool.add_argument("--patch-size", type=int, nargs=3, default=None, help="default: the diffusion patch size")
-    pool.add_argument("--seed", type=int, default=0, help="[default: 0]")
+    pool.add_argument("--seed", type=int, default=0, help="seed of masks and sampling [default: 0]")
     add_device_argument(pool)
     pool.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     set_handler(pool, run_synth_pool)
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="[default: 0]")
-    parser.add_argument("--checkpoint-every", type=int, default=500, help="[default: %(default)s]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and sampling [default: 0]")
+    parser.add_argument("--checkpoint-every", type=int, default=500,
+                        help="steps between checkpoints [default: %(default)s]")
     add_device_argument(parser)
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint_latest.pt (up to --steps)")
     parser.add_argument("--overwrite", action="store_true", help="start again in an existing model folder")
@@ -152,10 +160,11 @@ def run_train_inpainter(args: argparse.Namespace) -> int:
                              feature_matching_weight=0.0 if args.no_gan else
                              InpainterConfig.feature_matching_weight,
                              checkpoint_every=args.checkpoint_every, seed=args.seed)
+    device = torch_device(args.device)
     slices = liver_slices(raw, patch_size=config.patch_size, liver_label=liver, tumour_label=tumour,
                           max_slices_per_case=args.max_slices_per_case, seed=args.seed)
     folder = Path(args.output) if args.output else _synthesis_folder(name) / "inpainter"
-    result = train_inpainter(slices, config, folder, device=torch_device(args.device), resume=args.resume,
+    result = train_inpainter(slices, config, folder, device=device, resume=args.resume,
                              overwrite=args.overwrite)
     print(f"trained the inpainter on {len(slices.images)} slices for {result.step} steps: {result.folder}")
     return 0
@@ -172,11 +181,15 @@ def run_make_normal(args: argparse.Namespace) -> int:
     target_name = args.target_name or f"{name.split('_', 1)[1] if '_' in name else name}_normal"
     target = new_dataset_folder(args.target_id, target_name,
                                 output_root=Path(args.output_root) if args.output_root else None)
-    model = None
+    model = device = None
     if args.inpainter == "ffc":
         model = Path(args.model) if args.model else _synthesis_folder(name) / "inpainter"
+        if not model.is_dir():
+            raise FileNotFoundError(f"{model}: no trained inpainter; run 'nnunet_mm train-inpainter -d {args.d}', "
+                                    f"pass -m FOLDER, or use --inpainter median.")
+        device = torch_device(args.device)
     result = make_normal_dataset(source, target, method=args.inpainter, model_folder=model,
-                                 device=torch_device(args.device), include_originals=not args.no_originals,
+                                 device=device, include_originals=not args.no_originals,
                                  dataset_name=target.name, overwrite=args.overwrite)
     print(f"wrote {result.folder} with {len(result.normal_cases)} normal case(s); next: "
           f"nnUNetv2_plan_and_preprocess -d {args.target_id}")
@@ -191,6 +204,7 @@ def run_train_autoencoder(args: argparse.Namespace) -> int:
 
     folder, dataset_json, settings, configuration = preprocessed_dataset(args)
     liver, tumour = dataset_labels(settings, dataset_json["labels"])
+    device = torch_device(args.device)
     config = AutoencoderConfig(channels=tuple(args.channels), latent_channels=args.latent_channels,
                                norm_num_groups=args.norm_groups, patch_size=tuple(args.patch_size),
                                batch_size=args.batch_size, steps=args.steps,
@@ -200,7 +214,7 @@ def run_train_autoencoder(args: argparse.Namespace) -> int:
     crops = PreprocessedCrops(folder / configuration.data_identifier, config.patch_size,
                               center_labels=(liver, tumour))
     output = Path(args.output) if args.output else folder / SYNTHESIS_FOLDER / "autoencoder"
-    result = train_autoencoder(crops, config, output, device=torch_device(args.device), resume=args.resume,
+    result = train_autoencoder(crops, config, output, device=device, resume=args.resume,
                                overwrite=args.overwrite)
     print(f"trained the autoencoder for {result.step} steps: {result.folder}")
     return 0
@@ -215,6 +229,11 @@ def run_train_diffusion(args: argparse.Namespace) -> int:
 
     folder, dataset_json, settings, configuration = preprocessed_dataset(args)
     _, tumour = dataset_labels(settings, dataset_json["labels"])
+    autoencoder = Path(args.autoencoder) if args.autoencoder else default_autoencoder_folder(folder)
+    if not autoencoder.is_dir():
+        raise FileNotFoundError(f"{autoencoder}: no trained autoencoder; run 'nnunet_mm train-autoencoder -d {args.d} "
+                                f"-c {args.c}' first or pass --autoencoder FOLDER.")
+    device = torch_device(args.device)
     levels = len(args.channels)
     config = DiffusionConfig(channels=tuple(args.channels), attention_levels=(False,) * (levels - 1) + (True,),
                              num_head_channels=args.head_channels, norm_num_groups=args.norm_groups,
@@ -223,11 +242,10 @@ def run_train_diffusion(args: argparse.Namespace) -> int:
                              seed=args.seed)
     crops = PreprocessedCrops(folder / configuration.data_identifier, config.patch_size, center_labels=(tumour,),
                               foreground_fraction=1.0)
-    autoencoder = Path(args.autoencoder) if args.autoencoder else default_autoencoder_folder(folder)
     output = Path(args.output) if args.output else default_model_folder(folder)
     result = train_diffusion(crops, autoencoder, config, output, tumour_label=tumour,
                              phase_names=settings.multimodal.phase_names,
-                             device=torch_device(args.device), resume=args.resume, overwrite=args.overwrite)
+                             device=device, resume=args.resume, overwrite=args.overwrite)
     print(f"trained the latent diffusion model for {result.step} steps: {result.folder}")
     return 0
 
@@ -238,9 +256,13 @@ def run_synth_pool(args: argparse.Namespace) -> int:
 
     folder, dataset_json, settings, configuration = preprocessed_dataset(args)
     model = Path(args.model) if args.model else default_model_folder(folder)
+    if not model.is_dir():
+        raise FileNotFoundError(f"{model}: no latent diffusion model; run 'nnunet_mm train-diffusion -d {args.d} "
+                                f"-c {args.c}' first or pass -m FOLDER.")
+    device = torch_device(args.device)
     result = write_synthetic_pool(folder / configuration.data_identifier, dataset_json, model, Path(args.output),
                                   num_samples=args.num_samples, spacing=configuration.spacing,
-                                  patch_size=args.patch_size, seed=args.seed, device=torch_device(args.device),
+                                  patch_size=args.patch_size, seed=args.seed, device=device,
                                   overwrite=args.overwrite)
     print(f"wrote {args.num_samples} synthetic patch(es) to {result}")
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nnunet_mm.cli.common import add_device_argument, set_handler, torch_device
+from nnunet_mm.cli.common import add_device_argument, add_target_dataset_arguments, set_handler, torch_device
 
 
 def register(subparsers) -> None:
@@ -23,16 +23,17 @@ def register(subparsers) -> None:
     train.add_argument("-o", "--output", required=True, help="model folder")
     train.add_argument("--iterations", type=int, default=7000, help="total iterations [default: %(default)s, paper]")
     train.add_argument("--size", type=int, default=256, help="image side in pixels [default: %(default)s]")
-    train.add_argument("--batch-size", type=int, default=1, help="[default: %(default)s, paper]")
+    train.add_argument("--batch-size", type=int, default=1, help="images per step [default: %(default)s, paper]")
     train.add_argument("--weights", choices=("brats", "isic"), default="brats",
                        help="the paper's loss weights for this kind of data [default: %(default)s]")
     train.add_argument("--base-channels", type=int, default=54, help="generator stem channels [default: 54, paper]")
     train.add_argument("--res-blocks", type=int, default=4, help="residual blocks [default: 4, paper]")
-    train.add_argument("--discriminator-channels", type=int, default=64, help="[default: 64, paper]")
+    train.add_argument("--discriminator-channels", type=int, default=64,
+                       help="discriminator stem channels [default: 64, paper]")
     train.add_argument("--lesion-labels", default=None,
                        help="comma-separated label values that make a 3D slice diseased [default: any foreground]")
     train.add_argument("--save-every", type=int, default=500, help="checkpoint interval [default: %(default)s]")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of initialisation and sampling [default: 0]")
     add_device_argument(train)
     resume = train.add_mutually_exclusive_group()
     resume.add_argument("--continue", dest="resume", action="store_true", help="continue OUTPUT's checkpoint")
@@ -47,9 +48,9 @@ def register(subparsers) -> None:
                     " when the source has masks, pseudo_mask_dice.json.")
     export.add_argument("-d", required=True, help="source dataset name or id in $nnUNet_raw")
     export.add_argument("-m", "--model", required=True, help="model folder of weak-train-gan")
-    export.add_argument("--target-id", type=int, required=True, help="id of the new dataset")
-    export.add_argument("--target-name", default=None, help="[default: <source name>PseudoMasks]")
-    export.add_argument("--method", choices=("otsu", "watershed"), default="otsu")
+    add_target_dataset_arguments(export, default_name="<source name>PseudoMasks")
+    export.add_argument("--method", choices=("otsu", "watershed"), default="otsu",
+                        help="binarisation of the attention masks [default: %(default)s]")
     export.add_argument("--lesion-labels", default=None, help="true-mask values counted as lesion in the Dice report")
     add_device_argument(export)
     export.add_argument("--overwrite", action="store_true", help="replace an existing target dataset")
@@ -81,14 +82,18 @@ def run_train_gan(args: argparse.Namespace) -> int:
     from nnunet_mm.weak.weak_images import load_weak_images
 
     folder = _raw_dataset_folder(args.d)
-    images = load_weak_images(folder, size=args.size, lesion_labels=_lesion_labels(args.lesion_labels), progress=True)
+    if not (folder / "dataset.json").is_file():
+        raise FileNotFoundError(f"{folder / 'dataset.json'}: not found; expected an nnU-Net raw dataset.")
+    lesion_labels = _lesion_labels(args.lesion_labels)
+    device = torch_device(args.device)
+    images = load_weak_images(folder, size=args.size, lesion_labels=lesion_labels, progress=True)
     config = CLTNConfig(in_channels=images[0].image.shape[0] if images else 1, image_size=args.size,
                         base_channels=args.base_channels, num_res_blocks=args.res_blocks,
                         discriminator_channels=args.discriminator_channels,
                         loss_weights=loss_weights_preset(args.weights))
     checkpoint = train_label_transfer_gan(images, Path(args.output), iterations=args.iterations, config=config,
                                           batch_size=args.batch_size, resume=args.resume, overwrite=args.overwrite,
-                                          device=torch_device(args.device), seed=args.seed, save_every=args.save_every)
+                                          device=device, seed=args.seed, save_every=args.save_every)
     print(f"wrote {checkpoint}; next: nnunet_mm weak-export -d {args.d} -m {args.output} --target-id ID")
     return 0
 
@@ -100,10 +105,14 @@ def run_export(args: argparse.Namespace) -> int:
 
     source = _raw_dataset_folder(args.d)
     name = args.target_name or f"{source.name.split('_', 1)[1]}PseudoMasks"
-    target = new_dataset_folder(args.target_id, name, output_root=source.parent)
-    export_pseudo_mask_dataset(source, Path(args.model), target, method=args.method,
-                               lesion_labels=_lesion_labels(args.lesion_labels), overwrite=args.overwrite,
-                               device=torch_device(args.device))
+    target = new_dataset_folder(args.target_id, name,
+                                output_root=Path(args.output_root) if args.output_root else source.parent)
+    if not Path(args.model).is_dir():
+        raise FileNotFoundError(f"-m {args.model}: model folder not found (train it with 'nnunet_mm weak-train-gan').")
+    lesion_labels = _lesion_labels(args.lesion_labels)
+    device = torch_device(args.device)
+    export_pseudo_mask_dataset(source, Path(args.model), target, method=args.method, lesion_labels=lesion_labels,
+                               overwrite=args.overwrite, device=device)
     print(f"wrote {target}; next: nnUNetv2_plan_and_preprocess -d {args.target_id} -c 2d && "
           f"nnUNetv2_train {args.target_id} 2d 0 -tr WeakLabelTrainer")
     return 0

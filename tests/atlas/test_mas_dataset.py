@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 
-from nnunet_mm.atlas.mas import MASSettings, SimpleITKRegistration, build_mas_dataset
+from nnunet_mm.atlas.mas import MASSettings, SimpleITKRegistration, build_mas_dataset, cross_validation_splits
 from nnunet_mm.atlas.phantom_pairs import write_cross_modality_datasets
 from nnunet_mm.atlas.prior_channels import prior_channel_indices
 from nnunet_mm.atlas.registration import RegistrationSettings
@@ -67,6 +67,55 @@ def test_prior_channels_line_up_with_the_images(datasets, tmp_path):
                               show_progress=False)
     summary = json.loads((again / "nnunet_mm_qa" / "mas_summary.json").read_text())
     assert summary["cache_hits"] == 6  # 3 targets × 2 atlases, nothing registered twice
+
+
+def test_two_training_targets_get_a_two_fold_split_and_the_atlases_used_are_recorded(datasets, tmp_path):
+    root, atlas, target = datasets
+    out = build_mas_dataset(target, atlas, output_id=708, backend=FAST, output_root=tmp_path,
+                            cache_dir=tmp_path / "cache", show_progress=False)  # K not given: every atlas (2 < 5)
+    splits = json.loads((out / "splits_final.json").read_text())
+    assert len(splits) == 2  # nnU-Net's default 5-fold split would fail on 2 cases
+    assert sorted((fold["train"], fold["val"]) for fold in splits) == [(["target_000"], ["target_001"]),
+                                                                     (["target_001"], ["target_000"])]
+    assert json.loads((out / "dataset.json").read_text())["nnunet_mm"]["registration"]["num_atlases"] == 2
+    summary = json.loads((out / "nnunet_mm_qa" / "mas_summary.json").read_text())
+    assert summary["settings"]["num_atlases"] == 2
+
+
+def test_more_atlases_than_the_atlas_dataset_has_are_refused_before_registering(datasets, tmp_path):
+    root, atlas, target = datasets
+    with pytest.raises(ValueError, match=r"num_atlases \(-k\) 3: .* has 2 atlas case\(s\) .*pass -k 2 or fewer"):
+        build_mas_dataset(target, atlas, output_id=709, settings=MASSettings(num_atlases=3), backend=FAST,
+                          output_root=tmp_path, cache_dir=tmp_path / "cache", show_progress=False)
+    assert list(tmp_path.iterdir()) == []  # no dataset, no cache: nothing was registered
+
+
+def test_an_atlas_dataset_that_is_the_target_never_counts_a_case_as_its_own_atlas(datasets, tmp_path):
+    root, atlas, target = datasets
+    with pytest.raises(ValueError, match=r"has 1 atlas case\(s\) other than the case itself"):
+        build_mas_dataset(atlas, atlas, output_id=709, settings=MASSettings(num_atlases=2), backend=FAST,
+                          output_root=tmp_path, show_progress=False)
+
+
+@pytest.mark.parametrize("num_cases, num_folds", [(1, 1), (2, 2), (4, 4), (5, 5), (9, 5)])
+def test_splits_validate_every_case_once_with_at_most_five_folds(num_cases, num_folds):
+    cases = [f"case_{i:03d}" for i in range(num_cases)]
+    splits = cross_validation_splits(cases)
+    assert len(splits) == num_folds
+    if num_cases > 1:
+        assert sorted(c for fold in splits for c in fold["val"]) == cases
+        assert all(set(fold["train"]).isdisjoint(fold["val"]) for fold in splits)
+    else:
+        assert splits == [{"train": cases, "val": cases}]
+
+
+def test_five_or_more_cases_get_nnunets_own_split():
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    cases = [f"case_{i:03d}" for i in range(7)]
+    expected = generate_crossval_split(cases, seed=12345, n_splits=5)
+    assert cross_validation_splits(list(reversed(cases))) == [
+        {"train": list(fold["train"]), "val": list(fold["val"])} for fold in expected]
 
 
 def test_missing_atlas_label_is_named(datasets, tmp_path):

@@ -134,7 +134,7 @@ def test_stock_commands_on_a_dataset_we_did_not_generate(cli, plan_in_process, c
     assert nnunet_mm(["predict", "-i", str(folder / "imagesTs"), "-o", str(full), *model_args,
                       "--save_probabilities", "--disable_progress_bar"]) == 0
     assert nnunet_mm(["predict", "-i", str(flair_only), "-o", str(cli.results / "pred_flair_probs"), *model_args,
-                      "--save_probabilities", "--disable_progress_bar"]) == 0
+                      "--save-probabilities", "--disable-progress-bar"]) == 0  # the dashed twins of nnU-Net's
     assert {"dataset.json", "plans.json", "predict_from_raw_data_args.json"} <= {p.name for p in full.iterdir()}
     cli.run("nnUNetv2_ensemble", "-i", str(full), str(cli.results / "pred_flair_probs"), "-o",
             str(cli.results / "ensembled"), "-np", "1")

@@ -2,6 +2,8 @@
 → ``nnUNetv2_predict`` on the imagesTs that ``mas`` wrote."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -12,17 +14,29 @@ from nnunet_mm.cli.main import main as nnunet_mm
 pytestmark = pytest.mark.slow
 
 
-def test_mas_prior_trainer_cli_cycle(cli, plan_in_process):
+def test_mas_prior_trainer_cli_cycle(cli, plan_in_process, capsys):
     write_cross_modality_datasets(cli.raw, atlas_id=711, target_id=712, num_atlases=2, num_target_training=5,
                                   num_target_test=1, shape_zyx=(8, 32, 32), spacing_zyx_mm=(4.0, 3.0, 3.0), seed=2)
-    assert nnunet_mm(["mas", "-t", "712", "-a", "711", "-o", "713", "-k", "2", "--stages", "rigid,affine",
-                      "--iterations", "20", "--fusion", "local"]) == 0
-    assert nnunet_mm(["mas", "-t", "712", "-a", "711", "-o", "713"]) == 1  # exists: refused without --overwrite
+    assert nnunet_mm(["mas", "-d", "712", "-a", "711", "--target-id", "713", "-k", "2", "--stages", "rigid,affine",
+                      "--iterations", "20", "--fusion", "local", "-np", "1"]) == 0
+    capsys.readouterr()
+    # the old spellings still work for one release, with a warning; the dataset exists: refused without --overwrite
+    assert nnunet_mm(["mas", "-t", "712", "-a", "711", "-o", "713"]) == 1
+    err = capsys.readouterr().err
+    assert "nnunet_mm mas: warning: '-t' is deprecated, use '-d'" in err
+    assert "nnunet_mm mas: warning: '-o' is deprecated, use '--target-id'" in err
+    assert "--overwrite" in err
+    mas_folder = cli.raw / "Dataset713_PhantomMRTarget_MASPrior"
+    splits = json.loads((mas_folder / "splits_final.json").read_text())
+    assert len(splits) == 5 and sorted(c for fold in splits for c in fold["val"]) == [f"target_{i:03d}"
+                                                                                      for i in range(5)]
     plan_in_process(713, ("2d",))
     cli.run("nnUNetv2_train", "713", "2d", "0", "-tr", "MASPriorTrainer_debug", "-device", "cpu")
     fold = cli.results / "Dataset713_PhantomMRTarget_MASPrior" / "MASPriorTrainer_debug__nnUNetPlans__2d" / "fold_0"
     log = next(fold.glob("training_log_*.txt")).read_text()
-    assert "atlas prior channels [1, 2]" in log
+    assert "atlas prior channel" in log  # the trainer's wording of its channel report is changing (issue 18)
+    assert "The split file contains 5 splits" in log  # mas's split, which nnU-Net's planner copied
+    assert json.loads((cli.preprocessed / mas_folder.name / "splits_final.json").read_text()) == splits
     images = cli.raw / "Dataset713_PhantomMRTarget_MASPrior" / "imagesTs"
     assert sorted(p.name for p in images.iterdir()) == [f"target_005_000{c}.nii.gz" for c in range(3)]
     cli.run("nnUNetv2_predict", "-i", str(images), "-o", str(cli.results / "pred"), "-d", "713", "-c", "2d",
