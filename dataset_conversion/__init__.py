@@ -12,7 +12,7 @@ What every converter shares (each module's docstrings describe only its own argu
   ``dataset_id`` (nnU-Net dataset id, 1..999), ``dataset_name`` (the part after ``DatasetNNN_``), ``output_root``
   (where the dataset folder goes; None = ``$nnUNet_raw``), ``overwrite`` (replace an existing dataset folder) and
   ``num_processes`` (cases checked and converted in parallel, in spawned processes). On the command line:
-  ``--dataset-id --dataset-name --output-root --overwrite -np``, plus ``-v`` for debug logging
+  ``--target-id --target-name --output-root --overwrite -np``, plus ``-v`` for debug logging
   (:func:`nnunet_mm.conversion.add_common_arguments`).
 * The guarantees: the source is only read; every case is checked before anything is written, and all problems are
   raised together; the output is written into a staging folder that is renamed into place only when everything

@@ -1210,11 +1210,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--different-grids", action=argparse.BooleanOptionalAction, default=None,
                         help="give non-reference phases their own grid (5 mm slices); default on for multiphase, "
                              "off otherwise (nnunet and mpth resample onto the reference grid)")
-    parser.add_argument("--dataset-id", type=int, default=500, help="nnunet: dataset id; default 500")
-    parser.add_argument("--name", default="MultiPhasePhantom", help="nnunet: dataset name; default MultiPhasePhantom")
+    parser.add_argument("--target-id", dest="dataset_id", type=int, default=500,
+                        help="nnunet: id of the new dataset; default 500")
+    parser.add_argument("--target-name", dest="name", default="MultiPhasePhantom",
+                        help="nnunet: name of the new dataset; default MultiPhasePhantom")
     parser.add_argument("--serialized-arrays", action="store_true",
                         help="mpth: write torch.save-d arrays under .png names, as the original loader reads them")
     parser.add_argument("--overwrite", action="store_true", help="replace phantom files in a non-empty output folder")
+    from nnunet_mm.cli.common import add_deprecated_alias
+
+    add_deprecated_alias(parser, "--dataset-id", "--target-id")
+    add_deprecated_alias(parser, "--name", "--target-name")
     return parser
 
 

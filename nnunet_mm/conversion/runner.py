@@ -176,10 +176,19 @@ def summarize(records: Sequence[CaseRecord], *, output_dir: Path, channel_names:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, dataset_id: int, dataset_name: str) -> None:
-    """The options every converter has: ``--output-root --dataset-id --dataset-name --overwrite -np -v``."""
-    parser.add_argument("--output-root", type=Path, default=None, help="default: $nnUNet_raw")
-    parser.add_argument("--dataset-id", type=int, default=dataset_id, help="default: %(default)s")
-    parser.add_argument("--dataset-name", default=dataset_name, help="default: %(default)s")
+    """The options every converter has: ``--output-root --target-id --target-name --overwrite -np -v`` (the
+    plugin's grammar for a new dataset; ``--dataset-id``/``--dataset-name`` still work, with a deprecation
+    warning)."""
+    from nnunet_mm.cli.common import add_deprecated_alias
+
+    parser.add_argument("--output-root", type=Path, default=None, help="folder receiving the new dataset "
+                                                                      "[default: $nnUNet_raw]")
+    parser.add_argument("--target-id", dest="dataset_id", type=int, default=dataset_id,
+                        help="id of the new nnU-Net dataset [default: %(default)s]")
+    parser.add_argument("--target-name", dest="dataset_name", default=dataset_name,
+                        help="name of the new dataset after DatasetNNN_ [default: %(default)s]")
+    add_deprecated_alias(parser, "--dataset-id", "--target-id")
+    add_deprecated_alias(parser, "--dataset-name", "--target-name")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     parser.add_argument("-np", "--num-processes", type=int, default=1, help="parallel cases (default: 1)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
