@@ -1214,6 +1214,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="nnunet: id of the new dataset; default 500")
     parser.add_argument("--target-name", dest="name", default="MultiPhasePhantom",
                         help="nnunet: name of the new dataset; default MultiPhasePhantom")
+    parser.add_argument("--noise-hu", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="range of each phase's Gaussian noise standard deviation in HU; default 10 15")
+    parser.add_argument("--lesions", type=int, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="range of the number of lesions per case; default 1 3")
     parser.add_argument("--serialized-arrays", action="store_true",
                         help="mpth: write torch.save-d arrays under .png names, as the original loader reads them")
     parser.add_argument("--overwrite", action="store_true", help="replace phantom files in a non-empty output folder")
@@ -1239,6 +1243,10 @@ def main(argv: list[str] | None = None) -> int:
         case_kwargs["phases"] = tuple(args.phases)
     if args.different_grids is not None:
         case_kwargs["different_grids"] = args.different_grids
+    if args.noise_hu is not None:
+        case_kwargs["noise_std_hu"] = tuple(args.noise_hu)
+    if args.lesions is not None:
+        case_kwargs["num_lesions"] = tuple(args.lesions)
     try:
         if args.layout == "nnunet":
             path = write_nnunet_raw(args.output, dataset_id=args.dataset_id, name=args.name,

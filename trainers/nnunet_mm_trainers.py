@@ -6,3 +6,5 @@ from nnunet_mm.cmg.trainer import CMGTrainer, CMGTrainer_debug  # noqa: F401
 from nnunet_mm.synthesis.trainer import SynthTumorTrainer, SynthTumorTrainer_debug  # noqa: F401
 from nnunet_mm.training.multimodal_trainer import MultiModalTrainer, MultiModalTrainer_debug  # noqa: F401
 from nnunet_mm.weak.trainer import WeakLabelTrainer, WeakLabelTrainer_debug  # noqa: F401
+from nnunet_mm.training.demo_trainers import (MultiModalTrainer_demo, nnUNetTrainer_debug,  # noqa: F401
+                                               nnUNetTrainer_demo)

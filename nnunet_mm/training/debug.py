@@ -33,3 +33,21 @@ class DebugSchedule:
         self.num_val_iterations_per_epoch = DEBUG_VALIDATION_ITERATIONS_PER_EPOCH
         for name, value in self.debug_overrides.items():
             setattr(self, name, value)
+
+
+DEMO_EPOCHS = 10
+DEMO_ITERATIONS_PER_EPOCH = 25
+DEMO_VALIDATION_ITERATIONS_PER_EPOCH = 5
+
+
+class DemoSchedule:
+    """Mixin: 10 epochs × 25 iterations (250 updates), 5 validation iterations: what ``nnunet_mm demo`` trains, long
+    enough on its small 2D phantom for the lesions to be found on a CPU in under two minutes. Used as
+    :class:`DebugSchedule` is (first in the bases)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = DEMO_EPOCHS
+        self.num_iterations_per_epoch = DEMO_ITERATIONS_PER_EPOCH
+        self.num_val_iterations_per_epoch = DEMO_VALIDATION_ITERATIONS_PER_EPOCH

@@ -29,38 +29,40 @@ def test_demo_cycle_trains_predicts_and_evaluates(cli, monkeypatch):
         monkeypatch.setenv(name, value)  # nnU-Net's planner refuses 0 augmentation workers
     monkeypatch.delenv("nnUNet_extTrainer", raising=False)
     demo = cli.results / "demo"
-    result = run_demo(demo, num_training=6, num_test=2, shape_zyx=(16, 32, 32), device="cpu")
-    fold = demo / "nnUNet_results" / "Dataset511_MultiPhaseLiver" / "MultiModalTrainer_debug__nnUNetPlans__3d_fullres" \
-        / "fold_0"
+    trainers = {"stock": "nnUNetTrainer_debug", "multimodal": "MultiModalTrainer_debug"}  # the demo's, shorter
+    result = run_demo(demo, num_training=6, num_test=2, shape_zyx=(16, 32, 32), trainers=trainers, device="cpu")
+    results = demo / "nnUNet_results" / "Dataset511_MultiPhaseLiver"
+    fold = results / "MultiModalTrainer_debug__nnUNetPlans__2d" / "fold_0"
     log = next(fold.glob("training_log_*.txt")).read_text()
     assert "nnunet_mm: 4 channel(s), reference channel 0 (pv)" in log
+    assert (results / "nnUNetTrainer_debug__nnUNetPlans__2d" / "fold_0" / "checkpoint_final.pth").is_file()
+    # both trainers on the one plan
+    assert json.loads((fold.parent / "plans.json").read_text()) == json.loads(
+        (results / "nnUNetTrainer_debug__nnUNetPlans__2d" / "plans.json").read_text())
     # training lowered the loss: the second epoch's mean was 67-78 % of the first's in 12 unseeded runs. No bound on
-    # Dice: after these 8 iterations the test cases' liver Dice spread over 0.00-0.46 (3 runs predicted no liver)
+    # Dice: after these 8 iterations the test cases' Dice is noise (the demo's own schedule is 200 iterations)
     checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)  # written just now
     losses = checkpoint["logging"]["train_losses"]
     assert len(losses) == 2 and losses[1] < losses[0], losses
-    # nnU-Net's final validation scored both held-out cases of fold 0 for liver and tumour
-    validation = json.loads((fold / "validation" / "summary.json").read_text())["metric_per_case"]
-    splits = json.loads((demo / "nnUNet_preprocessed" / "Dataset511_MultiPhaseLiver" / "splits_final.json").read_text())
-    assert sorted(Path(case["reference_file"]).name for case in validation) == \
-        sorted(f"{case}.nii.gz" for case in splits[0]["val"])
-    assert all(set(case["metrics"]) == {"1", "2"} for case in validation)
     labels = demo / "test_raw" / "Dataset511_MultiPhaseLiver" / "labelsTr"
-    for run_name in ("pred_all_phases", "pred_missing_phases"):
-        predictions = sorted((demo / run_name).glob("*.nii.gz"))
+    runs = ("stock", "stock_missing", "multimodal", "multimodal_missing")
+    for run_name in runs:
+        predictions = sorted((demo / f"pred_{run_name}").glob("*.nii.gz"))
         assert [p.name for p in predictions] == sorted(p.name for p in labels.glob("*.nii.gz"))
         for prediction in predictions:
             image, truth = sitk.ReadImage(str(prediction)), sitk.ReadImage(str(labels / prediction.name))
             assert image.GetSize() == truth.GetSize() and image.GetSpacing() == truth.GetSpacing()
             assert set(np.unique(sitk.GetArrayFromImage(image))) <= {0, 1, 2}
-    filled = json.loads((demo / "pred_missing_phases" / "missing_channels.json").read_text())
+    filled = json.loads((demo / "pred_multimodal_missing" / "missing_channels.json").read_text())
     assert all(entry["filled"] == [1, 3] and entry["available"] == [0, 2] for entry in filled.values())
+    # nnunet_mm compare scored every run against stock nnU-Net, and the table shows its numbers
+    report = json.loads((demo / "compare" / "compare.json").read_text())
+    assert report["settings"]["baseline"] == "stock" and sorted(report["arms"]) == sorted(runs)
+    assert result.dice["multimodal"]["tumor"] == round(report["summary"]["tumor"]["multimodal"]["dice_mean"], 3)
+    assert (demo / "compare" / "compare.png").is_file() and result.compare_md.is_file()
     assert result.overlay_png.is_file() and result.overlay_png.stat().st_size > 10_000
     table = format_dice_table(result)
-    for run_name in ("pred_all_phases", "pred_missing_phases"):
-        summary = json.loads((demo / run_name / "summary.json").read_text())
-        assert result.dice[run_name] == {"liver": round(summary["mean"]["1"]["Dice"], 3),
-                                         "tumor": round(summary["mean"]["2"]["Dice"], 3)}
+    for run_name in runs:
         assert f"| {run_name} | {result.dice[run_name]['liver']:.3f} | {result.dice[run_name]['tumor']:.3f} |" in table
 
 

@@ -25,13 +25,31 @@ DEBUG_TRAINERS = sorted(name for name in dir(nnunet_mm_trainers) if name.endswit
 PRIOR_BLOCK = {"modalities": {"1": "atlas_prior:liver"}}
 
 
+def _base(name: str) -> type:
+    """The trainer a variant is built on: a plugin trainer, or stock nnU-Net's ``nnUNetTrainer``."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    return nnUNetTrainer if name == "nnUNetTrainer" else getattr(nnunet_mm_trainers, name)
+
+
 def test_every_trainer_has_a_debug_variant_on_the_shared_schedule():
-    trainers = {name for name in dir(nnunet_mm_trainers) if name.endswith("Trainer")}
+    trainers = {name for name in dir(nnunet_mm_trainers) if name.endswith("Trainer")} | {"nnUNetTrainer"}
     assert {f"{name}_debug" for name in trainers} == set(DEBUG_TRAINERS)
     for name in DEBUG_TRAINERS:
         debug = getattr(nnunet_mm_trainers, name)
-        assert debug.__mro__[1:3] == (DebugSchedule, getattr(nnunet_mm_trainers, name[:-len("_debug")])), name
+        assert debug.__mro__[1:3] == (DebugSchedule, _base(name[:-len("_debug")])), name
         assert debug.__doc__, name
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainer_demo", "MultiModalTrainer_demo"])
+def test_the_demo_trainers_differ_from_their_base_only_in_the_schedule(trainer_kit, name):
+    from nnunet_mm.training.debug import DemoSchedule
+
+    trainer_class = getattr(nnunet_mm_trainers, name)
+    assert trainer_class.__mro__[1:3] == (DemoSchedule, _base(name[:-len("_demo")]))
+    assert [k for k in vars(trainer_class) if not k.startswith("__")] == []
+    trainer = trainer_kit.trainer(trainer_class, initialize=False)
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (10, 25, 5)
 
 
 @pytest.mark.parametrize("name", DEBUG_TRAINERS)
