@@ -399,5 +399,7 @@ def _process_case(case: str, split: str, target: RawDataset, atlases: RawDataset
                                for w in warped]
     save_mas_figure(staging / QA_DIR / f"{case}.png", target_array, np.stack([w.image for w in warped]),
                     np.stack([w.probabilities.argmax(0) for w in warped]), prior,
-                    title=f"{case}: {len(warped)} atlases, {settings.fusion}")
+                    title=f"{case}: {len(warped)} atlases, {settings.fusion}",
+                    class_names=[name for name, value in sorted(target.dataset_json["labels"].items(),
+                                                                key=lambda item: item[1]) if name != "ignore"])
     return entry

@@ -87,12 +87,16 @@ def save_guidance_figure(model_folder: Path, image_files: Sequence[Path], png: P
     num_phases, levels = network.num_phases, network.guidance_levels
     settings = read_settings(predictor.dataset_json, model_folder_dataset_json_source(model_folder)).multimodal
     phase_names = settings.display_names(predictor.dataset_json["channel_names"])
+    class_names = {value: name for name, value in predictor.dataset_json["labels"].items()
+                   if isinstance(value, int)}
+    shown_name = class_names.get(shown, f"class {shown}")
     item = 0
     fig, axes = plt.subplots(num_phases, levels + 2, figsize=(3.2 * (levels + 2), 3.2 * num_phases), squeeze=False)
     for p in range(num_phases):
         image = plane(batch[item, p:p + 1])[0]
         prediction = result["outputs"][p][0][item].argmax(0)
-        axes[p, 0].imshow(image, cmap="gray")
+        window = np.percentile(image, [1, 99])  # normalised intensities: a robust window, not min-max
+        axes[p, 0].imshow(image, cmap="gray", vmin=window[0], vmax=window[1])
         axes[p, 0].set_title(f"{phase_names[p]}" + (" (reference)" if p == network.reference_channel else ""),
                              fontsize=9)
         for level in range(levels):
@@ -101,8 +105,8 @@ def save_guidance_figure(model_folder: Path, image_files: Sequence[Path], png: P
             guidance = F.interpolate(guidance, size=tuple(size), mode="trilinear" if guidance.ndim == 5 else
                                      "bilinear", align_corners=False)[0]
             shown_map = axes[p, level + 1].imshow(plane(guidance)[0], cmap="coolwarm", vmin=-1, vmax=1)
-            axes[p, level + 1].set_title(f"guidance S, level {level} (class {shown})", fontsize=9)
-        axes[p, -1].imshow(image, cmap="gray")
+            axes[p, level + 1].set_title(f"guidance S, level {level} ({shown_name})", fontsize=9)
+        axes[p, -1].imshow(image, cmap="gray", vmin=window[0], vmax=window[1])
         mask = plane(prediction[None])[0]
         for value in range(1, num_classes):
             if (mask == value).any():
@@ -111,7 +115,14 @@ def save_guidance_figure(model_folder: Path, image_files: Sequence[Path], png: P
     for axis in axes.ravel():
         axis.axis("off")
     fig.colorbar(shown_map, ax=axes[:, 1:levels + 1].ravel().tolist(), shrink=0.6, label="cosine similarity")
-    fig.suptitle(f"{Path(image_files[0]).name}: cross-modal guidance (prototypes from the other phases)", fontsize=10)
+    from matplotlib.lines import Line2D
+
+    fig.legend(handles=[Line2D([], [], color=plt.cm.tab10(value), label=class_names.get(value, f"class {value}"))
+                        for value in range(1, num_classes)], loc="lower center", ncol=max(1, num_classes - 1),
+               fontsize=8, frameon=False, title="predicted")
+    where = f"axial slice {int(centre[0])}" + ("" if len(patch) == 2 else f" of the {tuple(patch)} patch around it")
+    fig.suptitle(f"{Path(image_files[0]).name}, {where}: cross-modal guidance for {shown_name} (prototypes from the "
+                 f"other phases)", fontsize=10)
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)

@@ -19,7 +19,7 @@ def _checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def test_cmg_trainer_cli_cycle_in_2d_with_continue(cli, two_phase_liver):
+def test_cmg_trainer_cli_cycle_in_2d_with_continue(cli, two_phase_liver, monkeypatch):
     cli.adopt(two_phase_liver)
     cli.run("nnUNetv2_train", "590", "2d", "0", "-tr", "CMGTrainer_debug", "-device", "cpu")
     fold = cli.results / two_phase_liver.name / "CMGTrainer_debug__nnUNetPlans__2d" / "fold_0"
@@ -47,6 +47,12 @@ def test_cmg_trainer_cli_cycle_in_2d_with_continue(cli, two_phase_liver):
     assert prediction.GetSize() == image.GetSize() and prediction.GetSpacing() == image.GetSpacing()
     assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2}
     maps = cli.results / "maps.png"
+    from figure_checks import capture_saved_figures, figure_texts
+
+    saved = capture_saved_figures(monkeypatch)
     assert nnunet_mm(["cmg-maps", "-i", str(images), "--case", case, "-o", str(maps), "-d", "590", "-c", "2d",
                       "-tr", "CMGTrainer_debug", "-device", "cpu"]) == 0
     assert maps.stat().st_size > 20_000
+    texts = figure_texts(saved[-1])  # slice, class names (not numbers) in titles and the prediction legend
+    assert any("axial slice" in text and "guidance for tumor" in text for text in texts), texts
+    assert {"liver", "tumor"} <= set(texts) and any("level 0 (tumor)" in text for text in texts)
