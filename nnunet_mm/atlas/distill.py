@@ -55,8 +55,9 @@ def build_distilled_dataset(mas_dataset: int | str | Path, *, output_id: int, ou
     from tqdm import tqdm
 
     from nnunet_mm.io.dataset_json import write_dataset_json
-    from nnunet_mm.io.images import write_image
+    from nnunet_mm.io.images import read_image, write_image
     from nnunet_mm.io.raw_dataset import open_raw_dataset
+    from nnunet_mm.io.splits import SPLITS_FILE, write_splits
     from nnunet_mm.io.staging import new_dataset_folder, staged_dataset
 
     if not 0.5 < confidence_threshold <= 1.0:
@@ -84,8 +85,8 @@ def build_distilled_dataset(mas_dataset: int | str | Path, *, output_id: int, ou
                                     staging / f"images{split}" / source.image_file(case, channel).name)
                 if split == "Ts":
                     continue
-                reference = sitk.ReadImage(str(source.image_file(case, priors[0], split)))
-                foreground = np.stack([sitk.GetArrayFromImage(sitk.ReadImage(str(source.image_file(case, c, split))))
+                reference = read_image(source.image_file(case, priors[0], split))  # complete, finite, or refused
+                foreground = np.stack([sitk.GetArrayFromImage(read_image(source.image_file(case, c, split)))
                                        for c in priors]).astype(np.float32)
                 label = distilled_label(foreground, confidence_threshold, ignore_value)
                 image = sitk.GetImageFromArray(label)
@@ -94,7 +95,7 @@ def build_distilled_dataset(mas_dataset: int | str | Path, *, output_id: int, ou
                 write_image(image, staging / "labelsTr" / source.label_file(case).name)
                 entry = {"ignored_share": float((label == ignore_value).mean())}
                 if source.label_file(case).is_file():
-                    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(source.label_file(case))))
+                    truth = sitk.GetArrayFromImage(read_image(source.label_file(case)))
                     known = label != ignore_value
                     entry["confident_voxel_accuracy"] = float((label[known] == truth[known]).mean())
                 summary["cases"][case] = entry
@@ -107,6 +108,10 @@ def build_distilled_dataset(mas_dataset: int | str | Path, *, output_id: int, ou
                                                    for c in range(num_images)},
                            labels={**labels, "ignore": ignore_value}, num_training=len(source.training_cases),
                            file_ending=source.file_ending, dataset_name=final_dir.name, nnunet_mm_block=block)
+        if (source.folder / SPLITS_FILE).is_file():  # the folds of the MAS dataset ('nnunet_mm mas' writes them)
+            shutil.copyfile(source.folder / SPLITS_FILE, staging / SPLITS_FILE)
+        elif source.training_cases:
+            write_splits(staging, source.training_cases)
         (staging / "nnunet_mm_qa").mkdir()
         (staging / "nnunet_mm_qa" / "distill_summary.json").write_text(json.dumps(summary, indent=2))
     return final_dir

@@ -9,8 +9,9 @@ the prior channels, a dataset.json whose ``'nnunet_mm'`` block marks the priors 
 (``channel_acquisition`` is the target's, or ``"co_registered"`` for a single-channel target, whose priors lie on
 its grid), a QA PNG per case (``nnunet_mm_qa/<case>.png``) and ``nnunet_mm_qa/mas_summary.json`` (seconds per
 atlas-target pair, Dice of the fused label against the target label where the target has one) and a
-``splits_final.json``: the target's own, else folds over its training cases (:func:`cross_validation_splits`:
-nnU-Net's 5-fold split with 5 or more cases, one fold per case with 2-4, where nnU-Net's default split would fail).
+``splits_final.json``: the target's own, else folds over its training cases
+(:func:`nnunet_mm.io.splits.cross_validation_splits`: nnU-Net's 5-fold split with 5 or more cases, one fold per
+case with 2-4, where nnU-Net's default split would fail).
 Stock ``nnUNetv2_predict`` on the new dataset's ``imagesTs`` then sees the same channels as training.
 
 K is checked before any registration: more atlases than the atlas dataset has (less the target case itself when
@@ -43,6 +44,7 @@ from nnunet_mm.atlas.registration import RegistrationSettings, register_atlas, w
 from nnunet_mm.evaluation.metrics import defined_or_none, dice
 from nnunet_mm.io.images import write_image
 from nnunet_mm.io.raw_dataset import RawDataset, open_raw_dataset
+from nnunet_mm.io.splits import SPLITS_FILE, write_splits
 from nnunet_mm.settings import BLOCK_KEY, DatasetSettings, block_of, read_settings
 
 logger = logging.getLogger(__name__)
@@ -50,8 +52,6 @@ logger = logging.getLogger(__name__)
 REGISTRATION_BACKENDS = ("simpleitk", "learned")
 QA_DIR = "nnunet_mm_qa"
 DEFAULT_NUM_ATLASES = 5
-SPLITS_FILE = "splits_final.json"
-_NNUNET_SPLIT_SEED = 12345  # nnUNetTrainer.do_split's seed: 5+ training cases get nnU-Net's own split
 
 
 @dataclass
@@ -142,18 +142,6 @@ def atlases_per_target(requested: int | None, available: int, atlas_folder: Path
         raise ValueError(f"num_atlases (-k) {requested}: {atlas_folder / 'imagesTr'} has {available} atlas case(s)"
                          f"{excluded} for each target; pass -k {available} or fewer, or add atlas cases.")
     return requested
-
-
-def cross_validation_splits(cases: Sequence[str]) -> list[dict[str, list[str]]]:
-    """nnU-Net's ``splits_final.json`` content over the training ``cases``: nnU-Net's own 5-fold split (seed
-    12345, sorted ids) with 5 or more cases, one fold per case with 2-4 (nnU-Net's default would fail), and with one
-    case a single fold that trains and validates on it."""
-    if len(cases) == 1:
-        return [{"train": list(cases), "val": list(cases)}]
-    from nnunetv2.utilities.crossval_split import generate_crossval_split
-
-    splits = generate_crossval_split(sorted(cases), seed=_NNUNET_SPLIT_SEED, n_splits=min(5, len(cases)))
-    return [{"train": [str(c) for c in fold["train"]], "val": [str(c) for c in fold["val"]]} for fold in splits]
 
 
 def _file_identity(path: Path) -> list:
@@ -259,13 +247,12 @@ def _output_dataset_json(target: RawDataset, target_settings: DatasetSettings, a
 
 
 def _write_splits(target: RawDataset, staging: Path) -> None:
-    """The target's ``splits_final.json`` if it has one, else :func:`cross_validation_splits` over its training
+    """The target's ``splits_final.json`` if it has one, else :func:`~nnunet_mm.io.splits.cross_validation_splits` over its training
     cases (MASPriorTrainer copies it into the preprocessed folder)."""
     if (target.folder / SPLITS_FILE).is_file():
         shutil.copyfile(target.folder / SPLITS_FILE, staging / SPLITS_FILE)
     elif target.training_cases:
-        splits = cross_validation_splits(target.training_cases)
-        (staging / SPLITS_FILE).write_text(json.dumps(splits, indent=4) + "\n", encoding="utf-8")
+        splits = write_splits(staging, target.training_cases)
         logger.info("%s: %d fold(s) over %d training case(s)", SPLITS_FILE, len(splits), len(target.training_cases))
 
 

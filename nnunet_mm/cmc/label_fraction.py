@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_mm.cmc.settings import DEFAULT_UNLABELED_DIR, UNLABELED_DIR_KEY
+from nnunet_mm.io.splits import write_splits
 from nnunet_mm.settings import BLOCK_KEY, block_of, read_settings
 
 logger = logging.getLogger(__name__)
 
 HELDOUT_LABELS_DIR = "labelsUnl_heldout"
-_NNUNET_SPLIT_SEED = 12345  # nnUNetTrainer.do_split's seed, so 5+ labeled cases get nnU-Net's own split
 _OWN_FILES = ("dataset.json", "splits_final.json")
 _PHASE_LABELS_DIR_KEY = "phase_labels_dir"  # CMG's key (nnunet_mm.cmg.settings); its folder is copied for kept cases
 
@@ -86,16 +86,6 @@ def _choose_labeled_cases(cases: Sequence[str], fraction: float, seed: int,
         quota[neediest] += 1
     rng = random.Random(seed)
     return sorted(case for name in sorted(strata) for case in rng.sample(strata[name], quota[name]))
-
-
-def _cross_validation_splits(labeled: Sequence[str]) -> list[dict[str, list[str]]]:
-    """nnU-Net's ``splits_final.json`` content over the labeled cases (see the module docstring)."""
-    if len(labeled) == 1:
-        return [{"train": list(labeled), "val": list(labeled)}]
-    from nnunetv2.utilities.crossval_split import generate_crossval_split
-
-    splits = generate_crossval_split(sorted(labeled), seed=_NNUNET_SPLIT_SEED, n_splits=min(5, len(labeled)))
-    return [{"train": [str(c) for c in fold["train"]], "val": [str(c) for c in fold["val"]]} for fold in splits]
 
 
 def _default_target_name(source: Path, fraction: float) -> str:
@@ -197,8 +187,7 @@ def make_label_fraction_dataset(source_dataset: int | str | Path, fraction: floa
                         staging / phase_labels_dir)
         _copy_files([f for f in sorted(source.iterdir()) if f.is_file() and f.name not in _OWN_FILES], staging)
         save_json(new_json, str(staging / "dataset.json"), sort_keys=False)
-        (staging / "splits_final.json").write_text(json.dumps(_cross_validation_splits(labeled), indent=4) + "\n",
-                                                   encoding="utf-8")
+        write_splits(staging, labeled)
     skipped = sorted(p.name for p in source.iterdir() if p.is_dir() and not (target / p.name).exists())
     if skipped:
         logger.warning("%s: folders %s of the source were not copied", target, skipped)

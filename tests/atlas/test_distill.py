@@ -39,6 +39,8 @@ def test_distilled_dataset_has_image_channels_and_ignore_labels(tmp_path):
     assert (label[:, 3:6, 2:6] == 1).all() and (label[:, 2, 2:6] == 3).all() and label[0, 0, 0] == 0
     summary = json.loads((out / "nnunet_mm_qa" / "distill_summary.json").read_text())
     assert summary["cases"]["c0"]["confident_voxel_accuracy"] == 1.0
+    # folds that work with one training case (nnU-Net's default 5-fold split would fail)
+    assert json.loads((out / "splits_final.json").read_text()) == [{"train": ["c0"], "val": ["c0"]}]
     with pytest.raises(FileExistsError):
         build_distilled_dataset(source, output_id=732, output_root=tmp_path)
     with pytest.raises(ValueError, match="no atlas prior channels"):

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 
-from nnunet_mm.atlas.mas import MASSettings, SimpleITKRegistration, build_mas_dataset, cross_validation_splits
+from nnunet_mm.atlas.mas import MASSettings, SimpleITKRegistration, build_mas_dataset
+from nnunet_mm.io.splits import cross_validation_splits
 from nnunet_mm.atlas.phantom_pairs import write_cross_modality_datasets
 from nnunet_mm.atlas.prior_channels import prior_channel_indices
 from nnunet_mm.atlas.registration import RegistrationSettings
