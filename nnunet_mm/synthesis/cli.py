@@ -112,6 +112,7 @@ def run_synth_preview(args: argparse.Namespace) -> int:
     import dataclasses
 
     import torch
+    from tqdm import tqdm
 
     from nnunet_mm.io.staging import check_output
     from nnunet_mm.synthesis.handcrafted import HandcraftedSynthesizer
@@ -139,7 +140,8 @@ def run_synth_preview(args: argparse.Namespace) -> int:
         stats_file = Path(settings.statistics_file) if settings.statistics_file else \
             statistics_path(folder, configuration.data_identifier)
         statistics = TumourContrastStatistics.load(stats_file) if stats_file.is_file() else \
-            fit_tumour_statistics(preprocessed_cases(data_folder), phases, liver, tumour)
+            fit_tumour_statistics(tqdm(preprocessed_cases(data_folder), desc="tumour statistics (no "
+                                       f"{stats_file.name} yet)", unit="case", disable=None), phases, liver, tumour)
         synthesizer = HandcraftedSynthesizer(statistics, configuration.spacing,
                                              texture_sigma_mm=settings.texture_sigma_mm,
                                              edge_sigma_voxels=settings.edge_sigma_voxels,
