@@ -241,7 +241,7 @@ def run_train_diffusion(args: argparse.Namespace) -> int:
                              num_inference_steps=args.inference_steps, checkpoint_every=args.checkpoint_every,
                              seed=args.seed)
     crops = PreprocessedCrops(folder / configuration.data_identifier, config.patch_size, center_labels=(tumour,),
-                              foreground_fraction=1.0)
+                              foreground_fraction=1.0, reference_channel=settings.multimodal.reference_channel)
     output = Path(args.output) if args.output else default_model_folder(folder)
     result = train_diffusion(crops, autoencoder, config, output, tumour_label=tumour,
                              phase_names=settings.multimodal.phase_names,

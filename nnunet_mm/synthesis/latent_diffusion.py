@@ -17,7 +17,8 @@ EMA of the weights (0.995, with warm-up) used for sampling.
 **Synthesis** (:class:`LatentDiffusionSynthesizer`, the :class:`~nnunet_mm.synthesis.base.TumorSynthesizer` contract):
 for every sample with a non-empty mask, a box around the mask (plus a margin, rounded to the networks' size
 multiple) is cut from every phase; DDIM (50 steps, deterministic η = 0) from Gaussian noise drawn from the caller's
-generator gives ``z0`` per phase with the *same* mask, ``x_syn = Dec(z0 / s)``, and the result is blended as in
+generator (one draw shared by the phases: ``DiffusionConfig.phase_noise``) gives ``z0`` per phase with the *same*
+mask, ``x_syn = Dec(z0 / s)``, and the result is blended as in
 DiffTumor, ``x = (1 − w)·x + w·x_syn`` with ``w = G_σ(y)``. Deviation: σ ~ U(0.5, 1.0) voxels instead of U(0, 4) and
 ``w`` is cut to the mask dilated by 2 voxels, so that voxels further than 2 voxels from the mask stay bit-identical
 (the shared synthesizer contract). Works on 3D patches only (a 2D configuration is refused with a clear message).
@@ -76,6 +77,13 @@ class DiffusionConfig:
         blend_sigma: (low, high) σ of the blending Gaussian, voxels.
         margin_voxels: context around the mask given to the model at synthesis.
         checkpoint_every, seed: as for the other networks.
+        phase_noise: ``"shared"`` (default): the phases of one synthetic tumour are drawn from *one* initial latent
+            noise; DDIM with η = 0 is a deterministic map from that noise and the condition, so the phases share the
+            lesion's structure and texture while the phase condition sets each phase's appearance. ``"independent"``:
+            a noise draw per phase (nothing ties the phases; the behaviour before issue 19). Chosen over a joint
+            multi-phase model, which would need every phase of every training crop and N times the latent channels,
+            while the single-phase model learns from each phase crop it gets (each with its own label in a
+            ``_phases`` configuration).
     """
 
     channels: tuple[int, ...] = (64, 128, 256)
@@ -96,6 +104,7 @@ class DiffusionConfig:
     margin_voxels: int = 8
     checkpoint_every: int = 500
     seed: int = 0
+    phase_noise: str = "shared"
 
     def __post_init__(self) -> None:
         for name in ("channels", "attention_levels", "patch_size", "blend_sigma"):
@@ -106,6 +115,8 @@ class DiffusionConfig:
         if any(c % self.norm_num_groups for c in self.channels):
             raise ValueError(f"every denoiser channel count must be divisible by norm_num_groups="
                              f"{self.norm_num_groups}, got {self.channels}.")
+        if self.phase_noise not in ("shared", "independent"):
+            raise ValueError(f"phase_noise must be 'shared' or 'independent', got {self.phase_noise!r}.")
         if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
             raise ValueError(f"num_inference_steps must be in [1, {self.num_train_timesteps}], got "
                              f"{self.num_inference_steps}.")
@@ -325,10 +336,16 @@ class LatentDiffusionSynthesizer:
     @torch.no_grad()
     def sample(self, images: torch.Tensor, mask: torch.Tensor, phases: torch.Tensor,
                generator: torch.Generator) -> torch.Tensor:
-        """Decoded DDIM samples for single-phase patches ``images`` (N, 1, *box) with tumour ``mask`` (N, 1, *box)."""
+        """Decoded DDIM samples for single-phase patches ``images`` (N, 1, *box) with tumour ``mask`` (N, 1, *box):
+        the N phases of one tumour, from one shared initial noise unless ``config.phase_noise`` is
+        ``"independent"``."""
         cond = condition(self.autoencoder, images, mask, phases, self.num_phases, self.latent_scale)
         latent_shape = (len(images), self.autoencoder_config.latent_channels, *cond.shape[2:])
-        z = torch.randn(latent_shape, generator=generator, device=images.device, dtype=images.dtype)
+        if self.config.phase_noise == "shared":
+            z = torch.randn((1, *latent_shape[1:]), generator=generator, device=images.device,
+                            dtype=images.dtype).expand(latent_shape).clone()
+        else:
+            z = torch.randn(latent_shape, generator=generator, device=images.device, dtype=images.dtype)
         for t in self.scheduler.timesteps:
             timesteps = torch.full((len(z),), int(t), device=z.device, dtype=torch.long)
             eps = self.denoiser(torch.cat((z, cond), dim=1), timesteps=timesteps)

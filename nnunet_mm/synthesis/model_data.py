@@ -176,19 +176,25 @@ class PreprocessedCrops:
             these label values (the liver and tumour for the autoencoder, the tumour for the diffusion model); the
             others are placed anywhere. Cases without such voxels are left out.
         identifiers: restrict to these cases (default: all).
+        reference_channel: the image channel the label (seg channel 0) belongs to. In a ``<configuration>_phases``
+            configuration (``nnunet_mm phase-labels``) the segmentation carries one more channel per non-reference
+            phase, in channel order; :meth:`sample` then gives every phase's crop *its own* label, so a model learns
+            each phase's tumour where that phase shows it. Otherwise every phase gets the reference label.
 
     Raises:
         FileNotFoundError: no preprocessed cases in ``folder``.
     """
 
     def __init__(self, folder: Path, patch_size: Sequence[int], *, center_labels: Sequence[int],
-                 foreground_fraction: float = 0.67, identifiers: Sequence[str] | None = None):
+                 foreground_fraction: float = 0.67, identifiers: Sequence[str] | None = None,
+                 reference_channel: int = 0):
         from nnunet_mm.io.preprocessed import open_preprocessed_cases
 
         self.dataset = open_preprocessed_cases(folder, identifiers)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.center_labels = tuple(int(v) for v in center_labels)
         self.foreground_fraction = foreground_fraction
+        self.reference_channel = int(reference_channel)
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.identifiers = [i for i in self.dataset.identifiers if len(self._case(i)[2])]
         if not self.identifiers:
@@ -196,11 +202,12 @@ class PreprocessedCrops:
         self.num_channels = int(self._case(self.identifiers[0])[0].shape[0])
 
     def _case(self, identifier: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(data (C, *spatial), seg (*spatial), coordinates of voxels with a centre label (K, ndim))."""
+        """(data (C, *spatial), seg (S, *spatial) with S = 1 or one channel per phase, coordinates of voxels with a
+        centre label in the reference label (K, ndim))."""
         if identifier not in self._cache:
             data, seg, _, _ = self.dataset.load_case(identifier)
-            data, seg = np.asarray(data[:], np.float32), np.asarray(seg[:])[0]
-            coordinates = np.argwhere(np.isin(seg, self.center_labels))
+            data, seg = np.asarray(data[:], np.float32), np.asarray(seg[:])
+            coordinates = np.argwhere(np.isin(seg[0], self.center_labels))
             if len(coordinates) > 20000:
                 coordinates = coordinates[np.linspace(0, len(coordinates) - 1, 20000).astype(int)]
             self._cache[identifier] = (data, seg, coordinates)
@@ -213,10 +220,21 @@ class PreprocessedCrops:
         data, seg, coordinates = self._case(identifier)
         center = coordinates[rng.integers(len(coordinates))]
         images = np.stack([_crop_3d(channel, center, self.patch_size) for channel in data])
-        return identifier, images, _crop_3d(seg, center, self.patch_size)
+        return identifier, images, _crop_3d(seg[0], center, self.patch_size)
+
+    def phase_label(self, seg: np.ndarray, channel: int) -> np.ndarray:
+        """The label of image ``channel`` from a case's segmentation (S, *spatial): its own seg channel in a
+        ``_phases`` configuration (channel 0 = reference, then the non-reference channels in order), else the
+        reference label."""
+        if seg.shape[0] == 1 or channel == self.reference_channel:
+            return seg[0]
+        others = [c for c in range(self.num_channels) if c != self.reference_channel]
+        index = 1 + others.index(channel)
+        return seg[index] if index < seg.shape[0] else seg[0]
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(images (B, 1, *patch) float32, seg (B, 1, *patch) int16, channel (B,) int64)``."""
+        """``(images (B, 1, *patch) float32, seg (B, 1, *patch) int16, channel (B,) int64)``; ``seg`` is the label
+        of the crop's own phase (:meth:`phase_label`)."""
         images, segs, channels = [], [], []
         for _ in range(batch_size):
             data, seg, coordinates = self._case(self.identifiers[rng.integers(len(self.identifiers))])
@@ -225,7 +243,8 @@ class PreprocessedCrops:
                 center = coordinates[rng.integers(len(coordinates))]
             else:
                 center = np.array([rng.integers(n) for n in seg.shape])
-            image, label = _crop_3d(data[channel], center, self.patch_size), _crop_3d(seg, center, self.patch_size)
+            image = _crop_3d(data[channel], center, self.patch_size)
+            label = _crop_3d(self.phase_label(seg, channel), center, self.patch_size)
             images.append(image[None])
             segs.append(label[None].astype(np.int16))
             channels.append(channel)

@@ -201,3 +201,44 @@ def test_cli_trains_both_models_and_reports_missing_plans(trained, tmp_path, mon
     assert main(["synth-pool", "-d", "Dataset987_Tiny", "-n", "1", "-o", str(tmp_path / "pool"), "-device",
                  "cpu"]) == 0
     assert (tmp_path / "pool" / "pool_0000.npz").is_file()
+
+
+@pytest.mark.parametrize("phase_noise", ["shared", "independent"])
+def test_the_phases_of_one_tumour_start_from_one_noise_draw_unless_independent(trained, phase_noise):
+    """With no denoising step the sample is the decoded initial noise: identical across the phases when shared."""
+    import dataclasses
+
+    root, _, _, _ = trained
+    synthesizer = LatentDiffusionSynthesizer.from_folder(root / "latent_diffusion", CPU)
+    synthesizer.config = dataclasses.replace(synthesizer.config, phase_noise=phase_noise)
+    synthesizer.scheduler.timesteps = synthesizer.scheduler.timesteps[:0]
+    images = torch.randn(2, 1, *PATCH)
+    mask = torch.zeros(2, 1, *PATCH, dtype=torch.bool)
+    mask[:, :, 2:6, 4:12, 4:12] = True
+    decoded = synthesizer.sample(images, mask, torch.arange(2), torch.Generator().manual_seed(0))
+    assert torch.equal(decoded[0], decoded[1]) == (phase_noise == "shared")
+
+
+def test_phase_noise_setting_is_checked():
+    with pytest.raises(ValueError, match="phase_noise"):
+        DiffusionConfig(phase_noise="joint")
+
+
+def test_each_phase_crop_gets_its_own_label_in_a_phases_configuration(tmp_path):
+    """A ``_phases`` configuration's segmentation has one channel per non-reference phase; the diffusion model's
+    crops of that phase are labelled with it (the tumour where that phase shows it), the reference with channel 0."""
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
+    folder = tmp_path / "nnUNetPlans_3d_fullres_phases"
+    folder.mkdir()
+    seg = np.zeros((2, *SHAPE), np.int8)
+    seg[0, 4:8, 8:14, 8:14] = 2  # reference phase's tumour
+    seg[1, 4:8, 10:16, 10:16] = 2  # the same tumour, shifted in the other phase
+    nnUNetDatasetBlosc2.save_case(np.zeros((2, *SHAPE), np.float32), seg, {}, str(folder / "case_000"))
+    whole_case = PreprocessedCrops(folder, SHAPE, center_labels=(2,), foreground_fraction=1.0, reference_channel=0)
+    whole_labels, whole_channels = whole_case.sample(8, np.random.default_rng(1))[1:]  # crops = the whole case
+    for label, channel in zip(whole_labels[:, 0], whole_channels):
+        np.testing.assert_array_equal(label == 2, seg[channel] == 2)
+    assert set(whole_channels) == {0, 1}
+    swapped = PreprocessedCrops(folder, SHAPE, center_labels=(2,), foreground_fraction=1.0, reference_channel=1)
+    assert np.array_equal(swapped.phase_label(seg, 1), seg[0]) and np.array_equal(swapped.phase_label(seg, 0), seg[1])
