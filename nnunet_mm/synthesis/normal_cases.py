@@ -10,7 +10,11 @@ liver lies). The new label turns the tumour into liver.
 
 The result is a **new raw dataset** (the source is only read): the original cases (unless ``include_originals`` is
 False) plus one ``<case>_normal`` case per tumour case, a dataset.json with the updated ``numTraining``, a
-``normal_cases.json`` that lists what was done per case, and ``normal_cases.png`` (before/after per phase). It is
+``normal_cases.json`` that lists what was done per case, ``normal_cases.png`` (before/after per phase) and a
+``splits_final.json`` that keeps every ``<case>_normal`` in its original's fold (a twin validated against its own
+original in training would leak, biasing validation and checkpoint selection): the source's ``splits_final.json``
+extended with the twins when it has one, else :func:`nnunet_mm.io.splits.grouped_cross_validation_splits` over the
+source cases (also when, without the originals, a fold of the source's splits would be left empty). It is
 written into a staging folder and renamed into place at the end; an existing target is only replaced with
 ``overwrite``.
 """
@@ -29,6 +33,8 @@ import SimpleITK as sitk
 import torch
 
 from nnunet_mm.io.images import read_image, write_image
+from nnunet_mm.io.splits import (NORMAL_SUFFIX, SPLITS_FILE, grouped_cross_validation_splits, read_splits,
+                                 save_splits, with_twins)
 from nnunet_mm.io.staging import check_output, staged_dataset
 from nnunet_mm.settings import DatasetSettings, read_settings
 from nnunet_mm.synthesis.masks import removal_mask
@@ -38,7 +44,6 @@ from nnunet_mm.io.figure_style import figure_style
 
 logger = logging.getLogger(__name__)
 
-NORMAL_SUFFIX = "_normal"
 Method = Literal["ffc", "median"]
 
 
@@ -194,11 +199,34 @@ def make_normal_dataset(source_folder: Path, target_folder: Path, *, method: Met
              "model_folder": str(model_folder) if model_folder else None,
              "removal_mask": "closing 5x5 then one 3x3 dilation of the tumour label, per axial slice",
              "includes_originals": include_originals, "cases": records}, indent=2))
+        _write_grouped_splits(source_folder, staging, [case.identifier for case in cases], records, include_originals)
         png = _save_examples_png(examples, channel_names, staging / "normal_cases.png", method)
     return NormalCasesResult(target_folder, records, target_folder / png.name if png else None)
 
 
 @figure_style()
+def _write_grouped_splits(source_folder: Path, staging: Path, originals: list[str], records: Mapping[str, dict],
+                          include_originals: bool) -> None:
+    """``splits_final.json`` of the new dataset, every ``<case>_normal`` on its original's side of every fold: the
+    source's splits extended with the twins if it has a ``splits_final.json``, else folds over the source cases,
+    each grouped with its twin. Without the originals, the folds name only the twins."""
+    twins = {record["source"]: normal_id for normal_id, record in records.items()}
+    kept = originals if include_originals else []
+    source_splits = source_folder / SPLITS_FILE
+    splits = with_twins(read_splits(source_splits), twins, kept) if source_splits.is_file() else None
+    if splits is not None and (include_originals or all(fold["train"] and fold["val"] for fold in splits)):
+        how = f"{source_splits} extended with the normal twins"
+    else:
+        if splits is not None:
+            logger.warning("%s: a fold would be left without training or validation cases once the originals "
+                           "are dropped; writing new grouped folds instead", source_splits)
+        splits = grouped_cross_validation_splits(
+            {case: [c for c in (case if include_originals else None, twins.get(case)) if c] for case in originals})
+        how = "folds over the cases, each grouped with its normal twin"
+    save_splits(staging, splits)
+    logger.info("%s: %d fold(s), %s", SPLITS_FILE, len(splits), how)
+
+
 def _save_examples_png(examples: list, channel_names: list[str], png: Path, method: str) -> Path | None:
     """Rows: cases (axial slice with most tumour, named in the panel titles); columns: each phase before | after,
     with the removal mask outlined."""

@@ -40,16 +40,19 @@ DDP (``-num_gpus N``): each rank draws from its own ``torch.Generator`` on its o
 
 Splits: a converter may ship ``splits_final.json`` in the raw dataset folder (e.g. folds grouped by patient). nnU-Net
 only reads splits from the preprocessed folder, so :meth:`~MultiModalTrainer.do_split` copies the raw one there when
-the preprocessed folder has none; an existing preprocessed ``splits_final.json`` always wins.
+the preprocessed folder has none; an existing preprocessed ``splits_final.json`` always wins. Tumour-free twins
+(``X`` and ``X_normal``, from ``nnunet_mm make-normal``) must share a fold: a splits file that puts twins on opposite
+sides of any fold is refused, and where there is no splits file at all the trainer writes folds grouped by twin
+instead of nnU-Net's random ones (:meth:`~MultiModalTrainer._adopt_raw_splits`).
 
 Hooks of nnUNetTrainer overridden: ``__init__`` (reads settings), ``initialize`` (creates the generator),
 ``do_split``, ``train_step``, ``validation_step``, ``on_train_epoch_end``, ``print_to_log_file``.
 """
 from __future__ import annotations
 
+import json
 import locale
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +60,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
@@ -66,6 +70,8 @@ from nnunet_mm.augment import (MisalignmentParameters, ModalityDropoutParameters
                                apply_modality_dropout, sample_misalignment, sample_modality_dropout)
 from nnunet_mm.io.console import encodable
 from nnunet_mm.io.safe_load import UnreadableFileError, UntrustedContentError, verify_preprocessed_folder
+from nnunet_mm.io.splits import (SPLITS_FILE, grouped_cross_validation_splits, normal_twin_groups, read_splits,
+                                 separated_twins)
 from nnunet_mm.settings import preprocessed_dataset_json_source, read_settings
 from nnunet_mm.training.checkpoints import (CHECKPOINT_NAMES, companion_file, load_companion, read_checkpoint,
                                             save_companions, staged_checkpoint)
@@ -331,19 +337,76 @@ class MultiModalTrainer(nnUNetTrainer):
         return super().do_split()
 
     def _adopt_raw_splits(self) -> None:
-        """Copy ``$nnUNet_raw/<dataset>/splits_final.json`` into the preprocessed folder if that has none."""
+        """Give nnU-Net a ``splits_final.json`` that keeps tumour-free twins together, before it reads or makes one.
+
+        Twins are ``X`` and ``X_normal`` when both are cases of the preprocessed dataset (``nnunet_mm make-normal``
+        writes them). In order:
+
+        1. the preprocessed ``splits_final.json``, if there is one, is what nnU-Net uses: it is only checked;
+        2. else ``$nnUNet_raw/<dataset>/splits_final.json`` (a converter's split) is checked and copied there;
+        3. else, if the dataset has twins, folds grouped by twin
+           (:func:`~nnunet_mm.io.splits.grouped_cross_validation_splits`: nnU-Net's own seeded split over the groups)
+           are written there and logged; without twins nnU-Net makes its usual split.
+
+        A checked file that puts twins on opposite sides of any fold (one trained on, the other validated) is
+        refused rather than rewritten, since its folds may be deliberate and earlier folds' results depend on them.
+        Nothing is done for ``fold == "all"``, which has no validation split.
+
+        Raises:
+            TrainingRefused: a splits file separates twins (names the file, the fold and the first twins), or is
+                unreadable.
+        """
         from nnunetv2.paths import nnUNet_raw
 
-        if self.fold == "all" or not nnUNet_raw:
+        if self.fold == "all":
             return
-        target = Path(self.preprocessed_dataset_folder_base) / "splits_final.json"
-        source = Path(nnUNet_raw) / self.plans_manager.dataset_name / "splits_final.json"
-        if target.is_file() or not source.is_file():
+        target = Path(self.preprocessed_dataset_folder_base) / SPLITS_FILE
+        source = Path(nnUNet_raw) / self.plans_manager.dataset_name / SPLITS_FILE if nnUNet_raw else None
+        checked = target if target.is_file() else source if source is not None and source.is_file() else None
+        cases = self._case_identifiers()
+        if checked is not None:
+            self._refuse_separated_twins(checked, cases, preprocessed=checked == target)
+            if checked == target:
+                return
+            self._write_splits_atomically(target, checked.read_bytes())
+            self.print_to_log_file(f"nnunet_mm: using the converter's split {source}", also_print_to_console=True)
             return
-        partial = target.with_name(f".splits_final.json.rank{self.local_rank}.tmp")
-        shutil.copyfile(source, partial)
+        groups = normal_twin_groups(cases)
+        if len(groups) < len(cases):
+            splits = grouped_cross_validation_splits(groups)
+            self._write_splits_atomically(target, (json.dumps(splits, indent=4) + "\n").encode("utf-8"))
+            self.print_to_log_file(f"nnunet_mm: {len(cases) - len(groups)} case(s) have a tumour-free X_normal "
+                                   f"twin; wrote {len(splits)} fold(s) that keep each twin in its original's fold "
+                                   f"to {target}", also_print_to_console=True)
+
+    def _case_identifiers(self) -> list[str]:
+        """The preprocessed dataset's case ids (what nnU-Net's ``do_split`` splits)."""
+        if self.dataset_class is None:
+            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        return sorted(self.dataset_class.get_identifiers(self.preprocessed_dataset_folder))
+
+    @staticmethod
+    def _refuse_separated_twins(path: Path, cases: list[str], *, preprocessed: bool) -> None:
+        try:
+            separated = separated_twins(read_splits(path), cases)
+        except ValueError as error:
+            raise TrainingRefused(error) from None
+        if separated:
+            fold, trained, validated = separated[0]
+            fix = (f"delete it: nnunet_mm then adopts the raw dataset's {SPLITS_FILE} if it keeps twins together "
+                   f"(re-run `nnunet_mm make-normal` to get one), else writes folds that keep each X_normal with X"
+                   if preprocessed else
+                   f"re-run `nnunet_mm make-normal` (it writes grouped splits) or delete {path} so that nnunet_mm "
+                   f"writes folds that keep each X_normal with X")
+            raise TrainingRefused(
+                f"{path}: fold {fold} trains on {trained!r} but validates on its twin {validated!r} "
+                f"({len(separated)} separated twin pair(s) over all folds), which leaks the case into its own "
+                f"validation; {fix}")
+
+    def _write_splits_atomically(self, target: Path, content: bytes) -> None:
+        partial = target.with_name(f".{SPLITS_FILE}.rank{self.local_rank}.tmp")
+        partial.write_bytes(content)
         os.replace(partial, target)  # atomic, so concurrent DDP ranks never see a half-written file
-        self.print_to_log_file(f"nnunet_mm: using the converter's split {source}", also_print_to_console=True)
 
     # ------------------------------------------------------------------------------------------------------------
     # the step

@@ -81,6 +81,10 @@ def test_median_normal_cases_remove_the_tumour_and_leave_everything_else(tmp_pat
     record = json.loads((target / "normal_cases.json").read_text())
     assert record["method"] == "median" and record["cases"]["liver_000_normal"]["source"] == "liver_000"
     assert (target / "normal_cases.png").stat().st_size > 5000
+    splits = json.loads((target / "splits_final.json").read_text())  # each twin in its original's fold
+    assert sorted((fold["train"], fold["val"]) for fold in splits) == [
+        (["liver_000", "liver_000_normal"], ["liver_001", "liver_001_normal"]),
+        (["liver_001", "liver_001_normal"], ["liver_000", "liver_000_normal"])]
     texts = figure_texts(figures[0])
     assert texts[0].startswith("normal cases (median inpainting)")
     z = int(np.argmax(tumour.reshape(tumour.shape[0], -1).sum(1)))
@@ -88,6 +92,24 @@ def test_median_normal_cases_remove_the_tumour_and_leave_everything_else(tmp_pat
     with pytest.raises(FileExistsError, match="overwrite"):
         make_normal_dataset(source, target, method="median", progress=False)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+
+def test_a_source_split_is_extended_with_each_twin_in_its_originals_fold(tmp_path):
+    source = _write_raw_dataset(tmp_path / "Dataset901_Liver", num_cases=3)
+    shipped = [{"train": ["liver_000", "liver_001"], "val": ["liver_002"]},
+               {"train": ["liver_002"], "val": ["liver_000", "liver_001"]}]
+    (source / "splits_final.json").write_text(json.dumps(shipped))
+    target = make_normal_dataset(source, tmp_path / "Dataset902_LiverNormal", method="median", progress=False).folder
+    assert json.loads((target / "splits_final.json").read_text()) == [
+        {"train": ["liver_000", "liver_000_normal", "liver_001", "liver_001_normal"],
+         "val": ["liver_002", "liver_002_normal"]},
+        {"train": ["liver_002", "liver_002_normal"],
+         "val": ["liver_000", "liver_000_normal", "liver_001", "liver_001_normal"]}]
+    only_twins = make_normal_dataset(source, tmp_path / "Dataset903_Normal", method="median", progress=False,
+                                     include_originals=False).folder
+    assert json.loads((only_twins / "splits_final.json").read_text()) == [
+        {"train": ["liver_000_normal", "liver_001_normal"], "val": ["liver_002_normal"]},
+        {"train": ["liver_002_normal"], "val": ["liver_000_normal", "liver_001_normal"]}]
 
 
 def test_ffc_needs_a_model_and_bad_labels_name_the_file(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_mm.training.multimodal_trainer import MultiModalTrainer, StepLoss, reference_target
+from nnunet_mm.training.refusal import TrainingRefused
 
 ALWAYS_MISALIGN = {"misalignment": {"probability": 1.0}, "modality_dropout": {"probability": 0.0}, "seed": 0}
 NO_AUGMENTATION = {"misalignment": {"probability": 0.0}, "modality_dropout": {"probability": 0.0}, "seed": 0}
@@ -241,6 +243,43 @@ def test_an_existing_preprocessed_split_wins(trainer_kit):
     (trainer_kit.preprocessed / "splits_final.json").write_text(json.dumps([{"train": cases[1:], "val": cases[:1]}]))
     trainer = trainer_kit.trainer(MultiModalTrainer, fold=0, initialize=False)
     assert trainer.do_split() == (cases[1:], cases[:1])
+
+
+def _add_normal_twins(kit, originals: list[str]) -> list[str]:
+    """Preprocessed ``<case>_normal`` copies of ``originals`` (as ``nnunet_mm make-normal`` would add); returns all
+    case ids, sorted."""
+    folder = kit.preprocessed / "nnUNetPlans_2d"
+    for case in originals:
+        for path in folder.glob(f"{case}[._]*"):
+            shutil.copyfile(path, folder / path.name.replace(case, f"{case}_normal", 1))
+    return sorted(kit.case_ids + [f"{case}_normal" for case in originals])
+
+
+def test_a_split_that_separates_normal_twins_is_refused(trainer_kit):
+    cases = _add_normal_twins(trainer_kit, ["phantom_000", "phantom_003"])
+    separated = [{"train": [c for c in cases if c != "phantom_000_normal"], "val": ["phantom_000_normal"]}]
+    (trainer_kit.raw / "splits_final.json").write_text(json.dumps(separated))
+    trainer = trainer_kit.trainer(MultiModalTrainer, fold=0, initialize=False)
+    with pytest.raises(TrainingRefused, match=r"splits_final\.json: fold 0 trains on 'phantom_000' but validates on "
+                                              r"its twin 'phantom_000_normal'.*make-normal.*delete") as refused:
+        trainer.do_split()
+    assert isinstance(refused.value, SystemExit) and str(trainer_kit.raw) in str(refused.value)
+    assert not (trainer_kit.preprocessed / "splits_final.json").exists()  # the leaking split is not adopted
+    (trainer_kit.preprocessed / "splits_final.json").write_text(json.dumps(separated))  # e.g. nnU-Net's own folds
+    with pytest.raises(TrainingRefused, match=str(trainer_kit.preprocessed)):
+        trainer_kit.trainer(MultiModalTrainer, fold=0, initialize=False).do_split()
+
+
+def test_without_a_split_normal_twins_get_grouped_folds(trainer_kit):
+    cases = _add_normal_twins(trainer_kit, ["phantom_000", "phantom_003"])
+    trainer = trainer_kit.trainer(MultiModalTrainer, fold=0, initialize=False)
+    train, val = trainer.do_split()
+    splits = json.loads((trainer_kit.preprocessed / "splits_final.json").read_text())
+    assert len(splits) == 5 and sorted(c for fold in splits for c in fold["val"]) == cases
+    for fold in splits:
+        for original in ("phantom_000", "phantom_003"):
+            assert (original in fold["val"]) == (f"{original}_normal" in fold["val"])
+    assert (list(train), list(val)) == (splits[0]["train"], splits[0]["val"])
 
 
 LOG_UNDER_ASCII_LOCALE = """
