@@ -11,10 +11,17 @@
         "liver_label": null, "tumour_label": null,   # default: the labels named liver / tumour (tumor, lesion)
         "statistics_file": null,               # default: beside the preprocessed data (nnunet_mm synth-stats)
         "model_folder": null,                  # diffusion: default <preprocessed>/nnunet_mm_synthesis/latent_diffusion
-        "texture_sigma_mm": [3, 15], "edge_sigma_voxels": [0.5, 1.5], "contrast_jitter": 0.2
+        "texture_sigma_mm": [3, 15], "edge_sigma_voxels": [0.5, 1.5], "contrast_jitter": 0.2,
+        "misalign_synthetic": true             # false: samples with synthetic tumours skip the misalignment
     }}
 
 Every key is optional; unknown keys and bad values are refused with a message naming the key.
+
+``misalign_synthetic``: the multimodal misalignment (on for ``"channel_acquisition": "separate"``) moves the phases of
+every training sample against each other. Synthetic tumours are painted with one mask for all phases, i.e. strictly
+aligned (paper 002's point); ``false`` keeps a sample that received synthetic tumours aligned (its modality dropout
+still applies), ``true`` (the default, the behaviour before the key existed) misaligns it like a real one. Which is
+better is an experiment's question; the default is not a claim.
 """
 from __future__ import annotations
 
@@ -65,10 +72,11 @@ class SynthesisSettings:
     texture_sigma_mm: tuple[float, float] = (3.0, 15.0)
     edge_sigma_voxels: tuple[float, float] = (0.5, 1.5)
     contrast_jitter: float = 0.2
+    misalign_synthetic: bool = True
 
     KNOWN_KEYS = ("synthesizer", "probability", "class_probabilities", "size_classes", "dice_weight", "ce_weight",
                   "liver_label", "tumour_label", "statistics_file", "model_folder", "texture_sigma_mm",
-                  "edge_sigma_voxels", "contrast_jitter")
+                  "edge_sigma_voxels", "contrast_jitter", "misalign_synthetic")
 
     @classmethod
     def from_dict(cls, block: Mapping[str, Any] | None,
@@ -102,6 +110,11 @@ class SynthesisSettings:
                 if not isinstance(block[key], str):
                     raise ValueError(f"{where}.{key} must be a path string or null, got {block[key]!r}.")
                 values[key] = block[key]
+        if "misalign_synthetic" in block:
+            if not isinstance(block["misalign_synthetic"], bool):
+                raise ValueError(f"{where}.misalign_synthetic must be true or false, got "
+                                 f"{block['misalign_synthetic']!r}.")
+            values["misalign_synthetic"] = block["misalign_synthetic"]
         values["masks"] = cls._mask_settings(block, where)
         settings = cls(**values)
         if settings.dice_weight == 0 and settings.ce_weight == 0:

@@ -3,7 +3,7 @@
 Method (the paper's segmenter stage, §3.2 "MS", with the synthesis of §3.2 "MCS"):
 
 * **Online synthesis in** :meth:`~SynthTumorTrainer.prepare_batch` of :class:`MultiModalTrainer`'s step, on the
-  training device, after nnU-Net's loader and CPU augmentation:
+  training device, after nnU-Net's loader and its spatial CPU augmentation:
   every sample whose patch contains liver receives, with probability ``p`` (``"probability"``, 0.5 as in DiffTumor),
   synthetic tumours in its healthy liver — samples of normal cases and the tumour-free liver of tumour cases alike.
   The mask (:func:`~nnunet_mm.synthesis.masks.sample_tumour_masks`: deformed ellipsoids of a random size class) is
@@ -12,9 +12,16 @@ Method (the paper's segmenter stage, §3.2 "MS", with the synthesis of §3.2 "MC
   :mod:`nnunet_mm.synthesis.handcrafted`; ``"diffusion"``: the latent-diffusion models trained by the plugin).
 * **Targets follow**: the tumour label is written into the mask and the deep-supervision pyramid is rebuilt from the
   new full-resolution label with nnU-Net's own nearest-neighbour downsampling.
+* **nnU-Net's intensity augmentation after the insertion**: :meth:`~SynthTumorTrainer.get_training_transforms`
+  takes nnU-Net's noise, blur, brightness, contrast, low-resolution and gamma transforms (and, where the plans mask
+  the image for normalisation, the mask and the ``-1`` label removal) out of the CPU pipeline, and
+  :meth:`~SynthTumorTrainer.prepare_batch` applies those same transform objects per sample after painting
+  (:mod:`nnunet_mm.synthesis.intensity_after_insertion`), so a synthetic lesion is degraded like its surroundings
+  instead of staying sharp in a blurred or noisy patch.
 * Then :class:`MultiModalTrainer`'s misalignment and modality dropout (on for ``"channel_acquisition": "separate"``
-  multi-phase data), so synthetic tumours are misregistered like real ones, and nnU-Net's loss and update (the
-  base step's default :meth:`~MultiModalTrainer.compute_loss`).
+  multi-phase data), and nnU-Net's loss and update (the base step's default :meth:`~MultiModalTrainer.compute_loss`).
+  With ``"misalign_synthetic": false`` a sample that received synthetic tumours keeps its phases aligned (the draw is
+  made for the whole batch as before and dropped for those samples); ``true`` (default) misaligns it like a real one.
 * **Loss** ``L = Dice + 0.5·CE`` (the paper; ``"dice_weight"``/``"ce_weight"``), nnU-Net's DC_and_CE with deep
   supervision.
 * **Validation** on real data only (nnU-Net's validation step is untouched).
@@ -22,12 +29,14 @@ Method (the paper's segmenter stage, §3.2 "MS", with the synthesis of §3.2 "MC
   components outside the predicted liver.
 
 Settings: the ``"synthesis"`` object of the dataset.json settings block (:mod:`nnunet_mm.synthesis.settings`).
-DDP: every random draw comes from the rank's own generator; nothing is collective except the epoch's logged share
+DDP: every random draw comes from the rank's own generator (the batchgeneratorsv2 transforms, which draw from the
+global numpy/torch generators, run under a seed drawn from it); nothing is collective except the epoch's logged share
 of synthetic samples (``synthetic_fraction``, averaged over the ranks). The synthesizer is stateless (the statistics
 live in a file beside the preprocessed data), so ``--c`` needs no extra checkpoint state.
 The training log states, at the start, the synthesizer and what it was built from (statistics file or model
 folder), p, the size classes, the labels and the loss.
-Hooks overridden: ``__init__``, ``initialize``, ``_build_loss``, ``prepare_batch``.
+Hooks overridden: ``__init__``, ``initialize``, ``_build_loss``, ``get_training_transforms`` (an instance method
+here; nnU-Net calls it through ``self``), ``prepare_batch``, ``augment_multimodal``.
 """
 from __future__ import annotations
 
@@ -37,14 +46,17 @@ from pathlib import Path
 import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 
+from nnunet_mm.augment import MisalignmentParameters, apply_modality_dropout
 from nnunet_mm.synthesis.base import TumorSynthesizer
 from nnunet_mm.synthesis.handcrafted import HandcraftedSynthesizer
+from nnunet_mm.synthesis.intensity_after_insertion import (DeferredAugmentation, apply_deferred_augmentation,
+                                                          split_training_transforms)
 from nnunet_mm.synthesis.masks import sample_tumour_masks
 from nnunet_mm.synthesis.statistics import (TumourContrastStatistics, fit_tumour_statistics, preprocessed_cases,
                                             statistics_path)
 from nnunet_mm.training.debug import DebugSchedule
-from nnunet_mm.training.multimodal_trainer import (MultiModalTrainer, Target, reference_target, resize_label,
-                                                   target_list)
+from nnunet_mm.training.multimodal_trainer import (MultiModalDraw, MultiModalTrainer, Target, reference_target,
+                                                   resize_label, target_list)
 
 MIN_LIVER_VOXELS = 16  # a patch with less liver than this gets no synthetic tumour
 
@@ -62,6 +74,9 @@ class SynthTumorTrainer(MultiModalTrainer):
                                                                                      self.dataset_settings.source)
         self.synthetic_probability = self.synthesis_settings.probability  # p, the share of liver samples
         self.synthesizer: TumorSynthesizer | None = None
+        # nnU-Net's transforms that run after the insertion (set by get_training_transforms)
+        self.deferred_augmentation: DeferredAugmentation | None = None
+        self._synthetic_samples: torch.Tensor | None = None  # (B,) bool of the batch in the step, for the misalignment
 
     def initialize(self) -> None:
         if self.label_manager.has_regions:
@@ -76,7 +91,9 @@ class SynthTumorTrainer(MultiModalTrainer):
             f"size classes {[c.name for c in settings.masks.size_classes]} (probabilities "
             f"{[round(p, 3) for p in settings.masks.probabilities]}), liver label {self.liver_label}, tumour label "
             f"{self.tumour_label}; loss {settings.dice_weight}*Dice + {settings.ce_weight}*CE; validation on real "
-            f"cases only", also_print_to_console=True)
+            f"cases only; nnU-Net's intensity augmentation applied after the insertion; samples with synthetic "
+            f"tumours {'misaligned like real ones' if settings.misalign_synthetic else 'kept aligned'} "
+            f"(misalign_synthetic {str(settings.misalign_synthetic).lower()})", also_print_to_console=True)
 
     def _build_loss(self):
         loss = super()._build_loss()
@@ -88,11 +105,52 @@ class SynthTumorTrainer(MultiModalTrainer):
     # ------------------------------------------------------------------------------------------------------------
     # the method
 
+    def get_training_transforms(self, *args, **kwargs):
+        """nnU-Net's training pipeline without the transforms that must follow the synthesis (kept in
+        ``self.deferred_augmentation``; same arguments as ``nnUNetTrainer.get_training_transforms``)."""
+        pipeline, self.deferred_augmentation = split_training_transforms(super().get_training_transforms(*args,
+                                                                                                         **kwargs))
+        self.print_to_log_file(f"nnunet_mm SynthTumor: after the insertion, on the training device: "
+                               f"{self.deferred_augmentation.describe()}")
+        return pipeline
+
     def prepare_batch(self, data: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target, dict[str, torch.Tensor]]:
-        """Synthetic tumours into the batch before the multimodal augmentation (see the module docstring)."""
+        """Synthetic tumours into the batch, then nnU-Net's deferred intensity augmentation, before the multimodal
+        augmentation (see the module docstring)."""
+        if self.deferred_augmentation is None:
+            raise RuntimeError("SynthTumorTrainer.prepare_batch: get_training_transforms has not run, so nnU-Net's "
+                               "intensity augmentation would be skipped; build the data loaders first.")
         data, targets, synthetic = self.insert_synthetic_tumours(data, target_list(reference_target(target)))
+        data, targets = apply_deferred_augmentation(data, targets, self.deferred_augmentation,
+                                                    self.mm_settings.num_channels, self.augmentation_generator)
+        self._synthetic_samples = synthetic
         target = targets if isinstance(target, list) else targets[0]
         return data, target, {"synthetic_fraction": synthetic.float().mean()}
+
+    def augment_multimodal(self, data: torch.Tensor) -> tuple[torch.Tensor, MultiModalDraw]:
+        """The base augmentation; with ``"misalign_synthetic": false``, samples that received synthetic tumours in
+        this step's :meth:`prepare_batch` take only its modality dropout (their misalignment is dropped from images
+        and draw)."""
+        augmented, draw = super().augment_multimodal(data)
+        synthetic, self._synthetic_samples = self._synthetic_samples, None  # this step's only
+        if (self.synthesis_settings.misalign_synthetic or draw.misalignment is None or synthetic is None
+                or synthetic.shape[0] != data.shape[0] or not synthetic.any()):
+            return augmented, draw
+        keep = synthetic.to(draw.misalignment.active.device)
+        m = draw.misalignment
+        unmoved = keep.view(-1, *([1] * (m.control_displacement_mm.ndim - 1)))
+        draw.misalignment = MisalignmentParameters(
+            active=m.active & ~keep[:, None], translation_mm=m.translation_mm * ~keep[:, None, None],
+            rotation_deg=m.rotation_deg * ~keep[:, None, None],
+            control_displacement_mm=m.control_displacement_mm * ~unmoved)
+        phases = self.mm_settings.num_channels
+        with torch.no_grad():
+            aligned = data[:, :phases]
+            if draw.dropout is not None:
+                aligned = apply_modality_dropout(aligned, draw.dropout, self.mm_settings.modality_dropout.mode)
+            augmented = augmented.clone()
+            augmented[keep.to(augmented.device), :phases] = aligned[keep.to(aligned.device)]
+        return augmented, draw
 
     def insert_synthetic_tumours(self, data: torch.Tensor, targets: list[torch.Tensor]
                                  ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:

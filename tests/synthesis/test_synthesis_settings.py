@@ -18,6 +18,8 @@ def test_defaults_are_the_papers_and_labels_are_found_by_name():
         ("handcrafted", 0.5, 1.0, 0.5)
     assert [c.name for c in settings.masks.size_classes] == ["tiny", "small", "medium", "large"]
     assert settings.resolve_labels(LABELS) == (1, 2)
+    assert settings.misalign_synthetic is True  # the behaviour before the key existed (issue 19.2)
+    assert SynthesisSettings.from_dict({"misalign_synthetic": False}).misalign_synthetic is False
     assert settings.resolve_labels({"background": 0, "Liver": 3, "lesion": 4}) == (3, 4)
 
 
@@ -39,6 +41,7 @@ def test_custom_classes_probabilities_and_labels_are_read():
     ({"class_probabilities": [1, 1]}, ValueError, "class_probabilities must be a list of 4 numbers"),
     ({"size_classes": [{"name": "a", "radius_mm": 5}]}, ValueError, r"size_classes\[0\] must be an object"),
     ({"dice_weight": 0, "ce_weight": 0}, ValueError, "both 0"),
+    ({"misalign_synthetic": "no"}, ValueError, "misalign_synthetic must be true or false, got 'no'"),
 ])
 def test_bad_settings_are_refused_naming_the_key(block, error, message):
     with pytest.raises(error, match=message):
