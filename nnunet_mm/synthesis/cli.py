@@ -133,9 +133,11 @@ def run_synth_preview(args: argparse.Namespace) -> int:
     phases = dataset_settings.multimodal.display_names(dataset_json["channel_names"])
     data_folder = folder / configuration.data_identifier
     if settings.synthesizer == "diffusion":
-        from nnunet_mm.synthesis.latent_diffusion import LatentDiffusionSynthesizer, default_model_folder
+        from nnunet_mm.synthesis.latent_diffusion import (LatentDiffusionSynthesizer, configuration_record,
+                                                          default_model_folder)
         synthesizer = LatentDiffusionSynthesizer.from_folder(
-            Path(settings.model_folder) if settings.model_folder else default_model_folder(folder), device)
+            Path(settings.model_folder) if settings.model_folder else default_model_folder(folder), device,
+            configuration_record(args.c, configuration))
     else:
         stats_file = Path(settings.statistics_file) if settings.statistics_file else \
             statistics_path(folder, configuration.data_identifier)

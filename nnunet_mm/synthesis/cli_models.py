@@ -221,8 +221,9 @@ def run_train_autoencoder(args: argparse.Namespace) -> int:
 
 
 def run_train_diffusion(args: argparse.Namespace) -> int:
-    from nnunet_mm.synthesis.latent_diffusion import (DiffusionConfig, default_autoencoder_folder,
-                                                      default_model_folder, train_diffusion)
+    from nnunet_mm.synthesis.latent_diffusion import (DiffusionConfig, configuration_record,
+                                                      default_autoencoder_folder, default_model_folder,
+                                                      train_diffusion)
     from nnunet_mm.synthesis.model_data import PreprocessedCrops
     from nnunet_mm.synthesis.cli import preprocessed_dataset
     from nnunet_mm.synthesis.normal_cases import dataset_labels
@@ -245,6 +246,7 @@ def run_train_diffusion(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else default_model_folder(folder)
     result = train_diffusion(crops, autoencoder, config, output, tumour_label=tumour,
                              phase_names=settings.multimodal.phase_names,
+                             configuration=configuration_record(args.c, configuration),
                              device=device, resume=args.resume, overwrite=args.overwrite)
     print(f"trained the latent diffusion model for {result.step} steps: {result.folder}")
     return 0
@@ -252,7 +254,7 @@ def run_train_diffusion(args: argparse.Namespace) -> int:
 
 def run_synth_pool(args: argparse.Namespace) -> int:
     from nnunet_mm.synthesis.cli import preprocessed_dataset
-    from nnunet_mm.synthesis.latent_diffusion import default_model_folder, write_synthetic_pool
+    from nnunet_mm.synthesis.latent_diffusion import configuration_record, default_model_folder, write_synthetic_pool
 
     folder, dataset_json, settings, configuration = preprocessed_dataset(args)
     model = Path(args.model) if args.model else default_model_folder(folder)
@@ -263,6 +265,6 @@ def run_synth_pool(args: argparse.Namespace) -> int:
     result = write_synthetic_pool(folder / configuration.data_identifier, dataset_json, model, Path(args.output),
                                   num_samples=args.num_samples, spacing=configuration.spacing,
                                   patch_size=args.patch_size, seed=args.seed, device=device,
-                                  overwrite=args.overwrite)
+                                  overwrite=args.overwrite, configuration=configuration_record(args.c, configuration))
     print(f"wrote {args.num_samples} synthetic patch(es) to {result}")
     return 0

@@ -34,7 +34,7 @@ import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -193,10 +193,50 @@ def _latent_scale(autoencoder: torch.nn.Module, crops: PreprocessedCrops, batch_
     return float(1.0 / torch.cat(latents).std().clamp_min(1e-6))
 
 
+def configuration_record(configuration_name: str, configuration_manager: Any) -> dict[str, Any]:
+    """What ties a diffusion model to the nnU-Net configuration whose preprocessed data it learnt: the name, the
+    target spacing and the normalisation schemes (the intensity space of the latents)."""
+    def read(attribute: str):  # nnU-Net's ConfigurationManager reads its plans dict: a key may be missing
+        try:
+            return getattr(configuration_manager, attribute)
+        except (KeyError, AttributeError):
+            return None
+
+    spacing, schemes = read("spacing"), read("normalization_schemes")
+    return {"name": str(configuration_name), "data_identifier": read("data_identifier"),
+            "spacing": None if spacing is None else [float(s) for s in spacing],
+            "normalization_schemes": None if schemes is None else list(schemes)}
+
+
+def check_configuration(folder: Path, trained_on: Mapping[str, Any] | None, used_with: Mapping[str, Any]) -> None:
+    """Refuse a model folder trained on another configuration than ``used_with`` (spacing within 1 %, the same
+    normalisation per channel); a folder from before the record existed is accepted.
+
+    Raises:
+        ValueError: naming the folder, both configurations and what differs.
+    """
+    if not trained_on:
+        return
+    problems = []
+    spacing, expected = trained_on.get("spacing"), used_with.get("spacing")
+    if spacing and expected and (len(spacing) != len(expected) or
+                                 any(abs(a - b) > 0.01 * max(abs(b), 1e-6) for a, b in zip(spacing, expected))):
+        problems.append(f"spacing {spacing} vs {expected}")
+    schemes, expected_schemes = trained_on.get("normalization_schemes"), used_with.get("normalization_schemes")
+    if schemes and expected_schemes and list(schemes) != list(expected_schemes):
+        problems.append(f"normalisation {schemes} vs {expected_schemes}")
+    if problems:
+        raise ValueError(f"{folder}: the latent-diffusion model was trained on configuration "
+                         f"'{trained_on.get('name')}' and is used with '{used_with.get('name')}' ({'; '.join(problems)}); "
+                         f"train it on this configuration ('nnunet_mm train-autoencoder' and 'train-diffusion' with "
+                         f"-c {used_with.get('name')}) or point \"model_folder\" at a model trained on it.")
+
+
 def train_diffusion(crops: PreprocessedCrops, autoencoder_folder: Path, config: DiffusionConfig, folder: Path, *,
                     tumour_label: int, phase_names: Sequence[str] | None = None, device: torch.device,
                     resume: bool = False, overwrite: bool = False, progress: bool = True,
-        step_callback: Callable[[int], None] | None = None) -> ckpt.TrainingResult:
+                    configuration: Mapping[str, Any] | None = None,
+                    step_callback: Callable[[int], None] | None = None) -> ckpt.TrainingResult:
     """Train the mask-conditioned denoiser on real tumour crops (``crops`` centred on tumour), write the model folder.
 
     Args:
@@ -204,6 +244,8 @@ def train_diffusion(crops: PreprocessedCrops, autoencoder_folder: Path, config: 
         autoencoder_folder: a trained autoencoder (``nnunet_mm train-autoencoder``); frozen, copied into ``folder``.
         tumour_label: label value of the tumour in the preprocessed segmentations.
         phase_names: stored for the record (default: channel indices).
+        configuration: what the model is tied to (:func:`configuration_record`: name, spacing, normalisation of
+            the nnU-Net configuration whose preprocessed data it learnt); checked when a trainer loads the folder.
 
     History key: ``mse`` (the ε-prediction loss).
     """
@@ -240,7 +282,8 @@ def train_diffusion(crops: PreprocessedCrops, autoencoder_folder: Path, config: 
         "autoencoder": asdict(ae_config), "diffusion": asdict(config), "latent_scale": latent_scale,
         "num_phases": num_phases, "tumour_label": int(tumour_label),
         "phase_names": list(phase_names) if phase_names else [str(c) for c in range(num_phases)],
-        "autoencoder_folder": str(Path(autoencoder_folder).absolute()), "cases": len(crops.identifiers)})
+        "autoencoder_folder": str(Path(autoencoder_folder).absolute()), "cases": len(crops.identifiers),
+        "configuration": dict(configuration) if configuration else None})
 
     def save() -> None:
         ckpt.save_training_state(folder, step=step, modules=modules, optimizers=optimizers, history=history)
@@ -313,13 +356,25 @@ class LatentDiffusionSynthesizer:
         _, self.scheduler = _schedulers(config)
 
     @classmethod
-    def from_folder(cls, folder: Path, device: torch.device) -> "LatentDiffusionSynthesizer":
-        """Load a model folder written by :func:`train_diffusion` (safetensors weights only)."""
+    def from_folder(cls, folder: Path, device: torch.device,
+                    configuration: Mapping[str, Any] | None = None) -> "LatentDiffusionSynthesizer":
+        """Load a model folder written by :func:`train_diffusion` (safetensors weights only).
+
+        Args:
+            configuration: the :func:`configuration_record` of the data it will synthesise into; refused when the
+                model learnt another spacing, normalisation or number of phases (the latents would not match).
+
+        Raises:
+            FileNotFoundError: no model folder.
+            ValueError: the model was trained on a different configuration (both named).
+        """
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no latent-diffusion model folder; train one with 'nnunet_mm "
                                     f"train-autoencoder' and 'nnunet_mm train-diffusion'.")
         saved = ckpt.read_config(folder)
+        if configuration is not None:
+            check_configuration(folder, saved.get("configuration"), configuration)
         ae_config = AutoencoderConfig(**saved["autoencoder"])
         config = DiffusionConfig(**saved["diffusion"])
         autoencoder = ckpt.load_weights(folder, AUTOENCODER_WEIGHTS_NAME, build_autoencoder(ae_config))
@@ -392,7 +447,7 @@ class LatentDiffusionSynthesizer:
 def write_synthetic_pool(preprocessed_folder: Path, dataset_json: dict, model_folder: Path, output: Path, *,
                          num_samples: int, spacing: Sequence[float], patch_size: Sequence[int] | None = None,
                          seed: int = 0, device: torch.device, overwrite: bool = False,
-                         progress: bool = True) -> Path:
+                         progress: bool = True, configuration: Mapping[str, Any] | None = None) -> Path:
     """Pre-generate ``num_samples`` synthetic-tumour patches (the "large pool" alternative to online synthesis).
 
     Each patch is a crop of a preprocessed case centred on its liver; tumour masks are drawn in its tumour-free liver
@@ -418,7 +473,7 @@ def write_synthetic_pool(preprocessed_folder: Path, dataset_json: dict, model_fo
     source = preprocessed_dataset_json_source(Path(preprocessed_folder).parent)
     settings = read_settings(dataset_json, source).method(SYNTHESIS_KEY)
     liver, tumour = settings.resolve_labels(dataset_json["labels"], source)
-    synthesizer = LatentDiffusionSynthesizer.from_folder(model_folder, device)
+    synthesizer = LatentDiffusionSynthesizer.from_folder(model_folder, device, configuration)
     patch = tuple(patch_size or synthesizer.config.patch_size)
     crops = PreprocessedCrops(preprocessed_folder, patch, center_labels=(liver,), foreground_fraction=1.0)
     generator = torch.Generator(device=device).manual_seed(seed)

@@ -57,6 +57,7 @@ from nnunet_mm.synthesis.statistics import (TumourContrastStatistics, fit_tumour
 from nnunet_mm.training.debug import DebugSchedule
 from nnunet_mm.training.multimodal_trainer import (MultiModalDraw, MultiModalTrainer, Target, reference_target,
                                                    resize_label, target_list)
+from nnunet_mm.training.refusal import TrainingRefused
 
 MIN_LIVER_VOXELS = 16  # a patch with less liver than this gets no synthetic tumour
 
@@ -194,13 +195,19 @@ class SynthTumorTrainer(MultiModalTrainer):
         settings = self.synthesis_settings
         if settings.synthesizer == "diffusion":
             try:
-                from nnunet_mm.synthesis.latent_diffusion import LatentDiffusionSynthesizer, default_model_folder
+                from nnunet_mm.synthesis.latent_diffusion import (LatentDiffusionSynthesizer, configuration_record,
+                                                                  default_model_folder)
             except ImportError as error:
                 raise ImportError(f"synthesizer 'diffusion' needs nnunet_mm.synthesis.latent_diffusion, which could "
                                   f"not be imported ({error}); use \"synthesizer\": \"handcrafted\".") from error
             folder = Path(settings.model_folder) if settings.model_folder else \
                 default_model_folder(Path(self.preprocessed_dataset_folder_base))
-            return LatentDiffusionSynthesizer.from_folder(folder, self.device), f"models from {folder}"
+            try:
+                synthesizer = LatentDiffusionSynthesizer.from_folder(
+                    folder, self.device, configuration_record(self.configuration_name, self.configuration_manager))
+            except (ValueError, FileNotFoundError) as error:
+                raise TrainingRefused(error) from None
+            return synthesizer, f"models from {folder}"
         statistics, source = self._tumour_statistics()
         synthesizer = HandcraftedSynthesizer(statistics, self.configuration_manager.spacing,
                                              texture_sigma_mm=settings.texture_sigma_mm,

@@ -242,3 +242,31 @@ def test_each_phase_crop_gets_its_own_label_in_a_phases_configuration(tmp_path):
     assert set(whole_channels) == {0, 1}
     swapped = PreprocessedCrops(folder, SHAPE, center_labels=(2,), foreground_fraction=1.0, reference_channel=1)
     assert np.array_equal(swapped.phase_label(seg, 1), seg[0]) and np.array_equal(swapped.phase_label(seg, 0), seg[1])
+
+
+def test_a_model_folder_is_tied_to_the_configuration_it_learnt(trained, tmp_path):
+    """The record of the configuration is stored at training; loading for another spacing or normalisation is
+    refused naming both configurations; a folder without the record (older) still loads."""
+    import shutil
+    from types import SimpleNamespace
+
+    from nnunet_mm.synthesis.latent_diffusion import configuration_record
+    from nnunet_mm.synthesis.model_checkpoints import write_config
+
+    root, _, _, _ = trained
+    folder = tmp_path / "ldm"
+    shutil.copytree(root / "latent_diffusion", folder)
+    manager = SimpleNamespace(data_identifier="nnUNetPlans_3d_fullres", spacing=(2.0, 1.0, 1.0),
+                              normalization_schemes=["CTNormalization", "CTNormalization"])
+    trained_on = configuration_record("3d_fullres", manager)
+    write_config(folder, {**read_config(folder), "configuration": trained_on})
+    assert LatentDiffusionSynthesizer.from_folder(folder, CPU, dict(trained_on, name="3d_fullres_phases"))
+    other_spacing = configuration_record("3d_lowres", SimpleNamespace(**{**manager.__dict__, "spacing": (4, 2, 2)}))
+    with pytest.raises(ValueError, match=r"ldm: the latent-diffusion model was trained on configuration '3d_fullres' "
+                                         r"and is used with '3d_lowres' \(spacing"):
+        LatentDiffusionSynthesizer.from_folder(folder, CPU, other_spacing)
+    other_norm = configuration_record("3d_fullres", SimpleNamespace(
+        **{**manager.__dict__, "normalization_schemes": ["ZScoreNormalization", "CTNormalization"]}))
+    with pytest.raises(ValueError, match="normalisation"):
+        LatentDiffusionSynthesizer.from_folder(folder, CPU, other_norm)
+    assert LatentDiffusionSynthesizer.from_folder(root / "latent_diffusion", CPU, other_spacing)  # no record: loads
