@@ -1,50 +1,136 @@
-"""Synthetic-tumour mixing (Diff4MMLiTS, paper 002): real-only vs handcrafted (vs diffusion) on few tumour cases.
+"""Synthetic-tumour experiment (Diff4MMLiTS, paper 002): does synthesis help on tumours the synthesizer did not model?
 
-Data: the multi-phase phantom (``nnunet_mm.phantom``, channels pv/art/del/nc, labels 1 liver, 2 tumour), written as
-an nnU-Net raw dataset with ``--tumour-cases`` (≤ 5) labelled tumour cases plus ``--normal-cases`` tumour-free
-"normal" cases and ``--test-cases`` tumour cases in imagesTs. A normal case is a phantom whose tumour voxels (the
-label dilated by 2 voxels, per phase on that phase's own label) are refilled with that phase's liver HU plus noise of
-the phantom's level — an ideal inpainter standing in for the NCG stage — and whose label says liver there.
+Data (written once, planned once, every arm uses the same plans):
 
-Arms, all ``SynthTumorTrainer`` on fold ``all`` with the same plans, schedule, loss (Dice + 0.5·CE), misalignment
-and dropout, so only the synthesis differs:
+* **training**: ``tumour_cases`` (≤ 5) labelled multi-phase phantoms (``nnunet_mm.phantom``, channels pv/art/del/nc,
+  labels 1 liver, 2 tumour) whose lesions come from the phantom's generator ("A": rotated, elastically deformed
+  ellipsoids of one homogeneous tissue, kinds HCC / metastasis / cyst with the HU table of ``phantom.HU_BY_TISSUE``),
+  plus ``normal_cases`` tumour-free phantoms (the phantom's tumour voxels, dilated by 2 voxels, refilled with liver HU
+  plus noise: an ideal inpainter standing in for the NCG stage);
+* **held-out test**: tumour-free phantoms of another generator seed into which :func:`paint_foreign_tumours` paints
+  lesions of a second generator ("B") that neither synthesizer shares: lobulated shapes (a union of 2–5 overlapping
+  balls plus an irregular noise-thresholded boundary, instead of one deformed ellipsoid), heterogeneous texture
+  (smooth noise of 8–20 HU inside, instead of a homogeneous tissue), a rim/core structure, and three enhancement
+  patterns of which two are absent from A: **rim-enhancing** (ring hyper-enhancing in the arterial phase around a
+  hypodense core), **delayed-enhancing** (hypodense in arterial/portal phases, hyperdense in the delayed phase), and
+  **faint heterogeneous hypodense** (−10…−25 HU, weaker than A's metastases). Sizes cover the same 4–10 mm radii.
 
-* ``real``: p = 0 (real data only);
+Arms (all ``SynthTumorTrainer`` with the same plans, schedule, loss, misalignment and dropout; only the synthesis
+differs):
+
+* ``real``: p = 0 (real data only); the baseline;
 * ``handcrafted``: p = 0.5, handcrafted synthesizer, statistics fitted from the training tumours;
-* ``diffusion`` (``--arms ... diffusion``): p = 0.5, the latent-diffusion synthesizer; needs the models trained
-  beforehand into ``<preprocessed>/nnunet_mm_synthesis/latent_diffusion`` (``nnunet_mm`` part B commands).
+* ``handcrafted_aligned``: the same with ``"misalign_synthetic": false`` (item 2 of issue 19: which default);
+* ``diffusion``: p = 0.5, online latent diffusion (the preset's small models, trained once on the training tumours);
+* ``pool``: p = 0.5, patches of a ``synth-pool`` made once with the same diffusion models.
 
-Measured: nnU-Net's tumour and liver Dice on the test cases (nnU-Net's predictor and evaluation), training wall
-time, median ``train_step`` time (CUDA-synchronised) and the time of the synthesis inside it (mean per step, and
-median over the steps where a sample received tumours).
-Issue goals: +8 tumour Dice points over ``real``; step time ≤ 1.1× (``handcrafted`` vs ``real``, whose step equals
-MultiModalTrainer's). Output: ``<output>/bench_synthesis.json``, ``.md`` and ``.png``.
+Measured per run: nnU-Net's predictor on the test cases (mirroring on); ``nnunet_mm compare`` of every arm against
+``real`` (tumour and liver Dice per case averaged over seeds, paired differences with a BCa bootstrap interval,
+lesion-wise recall / false positives); training wall time, median ``train_step`` time, and the time spent in the
+synthesis inside the step. Goal of issue 19: ≥ +8 tumour Dice points over ``real`` with the interval excluding 0.
 
-    python bench/bench_synthesis.py --output bench_out/synthesis                                  # GPU, defaults
-    nice -n 10 python bench/bench_synthesis.py --output /tmp/synth --device cpu -c 2d --epochs 6 --iterations 10 \\
-        --shape 12 64 64 --normal-cases 5 --test-cases 4                                          # CPU, small
+    python bench/bench_synthesis.py --output bench_out/synthesis --preset gpu --device cuda     # full size
+    python bench/bench_synthesis.py --output /tmp/synth --preset cpu                             # 2-core CPU box
+    python bench/bench_synthesis.py --output /tmp/synth_smoke --smoke                            # runs everything
+
+Output: ``OUTPUT/bench_synthesis.{json,md}``, ``OUTPUT/compare/compare.{json,md,png}``, per run
+``OUTPUT/runs/<arm>/seed<k>/{run.json,predictions/}``, the models under ``OUTPUT/work/preprocessed/.../
+nnunet_mm_synthesis/`` and ``OUTPUT/test_tumours.png`` (the foreign test tumours next to training tumours).
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import os
 import shutil
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import benchlib
 
+from nnunet_mm.io.console import encodable
 from nnunet_mm.io.figure_style import figure_style
 
 DATASET_ID = 740
 DATASET_NAME = f"Dataset{DATASET_ID}_SynthBench"
 PHASES = ("pv", "art", "del", "nc")
+LIVER, TUMOUR = 1, 2
 
 
-def _healed_case(seed: int, shape: tuple[int, int, int]):
-    """(images per phase on the reference grid, label) of a phantom with its tumours replaced by liver."""
+@dataclass(frozen=True)
+class Preset:
+    configuration: str
+    shape: tuple[int, int, int]
+    tumour_cases: int
+    normal_cases: int
+    test_cases: int
+    epochs: int
+    iterations: int
+    base_features: int | None  # None: nnU-Net's planned widths; else a narrower U-Net (features base·2^i, max 320)
+    autoencoder: dict  # train-autoencoder settings
+    diffusion: dict  # train-diffusion settings
+    pool_size: int
+
+
+PRESETS = {
+    "cpu": Preset("3d_fullres", (24, 64, 64), tumour_cases=5, normal_cases=10, test_cases=12, epochs=20,
+                  iterations=25, base_features=16,
+                  autoencoder=dict(steps=1500, batch_size=2, patch_size=(16, 32, 32), channels=(16, 32),
+                                   latent_channels=4, norm_num_groups=8, adversarial_start=1000),
+                  diffusion=dict(steps=3000, batch_size=4, patch_size=(16, 32, 32), channels=(32, 64),
+                                 norm_num_groups=16, num_head_channels=16, num_inference_steps=20),
+                  pool_size=150),
+    "gpu": Preset("3d_fullres", (48, 128, 128), tumour_cases=5, normal_cases=20, test_cases=20, epochs=100,
+                  iterations=250, base_features=None,
+                  autoencoder=dict(steps=20000, batch_size=2, patch_size=(64, 64, 64), channels=(32, 64, 64),
+                                   latent_channels=8, norm_num_groups=16, adversarial_start=2000),
+                  diffusion=dict(steps=30000, batch_size=2, patch_size=(64, 64, 64), channels=(64, 128, 256),
+                                 norm_num_groups=32, num_head_channels=32, num_inference_steps=50),
+                  pool_size=2000),
+}
+SMOKE = Preset("3d_fullres", (16, 48, 48), tumour_cases=2, normal_cases=2, test_cases=2, epochs=1, iterations=2,
+               base_features=8,
+               autoencoder=dict(steps=4, batch_size=1, patch_size=(8, 16, 16), channels=(8, 8), latent_channels=2,
+                                norm_num_groups=4, adversarial_start=2),
+               diffusion=dict(steps=4, batch_size=1, patch_size=(8, 16, 16), channels=(8, 16), norm_num_groups=4,
+                              num_head_channels=8, num_inference_steps=2),
+               pool_size=3)
+
+
+@dataclass(frozen=True)
+class Arm:
+    probability: float
+    synthesizer: str = "handcrafted"
+    misalign_synthetic: bool = True
+
+
+ARMS = {
+    "real": Arm(0.0),
+    "handcrafted": Arm(0.5),
+    "handcrafted_aligned": Arm(0.5, misalign_synthetic=False),
+    "diffusion": Arm(0.5, "diffusion"),
+    "pool": Arm(0.5, "pool"),
+}
+
+#: Generator B's enhancement patterns: HU offset from the liver per phase (nc, art, pv, del), rim and core.
+FOREIGN_PATTERNS = {
+    "rim_enhancing": {"rim": (5.0, 70.0, 25.0, 10.0), "core": (-25.0, -35.0, -45.0, -40.0)},
+    "delayed_enhancing": {"rim": (-15.0, -25.0, -10.0, 35.0), "core": (-15.0, -25.0, -10.0, 35.0)},
+    "faint_hypodense": {"rim": (-10.0, -20.0, -25.0, -20.0), "core": (-10.0, -20.0, -25.0, -20.0)},
+}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# data
+
+
+def healed_case(seed: int, shape: tuple[int, int, int]):
+    """(phantom case, images per phase on the reference grid with the tumours replaced by liver, label without
+    tumour): a normal case."""
     import numpy as np
     from scipy import ndimage
 
@@ -55,40 +141,194 @@ def _healed_case(seed: int, shape: tuple[int, int, int]):
     images = {}
     for phase in PHASES:
         image = case.image_on_reference_grid(phase).astype(np.float32)
-        region = ndimage.binary_dilation(case.label_on_reference_grid(phase) == 2, iterations=2)
+        region = ndimage.binary_dilation(case.label_on_reference_grid(phase) == TUMOUR, iterations=2)
         liver_hu = HU_BY_TISSUE["liver"][PHASE_NAMES.index(phase)]
         image[region] = liver_hu + rng.normal(0.0, 12.0, int(region.sum()))
-        images[phase] = image.astype(np.int16)
-    label = np.where(case.label == 2, 1, case.label).astype(np.uint8)
+        images[phase] = image
+    label = np.where(case.label == TUMOUR, LIVER, case.label).astype(np.uint8)
     return case, images, label
 
 
-def write_dataset(raw: Path, *, tumour_cases: int, normal_cases: int, test_cases: int, shape: list[int],
-                  seed: int) -> Path:
-    """Write the raw dataset described in the module docstring; returns its folder."""
+def _foreign_mask(rng, liver, spacing, radius_mm):
+    """One lobulated, irregular lesion mask inside ``liver`` (generator B's shape), or None."""
+    import numpy as np
+    from scipy import ndimage
+
+    spacing = np.asarray(spacing, float)
+    eroded = ndimage.binary_erosion(liver, iterations=2)
+    candidates = np.flatnonzero(eroded)
+    if not len(candidates):
+        return None
+    centre = np.array(np.unravel_index(rng.choice(candidates), liver.shape), float)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in liver.shape], indexing="ij"), -1).astype(float)
+    mask = np.zeros(liver.shape, bool)
+    for _ in range(int(rng.integers(2, 6))):  # 2–5 overlapping balls around the centre
+        offset_mm = rng.normal(0.0, 0.5 * radius_mm, 3)
+        ball_radius = radius_mm * rng.uniform(0.4, 0.8)
+        distance = np.sqrt((((grid - centre) * spacing - offset_mm) ** 2).sum(-1))
+        mask |= distance <= ball_radius
+    noise = ndimage.gaussian_filter(rng.standard_normal(liver.shape), 1.2)
+    boundary = ndimage.binary_dilation(mask, iterations=1) & ~ndimage.binary_erosion(mask, iterations=1)
+    mask = (mask & ~(boundary & (noise < -0.1))) | (boundary & (noise > 0.25))  # irregular edge
+    mask = ndimage.binary_opening(mask)
+    if mask.sum() < 8 or (mask & liver).sum() < 0.9 * mask.sum():
+        return None
+    return mask & liver
+
+
+def paint_foreign_tumours(images: dict, label, case, rng, *, num_lesions: tuple[int, int] = (1, 3)):
+    """Paint generator B's lesions (module docstring) into a healed case, in place; returns (label with tumour,
+    the pattern of every lesion). Each phase gets the lesion moved by the shift of that phase's liver centroid
+    (the phases are misregistered like the training phantoms)."""
+    import numpy as np
+    from scipy import ndimage
+
+    from nnunet_mm.phantom import PHASE_NAMES
+
+    spacing = case.reference_geometry.spacing_zyx_mm
+    liver = label == LIVER
+    label = label.copy()
+    patterns = []
+    centroid = np.array(ndimage.center_of_mass(liver))
+    shifts = {phase: np.round(np.array(ndimage.center_of_mass(case.label_on_reference_grid(phase) > 0))
+                              - centroid).astype(int) for phase in PHASES}
+    for _ in range(int(rng.integers(num_lesions[0], num_lesions[1] + 1))):
+        for _attempt in range(40):
+            mask = _foreign_mask(rng, liver & (label != TUMOUR), spacing, rng.uniform(4.0, 10.0))
+            if mask is not None and not ndimage.binary_dilation(label == TUMOUR, iterations=2)[mask].any():
+                break
+        else:
+            continue
+        pattern = list(FOREIGN_PATTERNS)[int(rng.integers(len(FOREIGN_PATTERNS)))]
+        patterns.append(pattern)
+        depth = ndimage.distance_transform_edt(mask, sampling=spacing)
+        rim = mask & (depth <= 0.35 * depth.max() + 0.5)
+        texture = ndimage.gaussian_filter(rng.standard_normal(mask.shape), 1.5)
+        texture *= rng.uniform(8.0, 20.0) / max(float(texture[mask].std()), 1e-6)
+        for phase in PHASES:
+            column = PHASE_NAMES.index(phase)
+            offset = np.where(rim, FOREIGN_PATTERNS[pattern]["rim"][column], FOREIGN_PATTERNS[pattern]["core"][column])
+            offset = np.where(mask, offset + texture, 0.0)
+            offset = ndimage.gaussian_filter(offset, 0.7)  # partial volume at the edge, as the phantom's
+            images[phase] += np.roll(offset, tuple(shifts[phase]), axis=(0, 1, 2))
+        label[mask] = TUMOUR
+    return label, patterns
+
+
+def write_dataset(raw: Path, preset: Preset, *, seed: int, test_seed: int) -> Path:
+    """The raw dataset of the module docstring; returns its folder."""
+    import numpy as np
     import SimpleITK as sitk
     from tqdm import tqdm
 
     from nnunet_mm.phantom import case_seed, write_nnunet_raw
 
-    folder = write_nnunet_raw(raw, dataset_id=DATASET_ID, name="SynthBench", num_training=tumour_cases,
-                              num_test=test_cases, seed=seed, shape_zyx=tuple(shape), phases=PHASES, overwrite=True)
-    for index in tqdm(range(normal_cases), desc="normal cases", unit="case"):
-        case, images, label = _healed_case(case_seed(seed + 1, index), tuple(shape))
-        identifier = f"normal_{index:03d}"
+    folder = write_nnunet_raw(raw, dataset_id=DATASET_ID, name="SynthBench", num_training=preset.tumour_cases,
+                              num_test=0, seed=seed, shape_zyx=tuple(preset.shape), phases=PHASES, overwrite=True)
+
+    def write(identifier: str, case, images: dict, label, images_folder: str, labels_folder: str) -> None:
+        (folder / images_folder).mkdir(exist_ok=True)
+        (folder / labels_folder).mkdir(exist_ok=True)
         for channel, phase in enumerate(PHASES):
-            sitk.WriteImage(case.reference_geometry.to_sitk(images[phase]),
-                            str(folder / "imagesTr" / f"{identifier}_{channel:04d}.nii.gz"), useCompression=True)
-        sitk.WriteImage(case.reference_geometry.to_sitk(label), str(folder / "labelsTr" / f"{identifier}.nii.gz"),
-                        useCompression=True)
+            sitk.WriteImage(case.reference_geometry.to_sitk(np.round(images[phase]).astype(np.int16)),
+                            str(folder / images_folder / f"{identifier}_{channel:04d}.nii.gz"), useCompression=True)
+        sitk.WriteImage(case.reference_geometry.to_sitk(label.astype(np.uint8)),
+                        str(folder / labels_folder / f"{identifier}.nii.gz"), useCompression=True)
+
+    for index in tqdm(range(preset.normal_cases), desc="normal cases", unit="case"):
+        case, images, label = healed_case(case_seed(seed + 1, index), tuple(preset.shape))
+        write(f"normal_{index:03d}", case, images, label, "imagesTr", "labelsTr")
+    patterns = {}
+    for index in tqdm(range(preset.test_cases), desc="test cases (foreign tumours)", unit="case"):
+        case_seed_value = case_seed(test_seed, index)
+        case, images, label = healed_case(case_seed_value, tuple(preset.shape))
+        label, patterns[f"test_{index:03d}"] = paint_foreign_tumours(
+            images, label, case, np.random.default_rng([test_seed, index, 7]))
+        write(f"test_{index:03d}", case, images, label, "imagesTs", "labelsTs")
     dataset_json = json.loads((folder / "dataset.json").read_text())
-    dataset_json["numTraining"] = tumour_cases + normal_cases
+    dataset_json["numTraining"] = preset.tumour_cases + preset.normal_cases
     (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    (folder / "test_tumour_patterns.json").write_text(json.dumps(patterns, indent=2))
     return folder
 
 
+def prepare_data(preset: Preset, *, seed: int, test_seed: int, num_processes: int, device: str) -> None:
+    """Write the data, plan once (narrower U-Net for the CPU preset), preprocess, train the diffusion models and
+    write the pool; skipped when the marker says it was done with the same settings."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
+                                                                       preprocess)
+
+    raw = Path(os.environ["nnUNet_raw"])
+    preprocessed = Path(os.environ["nnUNet_preprocessed"]) / DATASET_NAME
+    marker = Path(os.environ["nnUNet_preprocessed"]) / "bench_synthesis_data.json"
+    settings = json.loads(json.dumps({"preset": asdict(preset), "seed": seed, "test_seed": test_seed}))
+    if not (marker.is_file() and json.loads(marker.read_text()) == settings):
+        write_dataset(raw, preset, seed=seed, test_seed=test_seed)
+        extract_fingerprints([DATASET_ID], num_processes=num_processes)
+        plan_experiments([DATASET_ID])
+        plans_file = preprocessed / "nnUNetPlans.json"
+        plans = load_json(str(plans_file))
+        if preset.base_features:
+            arch = plans["configurations"][preset.configuration]["architecture"]["arch_kwargs"]
+            arch["features_per_stage"] = [min(preset.base_features * 2 ** i, 320) for i in range(arch["n_stages"])]
+        save_json(plans, str(plans_file), sort_keys=False)
+        preprocess([DATASET_ID], configurations=(preset.configuration,), num_processes=(num_processes,))
+        for stale in ("nnunet_mm_synthesis",):
+            shutil.rmtree(preprocessed / stale, ignore_errors=True)
+        marker.write_text(json.dumps(settings))
+    train_synthesis_models(preset, device)
+
+
+def _nnunet_mm(*arguments: str) -> None:
+    import subprocess
+
+    command = [str(Path(sys.executable).with_name("nnunet_mm")), *arguments]
+    print("[bench_synthesis] " + " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def train_synthesis_models(preset: Preset, device: str) -> dict:
+    """Autoencoder, latent diffusion model and pool, each once (through the user's commands); their wall times."""
+    preprocessed = Path(os.environ["nnUNet_preprocessed"]) / DATASET_NAME
+    models = preprocessed / "nnunet_mm_synthesis"
+    times_file = models / "bench_times.json"
+    times = json.loads(times_file.read_text()) if times_file.is_file() else {}
+    common = ["-d", str(DATASET_ID), "-c", preset.configuration, "-device", device]
+    a, d = preset.autoencoder, preset.diffusion
+    steps = [
+        ("autoencoder", models / "autoencoder", ["train-autoencoder", *common, "--steps", str(a["steps"]),
+                                                 "--batch-size", str(a["batch_size"]), "--patch-size",
+                                                 *map(str, a["patch_size"]), "--channels", *map(str, a["channels"]),
+                                                 "--latent-channels", str(a["latent_channels"]), "--norm-groups",
+                                                 str(a["norm_num_groups"]), "--adversarial-start",
+                                                 str(a["adversarial_start"]), "--checkpoint-every", "100000"]),
+        ("diffusion", models / "latent_diffusion", ["train-diffusion", *common, "--steps", str(d["steps"]),
+                                                    "--batch-size", str(d["batch_size"]), "--patch-size",
+                                                    *map(str, d["patch_size"]), "--channels",
+                                                    *map(str, d["channels"]), "--norm-groups",
+                                                    str(d["norm_num_groups"]), "--head-channels",
+                                                    str(d["num_head_channels"]), "--inference-steps",
+                                                    str(d["num_inference_steps"]), "--checkpoint-every", "100000"]),
+        ("pool", models / f"pool_{preset.configuration}", ["synth-pool", *common, "-n", str(preset.pool_size)]),
+    ]
+    for name, folder, arguments in steps:
+        if name in times and folder.is_dir():
+            continue
+        start = time.perf_counter()
+        _nnunet_mm(*arguments, "--overwrite")
+        times[name] = round(time.perf_counter() - start, 1)
+        times_file.parent.mkdir(parents=True, exist_ok=True)
+        times_file.write_text(json.dumps(times, indent=2))
+    return times
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# runs
+
+
 class SynthesisTimer:
-    """Times ``SynthTumorTrainer.insert_synthetic_tumours`` during training (CUDA-synchronised), per step."""
+    """Times ``SynthTumorTrainer.insert_synthetic_tumours`` (CUDA-synchronised) per step."""
 
     def __init__(self):
         self.seconds_per_step: list[float] = []
@@ -124,114 +364,164 @@ class SynthesisTimer:
         SynthTumorTrainer.insert_synthetic_tumours = self.original
 
 
-def run_arm(arm: str, args: argparse.Namespace, raw_folder: Path) -> dict:
-    import dataclasses
-
+def run_arm(name: str, seed: int, preset: Preset, output: Path, device: str) -> dict:
+    """Train one arm with one seed (skipped when its run.json exists) and predict the test cases."""
     import numpy as np
-    import torch
 
-    from nnunet_mm.synthesis.settings import SynthesisSettings
+    from nnunet_mm.settings import read_settings
+    from nnunet_mm.synthesis.settings import SYNTHESIS_KEY
 
-    torch.manual_seed(args.seed)
-    attributes: dict = {"synthetic_probability": 0.0 if arm == "real" else args.probability}
-    if arm == "diffusion":
-        attributes["synthesis_settings"] = dataclasses.replace(SynthesisSettings(), synthesizer="diffusion")
+    folder = output / "runs" / name / f"seed{seed}"
+    if (folder / "run.json").is_file():
+        return json.loads((folder / "run.json").read_text())
+    shutil.rmtree(folder, ignore_errors=True)
+    arm = ARMS[name]
+    preprocessed = Path(os.environ["nnUNet_preprocessed"]) / DATASET_NAME
+    dataset_json = json.loads((preprocessed / "dataset.json").read_text())
+    settings = read_settings(dataset_json, str(preprocessed / "dataset.json")).method(SYNTHESIS_KEY)
+    attributes = {"synthetic_probability": arm.probability,
+                  "synthesis_settings": dataclasses.replace(settings, synthesizer=arm.synthesizer,
+                                                            misalign_synthetic=arm.misalign_synthetic)}
     with SynthesisTimer() as timer:
-        trainer, timing, _ = benchlib.train("SynthTumorTrainer", DATASET_NAME, device_name=args.device,
-                                         epochs=args.epochs, iterations=args.iterations, configuration=args.c,
-                                         attributes=attributes)
-    result = {"arm": arm, **timing,
-              "synthesis_ms_mean_per_step": round(1000 * float(np.mean(timer.seconds_per_step)), 2),
+        trainer, timing, _ = benchlib.train("SynthTumorTrainer", DATASET_NAME, device_name=device,
+                                            epochs=preset.epochs, iterations=preset.iterations,
+                                            configuration=preset.configuration, attributes=attributes, seed=seed,
+                                            output_folder_base=folder / "model")
+    raw = Path(os.environ["nnUNet_raw"]) / DATASET_NAME
+    start = time.perf_counter()
+    benchlib.predict_folder(folder / "model", raw / "imagesTs", folder / "predictions", device_name=device)
+    record = {"arm": name, "seed": seed, **asdict(arm), **timing,
+              "predict_seconds": round(time.perf_counter() - start, 1),
+              "synthesis_ms_mean_per_step": round(1000 * float(np.mean(timer.seconds_per_step)), 2)
+              if timer.seconds_per_step else None,
               "synthesis_ms_median_when_active": round(1000 * float(np.median(timer.seconds_when_active)), 2)
               if timer.seconds_when_active else None}
-    dice = benchlib.predict_and_evaluate(trainer, raw_folder / "imagesTs", raw_folder / "labelsTs",
-                                         Path(args.output) / f"pred_{arm}", device_name=args.device,
-                                         labels_to_evaluate=[1, 2])
-    result.update({"liver_dice": round(dice[1], 4), "tumour_dice": round(dice[2], 4)})
-    print(json.dumps(result), flush=True)
-    return result
+    (folder / "run.json").write_text(json.dumps(record, indent=2))
+    print(json.dumps(record), flush=True)
+    return record
+
+
+def compare_runs(arms: list[str], seeds: list[int], output: Path) -> dict | None:
+    """``nnunet_mm compare`` of every arm against ``real`` over the runs that exist."""
+    from nnunet_mm.evaluation.compare import compare_arms
+    from nnunet_mm.evaluation.report import comparison_json, write_report
+    from nnunet_mm.evaluation.runs import collect_arm
+
+    raw = Path(os.environ["nnUNet_raw"]) / DATASET_NAME
+    runs = {arm: [output / "runs" / arm / f"seed{s}" / "predictions" for s in seeds
+                  if (output / "runs" / arm / f"seed{s}" / "run.json").is_file()] for arm in arms}
+    runs = {arm: folders for arm, folders in runs.items() if folders}
+    if "real" not in runs or len(runs) < 2:
+        return None
+    collected = [collect_arm(arm, folders, dataset_json=raw / "dataset.json") for arm, folders in runs.items()]
+    comparison = compare_arms(collected, raw / "labelsTs", baseline="real", dataset_json=raw / "dataset.json",
+                              progress=False)
+    write_report(comparison, output / "compare", overwrite=True)
+    return comparison_json(comparison)
+
+
+def _summary_cell(summary: dict | None) -> str:
+    if summary is None or summary.get("dice_mean") is None:
+        return "–"
+    text = f"{summary['dice_mean']:.3f}"
+    difference = summary.get("difference_to_baseline")
+    if difference and difference.get("mean") is not None:
+        low, high = difference["ci_low"], difference["ci_high"]
+        text += f" ({100 * difference['mean']:+.1f} pt" + ("" if low is None else
+                                                            f" [{100 * low:+.1f}, {100 * high:+.1f}]") + ")"
+    return text
+
+
+def overview(comparison: dict, records: list[dict], times: dict) -> list[str]:
+    lines = ["| arm | runs | tumour Dice (Δ vs real [95 % CI]) | liver Dice (Δ) | tumour recall · FP/case | "
+             "train min | step s (median) | synthesis ms/step (mean) |", "|---|---|---|---|---|---|---|---|"]
+    for arm, tumour in comparison["summary"]["tumor"].items():
+        runs = [r for r in records if r["arm"] == arm]
+        liver = comparison["summary"]["liver"].get(arm)
+        mean = (lambda key: sum(r[key] for r in runs if r.get(key) is not None)
+                / max(1, sum(1 for r in runs if r.get(key) is not None)))
+        lines.append(f"| {arm} | {tumour['num_runs']} | {_summary_cell(tumour)} | {_summary_cell(liver)} | "
+                     f"{tumour['lesion_recall']:.2f} · {tumour['false_positives_per_case']:.2f} | "
+                     f"{mean('train_seconds') / 60:.1f} | {mean('step_ms_median') / 1000:.2f} | "
+                     f"{mean('synthesis_ms_mean_per_step'):.0f} |")
+    if times:
+        lines += ["", "One-off costs: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())]
+    return lines
 
 
 @figure_style()
-def write_report(results: list[dict], args: argparse.Namespace, output: Path) -> None:
+def save_test_tumour_figure(output: Path) -> None:
+    """Training tumours (generator A) next to the foreign test tumours (generator B), every phase."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
+    import SimpleITK as sitk
 
-    real = next((r for r in results if r["arm"] == "real"), None)
-    for r in results:
-        if real is not None and r is not real:
-            r["tumour_dice_gain_points"] = round(100 * (r["tumour_dice"] - real["tumour_dice"]), 2)
-            r["step_time_ratio_vs_real"] = round(r["step_ms_median"] / real["step_ms_median"], 3)
-    summary = {"command": " ".join(sys.argv), "device": args.device, "configuration": args.c,
-               "schedule": {"epochs": args.epochs, "iterations": args.iterations},
-               "data": {"tumour_cases": args.tumour_cases, "normal_cases": args.normal_cases,
-                        "test_cases": args.test_cases, "shape_zyx": args.shape},
-               "results": results}
-    (output / "bench_synthesis.json").write_text(json.dumps(summary, indent=2))
-    lines = ["| arm | tumour Dice | liver Dice | Δ tumour (points) | step ms (median) | step ratio | synthesis ms "
-             "per step (mean) | synthesis ms when active (median) | train s |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r['arm']} | {r['tumour_dice']:.3f} | {r['liver_dice']:.3f} | "
-                     f"{r.get('tumour_dice_gain_points', '–')} | {r['step_ms_median']} | "
-                     f"{r.get('step_time_ratio_vs_real', '–')} | {r['synthesis_ms_mean_per_step']} | "
-                     f"{r['synthesis_ms_median_when_active'] or '–'} | {r['train_seconds']} |")
-    (output / "bench_synthesis.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    figure, axis = plt.subplots(figsize=(4 + len(results), 3))
-    names = [r["arm"] for r in results]
-    axis.bar([i - 0.2 for i in range(len(names))], [r["tumour_dice"] for r in results], 0.4, label="tumour")
-    axis.bar([i + 0.2 for i in range(len(names))], [r["liver_dice"] for r in results], 0.4, label="liver")
-    axis.set_xticks(range(len(names)), names)
-    axis.set_ylabel("test Dice")
-    axis.set_ylim(0, 1)
-    axis.legend()
-    axis.set_title(f"{args.tumour_cases} tumour + {args.normal_cases} normal cases, {args.epochs}×{args.iterations} "
-                   f"it, {args.device}", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(output / "bench_synthesis.png", dpi=110)
-    plt.close(figure)
+    raw = Path(os.environ["nnUNet_raw"]) / DATASET_NAME
+    rows = []
+    for images, labels, count in (("imagesTr", "labelsTr", 2), ("imagesTs", "labelsTs", 3)):
+        for label_file in sorted((raw / labels).glob("*.nii.gz")):
+            label = sitk.GetArrayFromImage(sitk.ReadImage(str(label_file)))
+            if (label == TUMOUR).any() and sum(r[0] == images for r in rows) < count:
+                z = int(np.argmax((label == TUMOUR).sum((1, 2))))
+                case = label_file.name[:-7]
+                phases = [sitk.GetArrayFromImage(sitk.ReadImage(str(raw / images / f"{case}_{c:04d}.nii.gz")))[z]
+                          for c in range(len(PHASES))]
+                rows.append((images, case, z, phases, label[z] == TUMOUR))
+    fig, axes = plt.subplots(len(rows), len(PHASES), figsize=(2.2 * len(PHASES), 2.3 * len(rows)), squeeze=False)
+    for row, (where, case, z, phases, mask) in enumerate(rows):
+        for column, image in enumerate(phases):
+            axes[row, column].imshow(image, cmap="gray", vmin=-50, vmax=250)
+            axes[row, column].contour(mask, levels=[0.5], colors="orange", linewidths=0.6)
+            axes[row, column].set_title(f"{'train' if where == 'imagesTr' else 'TEST'} {case} z{z} {PHASES[column]}",
+                                        fontsize=7)
+            axes[row, column].axis("off")
+    fig.suptitle("training tumours (phantom generator A) vs held-out test tumours (generator B); orange: tumour",
+                 fontsize=8)
+    fig.tight_layout()
+    fig.savefig(output / "test_tumours.png", dpi=90)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--output", type=Path, required=True, help="work and result folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="[default: cuda]")
-    parser.add_argument("-c", default="3d_fullres", choices=("2d", "3d_fullres"), help="[default: 3d_fullres]")
-    parser.add_argument("--arms", nargs="+", default=["real", "handcrafted"],
-                        choices=("real", "handcrafted", "diffusion"), help="[default: real handcrafted]")
-    parser.add_argument("--tumour-cases", type=int, default=5, help="labelled tumour cases, <= 5 [default: 5]")
-    parser.add_argument("--normal-cases", type=int, default=20, help="tumour-free cases [default: 20]")
-    parser.add_argument("--test-cases", type=int, default=10, help="[default: 10]")
-    parser.add_argument("--shape", type=int, nargs=3, default=[48, 128, 128], metavar=("Z", "Y", "X"),
-                        help="phantom grid [default: 48 128 128]")
-    parser.add_argument("--epochs", type=int, default=50, help="[default: 50]")
-    parser.add_argument("--iterations", type=int, default=100, help="per epoch [default: 100]")
-    parser.add_argument("--probability", type=float, default=0.5, help="p of the synthetic arms [default: 0.5]")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--output", type=Path, required=True, help="work and result folder (reused: finished runs "
+                                                                   "are not repeated)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--data-seed", type=int, default=11, help="generator seed of the training cases")
+    parser.add_argument("--test-seed", type=int, default=12, help="generator seed of the test cases")
+    parser.add_argument("--smoke", action="store_true", help="tiny data, models and schedule: checks that it runs")
+    parser.add_argument("-np", type=int, default=2, help="processes for planning and preprocessing")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: compare the runs that exist")
     args = parser.parse_args(argv)
-    if not 1 <= args.tumour_cases <= 5:
-        parser.error(f"--tumour-cases must be 1..5 (the few-tumour regime), got {args.tumour_cases}.")
-    if args.tumour_cases + args.normal_cases < 5:
-        parser.error("nnU-Net needs at least 5 training cases (tumour + normal).")
-    output = args.output.absolute()
-    if output.exists() and any(output.iterdir()):
-        if not args.overwrite:
-            parser.error(f"{output} exists and is not empty; pass --overwrite or choose another folder.")
-        shutil.rmtree(output)
-    output.mkdir(parents=True, exist_ok=True)
-    benchlib.set_nnunet_paths(output)
-    os.environ.setdefault("nnUNet_compile", "f")
-    start = time.perf_counter()
-    raw_folder = write_dataset(Path(os.environ["nnUNet_raw"]), tumour_cases=args.tumour_cases,
-                               normal_cases=args.normal_cases, test_cases=args.test_cases, shape=args.shape,
-                               seed=args.seed)
-    benchlib.plan_and_preprocess(DATASET_ID, args.c, num_processes=2)
-    results = [run_arm(arm, args, raw_folder) for arm in args.arms]
-    write_report(results, args, output)
-    print(f"total {time.perf_counter() - start:.0f} s; wrote {output / 'bench_synthesis.json'}")
+
+    preset = SMOKE if args.smoke else PRESETS[args.preset]
+    args.output.mkdir(parents=True, exist_ok=True)
+    benchlib.set_nnunet_paths(args.output / "work")
+    prepare_data(preset, seed=args.data_seed, test_seed=args.test_seed, num_processes=args.np, device=args.device)
+    save_test_tumour_figure(args.output)
+    for seed in [] if args.report_only else args.seeds:  # seed by seed: a stopped run still has complete seeds
+        for arm in args.arms:
+            print(f"[bench_synthesis] {arm} / seed {seed}", flush=True)
+            run_arm(arm, seed, preset, args.output, args.device)
+    records = [json.loads(f.read_text()) for f in sorted((args.output / "runs").glob("*/seed*/run.json"))]
+    comparison = compare_runs(list(ARMS), args.seeds, args.output)
+    times_file = Path(os.environ["nnUNet_preprocessed"]) / DATASET_NAME / "nnunet_mm_synthesis" / "bench_times.json"
+    times = json.loads(times_file.read_text()) if times_file.is_file() else {}
+    report = {"command": " ".join(sys.argv), "preset": asdict(preset), "data_seed": args.data_seed,
+              "test_seed": args.test_seed, "one_off_seconds": times, "runs": records, "comparison": comparison}
+    (args.output / "bench_synthesis.json").write_text(json.dumps(report, indent=2, default=str))
+    lines = [f"# Synthetic-tumour experiment ({'smoke' if args.smoke else args.preset} preset)", ""]
+    if comparison is not None:
+        lines += overview(comparison, records, times) + ["", (args.output / "compare" / "compare.md").read_text()]
+    (args.output / "bench_synthesis.md").write_text("\n".join(lines))
+    print(encodable("\n".join(lines)))
     return 0
 
 

@@ -41,6 +41,7 @@ from nnunet_mm.cmc.losses import cac_loss, csc_loss
 from nnunet_mm.cmc.network import CMCUNet
 from nnunet_mm.cmc.settings import UNLABELED_DIR_KEY
 from nnunet_mm.cmc.unlabeled import unlabeled_folder
+from nnunet_mm.training.extra_loader import augmented_loader, finish_loader
 from nnunet_mm.io.safe_load import UnreadableFileError, UntrustedContentError, verify_preprocessed_folder
 from nnunet_mm.networks.from_plans import network_kwargs_from_plans
 from nnunet_mm.training.debug import DebugSchedule
@@ -140,8 +141,7 @@ class CMCTrainer(MultiModalTrainer):
         self.dataloader_unlabeled = None if folder is None else self._make_unlabeled_loader(folder)
 
     def on_train_end(self) -> None:
-        if self.dataloader_unlabeled is not None and hasattr(self.dataloader_unlabeled, "_finish"):
-            self.dataloader_unlabeled._finish()
+        finish_loader(self.dataloader_unlabeled)
         self.dataloader_unlabeled = None
         super().on_train_end()
 
@@ -177,27 +177,11 @@ class CMCTrainer(MultiModalTrainer):
     def _make_unlabeled_loader(self, folder: Path):
         """nnU-Net's loader and training augmentation over the preprocessed unlabeled cases (random crops), drawn per
         modality on unpaired data like the labeled batches."""
-        from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
-        from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
         from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
-        from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
-        rotation, dummy_2d, initial_patch_size, mirror_axes = \
-            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        transforms = self.get_training_transforms(
-            self.configuration_manager.patch_size, rotation, self._get_deep_supervision_scales(), mirror_axes,
-            dummy_2d, use_mask_for_norm=self.configuration_manager.use_mask_for_norm, is_cascaded=False,
-            foreground_labels=self.label_manager.foreground_labels, regions=None,
-            ignore_label=self.label_manager.ignore_label)
-        loader = ModalityBalancedDataLoader(nnUNetDatasetBlosc2(str(folder)), self.batch_size, initial_patch_size,
-                                            self.configuration_manager.patch_size, self.label_manager,
-                                            oversample_foreground_percent=0.0, transforms=transforms,
-                                            case_modality={} if self.paired else self.case_modality)
-        processes = get_allowed_n_proc_DA()
-        if processes == 0:
-            return SingleThreadedAugmenter(loader, None)
-        return NonDetMultiThreadedAugmenter(loader, None, num_processes=max(1, processes // 2), num_cached=3,
-                                            seeds=None, pin_memory=self.device.type == "cuda", wait_time=0.002)
+        return augmented_loader(self, nnUNetDatasetBlosc2(str(folder)), oversample_foreground_percent=0.0,
+                                loader_class=ModalityBalancedDataLoader,
+                                case_modality={} if self.paired else self.case_modality)
 
     # ------------------------------------------------------------------------------------------------------------
     # the step

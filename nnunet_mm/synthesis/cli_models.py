@@ -106,15 +106,19 @@ def register(subparsers) -> None:
 
     pool = subparsers.add_parser(
         "synth-pool", help="pre-generate synthetic-tumour patches with the latent diffusion model",
-        description="Draw tumour masks in the tumour-free liver of preprocessed cases (the dataset's synthesis "
-                    "mask settings) and paint them with the latent diffusion model: POOL/pool_XXXX.npz with 'data' "
-                    "(C, *patch) float32 in nnU-Net's normalised space and 'seg' (1, *patch) with the tumour "
-                    "label inserted, plus pool.json and pool.png.")
+        description="Draw tumour masks in the tumour-free liver of liver-centred crops of the preprocessed cases "
+                    "(the dataset's synthesis mask settings) and paint them with the latent diffusion model. Every "
+                    "patch is written as an nnU-Net preprocessed case (pool_XXXX.b2nd, _seg.b2nd, .pkl) that "
+                    "SynthTumorTrainer reads with \"synthesis\": {\"synthesizer\": \"pool\"}; plus pool.json (the "
+                    "configuration it belongs to) and pool.png.")
     add_dataset_arguments(pool)
     pool.add_argument("-m", "--model", default=None, help="latent-diffusion folder [default: the dataset's]")
     pool.add_argument("-n", "--num-samples", type=int, required=True, help="patches to generate")
-    pool.add_argument("-o", "--output", required=True, help="output folder (created; staged and renamed)")
-    pool.add_argument("--patch-size", type=int, nargs=3, default=None, help="default: the diffusion patch size")
+    pool.add_argument("-o", "--output", default=None,
+                      help="output folder (staged and renamed) [default: $nnUNet_preprocessed/<dataset>/"
+                           "nnunet_mm_synthesis/pool_<configuration>, where SynthTumorTrainer looks]")
+    pool.add_argument("--patch-size", type=int, nargs=3, default=None,
+                      help="crop size of a pooled patch [default: the configuration's patch size]")
     pool.add_argument("--seed", type=int, default=0, help="seed of masks and sampling [default: 0]")
     add_device_argument(pool)
     pool.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -255,6 +259,7 @@ def run_train_diffusion(args: argparse.Namespace) -> int:
 def run_synth_pool(args: argparse.Namespace) -> int:
     from nnunet_mm.synthesis.cli import preprocessed_dataset
     from nnunet_mm.synthesis.latent_diffusion import configuration_record, default_model_folder, write_synthetic_pool
+    from nnunet_mm.synthesis.pool import default_pool_folder
 
     folder, dataset_json, settings, configuration = preprocessed_dataset(args)
     model = Path(args.model) if args.model else default_model_folder(folder)
@@ -262,9 +267,14 @@ def run_synth_pool(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{model}: no latent diffusion model; run 'nnunet_mm train-diffusion -d {args.d} "
                                 f"-c {args.c}' first or pass -m FOLDER.")
     device = torch_device(args.device)
-    result = write_synthetic_pool(folder / configuration.data_identifier, dataset_json, model, Path(args.output),
+    output = Path(args.output) if args.output else default_pool_folder(folder, args.c)
+    result = write_synthetic_pool(folder / configuration.data_identifier, dataset_json, model, output,
                                   num_samples=args.num_samples, spacing=configuration.spacing,
-                                  patch_size=args.patch_size, seed=args.seed, device=device,
+                                  patch_size=args.patch_size or configuration.patch_size, seed=args.seed,
+                                  device=device,
                                   overwrite=args.overwrite, configuration=configuration_record(args.c, configuration))
-    print(f"wrote {args.num_samples} synthetic patch(es) to {result}")
+    print(f"wrote {args.num_samples} synthetic patch(es) to {result}; train with them: set \"synthesis\": "
+          f"{{\"synthesizer\": \"pool\"}} in {folder / 'dataset.json'}"
+          + ("" if args.output is None else f" and \"pool_folder\": \"{result}\"")
+          + f", then nnUNetv2_train {args.d} {args.c} FOLD -tr SynthTumorTrainer")
     return 0

@@ -445,27 +445,29 @@ class LatentDiffusionSynthesizer:
 
 
 def write_synthetic_pool(preprocessed_folder: Path, dataset_json: dict, model_folder: Path, output: Path, *,
-                         num_samples: int, spacing: Sequence[float], patch_size: Sequence[int] | None = None,
+                         num_samples: int, spacing: Sequence[float], patch_size: Sequence[int],
                          seed: int = 0, device: torch.device, overwrite: bool = False,
                          progress: bool = True, configuration: Mapping[str, Any] | None = None) -> Path:
-    """Pre-generate ``num_samples`` synthetic-tumour patches (the "large pool" alternative to online synthesis).
+    """Pre-generate ``num_samples`` synthetic-tumour patches that ``SynthTumorTrainer`` reads with
+    ``"synthesizer": "pool"`` (:mod:`nnunet_mm.synthesis.pool`).
 
-    Each patch is a crop of a preprocessed case centred on its liver; tumour masks are drawn in its tumour-free liver
-    with the dataset's ``"synthesis"`` mask settings (:func:`nnunet_mm.synthesis.masks.sample_tumour_masks`) and
-    painted by :class:`LatentDiffusionSynthesizer`. Written, staged and renamed: ``pool_XXXX.npz`` (``data``
-    (C, *patch) float32 normalised, ``seg`` (1, *patch) with the tumour label inserted), ``pool.json``, ``pool.png``.
+    Each patch is a ``patch_size`` crop of a preprocessed case centred on its liver; tumour masks are drawn in its
+    tumour-free liver with the dataset's ``"synthesis"`` mask settings
+    (:func:`nnunet_mm.synthesis.masks.sample_tumour_masks`) and painted by :class:`LatentDiffusionSynthesizer`.
+    Written into a staging folder and renamed: one nnU-Net preprocessed case per patch (``pool_XXXX.b2nd``,
+    ``pool_XXXX_seg.b2nd`` with the tumour label inserted, ``pool_XXXX.pkl``), ``pool.json`` (with the
+    configuration record) and ``pool.png``.
 
     Raises:
         FileExistsError: ``output`` exists and is not empty, without ``overwrite``.
         ValueError: ``output`` is, holds or lies inside the preprocessed data or the model folder.
     """
-    import json
-
     from tqdm import tqdm
 
     from nnunet_mm.io.staging import staged_dataset
     from nnunet_mm.settings import preprocessed_dataset_json_source, read_settings
     from nnunet_mm.synthesis.masks import sample_tumour_masks
+    from nnunet_mm.synthesis.pool import save_pool_case, write_pool_record
     from nnunet_mm.synthesis.settings import SYNTHESIS_KEY
 
     if num_samples < 1:
@@ -474,7 +476,9 @@ def write_synthetic_pool(preprocessed_folder: Path, dataset_json: dict, model_fo
     settings = read_settings(dataset_json, source).method(SYNTHESIS_KEY)
     liver, tumour = settings.resolve_labels(dataset_json["labels"], source)
     synthesizer = LatentDiffusionSynthesizer.from_folder(model_folder, device, configuration)
-    patch = tuple(patch_size or synthesizer.config.patch_size)
+    patch = tuple(int(s) for s in patch_size)
+    if len(patch) != 3:
+        raise ValueError(f"the synthetic pool is made of 3D patches; got patch size {list(patch)}.")
     crops = PreprocessedCrops(preprocessed_folder, patch, center_labels=(liver,), foreground_fraction=1.0)
     generator = torch.Generator(device=device).manual_seed(seed)
     records, examples = [], []
@@ -493,16 +497,14 @@ def write_synthetic_pool(preprocessed_folder: Path, dataset_json: dict, model_fo
             synthetic = synthesizer(images, mask, generator)[0].cpu().numpy()
             mask_np = mask[0, 0].cpu().numpy()
             new_seg = np.where(mask_np, tumour, seg).astype(np.int16)
-            np.savez_compressed(staging / f"pool_{index:04d}.npz", data=synthetic.astype(np.float32),
-                                seg=new_seg[None])
-            records.append({"file": f"pool_{index:04d}.npz", "source_case": identifier,
-                            "tumour_voxels": int(mask_np.sum())})
+            name = f"pool_{index:04d}"
+            save_pool_case(staging, name, synthetic, new_seg[None], tumour, seed=seed + index)
+            records.append({"case": name, "source_case": identifier, "tumour_voxels": int(mask_np.sum())})
             if len(examples) < 4:
                 z = int(np.argmax(mask_np.reshape(mask_np.shape[0], -1).sum(1)))
                 examples.append((identifier, images_np[:, z], synthetic[:, z], mask_np[z], z))
-        (staging / "pool.json").write_text(json.dumps(
-            {"model_folder": str(model_folder), "patch_size": list(patch), "seed": seed, "tumour_label": tumour,
-             "samples": records}, indent=2))
+        write_pool_record(staging, model_folder=model_folder, configuration=configuration, patch_size=patch,
+                          seed=seed, tumour_label=tumour, samples=records)
         _save_pool_png(examples, staging / "pool.png")
     return Path(output)
 

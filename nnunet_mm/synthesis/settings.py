@@ -3,14 +3,16 @@
 ::
 
     'nnunet_mm': {"synthesis": {
-        "synthesizer": "handcrafted",          # or "diffusion" (needs 'nnunet_mm' latent-diffusion models)
+        "synthesizer": "handcrafted",          # "diffusion" (online, latent-diffusion models) or "pool" (synth-pool)
         "probability": 0.5,                    # chance that a sample with liver in its patch gets tumours
+                                               # (pool: the share of each batch's samples taken from the pool)
         "class_probabilities": [1, 1, 1, 1],   # tiny, small, medium, large (or the names of "size_classes")
         "size_classes": [{"name": "tiny", "radius_mm": 4, "count": [1, 3], "elastic_std_mm": [0.5, 1]}, ...],
         "dice_weight": 1.0, "ce_weight": 0.5,  # L = Dice + 0.5 CE (the paper)
         "liver_label": null, "tumour_label": null,   # default: the labels named liver / tumour (tumor, lesion)
         "statistics_file": null,               # default: beside the preprocessed data (nnunet_mm synth-stats)
         "model_folder": null,                  # diffusion: default <preprocessed>/nnunet_mm_synthesis/latent_diffusion
+        "pool_folder": null,                   # pool: default <preprocessed>/nnunet_mm_synthesis/pool_<configuration>
         "texture_sigma_mm": [3, 15], "edge_sigma_voxels": [0.5, 1.5], "contrast_jitter": 0.2,
         "misalign_synthetic": true             # false: samples with synthetic tumours skip the misalignment
     }}
@@ -34,7 +36,7 @@ from nnunet_mm.settings.validation import check_object, number
 from nnunet_mm.synthesis.masks import DEFAULT_SIZE_CLASSES, TumourMaskSettings, TumourSizeClass
 
 SYNTHESIS_KEY = "synthesis"
-SYNTHESIZERS = ("handcrafted", "diffusion")
+SYNTHESIZERS = ("handcrafted", "diffusion", "pool")
 LIVER_NAMES = ("liver",)
 TUMOUR_NAMES = ("tumour", "tumor", "lesion", "liver_tumour", "liver_tumor")
 
@@ -69,13 +71,14 @@ class SynthesisSettings:
     tumour_label: int | None = None
     statistics_file: str | None = None
     model_folder: str | None = None
+    pool_folder: str | None = None
     texture_sigma_mm: tuple[float, float] = (3.0, 15.0)
     edge_sigma_voxels: tuple[float, float] = (0.5, 1.5)
     contrast_jitter: float = 0.2
     misalign_synthetic: bool = True
 
     KNOWN_KEYS = ("synthesizer", "probability", "class_probabilities", "size_classes", "dice_weight", "ce_weight",
-                  "liver_label", "tumour_label", "statistics_file", "model_folder", "texture_sigma_mm",
+                  "liver_label", "tumour_label", "statistics_file", "model_folder", "pool_folder", "texture_sigma_mm",
                   "edge_sigma_voxels", "contrast_jitter", "misalign_synthetic")
 
     @classmethod
@@ -105,7 +108,7 @@ class SynthesisSettings:
         for key in ("liver_label", "tumour_label"):
             if key in block:
                 values[key] = _label(block[key], f"{where}.{key}")
-        for key in ("statistics_file", "model_folder"):
+        for key in ("statistics_file", "model_folder", "pool_folder"):
             if block.get(key) is not None:
                 if not isinstance(block[key], str):
                     raise ValueError(f"{where}.{key} must be a path string or null, got {block[key]!r}.")

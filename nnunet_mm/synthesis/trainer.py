@@ -10,6 +10,9 @@ Method (the paper's segmenter stage, §3.2 "MS", with the synthesis of §3.2 "MC
   the same for every phase, so the tumour is aligned across phases by construction; the chosen synthesizer paints
   each phase with its own appearance (``"handcrafted"``: per-phase contrast fitted from the real tumours,
   :mod:`nnunet_mm.synthesis.handcrafted`; ``"diffusion"``: the latent-diffusion models trained by the plugin).
+* **Or from a pool** (``"synthesizer": "pool"``, :mod:`nnunet_mm.synthesis.pool`): patches painted once by
+  ``nnunet_mm synth-pool`` are read by a second nnU-Net loader with the same CPU augmentation, and replace a share
+  ``p`` of each batch's samples (real : pooled = 1 − p : p), so the sampler's cost is paid once.
 * **Targets follow**: the tumour label is written into the mask and the deep-supervision pyramid is rebuilt from the
   new full-resolution label with nnU-Net's own nearest-neighbour downsampling.
 * **nnU-Net's intensity augmentation after the insertion**: :meth:`~SynthTumorTrainer.get_training_transforms`
@@ -29,14 +32,15 @@ Method (the paper's segmenter stage, §3.2 "MS", with the synthesis of §3.2 "MC
   components outside the predicted liver.
 
 Settings: the ``"synthesis"`` object of the dataset.json settings block (:mod:`nnunet_mm.synthesis.settings`).
-DDP: every random draw comes from the rank's own generator (the batchgeneratorsv2 transforms, which draw from the
+DDP: every random draw comes from the rank's own generator (the pool loader's workers seed themselves) (the batchgeneratorsv2 transforms, which draw from the
 global numpy/torch generators, run under a seed drawn from it); nothing is collective except the epoch's logged share
 of synthetic samples (``synthetic_fraction``, averaged over the ranks). The synthesizer is stateless (the statistics
 live in a file beside the preprocessed data), so ``--c`` needs no extra checkpoint state.
 The training log states, at the start, the synthesizer and what it was built from (statistics file or model
 folder), p, the size classes, the labels and the loss.
 Hooks overridden: ``__init__``, ``initialize``, ``_build_loss``, ``get_training_transforms`` (an instance method
-here; nnU-Net calls it through ``self``), ``prepare_batch``, ``augment_multimodal``.
+here; nnU-Net calls it through ``self``), ``on_train_start`` / ``on_train_end`` (the pool loader), ``prepare_batch``,
+``augment_multimodal``.
 """
 from __future__ import annotations
 
@@ -78,6 +82,8 @@ class SynthTumorTrainer(MultiModalTrainer):
         # nnU-Net's transforms that run after the insertion (set by get_training_transforms)
         self.deferred_augmentation: DeferredAugmentation | None = None
         self._synthetic_samples: torch.Tensor | None = None  # (B,) bool of the batch in the step, for the misalignment
+        self.pool_folder: Path | None = None  # "pool": the checked pool folder (set in initialize)
+        self.dataloader_pool = None  # "pool": nnU-Net's loader over the pool (built in on_train_start)
 
     def initialize(self) -> None:
         if self.label_manager.has_regions:
@@ -86,10 +92,12 @@ class SynthTumorTrainer(MultiModalTrainer):
         super().initialize()
         self.synthesizer, synthesizer_source = self._build_synthesizer()
         settings = self.synthesis_settings
+        where = (f"replacing a share p = {self.synthetic_probability} of each batch's samples" if
+                 settings.synthesizer == "pool" else f"into the healthy liver of a share p = "
+                                                     f"{self.synthetic_probability} of the training samples with liver")
         self.print_to_log_file(
             f"nnunet_mm SynthTumor: synthetic tumours ({settings.synthesizer} synthesizer, {synthesizer_source}) "
-            f"into the healthy liver of a share p = {self.synthetic_probability} of the training samples with liver, "
-            f"size classes {[c.name for c in settings.masks.size_classes]} (probabilities "
+            f"{where}, size classes {[c.name for c in settings.masks.size_classes]} (probabilities "
             f"{[round(p, 3) for p in settings.masks.probabilities]}), liver label {self.liver_label}, tumour label "
             f"{self.tumour_label}; loss {settings.dice_weight}*Dice + {settings.ce_weight}*CE; validation on real "
             f"cases only; nnU-Net's intensity augmentation applied after the insertion; samples with synthetic "
@@ -102,6 +110,23 @@ class SynthTumorTrainer(MultiModalTrainer):
         dice_and_ce.weight_dice = self.synthesis_settings.dice_weight
         dice_and_ce.weight_ce = self.synthesis_settings.ce_weight
         return loss
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.synthesis_settings.synthesizer == "pool":
+            from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
+            from nnunet_mm.training.extra_loader import augmented_loader
+
+            self.dataloader_pool = augmented_loader(self, nnUNetDatasetBlosc2(str(self.pool_folder)),
+                                                    oversample_foreground_percent=1.0)
+
+    def on_train_end(self) -> None:
+        from nnunet_mm.training.extra_loader import finish_loader
+
+        finish_loader(self.dataloader_pool)
+        self.dataloader_pool = None
+        super().on_train_end()
 
     # ------------------------------------------------------------------------------------------------------------
     # the method
@@ -155,7 +180,8 @@ class SynthTumorTrainer(MultiModalTrainer):
 
     def insert_synthetic_tumours(self, data: torch.Tensor, targets: list[torch.Tensor]
                                  ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-        """With probability p per sample with liver, paint synthetic tumours and write them into every target scale.
+        """With probability p per sample with liver, paint synthetic tumours and write them into every target scale
+        (``"pool"``: replace the sample by a pooled one, :meth:`insert_pooled_samples`).
 
         Args:
             data: (B, C, *patch) float on the training device; the first ``num_channels`` channels are the phases.
@@ -164,6 +190,8 @@ class SynthTumorTrainer(MultiModalTrainer):
         Returns:
             (data, targets, chosen (B,) bool); the inputs are not modified, unchosen samples stay bit-identical.
         """
+        if self.synthesis_settings.synthesizer == "pool":
+            return self.insert_pooled_samples(data, targets)
         with torch.no_grad():
             label = targets[0]
             liver = label == self.liver_label
@@ -182,6 +210,37 @@ class SynthTumorTrainer(MultiModalTrainer):
             targets = [t.clone() for t in targets]
             for t in targets:
                 t[index] = resize_label(new_label, t.shape[2:])  # nnU-Net's DS downsampling: nearest-exact
+        return data, targets, chosen
+
+    def insert_pooled_samples(self, data: torch.Tensor, targets: list[torch.Tensor]
+                              ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Replace each sample with probability p by a sample of the pool loader (its data and every deep-supervision
+        target); same contract as :meth:`insert_synthetic_tumours`."""
+        if self.dataloader_pool is None:
+            raise RuntimeError("SynthTumorTrainer: synthesizer 'pool' but the pool loader was not built "
+                               "(on_train_start has not run).")
+        with torch.no_grad():
+            draw = torch.rand(data.shape[0], generator=self.augmentation_generator,
+                              device=self.augmentation_generator.device)
+            chosen = (draw < self.synthetic_probability).to(data.device)
+            if not chosen.any():
+                return data, targets, chosen
+            index = chosen.nonzero()[:, 0]
+            images, labels = [], []
+            while sum(len(x) for x in images) < len(index):  # one pool batch holds batch_size samples
+                pooled = next(self.dataloader_pool)
+                images.append(pooled["data"])
+                labels.append(target_list(pooled["target"]))
+            pooled_data = torch.cat(images)[:len(index)]
+            pooled_targets = [torch.cat(scale)[:len(index)] for scale in zip(*labels)]
+            if len(pooled_targets) != len(targets) or pooled_data.shape[1:] != data.shape[1:]:
+                raise RuntimeError(f"SynthTumorTrainer: pooled samples {tuple(pooled_data.shape)} do not match the "
+                                   f"training batch {tuple(data.shape)}.")
+            data = data.clone()
+            data[index] = pooled_data.to(data.device, data.dtype, non_blocking=True)
+            targets = [t.clone() for t in targets]
+            for t, p in zip(targets, pooled_targets):
+                t[index] = p.to(t.device, t.dtype, non_blocking=True)
         return data, targets, chosen
 
     def extra_log_message(self, values: Mapping[str, float]) -> str:
@@ -208,12 +267,31 @@ class SynthTumorTrainer(MultiModalTrainer):
             except (ValueError, FileNotFoundError) as error:
                 raise TrainingRefused(error) from None
             return synthesizer, f"models from {folder}"
+        if settings.synthesizer == "pool":
+            return None, self._open_pool()
         statistics, source = self._tumour_statistics()
         synthesizer = HandcraftedSynthesizer(statistics, self.configuration_manager.spacing,
                                              texture_sigma_mm=settings.texture_sigma_mm,
                                              edge_sigma_voxels=settings.edge_sigma_voxels,
                                              contrast_jitter=settings.contrast_jitter)
         return synthesizer, source
+
+    def _open_pool(self) -> str:
+        """Check the configured pool (default beside the preprocessed data) and remember its folder; returns what it
+        was built from, for the training log."""
+        from nnunet_mm.synthesis.latent_diffusion import configuration_record
+        from nnunet_mm.synthesis.pool import default_pool_folder, open_pool
+
+        configured = self.synthesis_settings.pool_folder
+        folder = Path(configured) if configured else default_pool_folder(Path(self.preprocessed_dataset_folder_base),
+                                                                          self.configuration_name)
+        try:
+            record = open_pool(folder, configuration_record(self.configuration_name, self.configuration_manager),
+                               self.tumour_label)
+        except (ValueError, FileNotFoundError) as error:
+            raise TrainingRefused(error) from None
+        self.pool_folder = folder
+        return f"pool of {len(record.get('samples', []))} patches from {folder} (made with {record.get('model_folder')})"
 
     def _phase_names(self) -> tuple[str, ...]:
         if self.mm_settings.phase_names is not None:

@@ -155,20 +155,27 @@ def test_synthetic_pool_inserts_tumour_label_where_tumour_was_painted(trained, t
     root, data, _, _ = trained
     dataset_json = {"labels": {"background": 0, "liver": 1, "tumor": 2}, "channel_names": {"0": "CT", "1": "CT"},
                     "nnunet_mm": {"synthesis": {"class_probabilities": [1, 1, 0, 0]}}}
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
     out = write_synthetic_pool(data, dataset_json, root / "latent_diffusion", tmp_path / "pool", num_samples=1,
-                               spacing=(3.0, 1.5, 1.5), device=CPU, progress=False)
+                               spacing=(3.0, 1.5, 1.5), patch_size=PATCH, device=CPU, progress=False,
+                               configuration={"name": "3d_fullres", "spacing": [3.0, 1.5, 1.5]})
     record = json.loads((out / "pool.json").read_text())
     assert len(record["samples"]) == 1 and (out / "pool.png").is_file()
-    sample = np.load(out / "pool_0000.npz")
-    assert sample["data"].shape == (2, *PATCH) and sample["seg"].shape == (1, *PATCH)
-    assert (sample["seg"] == 2).sum() >= record["samples"][0]["tumour_voxels"] > 0
+    assert record["configuration"]["name"] == "3d_fullres" and record["patch_size"] == list(PATCH)
+    # an nnU-Net preprocessed case, read by nnU-Net's own dataset class; class_locations on the synthetic tumour
+    pooled, seg, _, properties = nnUNetDatasetBlosc2(str(out)).load_case("pool_0000")
+    assert pooled.shape == (2, *PATCH) and seg.shape == (1, *PATCH)
+    assert (np.asarray(seg) == 2).sum() >= record["samples"][0]["tumour_voxels"] > 0
+    locations = properties["class_locations"][2]
+    assert len(locations) and (np.asarray(seg)[tuple(locations.T)] == 2).all()
     texts = figure_texts(figures[-1])  # pool.png
     assert texts[0].startswith("synthetic pool: first 1 sample(s)")
     case = record["samples"][0]["source_case"]
     assert any(re.fullmatch(rf"{case} crop z\d+\nchannel 1 synthetic", text) for text in texts), texts
     with pytest.raises(FileExistsError):
         write_synthetic_pool(data, dataset_json, root / "latent_diffusion", tmp_path / "pool", num_samples=1,
-                             spacing=(3.0, 1.5, 1.5), device=CPU, progress=False)
+                             spacing=(3.0, 1.5, 1.5), patch_size=PATCH, device=CPU, progress=False)
 
 
 def test_cli_trains_both_models_and_reports_missing_plans(trained, tmp_path, monkeypatch, capsys):
@@ -199,8 +206,11 @@ def test_cli_trains_both_models_and_reports_missing_plans(trained, tmp_path, mon
     model = dataset / "nnunet_mm_synthesis" / "latent_diffusion"
     assert (model / "denoiser.safetensors").is_file() and (model / "autoencoder.safetensors").is_file()
     assert main(["synth-pool", "-d", "Dataset987_Tiny", "-n", "1", "-o", str(tmp_path / "pool"), "-device",
-                 "cpu"]) == 0
-    assert (tmp_path / "pool" / "pool_0000.npz").is_file()
+                 "cpu", "--patch-size", *map(str, PATCH)]) == 0
+    assert (tmp_path / "pool" / "pool_0000.b2nd").is_file() and (tmp_path / "pool" / "pool_0000.pkl").is_file()
+    assert main(["synth-pool", "-d", "Dataset987_Tiny", "-n", "1", "-device", "cpu", "--patch-size",
+                 *map(str, PATCH)]) == 0  # default folder: where SynthTumorTrainer looks
+    assert (dataset / "nnunet_mm_synthesis" / "pool_3d_fullres" / "pool.json").is_file()
 
 
 @pytest.mark.parametrize("phase_noise", ["shared", "independent"])

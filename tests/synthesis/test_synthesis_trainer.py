@@ -189,3 +189,72 @@ def test_diffusion_synthesizer_plugs_into_the_step_in_3d(trainer_kit):
 def resize_like(label: torch.Tensor, shape) -> torch.Tensor:
     """nnU-Net's DS downsampling of a (B, 1, ...) label (nearest-exact)."""
     return torch.nn.functional.interpolate(label.float(), size=shape, mode="nearest-exact").to(label.dtype)
+
+
+def _write_pool(kit, trainer_configuration: str = "3d_fullres", *, spacing=None, size=(16, 32, 32)) -> "Path":
+    """Two pooled patches in nnU-Net's preprocessed format: every image voxel 7.0 (a value no real sample has),
+    a tumour block in the liver, and the pool.json of ``trainer_configuration`` (or another ``spacing``)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_mm.synthesis.latent_diffusion import configuration_record
+    from nnunet_mm.synthesis.pool import save_pool_case, write_pool_record
+
+    folder = kit.preprocessed / "nnunet_mm_synthesis" / f"pool_{trainer_configuration}"
+    folder.mkdir(parents=True)
+    manager = PlansManager(kit.plans()).get_configuration(trainer_configuration)
+    record = configuration_record(trainer_configuration, manager)
+    if spacing is not None:
+        record["spacing"] = list(spacing)
+    seg = np.ones((1, *size), dtype=np.int16)
+    seg[:, 4:10, 8:20, 8:20] = 2
+    for index in range(2):
+        save_pool_case(folder, f"pool_{index:04d}", np.full((2, *size), 7.0, np.float32), seg, 2, seed=index)
+    write_pool_record(folder, model_folder=kit.preprocessed / "ldm", configuration=record, patch_size=size, seed=0,
+                      tumour_label=2, samples=[{"case": f"pool_{i:04d}"} for i in range(2)])
+    return folder
+
+
+def test_pooled_patches_replace_a_share_of_the_batch_through_nnunets_loader(trainer_kit):
+    """"synthesizer": "pool": chosen samples are replaced by pool samples cropped and augmented by nnU-Net's loader
+    (crops forced onto the synthetic tumour, targets at every scale from the pool), the others stay bit-identical."""
+    from nnunet_mm.training.extra_loader import augmented_loader, finish_loader
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
+    folder = _write_pool(trainer_kit)
+    trainer = _trainer(trainer_kit, probability=0.5, synthesizer="pool")
+    assert trainer.synthesizer is None and trainer.pool_folder == folder
+    assert f"pool of 2 patches from {folder}" in _log(trainer)
+    trainer.dataloader_pool = augmented_loader(trainer, nnUNetDatasetBlosc2(str(folder)),
+                                               oversample_foreground_percent=1.0)
+    trainer.synthetic_probability = 0.5
+    patch = tuple(trainer.configuration_manager.patch_size)
+    scales = trainer._get_deep_supervision_scales()
+    label = torch.ones(8, 1, *patch, dtype=torch.int16)
+    targets = [resize_like(label, [round(n * s) for n, s in zip(patch, scale)]) for scale in scales]
+    data = torch.randn(8, 2, *patch, generator=torch.Generator().manual_seed(3))
+    try:
+        new_data, new_targets, chosen = trainer.insert_synthetic_tumours(data, targets)
+    finally:
+        finish_loader(trainer.dataloader_pool)
+    assert 0 < chosen.sum() < 8  # p = 0.5 of 8 samples, seeded
+    assert torch.equal(new_data[~chosen], data[~chosen]) and torch.equal(new_targets[0][~chosen], label[~chosen])
+    pooled = new_data[chosen]
+    assert ((pooled - 7.0).abs() < 1e-3).float().mean() > 0.5  # the pool's images (padding and resampling aside)
+    for target, original in zip(new_targets, targets):
+        assert target.shape == original.shape
+        assert (target[chosen] == 2).flatten(1).any(1).all()  # every pooled crop holds its synthetic tumour
+
+
+def test_a_pool_of_another_configuration_or_format_is_refused(trainer_kit):
+    from nnunet_mm.training.refusal import TrainingRefused
+
+    with pytest.raises(TrainingRefused, match="synth-pool"):
+        _trainer(trainer_kit, probability=0.5, synthesizer="pool")  # none made yet
+    folder = _write_pool(trainer_kit, spacing=(9.0, 9.0, 9.0))
+    with pytest.raises(TrainingRefused, match="spacing"):
+        _trainer(trainer_kit, probability=0.5, synthesizer="pool")
+    record = json.loads((folder / "pool.json").read_text())
+    record.pop("format")
+    (folder / "pool.json").write_text(json.dumps(record))
+    with pytest.raises(TrainingRefused, match="older format"):
+        _trainer(trainer_kit, probability=0.5, synthesizer="pool")
