@@ -80,14 +80,16 @@ PRESETS = {
     "cpu": Preset("3d_fullres", (24, 64, 64), tumour_cases=5, normal_cases=10, test_cases=12, epochs=20,
                   iterations=25, base_features=16,
                   autoencoder=dict(steps=1500, batch_size=2, patch_size=(16, 32, 32), channels=(16, 32),
-                                   latent_channels=4, norm_num_groups=8, adversarial_start=1000),
+                                   latent_channels=4, norm_num_groups=8, adversarial_start=1000,
+                                   discriminator_layers=2),
                   diffusion=dict(steps=3000, batch_size=4, patch_size=(16, 32, 32), channels=(32, 64),
                                  norm_num_groups=16, num_head_channels=16, num_inference_steps=20),
                   pool_size=150),
     "gpu": Preset("3d_fullres", (48, 128, 128), tumour_cases=5, normal_cases=20, test_cases=20, epochs=100,
                   iterations=250, base_features=None,
                   autoencoder=dict(steps=20000, batch_size=2, patch_size=(64, 64, 64), channels=(32, 64, 64),
-                                   latent_channels=8, norm_num_groups=16, adversarial_start=2000),
+                                   latent_channels=8, norm_num_groups=16, adversarial_start=2000,
+                                   discriminator_layers=3),
                   diffusion=dict(steps=30000, batch_size=2, patch_size=(64, 64, 64), channels=(64, 128, 256),
                                  norm_num_groups=32, num_head_channels=32, num_inference_steps=50),
                   pool_size=2000),
@@ -95,7 +97,7 @@ PRESETS = {
 SMOKE = Preset("3d_fullres", (16, 48, 48), tumour_cases=2, normal_cases=2, test_cases=2, epochs=1, iterations=2,
                base_features=8,
                autoencoder=dict(steps=4, batch_size=1, patch_size=(8, 16, 16), channels=(8, 8), latent_channels=2,
-                                norm_num_groups=4, adversarial_start=2),
+                                norm_num_groups=4, adversarial_start=2, discriminator_layers=1),
                diffusion=dict(steps=4, batch_size=1, patch_size=(8, 16, 16), channels=(8, 16), norm_num_groups=4,
                               num_head_channels=8, num_inference_steps=2),
                pool_size=3)
@@ -252,9 +254,10 @@ def write_dataset(raw: Path, preset: Preset, *, seed: int, test_seed: int) -> Pa
     return folder
 
 
-def prepare_data(preset: Preset, *, seed: int, test_seed: int, num_processes: int, device: str) -> None:
-    """Write the data, plan once (narrower U-Net for the CPU preset), preprocess, train the diffusion models and
-    write the pool; skipped when the marker says it was done with the same settings."""
+def prepare_data(preset: Preset, *, seed: int, test_seed: int, num_processes: int, device: str,
+                 models: bool = True) -> None:
+    """Write the data, plan once (narrower U-Net for the CPU preset), preprocess, and (``models``) train the
+    diffusion models and write the pool; each part skipped when it was done with the same settings."""
     from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
                                                                        preprocess)
@@ -277,7 +280,8 @@ def prepare_data(preset: Preset, *, seed: int, test_seed: int, num_processes: in
         for stale in ("nnunet_mm_synthesis",):
             shutil.rmtree(preprocessed / stale, ignore_errors=True)
         marker.write_text(json.dumps(settings))
-    train_synthesis_models(preset, device)
+    if models:
+        train_synthesis_models(preset, device)
 
 
 def _nnunet_mm(*arguments: str) -> None:
@@ -302,7 +306,8 @@ def train_synthesis_models(preset: Preset, device: str) -> dict:
                                                  *map(str, a["patch_size"]), "--channels", *map(str, a["channels"]),
                                                  "--latent-channels", str(a["latent_channels"]), "--norm-groups",
                                                  str(a["norm_num_groups"]), "--adversarial-start",
-                                                 str(a["adversarial_start"]), "--checkpoint-every", "100000"]),
+                                                 str(a["adversarial_start"]), "--discriminator-layers",
+                                                 str(a["discriminator_layers"]), "--checkpoint-every", "100000"]),
         ("diffusion", models / "latent_diffusion", ["train-diffusion", *common, "--steps", str(d["steps"]),
                                                     "--batch-size", str(d["batch_size"]), "--patch-size",
                                                     *map(str, d["patch_size"]), "--channels",
@@ -504,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     preset = SMOKE if args.smoke else PRESETS[args.preset]
     args.output.mkdir(parents=True, exist_ok=True)
     benchlib.set_nnunet_paths(args.output / "work")
-    prepare_data(preset, seed=args.data_seed, test_seed=args.test_seed, num_processes=args.np, device=args.device)
+    prepare_data(preset, seed=args.data_seed, test_seed=args.test_seed, num_processes=args.np, device=args.device,
+                 models=bool({"diffusion", "pool"} & set(args.arms)))
     save_test_tumour_figure(args.output)
     for seed in [] if args.report_only else args.seeds:  # seed by seed: a stopped run still has complete seeds
         for arm in args.arms:
