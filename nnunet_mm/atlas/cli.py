@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from nnunet_mm.cli.common import (add_deprecated_alias, add_device_argument, add_target_dataset_arguments,
-                                  dataset_name, set_handler, torch_device)
+                                  dataset_name, parse_fold, set_handler, torch_device)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,8 +14,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "mas", help="register atlases of another modality, fuse their labels, write prior channels",
         description="For every case of the target dataset (imagesTr and imagesTs), register K atlases of the atlas "
                     "dataset, warp and fuse their labels and write a new raw dataset: the target's files plus one "
-                    "prior probability channel per foreground class (channel name noNorm). Train it with "
-                    "'nnUNetv2_train ID CONFIG FOLD -tr MASPriorTrainer'; predict its imagesTs with nnUNetv2_predict.")
+                    "prior probability channel (channel name noNorm) per class the atlases label (every foreground "
+                    "class that every atlas labels, lesions excepted; --prior-classes to choose). The dataset.json "
+                    "records how the priors were made. Train it with 'nnUNetv2_train ID CONFIG FOLD -tr "
+                    "MASPriorTrainer'; predict new cases (image channels only, nnU-Net naming) with 'nnunet_mm "
+                    "predict -i IN -o OUT -d ID -c CONFIG -tr MASPriorTrainer -f FOLD', which makes their priors "
+                    "the same way.")
     mas.add_argument("-d", required=True, help="target dataset (id, name or folder)")
     add_deprecated_alias(mas, "-t", "-d")
     add_deprecated_alias(mas, "--target", "-d")
@@ -27,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mas.add_argument("-k", "--num-atlases", type=int, default=None,
                      help="atlases registered to each target [default: 5, or every atlas when there are fewer]; "
                           "more than the atlas dataset has is refused")
+    mas.add_argument("--prior-classes", default=None,
+                     help="comma-separated class names that get a prior channel [default: every foreground class "
+                          "that every atlas labels, except lesions (tumor, lesion, ...)]")
     mas.add_argument("--fusion", default="majority", choices=("majority", "staple", "local", "simnet"),
                      help="label fusion [default: majority]")
     mas.add_argument("--registration", default="simpleitk", choices=("simpleitk", "learned"),
@@ -73,6 +80,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--bending-weight", type=float, default=0.0, help="bending energy weight [default: 0]")
     train.add_argument("--batch-size", type=int, default=2, help="atlas-target pairs per step [default: 2]")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation and sampling [default: 0]")
+    train.add_argument("--fold", default="0",
+                       help="fold of the target's split (the one 'nnunet_mm mas' writes) whose training cases the "
+                            "networks learn from; its validation and the test cases get priors from the frozen "
+                            "networks. Train the nnU-Net fold with the same number. 'all': every training case "
+                            "(leaks into every fold's validation) [default: 0]")
     add_device_argument(train)
     train.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     set_handler(train, _run_mas_train)
@@ -121,9 +133,12 @@ def _run_mas(args: argparse.Namespace) -> int:
     folder = build_mas_dataset(target, atlas, output_id=args.target_id, output_name=args.target_name,
                                settings=settings, backend=backend, simnet=simnet,
                                output_root=Path(args.output_root) if args.output_root else None,
-                               cache_dir=Path(args.cache) if args.cache else None, overwrite=args.overwrite)
+                               cache_dir=Path(args.cache) if args.cache else None, overwrite=args.overwrite,
+                               prior_classes=None if args.prior_classes is None else
+                               [c.strip() for c in args.prior_classes.split(",") if c.strip()])
     print(f"wrote {folder} (QA: {folder / 'nnunet_mm_qa'}); next: nnUNetv2_plan_and_preprocess -d {args.target_id} "
-          f"&& nnUNetv2_train {args.target_id} 3d_fullres 0 -tr MASPriorTrainer")
+          f"&& nnUNetv2_train {args.target_id} 3d_fullres 0 -tr MASPriorTrainer; new cases: nnunet_mm predict -i IN "
+          f"-o OUT -d {args.target_id} -c 3d_fullres -tr MASPriorTrainer -f 0")
     return 0
 
 
@@ -139,7 +154,7 @@ def _run_mas_train(args: argparse.Namespace) -> int:
     summary = train_learned_mas(atlas, target, Path(args.output), config=config,
                                 iterations=args.iterations, simnet_iterations=args.simnet_iterations,
                                 batch_size=args.batch_size, device=str(device), seed=args.seed,
-                                overwrite=args.overwrite)
+                                fold=parse_fold(args.fold), overwrite=args.overwrite)
     before, after = summary["train_pair_dice_before_after"]
     print(f"wrote {args.output}; training pairs: foreground Dice {before:.3f} unregistered -> {after:.3f} warped "
           f"({summary['total_seconds']:.0f} s)")

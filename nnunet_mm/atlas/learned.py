@@ -1,9 +1,18 @@
 """Learned cross-modality MAS (paper 004): BiRegNet training, SimNet training, and their use by ``nnunet_mm mas``.
 
-**Data.** Every image is resampled to one network grid (``grid_shape``) over its own extent (the paper crops a ROI
-and resizes it to 96³; here the whole volume is the ROI) and z-scored after clipping to its 0.5–99.5 percentiles.
-Labels become one-hot class maps on that grid. Training pairs are (atlas from the atlas dataset, labelled target
-training case), so, as in the paper, labels are needed in both modalities.
+**Data.** Every image is first reoriented to one axis order (LPS, :func:`canonical_orientation`: an exact permutation
+and flip of its voxels; an oblique direction is refused), then resampled to one network grid (``grid_shape``) over
+its own extent (the paper crops a ROI and resizes it to 96³; here the whole volume is the ROI, so the origin plays no
+part: an image's own extent is its frame) and z-scored after clipping to its 0.5–99.5 percentiles. Labels become
+one-hot class maps on that grid. Results are mapped back to the target's own voxel order and grid. Training pairs
+are (atlas from the atlas dataset, labelled target training case), so, as in the paper, labels are needed in both
+modalities.
+
+**No leakage.** The networks train on the atlases and on the *training* cases of one fold of the target's split
+(``fold``, default 0: the split ``nnunet_mm mas`` writes and nnU-Net trains with); the model records them
+(``training.json``, ``"target_training_cases"``), ``nnunet_mm mas`` records them in the dataset, and
+:class:`nnunet_mm.atlas.trainer.MASPriorTrainer` refuses a fold whose validation cases the networks saw. The
+validation and test cases get their priors from the frozen networks, as a new patient does.
 
 **BiRegNet loss** (journal version, [E]):
 ``L = −D_ms(L_t, L_a∘φ_{a→t}) − D_ms(L_a, L_t∘φ_{t→a})
@@ -24,7 +33,6 @@ Weights are saved as ``state_dict`` files and loaded with ``torch.load(..., weig
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -94,6 +102,53 @@ def to_grid(array: np.ndarray, grid_shape: tuple[int, ...], *, mode: str = "tril
 def one_hot(label: np.ndarray, num_classes: int) -> np.ndarray:
     """(*spatial) integer label → (C, *spatial) float32."""
     return np.stack([(label == k) for k in range(num_classes)]).astype(np.float32)
+
+
+CANONICAL_ORIENTATION = "LPS"
+
+
+def canonical_orientation(image: sitk.Image, what: str = "image") -> sitk.Image:
+    """``image`` with its voxels permuted and flipped into the :data:`CANONICAL_ORIENTATION` axis order (exact, no
+    interpolation), so that atlas and target arrays share one anatomical axis order whatever their direction.
+
+    Raises:
+        ValueError: an oblique direction (not a signed permutation), naming ``what``: the learned networks see voxel
+            arrays, and an oblique image would need resampling that the paper's pipeline does not do.
+    """
+    dimension = image.GetDimension()
+    direction = np.asarray(image.GetDirection()).reshape(dimension, dimension)
+    rounded = np.round(direction)
+    if not (np.allclose(direction, rounded, atol=1e-3) and np.allclose(np.abs(rounded).sum(0), 1)
+            and np.allclose(np.abs(rounded).sum(1), 1)):
+        raise ValueError(f"{what}: oblique direction {np.round(direction, 3).tolist()}; the learned registration "
+                         f"takes axis-aligned images only. Resample it onto an axis-aligned grid first, or use "
+                         f"--registration simpleitk.")
+    if dimension != 3:
+        if not np.allclose(rounded, np.eye(dimension)):
+            raise ValueError(f"{what}: a 2D image with direction {rounded.tolist()}; the learned registration takes "
+                             f"2D images with the identity direction only.")
+        return image
+    return sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
+
+
+def canonical_array(image: sitk.Image, what: str = "image") -> np.ndarray:
+    """The voxel array (z, y, x) of ``image`` in the canonical orientation (:func:`canonical_orientation`)."""
+    return sitk.GetArrayFromImage(canonical_orientation(image, what))
+
+
+def from_canonical(array: np.ndarray, reference: sitk.Image) -> np.ndarray:
+    """Arrays (…, *spatial) in the canonical orientation of ``reference`` back to ``reference``'s own voxel order."""
+    if reference.GetDimension() != 3:
+        return array
+    canonical = canonical_orientation(reference)
+    orientation = sitk.DICOMOrientImageFilter_GetOrientationFromDirectionCosines(reference.GetDirection())
+    flat = array.reshape(-1, *array.shape[-3:])
+    restored = []
+    for volume in flat:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(volume))
+        image.CopyInformation(canonical)
+        restored.append(sitk.GetArrayFromImage(sitk.DICOMOrient(image, orientation)))
+    return np.stack(restored).reshape(*array.shape[:-3], *reference.GetSize()[::-1])
 
 
 def _gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -190,11 +245,12 @@ def _load_volumes(dataset, cases: list[str], channel: int, config: LearnedMASCon
 
     images, labels = [], []
     for case in cases:
-        image = sitk.GetArrayFromImage(read_image(dataset.image_file(case, channel))).astype(np.float32)
+        image_file = dataset.image_file(case, channel)
+        image = canonical_array(read_image(image_file), str(image_file)).astype(np.float32)
         label_file = dataset.label_file(case)
         if not label_file.is_file():
             raise FileNotFoundError(f"{label_file}: missing; BiRegNet training needs labels in both modalities.")
-        label = sitk.GetArrayFromImage(read_image(label_file))
+        label = canonical_array(read_image(label_file), str(label_file))
         images.append(to_grid(normalise_intensity(image), config.grid_shape))
         labels.append(to_grid(one_hot(label, config.num_classes), config.grid_shape))
     return torch.stack(images), torch.stack(labels)
@@ -203,12 +259,12 @@ def _load_volumes(dataset, cases: list[str], channel: int, config: LearnedMASCon
 def train_learned_mas(atlas_dataset: Any, target_dataset: Any, output_dir: Path, *,
                       config: LearnedMASConfig = LearnedMASConfig(), iterations: int = 1500,
                       simnet_iterations: int = 2000, batch_size: int = 2, device: str = "cpu", seed: int = 0,
-                      overwrite: bool = False, show_progress: bool = True) -> dict[str, Any]:
+                      fold: int | str = 0, overwrite: bool = False, show_progress: bool = True) -> dict[str, Any]:
     """Train BiRegNet, then SimNet, and write ``output_dir`` (config, weights, ``training.json``, ``training.png``).
 
     Args:
-        atlas_dataset / target_dataset: raw datasets (id, name or folder); the target's labelled training cases and
-            every atlas are used (channel 0 of the atlas, the reference channel of the target).
+        atlas_dataset / target_dataset: raw datasets (id, name or folder); every atlas (channel 0) and the
+            target's training cases of ``fold`` (its reference channel) are used.
         output_dir: model folder (refused before training if it exists and is not empty, unless ``overwrite``,
             and if it overlaps either dataset).
         config: grid and network sizes.
@@ -216,6 +272,9 @@ def train_learned_mas(atlas_dataset: Any, target_dataset: Any, output_dir: Path,
         batch_size: pairs per step.
         device: torch device.
         seed: seed of pair sampling and augmentation.
+        fold: the fold of the target's split (:func:`nnunet_mm.atlas.mas.target_splits`, the split ``nnunet_mm
+            mas`` writes) whose *training* cases the networks learn from; its validation cases and the test cases
+            are never seen. ``"all"``: every training case (then no fold's validation is free of leakage).
 
     Returns:
         The training summary (losses per stage, seconds, mean warped-label Dice before/after on the training pairs).
@@ -228,12 +287,13 @@ def train_learned_mas(atlas_dataset: Any, target_dataset: Any, output_dir: Path,
 
     atlases, targets = open_raw_dataset(atlas_dataset), open_raw_dataset(target_dataset)
     output_dir = check_output(Path(output_dir), overwrite=overwrite, sources=[atlases.folder, targets.folder])
+    training_cases = fold_training_cases(targets, fold)
     target_channel = read_settings(targets.dataset_json,
                                    str(targets.folder / "dataset.json")).multimodal.reference_channel
     torch_device = torch.device(device)
     atlas_images, atlas_labels = (t.to(torch_device) for t in _load_volumes(atlases, atlases.training_cases, 0, config))
     target_images, target_labels = (t.to(torch_device) for t in
-                                    _load_volumes(targets, targets.training_cases, target_channel, config))
+                                    _load_volumes(targets, training_cases, target_channel, config))
     generator = torch.Generator(device=torch_device).manual_seed(seed)
     torch.manual_seed(seed)
     warp = _Warper()
@@ -261,6 +321,7 @@ def train_learned_mas(atlas_dataset: Any, target_dataset: Any, output_dir: Path,
     net.eval()
     summary = {"config": {**asdict(config), "grid_shape": list(config.grid_shape)},
                "atlas_dataset": atlases.folder.name, "target_dataset": targets.folder.name,
+               "fold": fold, "target_training_cases": training_cases,
                "registration_seconds": registration_seconds, "iterations": iterations,
                "simnet_iterations": simnet_iterations}
     summary["train_pair_dice_before_after"] = _pair_dice(net, atlas_images, atlas_labels, target_images,
@@ -293,6 +354,28 @@ def train_learned_mas(atlas_dataset: Any, target_dataset: Any, output_dir: Path,
     summary["total_seconds"] = time.perf_counter() - start
     _write_model(output_dir, config, net, simnet, summary, history, overwrite=overwrite)
     return summary
+
+
+def fold_training_cases(targets: Any, fold: int | str) -> list[str]:
+    """The target training cases the learned networks may see: the ``train`` keys of ``fold`` of the target's split
+    (:func:`nnunet_mm.atlas.mas.target_splits`), or every training case for ``"all"``.
+
+    Raises:
+        ValueError: a fold the split does not have, or a fold without training cases.
+    """
+    from nnunet_mm.atlas.mas import target_splits
+
+    if fold == "all":
+        logger.warning("mas-train --fold all: the networks see every training case, so the priors of every fold's "
+                       "validation cases are better than a new patient's")
+        return sorted(targets.training_cases)
+    splits = target_splits(targets)
+    if not isinstance(fold, int) or not 0 <= fold < len(splits):
+        raise ValueError(f"--fold {fold}: the split of {targets.folder} has folds 0..{len(splits) - 1} (or 'all').")
+    cases = sorted(splits[fold]["train"])
+    if not cases:
+        raise ValueError(f"--fold {fold}: no training case in fold {fold} of the split of {targets.folder}.")
+    return cases
 
 
 def _pair_dice(net: BiRegNet, atlas_images, atlas_labels, target_images, target_labels, warp) -> list[float]:
@@ -348,10 +431,13 @@ def _resize_back(tensor: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
 class LearnedRegistration:
     """BiRegNet as a :class:`nnunet_mm.atlas.mas.PairRegistration` backend (one forward pass per pair)."""
 
-    def __init__(self, net: BiRegNet, config: LearnedMASConfig, weights_digest: str, device: str = "cpu"):
+    def __init__(self, net: BiRegNet, config: LearnedMASConfig, weights_digest: str, device: str = "cpu", *,
+                 model_dir: Path | None = None, training_cases: list[str] | None = None):
         self.net, self.config, self.weights_digest = net.eval(), config, weights_digest
         self.device = torch.device(device)
         self.warper = _Warper()
+        self.model_dir = model_dir  # recorded by 'nnunet_mm mas', so that predictions load the same model
+        self.training_cases = training_cases  # target cases the model saw (None: not recorded)
 
     def cache_key(self) -> dict[str, Any]:
         return {"backend": "learned", "weights_sha256": self.weights_digest, "grid_shape": list(self.config.grid_shape)}
@@ -364,9 +450,9 @@ class LearnedRegistration:
             raise ValueError(f"the model was trained for {self.config.num_classes} classes, the dataset has "
                              f"{num_classes}.")
         grid = self.config.grid_shape
-        target_array = sitk.GetArrayFromImage(target).astype(np.float32)
-        atlas_array = sitk.GetArrayFromImage(atlas_image).astype(np.float32)
-        label = sitk.GetArrayFromImage(atlas_label)
+        target_array = canonical_array(target, "target image").astype(np.float32)
+        atlas_array = canonical_array(atlas_image, "atlas image").astype(np.float32)
+        label = canonical_array(atlas_label, "atlas label")
         pair = torch.stack([to_grid(normalise_intensity(atlas_array), grid)[0],
                             to_grid(normalise_intensity(target_array), grid)[0]])[None].to(self.device)
         ddf = self.net(pair)
@@ -374,25 +460,55 @@ class LearnedRegistration:
         warped = self.warper(atlas_on_grid.to(self.device), ddf)[0]
         probabilities = np.clip(_resize_back(warped[1:], target_array.shape), 0, 1)
         probabilities /= np.maximum(probabilities.sum(0, keepdims=True), 1e-6)
-        return WarpedAtlas(probabilities.astype(np.float32), _resize_back(warped[:1], target_array.shape)[0])
+        # back from the canonical axis order to the target's own voxels
+        return WarpedAtlas(from_canonical(probabilities.astype(np.float32), target),
+                           from_canonical(_resize_back(warped[:1], target_array.shape)[0], target))
 
 
 class SimNetFusion:
     """SimNet similarity maps as fusion weights (``fusion="simnet"``)."""
 
-    def __init__(self, net: SimNet, config: LearnedMASConfig, device: str = "cpu"):
+    def __init__(self, net: SimNet, config: LearnedMASConfig, device: str = "cpu", *, model_dir: Path | None = None,
+                 training_cases: list[str] | None = None):
         self.net, self.config, self.device = net.eval(), config, torch.device(device)
+        self.model_dir, self.training_cases = model_dir, training_cases
 
     @torch.no_grad()
-    def similarity(self, target: np.ndarray, atlas_probabilities: np.ndarray) -> np.ndarray:
-        """(K, *spatial) weights ``σ(SimNet(target, warped atlas label))`` on the target grid."""
+    def similarity(self, target: np.ndarray, atlas_probabilities: np.ndarray,
+                   reference: sitk.Image | None = None) -> np.ndarray:
+        """(K, *spatial) weights ``σ(SimNet(target, warped atlas label))`` on the target grid.
+
+        Args:
+            target: (*spatial) target image array; atlas_probabilities: (K, C, *spatial) on the same grid.
+            reference: the target image ``target`` comes from: SimNet then sees the arrays in the canonical axis
+                order it was trained in (:func:`canonical_orientation`); None: the arrays are taken as they are.
+        """
+        if reference is not None:
+            canonical = canonical_orientation(reference, "target image")
+            target = _to_canonical(target, reference, canonical)
+            atlas_probabilities = np.stack([_to_canonical(p, reference, canonical) for p in atlas_probabilities])
         grid = self.config.grid_shape
         image = to_grid(normalise_intensity(target), grid)
         weights = []
         for probabilities in atlas_probabilities:
             x = torch.cat((image, to_grid(probabilities[1:], grid)))[None].to(self.device)
             weights.append(_resize_back(torch.sigmoid(self.net(x))[0], target.shape)[0])
-        return np.stack(weights).astype(np.float32)
+        weights = np.stack(weights).astype(np.float32)
+        return from_canonical(weights, reference) if reference is not None else weights
+
+
+def _to_canonical(array: np.ndarray, reference: sitk.Image, canonical: sitk.Image) -> np.ndarray:
+    """Arrays (…, *spatial) on ``reference``'s voxels into the canonical order (``canonical`` =
+    :func:`canonical_orientation` of ``reference``)."""
+    if reference.GetDimension() != 3:
+        return array
+    flat = array.reshape(-1, *array.shape[-3:])
+    out = []
+    for volume in flat:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(volume))
+        image.CopyInformation(reference)
+        out.append(sitk.GetArrayFromImage(sitk.DICOMOrient(image, CANONICAL_ORIENTATION)))
+    return np.stack(out).reshape(*array.shape[:-3], *canonical.GetSize()[::-1])
 
 
 def load_learned_mas(model_dir: Path, device: str = "cpu") -> tuple[LearnedRegistration, SimNetFusion | None]:
@@ -410,11 +526,17 @@ def load_learned_mas(model_dir: Path, device: str = "cpu") -> tuple[LearnedRegis
     config = LearnedMASConfig(**{**values, "grid_shape": tuple(values["grid_shape"])})
     net = BiRegNet(config.spatial_dims, config.base_channels, config.num_levels)
     net.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
-    digest = hashlib.sha256(weights_file.read_bytes()).hexdigest()
-    backend = LearnedRegistration(net.to(device), config, digest, device)
+    from nnunet_mm.atlas.mas import file_sha256
+
+    digest = file_sha256(weights_file)
+    training_file = model_dir / "training.json"
+    training_cases = (json.loads(training_file.read_text()).get("target_training_cases")
+                      if training_file.is_file() else None)
+    backend = LearnedRegistration(net.to(device), config, digest, device, model_dir=model_dir,
+                                  training_cases=training_cases)
     simnet = None
     if (model_dir / SIMNET_WEIGHTS).is_file():
         sim = SimNet(config.spatial_dims, config.num_classes - 1, config.simnet_base_channels, config.num_levels)
         sim.load_state_dict(torch.load(model_dir / SIMNET_WEIGHTS, map_location="cpu", weights_only=True))
-        simnet = SimNetFusion(sim.to(device), config, device)
+        simnet = SimNetFusion(sim.to(device), config, device, model_dir=model_dir, training_cases=training_cases)
     return backend, simnet

@@ -3,16 +3,25 @@
 For each target case (``imagesTr`` and ``imagesTs``) K atlases of an atlas dataset (labelled, usually another
 modality) are registered to the target's reference channel (:mod:`nnunet_mm.atlas.registration`, or the learned
 BiRegNet of :mod:`nnunet_mm.atlas.learned`), their labels are warped, fused (:mod:`nnunet_mm.atlas.fusion`), and the
-fused probability of every foreground class is appended as an extra input channel named ``noNorm``
-(:mod:`nnunet_mm.atlas.prior_channels`). The new dataset holds the target's own files (copied, never modified),
-the prior channels, a dataset.json whose ``'nnunet_mm'`` block marks the priors and records how they were made
-(``channel_acquisition`` is the target's, or ``"co_registered"`` for a single-channel target, whose priors lie on
-its grid), a QA PNG per case (``nnunet_mm_qa/<case>.png``) and ``nnunet_mm_qa/mas_summary.json`` (seconds per
-atlas-target pair, Dice of the fused label against the target label where the target has one) and a
-``splits_final.json``: the target's own, else folds over its training cases
-(:func:`nnunet_mm.io.splits.cross_validation_splits`: nnU-Net's 5-fold split with 5 or more cases, one fold per
-case with 2-4, where nnU-Net's default split would fail).
-Stock ``nnUNetv2_predict`` on the new dataset's ``imagesTs`` then sees the same channels as training.
+fused probability of every *prior class* is appended as an extra input channel named ``noNorm``
+(:mod:`nnunet_mm.atlas.prior_channels`). Prior classes (:func:`choose_prior_classes`): the foreground classes that
+every atlas labels, lesions excepted (a tumour's position belongs to its own patient: the atlases' tumours carry no
+information about the target's), or the classes named with ``--prior-classes``.
+
+The new dataset holds the target's own files (copied, never modified), the prior channels, a dataset.json whose
+``'nnunet_mm'`` block marks the priors and records how they were made: ``"mas_priors"``
+(:class:`nnunet_mm.atlas.settings.MASPriorRecipe`: atlas folder and the SHA-256 of each atlas file, K, backend and
+its settings, fusion, prior classes), which ``nnunet_mm predict`` reads from a model folder's copy to make the same
+priors for new cases (:mod:`nnunet_mm.atlas.predict`), and ``channel_acquisition`` (the target's, or
+``"co_registered"`` for a single-channel target, whose priors lie on its grid). Also a QA PNG per case
+(``nnunet_mm_qa/<case>.png``), ``nnunet_mm_qa/mas_summary.json`` (seconds per atlas-target pair, Dice of the fused
+label against the target label where the target has one) and a ``splits_final.json``: the target's own, else folds
+over its training cases (:func:`nnunet_mm.io.splits.cross_validation_splits`: nnU-Net's 5-fold split with 5 or more
+cases, one fold per case with 2-4, where nnU-Net's default split would fail); ``nnunet_mm mas-train --fold F`` trains
+the learned networks on the training cases of fold F of this same split (:func:`target_splits`).
+
+One implementation: :func:`make_case_priors` (register the case's atlases, fuse) and :func:`write_prior_channels`
+(the prior files on the image's grid) make the priors of a dataset's cases here and of new cases at prediction time.
 
 K is checked before any registration: more atlases than the atlas dataset has (less the target case itself when
 atlas and target are one dataset) is refused, and the K used is what the dataset.json and summary record.
@@ -29,7 +38,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,6 +50,7 @@ from nnunet_mm.atlas.fusion import FUSION_METHODS, fused_label, locally_weighted
     weighted_vote
 from nnunet_mm.atlas.prior_channels import PRIOR_CHANNEL_NAME, prior_channel_indices, prior_modality
 from nnunet_mm.atlas.registration import RegistrationSettings, register_atlas, warp_image, warp_label_probabilities
+from nnunet_mm.atlas.settings import MAS_PRIORS_KEY, MASPriorRecipe
 from nnunet_mm.evaluation.metrics import defined_or_none, dice
 from nnunet_mm.io.images import write_image
 from nnunet_mm.io.raw_dataset import RawDataset, open_raw_dataset
@@ -52,6 +62,10 @@ logger = logging.getLogger(__name__)
 REGISTRATION_BACKENDS = ("simpleitk", "learned")
 QA_DIR = "nnunet_mm_qa"
 DEFAULT_NUM_ATLASES = 5
+#: class names that mark a lesion: its position is the patient's own, so another patient's atlas says nothing about
+#: where the target's is (fused tumour Dice <= 0.02 on the phantoms); such a class gets a prior channel only when
+#: asked for (``--prior-classes``)
+LESION_NAME_PARTS = ("tumor", "tumour", "lesion", "metasta", "cancer", "carcinoma", "cyst", "nodule")
 
 
 @dataclass
@@ -179,8 +193,10 @@ def _cached_warp(cache_dir: Path | None, backend: PairRegistration, target_file:
     return warped, seconds
 
 
-def fuse(settings: MASSettings, warped: Sequence[WarpedAtlas], target: np.ndarray, simnet: Any = None) -> np.ndarray:
-    """Fuse warped atlases with ``settings.fusion``; (C, *spatial) probabilities."""
+def fuse(settings: MASSettings, warped: Sequence[WarpedAtlas], target: np.ndarray, simnet: Any = None,
+         reference: sitk.Image | None = None) -> np.ndarray:
+    """Fuse warped atlases with ``settings.fusion``; (C, *spatial) probabilities (``reference``: the target image
+    whose grid ``target`` is, which SimNet needs for its orientation)."""
     probabilities = np.stack([w.probabilities for w in warped])
     if settings.fusion == "majority":
         return majority_vote(probabilities)
@@ -191,7 +207,221 @@ def fuse(settings: MASSettings, warped: Sequence[WarpedAtlas], target: np.ndarra
                                      sigma_voxels=settings.local_sigma_voxels, power=settings.local_power)
     if simnet is None:
         raise ValueError("fusion 'simnet' needs a trained SimNet (nnunet_mm mas-train, then --model DIR).")
-    return weighted_vote(probabilities, simnet.similarity(target, probabilities))
+    return weighted_vote(probabilities, simnet.similarity(target, probabilities, reference=reference))
+
+
+def foreground_classes(labels: Mapping[str, Any]) -> dict[str, int]:
+    """``{name: value}`` of the foreground classes of a dataset.json ``labels`` map, by value (no background, no
+    ignore label)."""
+    return {name: int(value) for name, value in sorted(labels.items(), key=lambda item: item[1])
+            if int(value) != 0 and name != "ignore"}
+
+
+def choose_prior_classes(labels: Mapping[str, Any], atlas_label_files: Sequence[Path],
+                         requested: Sequence[str] | None = None) -> dict[str, int]:
+    """The classes that get a prior channel, ``{name: value}`` in label order.
+
+    Default (``requested`` None): every foreground class that *every* atlas labels, except lesions
+    (:data:`LESION_NAME_PARTS` in the name): an atlas carries information about a structure only when it labels
+    it, and a lesion's position belongs to its own patient. ``requested`` names the classes explicitly (a lesion
+    class too).
+
+    Raises:
+        ValueError: a requested name that is not a class (the classes are listed), or no class left.
+    """
+    classes = foreground_classes(labels)
+    if requested is not None:
+        unknown = [name for name in requested if name not in classes]
+        if unknown or not requested:
+            raise ValueError(f"--prior-classes {','.join(requested) or '(none)'}: {unknown or 'no class'} not "
+                             f"among the foreground classes {list(classes)} of dataset.json 'labels'.")
+        return {name: value for name, value in classes.items() if name in requested}
+    from nnunet_mm.io.images import read_image
+
+    labelled_everywhere = set(classes.values())
+    for label_file in atlas_label_files:
+        labelled_everywhere &= set(np.unique(sitk.GetArrayViewFromImage(read_image(label_file))).tolist())
+    chosen = {name: value for name, value in classes.items()
+              if value in labelled_everywhere and not any(part in name.lower() for part in LESION_NAME_PARTS)}
+    skipped = sorted(set(classes) - set(chosen))
+    if skipped:
+        logger.info("no prior channel for %s (a lesion, or not labelled in every atlas); pass --prior-classes to "
+                    "ask for one", skipped)
+    if not chosen:
+        raise ValueError(f"no foreground class of {list(classes)} is labelled in every atlas "
+                         f"({len(atlas_label_files)} label files) and is not a lesion; name the classes with "
+                         f"--prior-classes.")
+    return chosen
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes: how atlas files, learned weights and prediction inputs are recognised."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def make_recipe(atlases: RawDataset, settings: MASSettings, backend: PairRegistration, simnet: Any, *,
+                num_classes: int, prior_classes: Mapping[str, int]) -> MASPriorRecipe:
+    """What :func:`build_mas_dataset` records (``settings`` with K and the target channel resolved)."""
+    atlas_files = {}
+    for case in atlases.training_cases:
+        image, label = atlases.image_file(case, settings.atlas_channel), atlases.label_file(case)
+        atlas_files[case] = {"image": str(image.relative_to(atlases.folder)), "image_sha256": file_sha256(image),
+                             "label": str(label.relative_to(atlases.folder)), "label_sha256": file_sha256(label)}
+    registration = dict(backend.cache_key())
+    if getattr(backend, "model_dir", None) is not None:
+        registration["model"] = str(Path(backend.model_dir).resolve())
+    learned_cases = getattr(backend, "training_cases", None) if registration["backend"] == "learned" else None
+    if settings.fusion == "simnet" and simnet is not None and learned_cases is None:
+        learned_cases = getattr(simnet, "training_cases", None)
+    simnet_model = getattr(simnet, "model_dir", None) if settings.fusion == "simnet" else None
+    return MASPriorRecipe(
+        atlas_dataset=str(atlases.folder.resolve()), atlas_channel=settings.atlas_channel, atlas_files=atlas_files,
+        target_channel=int(settings.target_channel), num_atlases=int(settings.num_atlases), fusion=settings.fusion,
+        local_sigma_voxels=settings.local_sigma_voxels, local_power=settings.local_power, num_classes=num_classes,
+        prior_classes=dict(prior_classes), registration=registration,
+        simnet_model=None if simnet_model is None else str(Path(simnet_model).resolve()),
+        learned_training_cases=None if learned_cases is None else tuple(learned_cases))
+
+
+def recipe_settings(recipe: MASPriorRecipe) -> MASSettings:
+    """The :class:`MASSettings` a recipe records."""
+    return MASSettings(num_atlases=recipe.num_atlases, fusion=recipe.fusion, target_channel=recipe.target_channel,
+                       atlas_channel=recipe.atlas_channel, local_sigma_voxels=recipe.local_sigma_voxels,
+                       local_power=recipe.local_power)
+
+
+def check_atlases(recipe: MASPriorRecipe, atlas_dataset: Path | None = None, *, where: str = "dataset.json") -> Path:
+    """The atlas dataset folder of ``recipe`` (or ``atlas_dataset``, where the atlases were moved to), every recorded
+    atlas image and label present and unchanged (SHA-256).
+
+    Raises:
+        FileNotFoundError: an atlas file is missing, naming it and the recipe's ``where``.
+        ValueError: an atlas file differs from the one the priors were made with.
+    """
+    folder = Path(atlas_dataset) if atlas_dataset is not None else Path(recipe.atlas_dataset)
+    moved = "" if atlas_dataset is not None else " (if the atlas dataset moved, pass its new folder with --atlas)"
+    for case, files in recipe.atlas_files.items():
+        for kind in ("image", "label"):
+            path = folder / files[kind]
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: atlas {kind} of '{case}' not found; {where} records that its "
+                                        f"priors were made with the atlases of {recipe.atlas_dataset}{moved}.")
+            if file_sha256(path) != files[f"{kind}_sha256"]:
+                raise ValueError(f"{path}: atlas {kind} of '{case}' differs from the file the priors of {where} were "
+                                 f"made with (SHA-256); restore the original atlas, or rebuild the dataset with "
+                                 f"'nnunet_mm mas' and retrain.")
+    return folder
+
+
+def recipe_backend(recipe: MASPriorRecipe, *, device: str = "cpu", num_threads: int | None = None
+                   ) -> tuple[PairRegistration, Any]:
+    """The registration backend and SimNet (or None) a recipe records, ready to make priors.
+
+    Args:
+        num_threads: SimpleITK threads (None: as recorded); threads do not change the result.
+
+    Raises:
+        FileNotFoundError: a learned model folder that is gone, naming it.
+        ValueError: a learned model whose weights differ from the recorded ones.
+    """
+    registration = dict(recipe.registration)
+    simnet = None
+    if registration["backend"] == "simpleitk":
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in registration.items() if k != "backend"}
+        if num_threads is not None:
+            values["num_threads"] = num_threads
+        backend: PairRegistration = SimpleITKRegistration(RegistrationSettings(**values))
+    else:
+        from nnunet_mm.atlas.learned import load_learned_mas
+
+        if not Path(registration.get("model", "")).is_dir():
+            raise FileNotFoundError(f"{registration.get('model')}: the learned MAS model folder the priors were made "
+                                    f"with is gone; restore it there (its weights are checked), or rebuild the "
+                                    f"dataset and retrain.")
+        backend, simnet = load_learned_mas(Path(registration["model"]), device=device)
+        if backend.cache_key()["weights_sha256"] != registration["weights_sha256"]:
+            raise ValueError(f"{registration['model']}: BiRegNet weights differ from those the priors were made "
+                             f"with; restore the model folder, or rebuild the dataset and retrain.")
+    if recipe.fusion == "simnet":
+        if recipe.simnet_model is None:
+            raise ValueError("fusion 'simnet' recorded without a SimNet model folder; rebuild with 'nnunet_mm mas'.")
+        if simnet is None or Path(recipe.simnet_model).resolve() != Path(registration.get("model", "")).resolve():
+            from nnunet_mm.atlas.learned import load_learned_mas
+
+            _, simnet = load_learned_mas(Path(recipe.simnet_model), device=device)
+        if simnet is None:
+            raise FileNotFoundError(f"{recipe.simnet_model}: no SimNet weights; the priors were fused with SimNet.")
+    return backend, simnet
+
+
+@dataclass
+class CasePriors:
+    """The priors of one target case: ``prior`` (C, *spatial) fused class probabilities (every class, background
+    first), the warped atlases, seconds per pair (None: from the cache), the target image and its array."""
+
+    prior: np.ndarray
+    warped: list[WarpedAtlas]
+    seconds: list[float | None]
+    reference: sitk.Image
+    target_array: np.ndarray
+
+
+def make_case_priors(recipe: MASPriorRecipe, target_file: Path, atlas_folder: Path, atlas_cases: Sequence[str], *,
+                     backend: PairRegistration, simnet: Any = None, cache_dir: Path | None = None,
+                     progress: Any = None) -> CasePriors:
+    """Register ``atlas_cases`` to one target image and fuse their labels: the one implementation behind both
+    ``nnunet_mm mas`` (priors of a dataset's cases) and ``nnunet_mm predict`` (priors of new cases).
+
+    Args:
+        recipe: how (fusion, classes, channels; ``backend``/``simnet`` are built from it or recorded into it).
+        target_file: the target's channel ``recipe.target_channel``.
+        atlas_folder: the atlas dataset (files named in ``recipe.atlas_files``).
+        atlas_cases: the atlases to register.
+        cache_dir: cache of warped atlases (None: no cache).
+        progress: a tqdm bar advanced once per pair.
+    """
+    from nnunet_mm.io.images import read_image
+
+    reference = read_image(target_file)
+    target_array = sitk.GetArrayFromImage(reference).astype(np.float32)
+    warped, seconds = [], []
+    for atlas_case in atlas_cases:
+        files = recipe.atlas_files[atlas_case]
+        result, elapsed = _cached_warp(cache_dir, backend, Path(target_file), atlas_folder / files["image"],
+                                       atlas_folder / files["label"], recipe.num_classes)
+        warped.append(result)
+        seconds.append(elapsed)
+        if progress is not None:
+            progress.update()
+    prior = fuse(recipe_settings(recipe), warped, target_array, simnet, reference=reference)
+    return CasePriors(prior, warped, seconds, reference, target_array)
+
+
+def prior_file(folder: Path, case: str, channel: int, file_ending: str) -> Path:
+    return Path(folder) / f"{case}_{channel:04d}{file_ending}"
+
+
+def write_prior_channels(case_priors: CasePriors, recipe: MASPriorRecipe, folder: Path, case: str, *,
+                         first_channel: int, file_ending: str) -> list[Path]:
+    """Write one prior channel per ``recipe.prior_classes`` class, on the target image's grid (its spacing, origin
+    and direction), as ``{case}_{first_channel + i:04d}{file_ending}``; returns the files."""
+    written = []
+    for offset, value in enumerate(recipe.prior_classes.values()):
+        path = prior_file(folder, case, first_channel + offset, file_ending)
+        _write_prior(case_priors.prior[value], case_priors.reference, path)
+        written.append(path)
+    return written
+
+
+def save_case_qa(path: Path, case_priors: CasePriors, labels: Mapping[str, Any], title: str) -> Path:
+    """The QA PNG of one case (:func:`nnunet_mm.atlas.qa.save_mas_figure`)."""
+    from nnunet_mm.atlas.qa import save_mas_figure
+
+    return save_mas_figure(path, case_priors.target_array, np.stack([w.image for w in case_priors.warped]),
+                           np.stack([w.probabilities.argmax(0) for w in case_priors.warped]), case_priors.prior,
+                           title=title, class_names=[name for name, value in sorted(labels.items(),
+                                                                                    key=lambda item: item[1])
+                                                     if name != "ignore"])
 
 
 def _check_compatible(target: RawDataset, target_settings: DatasetSettings, atlases: RawDataset,
@@ -214,10 +444,10 @@ def _check_compatible(target: RawDataset, target_settings: DatasetSettings, atla
         raise FileNotFoundError(f"atlas label(s) missing: {missing}")
 
 
-def _output_dataset_json(target: RawDataset, target_settings: DatasetSettings, atlases: RawDataset,
-                         backend: PairRegistration, settings: MASSettings, name: str) -> dict[str, Any]:
+def _output_dataset_json(target: RawDataset, target_settings: DatasetSettings, recipe: MASPriorRecipe,
+                         name: str) -> dict[str, Any]:
     labels = target.dataset_json["labels"]
-    class_names = [n for n, v in sorted(labels.items(), key=lambda item: item[1]) if v != 0 and n != "ignore"]
+    class_names = list(recipe.prior_classes)
     num_images = target.num_channels
     channel_names = dict(target.dataset_json["channel_names"])
     block = copy.deepcopy(dict(block_of(target.dataset_json, target_settings.source)))
@@ -234,16 +464,28 @@ def _output_dataset_json(target: RawDataset, target_settings: DatasetSettings, a
     phase_names = target_settings.multimodal.phase_names
     if phase_names:
         block["phase_names"] = list(phase_names) + [f"prior_{c}" for c in class_names]
-    block["registration"] = {"method": "multi-atlas label fusion", "atlas_dataset": atlases.folder.name,
-                             "target_channel": settings.target_channel, "atlas_channel": settings.atlas_channel,
-                             "num_atlases": settings.num_atlases, "fusion": settings.fusion,
-                             **backend.cache_key()}
+    block["registration"] = {"method": "multi-atlas label fusion", "atlas_dataset": Path(recipe.atlas_dataset).name,
+                             "target_channel": recipe.target_channel, "atlas_channel": recipe.atlas_channel,
+                             "num_atlases": recipe.num_atlases, "fusion": recipe.fusion, **recipe.registration}
+    # everything 'nnunet_mm predict' needs to make the same priors for a new case (nnU-Net copies this dataset.json
+    # into the preprocessed folder and into every model folder)
+    block[MAS_PRIORS_KEY] = recipe.to_json()
     block["source"] = str(target.folder.resolve())
     block["notes"] = [*target_settings.description.notes,
                       f"channels {num_images}..{len(channel_names) - 1}: fused atlas prior probability per "
                       f"foreground class ({', '.join(class_names)}), written by 'nnunet_mm mas'"]
     return {"channel_names": channel_names, "labels": labels, "numTraining": target.dataset_json["numTraining"],
             "file_ending": target.file_ending, "name": name, BLOCK_KEY: block}
+
+
+def target_splits(target: RawDataset) -> list[dict[str, list[str]]]:
+    """The split of the target's training cases that a MAS dataset gets (:func:`_write_splits`): the target's own
+    ``splits_final.json``, else :func:`~nnunet_mm.io.splits.cross_validation_splits` over its training cases."""
+    from nnunet_mm.io.splits import cross_validation_splits, read_splits
+
+    if (target.folder / SPLITS_FILE).is_file():
+        return [dict(fold) for fold in read_splits(target.folder / SPLITS_FILE)]
+    return [dict(fold) for fold in cross_validation_splits(target.training_cases)]
 
 
 def _write_splits(target: RawDataset, staging: Path) -> None:
@@ -271,7 +513,7 @@ def build_mas_dataset(target_dataset: int | str | Path, atlas_dataset: int | str
                       output_name: str | None = None, settings: MASSettings = MASSettings(),
                       backend: PairRegistration | None = None, simnet: Any = None,
                       output_root: Path | None = None, cache_dir: Path | None = None, overwrite: bool = False,
-                      show_progress: bool = True) -> Path:
+                      prior_classes: Sequence[str] | None = None, show_progress: bool = True) -> Path:
     """Write ``Dataset<output_id>_<name>``: the target dataset plus fused atlas prior channels.
 
     Args:
@@ -286,6 +528,8 @@ def build_mas_dataset(target_dataset: int | str | Path, atlas_dataset: int | str
         output_root: folder of the new dataset (default ``$nnUNet_raw``).
         cache_dir: cache of warped atlases (default ``<output_root>/.nnunet_mm_mas_cache``).
         overwrite: replace an existing output dataset.
+        prior_classes: names of the classes that get a prior channel (default :func:`choose_prior_classes`:
+            every non-lesion class that every atlas labels).
         show_progress: tqdm bar over atlas-target pairs.
 
     Returns:
@@ -326,17 +570,22 @@ def build_mas_dataset(target_dataset: int | str | Path, atlas_dataset: int | str
                                      same_dataset=same_dataset)
     atlas_lists = {case: select_atlases(candidates[case], num_atlases) for case, _ in jobs}
     used = MASSettings(**{**settings.__dict__, "num_atlases": num_atlases, "target_channel": target_channel})
-    summary: dict[str, Any] = {"settings": dict(used.__dict__), "backend": backend.cache_key(), "cases": {}}
+    chosen = choose_prior_classes(target.dataset_json["labels"],
+                                  [atlases.label_file(c) for c in atlases.training_cases], prior_classes)
+    recipe = make_recipe(atlases, used, backend, simnet, num_classes=num_classes, prior_classes=chosen)
+    summary: dict[str, Any] = {"settings": dict(used.__dict__), "backend": backend.cache_key(),
+                               "prior_classes": chosen, "cases": {}}
     with staged_dataset(final_dir, overwrite=overwrite, sources=[target.folder, atlases.folder]) as staging:
-        dataset_json = _output_dataset_json(target, target_settings, atlases, backend, used, final_dir.name)
+        dataset_json = _output_dataset_json(target, target_settings, recipe, final_dir.name)
         read_settings(dataset_json, str(final_dir / "dataset.json"))
         (staging / "dataset.json").write_text(json.dumps(dataset_json, indent=4))
         _write_splits(target, staging)
         progress = tqdm(total=sum(len(a) for a in atlas_lists.values()), desc="mas: atlas-target pairs",
                         unit="pair", disable=not show_progress)
         for case, split in jobs:
-            case_summary = _process_case(case, split, target, atlases, atlas_lists[case], target_channel, backend,
-                                         simnet, settings, num_classes, cache_dir, staging, progress)
+            progress.set_postfix_str(case)
+            case_summary = _process_case(case, split, target, atlases, atlas_lists[case], recipe, backend,
+                                         simnet, cache_dir, staging, progress)
             summary["cases"][case] = case_summary
         progress.close()
         seconds = [s for c in summary["cases"].values() for s in c["seconds_per_pair"] if s is not None]
@@ -349,44 +598,30 @@ def build_mas_dataset(target_dataset: int | str | Path, atlas_dataset: int | str
 
 
 def _process_case(case: str, split: str, target: RawDataset, atlases: RawDataset, atlas_cases: list[str],
-                  target_channel: int, backend: PairRegistration, simnet: Any, settings: MASSettings,
-                  num_classes: int, cache_dir: Path, staging: Path, progress: Any) -> dict[str, Any]:
-    """Register, fuse and write one case; returns its summary entry."""
-    from nnunet_mm.atlas.qa import save_mas_figure
+                  recipe: MASPriorRecipe, backend: PairRegistration, simnet: Any, cache_dir: Path, staging: Path,
+                  progress: Any) -> dict[str, Any]:
+    """Register, fuse and write one case (:func:`make_case_priors`); returns its summary entry."""
     from nnunet_mm.io.images import read_image
 
-    target_file = target.image_file(case, target_channel, split)
-    reference = read_image(target_file)
-    target_array = sitk.GetArrayFromImage(reference).astype(np.float32)
-    warped, seconds = [], []
-    for atlas_case in atlas_cases:
-        result, elapsed = _cached_warp(cache_dir, backend, target_file,
-                                       atlases.image_file(atlas_case, settings.atlas_channel),
-                                       atlases.label_file(atlas_case), num_classes)
-        warped.append(result)
-        seconds.append(elapsed)
-        progress.set_postfix_str(case)
-        progress.update()
-    prior = fuse(settings, warped, target_array, simnet)
+    target_file = target.image_file(case, recipe.target_channel, split)
+    case_priors = make_case_priors(recipe, target_file, atlases.folder, atlas_cases, backend=backend, simnet=simnet,
+                                   cache_dir=cache_dir, progress=progress)
     images_dir, labels_dir = staging / f"images{split}", staging / f"labels{split}"
     images_dir.mkdir(exist_ok=True)
     for channel in range(target.num_channels):
         shutil.copyfile(target.image_file(case, channel, split), images_dir / target.image_file(case, channel).name)
-    for offset in range(1, num_classes):
-        _write_prior(prior[offset], reference,
-                     images_dir / f"{case}_{target.num_channels + offset - 1:04d}{target.file_ending}")
-    entry: dict[str, Any] = {"split": split, "atlases": atlas_cases, "seconds_per_pair": seconds}
+    write_prior_channels(case_priors, recipe, images_dir, case, first_channel=target.num_channels,
+                         file_ending=target.file_ending)
+    entry: dict[str, Any] = {"split": split, "atlases": list(atlas_cases), "seconds_per_pair": case_priors.seconds}
+    if recipe.learned_training_cases is not None:  # its priors are better than a new patient's: report apart
+        entry["seen_by_learned_networks"] = case in recipe.learned_training_cases
     if target.label_file(case, split).is_file():
         labels_dir.mkdir(exist_ok=True)
         shutil.copyfile(target.label_file(case, split), labels_dir / target.label_file(case).name)
         truth = sitk.GetArrayFromImage(read_image(target.label_file(case, split)))
-        fused = fused_label(prior)
-        entry["fused_dice"] = _dice_per_class(truth, fused, num_classes)
-        entry["atlas_dice"] = [_dice_per_class(truth, w.probabilities.argmax(0), num_classes)
-                               for w in warped]
-    save_mas_figure(staging / QA_DIR / f"{case}.png", target_array, np.stack([w.image for w in warped]),
-                    np.stack([w.probabilities.argmax(0) for w in warped]), prior,
-                    title=f"{case}: {len(warped)} atlases, {settings.fusion}",
-                    class_names=[name for name, value in sorted(target.dataset_json["labels"].items(),
-                                                                key=lambda item: item[1]) if name != "ignore"])
+        entry["fused_dice"] = _dice_per_class(truth, fused_label(case_priors.prior), recipe.num_classes)
+        entry["atlas_dice"] = [_dice_per_class(truth, w.probabilities.argmax(0), recipe.num_classes)
+                               for w in case_priors.warped]
+    save_case_qa(staging / QA_DIR / f"{case}.png", case_priors, target.dataset_json["labels"],
+                 f"{case}: {len(case_priors.warped)} atlases, {recipe.fusion}")
     return entry

@@ -15,11 +15,17 @@ prior together; the prior helps most when few target labels exist. This trainer 
    ``nnunet_mm mas``) or an explicit setting turns them on; with one image channel they are off. Prior dropout is
    this trainer's own and does not depend on them.
 
-Prediction is stock ``nnUNetv2_predict`` on a folder written by ``nnunet_mm mas`` (images + priors). DDP: prior
-dropout draws from the per-rank ``self.augmentation_generator``; the CPU transforms are per sample.
+4. **No leakage from learned priors**: when the priors come from learned networks (``nnunet_mm mas-train``), the
+   dataset records the target cases they trained on (``"mas_priors"``), and a fold whose validation cases are among
+   them is refused (``do_split``): those priors would be better than a new patient's.
 
-Hooks overridden: ``__init__``, ``get_training_transforms`` (an instance method here; nnU-Net calls it through
-``self``), ``augment_multimodal`` (of :class:`MultiModalTrainer`'s step), ``_log_multimodal_settings`` (one
+Prediction: ``nnunet_mm predict`` on new cases (image channels only) makes their priors with the registration and
+fusion the dataset recorded (:mod:`nnunet_mm.atlas.predict`); stock ``nnUNetv2_predict`` on a folder written by
+``nnunet_mm mas`` (images + priors) works too. DDP: prior dropout draws from the per-rank
+``self.augmentation_generator``; the CPU transforms are per sample.
+
+Hooks overridden: ``__init__``, ``do_split``, ``get_training_transforms`` (an instance method here; nnU-Net calls it
+through ``self``), ``augment_multimodal`` (of :class:`MultiModalTrainer`'s step), ``_log_multimodal_settings`` (one
 statement about image and prior channels in the training log).
 """
 from __future__ import annotations
@@ -30,7 +36,7 @@ import torch
 
 from nnunet_mm.atlas.prior_augmentation import drop_priors, restrict_intensity_transforms
 from nnunet_mm.atlas.prior_channels import prior_channel_indices
-from nnunet_mm.atlas.settings import PRIOR_DROPOUT_KEY
+from nnunet_mm.atlas.settings import MAS_PRIORS_KEY, PRIOR_DROPOUT_KEY
 from nnunet_mm.training.debug import DebugSchedule
 from nnunet_mm.training.multimodal_trainer import MultiModalDraw, MultiModalTrainer
 
@@ -51,6 +57,19 @@ class MASPriorTrainer(MultiModalTrainer):
         self.mm_settings = dataclasses.replace(self.mm_settings, num_channels=self.num_image_channels)
         # share of samples trained without their prior (the block's "prior_dropout": {"probability": p})
         self.prior_dropout_probability = self.dataset_settings.method(PRIOR_DROPOUT_KEY)
+
+    def do_split(self):
+        """nnU-Net's split, refused when learned priors were trained on a validation case of this fold."""
+        tr_keys, val_keys = super().do_split()
+        recipe = self.dataset_settings.method(MAS_PRIORS_KEY)
+        if self.fold != "all" and recipe is not None and recipe.learned_training_cases is not None:
+            seen = sorted(set(val_keys) & set(recipe.learned_training_cases))
+            if seen:
+                raise ValueError(f"{self.dataset_settings.source}: fold {self.fold} validates on {seen}, which the "
+                                 f"learned registration/fusion networks of its priors were trained on (their priors "
+                                 f"are better than a new patient's). Train 'nnunet_mm mas-train --fold {self.fold}', "
+                                 f"rebuild the dataset with 'nnunet_mm mas', or train another fold.")
+        return tr_keys, val_keys
 
     def get_training_transforms(self, *args, **kwargs):
         pipeline = super().get_training_transforms(*args, **kwargs)

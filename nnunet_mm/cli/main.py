@@ -64,11 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("args", nargs=argparse.REMAINDER, help="arguments of that converter")
 
     predict = sub.add_parser(
-        "predict", help="predict cases with missing channels",
+        "predict", help="predict cases with missing channels, or new cases of an atlas-prior model",
         description="Like nnUNetv2_predict, for cases that lack some channels: missing channels are filled the way "
                     "the model was trained (modality dropout mode in the model's dataset.json) after nnU-Net's "
-                    "normalisation. The reference channel must be present. Options that mirror nnUNetv2_predict "
-                    "take nnU-Net's spelling (--disable_tta) or the dashed one (--disable-tta).")
+                    "normalisation. The reference channel must be present. A model trained with atlas prior "
+                    "channels (-tr MASPriorTrainer on a dataset from 'nnunet_mm mas') is recognised: cases without "
+                    "prior files get them from the model's atlases with the registration and fusion recorded in "
+                    "its dataset.json (written to OUTPUT/atlas_priors, with a QA PNG per case, and reused by the "
+                    "next run), or zero priors with --priors zeros (what prior dropout gave in training). Options "
+                    "that mirror nnUNetv2_predict take nnU-Net's spelling (--disable_tta) or the dashed one "
+                    "(--disable-tta).")
     predict.add_argument("-i", required=True, help="input folder with CASE_XXXX<file_ending> files")
     predict.add_argument("-o", required=True, help="output folder")
     add_model_arguments(predict, trainer="MultiModalTrainer", several_folds=True)
@@ -88,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="predict input files holding NaN/inf voxels from copies with those voxels set to the "
                               "image's lowest finite value (recorded in missing_channels.json) instead of refusing "
                               "them")
+    predict.add_argument("--priors", choices=("atlas", "zeros"), default="atlas",
+                         help="atlas-prior models: register the model's atlases to cases without prior files "
+                              "(atlas), or give them zero priors as prior dropout did in training (zeros) "
+                              "[default: atlas]")
+    predict.add_argument("--atlas", default=None,
+                         help="atlas-prior models: the atlas dataset folder, when it moved since 'nnunet_mm mas' "
+                              "[default: the folder the model's dataset.json records]")
     set_handler(predict, _run_predict)
 
     demo = sub.add_parser("demo", help="run the full cycle on a phantom dataset", add_help=False,
@@ -123,11 +135,18 @@ def _run_predict(args: argparse.Namespace) -> int:
         available=args.available, device=device, tile_step_size=args.step_size,
         use_mirroring=not args.disable_tta,
         save_probabilities=args.save_probabilities, num_processes_export=args.nps,
-        allow_tqdm=not args.disable_progress_bar, replace_non_finite=args.replace_non_finite)
+        allow_tqdm=not args.disable_progress_bar, replace_non_finite=args.replace_non_finite,
+        priors=args.priors, atlas_dataset=Path(args.atlas) if args.atlas else None)
     for case, record in report.items():
         for channel, replaced in record.get("non_finite_replaced", {}).items():
             print(f"{case}: channel {channel}: {replaced['voxels']} NaN/inf voxel(s) of {replaced['file']} replaced "
                   f"by {replaced['value']:g}")
+    prior_sources = {case: r["priors"] for case, r in report.items() if "priors" in r}
+    if prior_sources:
+        counts = {source: sum(s == source for s in prior_sources.values())
+                  for source in sorted(set(prior_sources.values()))}
+        print(f"atlas priors: {', '.join(f'{n} {source}' for source, n in counts.items())} (files and QA in "
+              f"{Path(args.o) / 'atlas_priors'})")
     filled = {case: r["filled"] for case, r in report.items() if r["filled"]}
     print(f"predicted {len(report)} case(s) into {args.o}; filled missing channels in {len(filled)} case(s)"
           + (f": {filled}" if filled else ""))

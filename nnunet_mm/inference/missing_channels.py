@@ -13,6 +13,12 @@ present channel (``"duplicate"``) or by zeros (``"zeros"``). To reproduce exactl
 
 The reference channel (the one the label belongs to) can never be missing: the function refuses such cases and
 names the file it looked for. A ``missing_channels.json`` in the output folder records what was filled per case.
+
+A model trained with atlas prior channels (:class:`nnunet_mm.atlas.trainer.MASPriorTrainer`) is recognised from its
+dataset.json: a case without prior files gets them made from the atlases exactly as ``nnunet_mm mas`` made the
+training priors (:mod:`nnunet_mm.atlas.predict`), or, with ``priors="zeros"``, gets zero prior channels, exactly
+what prior dropout fed the network in training (:func:`nnunet_mm.atlas.prior_augmentation.drop_priors`, after
+normalisation). A prior channel is never filled with a copy of an image channel, whatever the modality dropout mode.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from nnunet_mm.atlas.prior_channels import prior_channel_indices
 from nnunet_mm.augment import fill_missing_channels
 from nnunet_mm.io.raw_dataset import available_channel_files
 from nnunet_mm.io.staging import atomic_file
@@ -80,8 +87,41 @@ def plan_available_channels(cases: dict[str, dict[int, Path]], *, num_channels: 
     return plan
 
 
+def fill_preprocessed_case(data: np.ndarray, available: Sequence[int], mode: str, *, reference_channel: int,
+                           prior_channels: Sequence[int] = ()) -> np.ndarray:
+    """Fill the missing channels of one preprocessed case ``(C, *spatial)`` as training replaced them: missing image
+    channels by the modality dropout ``mode`` (:func:`~nnunet_mm.augment.fill_missing_channels`, among the image
+    channels), missing prior channels by prior dropout (all zero,
+    :func:`~nnunet_mm.atlas.prior_augmentation.drop_priors` with probability 1), never by an image.
+
+    Raises:
+        ValueError: some but not all prior channels missing (training dropped them together).
+    """
+    prior_channels = sorted(int(c) for c in prior_channels)
+    missing = [c for c in range(data.shape[0]) if c not in available]
+    if not missing:
+        return data
+    num_images = prior_channels[0] if prior_channels else data.shape[0]
+    if any(c < num_images for c in missing):
+        filled_images = fill_missing_channels(data[:num_images], [c for c in available if c < num_images], mode,
+                                              reference_channel=reference_channel)
+        data = np.concatenate([filled_images, data[num_images:]])
+    missing_priors = [c for c in missing if c in prior_channels]
+    if missing_priors:
+        if missing_priors != prior_channels:
+            given = sorted(set(prior_channels) - set(missing_priors))
+            raise ValueError(f"prior channels {missing_priors} missing but {given} given; training drops all prior "
+                             f"channels together, so give all or none.")
+        from nnunet_mm.atlas.prior_augmentation import drop_priors
+
+        batch, _ = drop_priors(torch.from_numpy(np.ascontiguousarray(data))[None], prior_channels, 1.0)
+        data = batch[0].numpy()
+    return data
+
+
 def _preprocessed_cases(predictor, cases: dict[str, dict[int, Path]], plan: dict[str, list[int]],
-                        settings: MultiModalSettings, mode: str, output_folder: Path) -> Iterator[dict]:
+                        settings: MultiModalSettings, mode: str, output_folder: Path,
+                        prior_channels: Sequence[int] = ()) -> Iterator[dict]:
     """Yield what ``nnUNetPredictor.predict_from_data_iterator`` consumes, one case at a time."""
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
     reference = settings.reference_channel
@@ -90,8 +130,8 @@ def _preprocessed_cases(predictor, cases: dict[str, dict[int, Path]], plan: dict
                  for c in range(settings.num_channels)]
         data, _, properties = preprocessor.run_case(files, None, predictor.plans_manager,
                                                     predictor.configuration_manager, predictor.dataset_json)
-        if len(available) < settings.num_channels:
-            data = fill_missing_channels(data, available, mode, reference_channel=reference)
+        data = fill_preprocessed_case(data, available, mode, reference_channel=reference,
+                                      prior_channels=prior_channels)
         yield {"data": torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)),
                "data_properties": properties, "ofile": str(output_folder / case)}
 
@@ -206,7 +246,8 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
                                   device: torch.device = torch.device("cuda"),
                                   tile_step_size: float = 0.5, use_mirroring: bool = True,
                                   save_probabilities: bool = False, num_processes_export: int = 1,
-                                  allow_tqdm: bool = True, replace_non_finite: bool = False) -> dict[str, dict]:
+                                  allow_tqdm: bool = True, replace_non_finite: bool = False,
+                                  priors: str = "atlas", atlas_dataset: Path | None = None) -> dict[str, dict]:
     """Predict every case of ``input_folder`` with the model in ``model_folder``, filling missing channels.
 
     Args:
@@ -220,9 +261,15 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
         num_processes_export: spawn workers for resampling and export (nnU-Net's ``-nps``).
         replace_non_finite: instead of refusing input files with NaN/inf voxels, predict from copies with those
             voxels set to the image's lowest finite value; recorded per case under ``"non_finite_replaced"``.
+        priors: for a model with atlas prior channels, cases without prior files get them from the recorded atlases
+            (``"atlas"``, :func:`nnunet_mm.atlas.predict.prepare_atlas_priors`, written to
+            ``<output_folder>/atlas_priors``) or zero priors, as prior dropout gave them in training (``"zeros"``).
+            Ignored for a model without prior channels.
+        atlas_dataset: the atlas dataset's folder when it moved since ``nnunet_mm mas`` recorded it.
 
     Returns:
-        Per case: ``{"available": [...], "filled": [...], "fill_mode": ...}`` (with ``replace_non_finite``, also
+        Per case: ``{"available": [...], "filled": [...], "fill_mode": ...}`` (a prior model: also ``"priors"``,
+        ``"given"``, ``"atlas"``, ``"cached"`` or ``"zeros"``) (with ``replace_non_finite``, also
         ``"non_finite_replaced": {channel: {"file", "voxels", "value"}}`` for the files that had any; also written to
         ``missing_channels.json``).
 
@@ -241,25 +288,47 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
     # everything that can be checked is checked before the model is loaded: the model folder's dataset.json, the
     # input files, then the checkpoints (without running code from them)
     dataset_json = _model_dataset_json(Path(model_folder))
-    settings = read_settings(dataset_json, model_folder_dataset_json_source(model_folder)).multimodal
+    source = model_folder_dataset_json_source(model_folder)
+    dataset_settings = read_settings(dataset_json, source)
+    settings = dataset_settings.multimodal
+    prior_channels = prior_channel_indices(dataset_settings, dataset_json["channel_names"])
     file_ending = dataset_json["file_ending"]
     cases = available_channel_files(input_folder, file_ending, settings.num_channels, source="the model")
-    plan = plan_available_channels(cases, num_channels=settings.num_channels,
-                                   reference_channel=settings.reference_channel, available=available,
+    if prior_channels:  # image channels are planned here, prior channels by the atlas priors below
+        image_files = {case: {c: f for c, f in files.items() if c not in prior_channels}
+                       for case, files in cases.items()}
+        image_available = None if available is None else [c for c in available if c not in prior_channels]
+    else:
+        image_files, image_available = cases, available
+    plan = plan_available_channels(image_files, num_channels=settings.num_channels,
+                                   reference_channel=settings.reference_channel, available=image_available,
                                    input_folder=Path(input_folder), file_ending=file_ending)
     non_finite = verify_input_files(cases, plan, allow_non_finite=replace_non_finite)
     verify_model_folder(Path(model_folder), _model_folds(model_folder, folds), checkpoint_name)
+    prior_sources = {}
+    if prior_channels:
+        from nnunet_mm.atlas.predict import prepare_atlas_priors
+
+        prior_sources = prepare_atlas_priors(dataset_json, source, cases, prior_channels=prior_channels,
+                                             output_folder=output_folder, mode=priors, atlas_dataset=atlas_dataset,
+                                             device=str(device), show_progress=allow_tqdm)
+        given = {case: [c for c in prior_channels if c in cases[case]] for case in plan}
+        verify_input_files(cases, {case: channels for case, channels in given.items() if channels})
+        plan = {case: sorted(channels + given[case]) for case, channels in plan.items()}
     predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_mirroring=use_mirroring, device=device,
                                 allow_tqdm=allow_tqdm)
     predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint_name)
     mode = settings.modality_dropout.mode
     trained_with_dropout = settings.augmentation_decision().modality_dropout
-    if not trained_with_dropout and any(len(a) < settings.num_channels for a in plan.values()):
+    num_images = prior_channels[0] if prior_channels else settings.num_channels
+    if not trained_with_dropout and any(len([c for c in a if c < num_images]) < num_images for a in plan.values()):
         logger.warning("%s: the model was trained without modality dropout; filling missing channels with mode "
                        "'%s' may degrade the prediction.", model_folder, mode)
     report = {case: {"available": available_channels,
                      "filled": [c for c in range(settings.num_channels) if c not in available_channels],
                      "fill_mode": mode} for case, available_channels in plan.items()}
+    for case, prior_source in prior_sources.items():
+        report[case]["priors"] = prior_source
     arguments = {
         "list_of_lists_or_source_folder": str(input_folder),
         "output_folder_or_list_of_truncated_output_files": str(output_folder),
@@ -270,9 +339,11 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
         "folds": None if folds is None else [str(f) for f in folds], "checkpoint_name": checkpoint_name,
         "tile_step_size": tile_step_size, "use_mirroring": use_mirroring,
         "available": None if available is None else sorted(int(c) for c in available),
-        "replace_non_finite": replace_non_finite}
+        "replace_non_finite": replace_non_finite, "priors": priors if prior_channels else None,
+        "atlas_dataset": None if atlas_dataset is None else str(atlas_dataset)}
     try:
-        _predict_into(output_folder, predictor, cases, plan, settings, mode, non_finite, report, arguments)
+        _predict_into(output_folder, predictor, cases, plan, settings, mode, non_finite, report, arguments,
+                      prior_channels)
     except OSError as error:
         if error.filename is None and error.strerror:  # e.g. a full disk during nnU-Net's export: name the folder
             raise OSError(error.errno, error.strerror, str(output_folder)) from None
@@ -282,7 +353,7 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
 
 def _predict_into(output_folder: Path, predictor, cases: dict[str, dict[int, Path]], plan: dict[str, list[int]],
                   settings: MultiModalSettings, mode: str, non_finite: dict[str, dict[int, int]], report: dict,
-                  arguments: dict) -> None:
+                  arguments: dict, prior_channels: Sequence[int] = ()) -> None:
     """Predict into a hidden staging folder inside ``output_folder`` (finite copies of inputs with NaN/inf there
     too), write nnU-Net's records beside the predictions, then rename each file into ``output_folder``."""
     import tempfile
@@ -298,7 +369,7 @@ def _predict_into(output_folder: Path, predictor, cases: dict[str, dict[int, Pat
         predicted = staging / "predicted"
         predicted.mkdir()
         predictor.predict_from_data_iterator(
-            _preprocessed_cases(predictor, cases, plan, settings, mode, predicted),
+            _preprocessed_cases(predictor, cases, plan, settings, mode, predicted, prior_channels),
             save_probabilities=arguments["save_probabilities"],
             num_processes_segmentation_export=arguments["num_processes_segmentation_export"])
         _write_prediction_records(predicted, predictor, arguments)

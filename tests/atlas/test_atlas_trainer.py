@@ -64,3 +64,28 @@ def test_with_two_image_channels_the_log_says_misalignment_is_on_for_the_images_
             in log)
     assert "Prior channels [2]: never misaligned or replaced" in log
     assert log.count("misalignment ON") == 1 and "misalignment OFF" not in log
+
+
+def _recipe_block(learned_training_cases):
+    return {"atlas_dataset": "/atlases", "atlas_channel": 0, "atlas_files": {}, "target_channel": 0, "num_atlases": 1,
+            "fusion": "simnet", "local_sigma_voxels": 2.0, "local_power": 2.0, "num_classes": 3,
+            "prior_classes": {"liver": 1}, "registration": {"backend": "learned", "model": "/m", "weights_sha256": "x"},
+            "simnet_model": "/m", "learned_training_cases": learned_training_cases}
+
+
+def test_a_fold_whose_validation_cases_trained_the_learned_priors_is_refused(trainer_kit):
+    def dataset_json(learned_training_cases):
+        return trainer_kit.dataset_json({"modalities": {"0": "CT", "1": "atlas_prior:liver"},
+                                         "mas_priors": _recipe_block(learned_training_cases)},
+                                        channel_names={"0": "CT", "1": "noNorm"})
+
+    # not recorded (an older model): nothing to check
+    train_keys, val_keys = trainer_kit.trainer(MASPriorTrainer, dataset_json=dataset_json(None), fold=0).do_split()
+    fine = trainer_kit.trainer(MASPriorTrainer, dataset_json=dataset_json(sorted(train_keys)), fold=0)
+    assert fine.do_split() == (train_keys, val_keys)
+    leaking = dataset_json(trainer_kit.case_ids)
+    with pytest.raises(ValueError, match=rf"fold 0 validates on \['{val_keys[0]}'.*which the learned registration"
+                                         rf"/fusion networks of its priors were trained on.*mas-train --fold 0"):
+        trainer_kit.trainer(MASPriorTrainer, dataset_json=leaking, fold=0).do_split()
+    # fold 'all' has no held-out validation to protect
+    trainer_kit.trainer(MASPriorTrainer, dataset_json=leaking, fold="all").do_split()

@@ -11,6 +11,7 @@ from nnunet_mm.io.splits import cross_validation_splits
 from nnunet_mm.atlas.phantom_pairs import write_cross_modality_datasets
 from nnunet_mm.atlas.prior_channels import prior_channel_indices
 from nnunet_mm.atlas.registration import RegistrationSettings
+from nnunet_mm.atlas.settings import MASPriorRecipe
 from nnunet_mm.settings import read_settings
 
 FAST = SimpleITKRegistration(RegistrationSettings(stages=("rigid", "affine"), iterations=30, shrink_factors=(2, 1)))
@@ -40,17 +41,24 @@ def test_prior_channels_line_up_with_the_images(datasets, tmp_path):
                             output_root=tmp_path, cache_dir=tmp_path / "cache", show_progress=False)
     assert _tree_digest(target) == before  # the input is only read
     dataset_json = json.loads((out / "dataset.json").read_text())
-    assert dataset_json["channel_names"] == {"0": "MR", "1": "noNorm", "2": "noNorm"}
-    assert prior_channel_indices(read_settings(dataset_json), dataset_json["channel_names"]) == [1, 2]
+    # one prior channel: the liver, which every atlas labels; no tumour channel (a lesion: an atlas's tumour says
+    # nothing about where the target's is) unless asked for
+    assert dataset_json["channel_names"] == {"0": "MR", "1": "noNorm"}
+    assert dataset_json["nnunet_mm"]["modalities"] == {"0": "MR", "1": "atlas_prior:liver"}
+    assert prior_channel_indices(read_settings(dataset_json), dataset_json["channel_names"]) == [1]
+    recipe = read_settings(dataset_json).method("mas_priors")
+    assert recipe.prior_classes == {"liver": 1} and recipe.num_atlases == 2 and recipe.fusion == "majority"
+    assert recipe.atlas_dataset == str(atlas.resolve()) and recipe.registration["stages"] == ["rigid", "affine"]
     assert dataset_json["nnunet_mm"]["channel_acquisition"] == "co_registered"  # priors lie on the image's grid
     for split, case in (("Tr", "target_000"), ("Tr", "target_001"), ("Ts", "target_002")):
         image = sitk.ReadImage(str(out / f"images{split}" / f"{case}_0000.nii.gz"))
         label = sitk.GetArrayFromImage(sitk.ReadImage(str(target / f"labels{split}" / f"{case}.nii.gz")))
-        priors = [sitk.ReadImage(str(out / f"images{split}" / f"{case}_{c:04d}.nii.gz")) for c in (1, 2)]
+        assert not (out / f"images{split}" / f"{case}_0002.nii.gz").exists()
+        priors = [sitk.ReadImage(str(out / f"images{split}" / f"{case}_0001.nii.gz"))]
         for prior in priors:
             assert prior.GetSize() == image.GetSize() and prior.GetSpacing() == image.GetSpacing()
             assert prior.GetOrigin() == image.GetOrigin() and prior.GetDirection() == image.GetDirection()
-        liver_prior = sitk.GetArrayFromImage(priors[0]) + sitk.GetArrayFromImage(priors[1])
+        liver_prior = sitk.GetArrayFromImage(priors[0])
         assert 0.0 <= liver_prior.min() and liver_prior.max() <= 1.0 + 1e-5
         # the prior lies where the target's own liver is (registered), not somewhere else
         assert liver_prior[label > 0].mean() > 2.5 * liver_prior[label == 0].mean()
@@ -65,9 +73,16 @@ def test_prior_channels_line_up_with_the_images(datasets, tmp_path):
         build_mas_dataset(target, atlas, output_id=703, backend=FAST, output_root=tmp_path, show_progress=False)
     again = build_mas_dataset(target, atlas, output_id=703, settings=MASSettings(num_atlases=2, fusion="staple"),
                               backend=FAST, output_root=tmp_path, cache_dir=tmp_path / "cache", overwrite=True,
-                              show_progress=False)
+                              prior_classes=["tumor", "liver"], show_progress=False)
     summary = json.loads((again / "nnunet_mm_qa" / "mas_summary.json").read_text())
     assert summary["cache_hits"] == 6  # 3 targets × 2 atlases, nothing registered twice
+    dataset_json = json.loads((again / "dataset.json").read_text())  # asked for: the tumour channel too, in label order
+    assert dataset_json["channel_names"] == {"0": "MR", "1": "noNorm", "2": "noNorm"}
+    assert dataset_json["nnunet_mm"]["modalities"] == {"0": "MR", "1": "atlas_prior:liver", "2": "atlas_prior:tumor"}
+    with pytest.raises(ValueError, match=r"--prior-classes kidney: \['kidney'\] not among the foreground classes "
+                                         r"\['liver', 'tumor'\]"):
+        build_mas_dataset(target, atlas, output_id=703, backend=FAST, output_root=tmp_path, overwrite=True,
+                          prior_classes=["kidney"], show_progress=False)
 
 
 def test_two_training_targets_get_a_two_fold_split_and_the_atlases_used_are_recorded(datasets, tmp_path):
@@ -176,7 +191,10 @@ def test_the_mas_dataset_declares_the_targets_channel_acquisition_or_co_register
                    "nnunet_mm": target_block}
     target = SimpleNamespace(dataset_json=target_json, num_channels=num_images, folder=tmp_path / "target",
                              file_ending=".nii.gz")
-    atlases = SimpleNamespace(folder=tmp_path / "atlases")
-    written = _output_dataset_json(target, read_settings(target_json), atlases, FAST, MASSettings(), "MAS")
+    recipe = MASPriorRecipe(atlas_dataset=str(tmp_path / "atlases"), atlas_channel=0, atlas_files={},
+                            target_channel=0, num_atlases=1, fusion="majority", local_sigma_voxels=2.0,
+                            local_power=2.0, num_classes=2, prior_classes={"liver": 1},
+                            registration=FAST.cache_key())
+    written = _output_dataset_json(target, read_settings(target_json), recipe, "MAS")
     assert written["nnunet_mm"].get("channel_acquisition") == expected
     read_settings(written)  # valid

@@ -76,7 +76,7 @@ def test_registered_keys_get_their_default_when_absent_or_null():
     assert settings.method("prior_dropout") == 0.3
     assert settings.method("phase_labels_dir") is None and settings.method("image_labels") is None
     assert settings.method("synthesis").probability == 0.5
-    assert settings.method("weak_supervision").refinement_interval == 100
+    assert settings.method("weak_supervision").refinement_interval.fraction == 0.2
     null = read_settings(_with_block(unlabeled_dir=None, prior_dropout=None))
     assert null.method("unlabeled_dir") == "imagesUnl" and not null.is_set("unlabeled_dir")
     assert null.method("prior_dropout") == 0.3
