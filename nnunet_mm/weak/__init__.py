@@ -1,3 +1,3 @@
 """Weak supervision from image-level labels (CLTN, paper 003): the 2D diseased/normal dataset, the label-transfer
-GAN, pseudo-mask export, and the mean-teacher pieces of :class:`~nnunet_mm.weak.trainer.
+GAN, pseudo-mask export, scores split by image label, and the mean-teacher pieces of :class:`~nnunet_mm.weak.trainer.
 WeakLabelTrainer`."""

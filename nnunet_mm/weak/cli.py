@@ -22,7 +22,9 @@ def register(subparsers) -> None:
     train.add_argument("-d", required=True, help="dataset name or id in $nnUNet_raw")
     train.add_argument("-o", "--output", required=True, help="model folder")
     train.add_argument("--iterations", type=int, default=7000, help="total iterations [default: %(default)s, paper]")
-    train.add_argument("--size", type=int, default=256, help="image side in pixels [default: %(default)s]")
+    train.add_argument("--size", type=int, default=256,
+                       help="image side in pixels; the attention mask is a quarter of it (64 x 64 at 256, the paper; "
+                            "below 64 px it is too coarse to outline a lesion) [default: %(default)s]")
     train.add_argument("--batch-size", type=int, default=1, help="images per step [default: %(default)s, paper]")
     train.add_argument("--weights", choices=("brats", "isic"), default="brats",
                        help="the paper's loss weights for this kind of data [default: %(default)s]")
@@ -30,6 +32,9 @@ def register(subparsers) -> None:
     train.add_argument("--res-blocks", type=int, default=4, help="residual blocks [default: 4, paper]")
     train.add_argument("--discriminator-channels", type=int, default=64,
                        help="discriminator stem channels [default: 64, paper]")
+    train.add_argument("--discriminate-composites", action="store_true",
+                       help="also show the composites to the discriminators as fakes (the public code judges them "
+                            "only in the generator's loss, the default)")
     train.add_argument("--lesion-labels", default=None,
                        help="comma-separated label values that make a 3D slice diseased [default: any foreground]")
     train.add_argument("--save-every", type=int, default=500, help="checkpoint interval [default: %(default)s]")
@@ -90,7 +95,8 @@ def run_train_gan(args: argparse.Namespace) -> int:
     config = CLTNConfig(in_channels=images[0].image.shape[0] if images else 1, image_size=args.size,
                         base_channels=args.base_channels, num_res_blocks=args.res_blocks,
                         discriminator_channels=args.discriminator_channels,
-                        loss_weights=loss_weights_preset(args.weights))
+                        loss_weights=loss_weights_preset(args.weights),
+                        discriminate_composites=args.discriminate_composites)
     checkpoint = train_label_transfer_gan(images, Path(args.output), iterations=args.iterations, config=config,
                                           batch_size=args.batch_size, resume=args.resume, overwrite=args.overwrite,
                                           device=device, seed=args.seed, save_every=args.save_every)

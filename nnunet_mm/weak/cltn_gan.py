@@ -3,7 +3,11 @@
 :class:`LabelTransferGAN` holds ``G_AB`` (diseased → normal, whose attention mask marks the lesion), ``G_BA`` and a
 global and a local discriminator per domain. One :meth:`LabelTransferGAN.train_step` is a discriminator step then a
 generator step (Adam, lr 1e-4, β = (0.5, 0.999), weight decay 2e-5), followed by clipping ρ to [0, 1], as in the
-public code. Both the raw translation and the composite are judged (joint discrimination).
+public code. The generator's adversarial loss judges both the raw translation and the composite (joint
+discrimination); the discriminators learn from real images and raw translations only, as in the public code, so that
+a composite (input outside the mask) is never pushed towards "fake", which would reward masks that grow to cover
+more of the input. ``CLTNConfig.discriminate_composites`` also shows the composites to the discriminators (as
+methods.md §4.3 reads); the benchmark decides between the two.
 
 :func:`train_label_transfer_gan` runs it on a :mod:`~nnunet_mm.weak.weak_images` dataset and writes a resumable
 checkpoint (``cltn_checkpoint.pt``, loadable with ``torch.load(weights_only=True)``), the generator used for the
@@ -38,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "cltn_checkpoint.pt"
 GENERATOR_FILE = "generator_ab.safetensors"
+# below this image side the attention mask (a quarter of it) has under 16 x 16 cells: a lesion of a fifth of the
+# image is then 3 cells wide, and its bilinear upsampling gives blobs that overshoot the lesion
+MIN_OUTLINING_SIZE = 64
 LOSS_NAMES = ("discriminator", "generator", "adversarial", "cycle", "identity", "cam", "reconstruction")
 
 
@@ -53,12 +60,16 @@ class CLTNConfig:
     learning_rate: float = 1e-4
     weight_decay: float = 2e-5
     loss_weights: CLTNLossWeights = field(default_factory=lambda: loss_weights_preset("brats"))
+    discriminate_composites: bool = False  # True: composites are fakes for D too (not the public code)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "CLTNConfig":
+        """The config stored in a checkpoint; one written before ``discriminate_composites`` existed was trained
+        with the composites shown to the discriminators, and resumes that way."""
+        values = {"discriminate_composites": True, **values}
         return cls(**{**values, "loss_weights": CLTNLossWeights(**values["loss_weights"])})
 
 
@@ -84,15 +95,16 @@ class LabelTransferGAN(nn.Module):
         return [self.discriminators[f"{domain}_{scope}"](image) for image in images for scope in ("global", "local")]
 
     def discriminator_loss(self, real_a: torch.Tensor, real_b: torch.Tensor) -> torch.Tensor:
-        """λ_adv × LSGAN loss of all four discriminators on real images and (detached) raw and composite fakes."""
+        """λ_adv × LSGAN loss of all four discriminators on real images and (detached) raw translations, plus the
+        composites when ``config.discriminate_composites`` is set (see the module docstring)."""
         with torch.no_grad():
             fake_ab, fake_ba = self.generator_ab(real_a), self.generator_ba(real_b)
         loss = real_a.new_zeros(())
         for domain, real, fake in (("b", real_b, fake_ab), ("a", real_a, fake_ba)):
+            fakes = [fake.translation, fake.composite] if self.config.discriminate_composites else [fake.translation]
             for scope in ("global", "local"):
                 discriminator = self.discriminators[f"{domain}_{scope}"]
-                loss = loss + discriminator_terms(discriminator(real), [discriminator(fake.translation),
-                                                                        discriminator(fake.composite)])
+                loss = loss + discriminator_terms(discriminator(real), [discriminator(image) for image in fakes])
         return self.config.loss_weights.adversarial * loss
 
     def generator_losses(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -309,6 +321,11 @@ def train_label_transfer_gan(images: list[WeakImage], model_dir: Path, *, iterat
             gan = LabelTransferGAN(config).to(device)
         start, history = 0, {name: [] for name in LOSS_NAMES}
         generator.manual_seed(seed)
+    if gan.config.image_size < MIN_OUTLINING_SIZE:
+        logger.warning("the GAN runs at %d px, so its attention mask is %d x %d: too coarse to outline a lesion "
+                       "(pseudo masks come out oversized); use --size %d or more (256 on a GPU, as the paper)",
+                       gan.config.image_size, gan.config.image_size // 4, gan.config.image_size // 4,
+                       MIN_OUTLINING_SIZE)
     shape = (gan.config.in_channels, gan.config.image_size, gan.config.image_size)
     if tuple(images[0].image.shape) != shape:
         raise ValueError(f"images are {tuple(images[0].image.shape)} but the GAN expects {shape} (channels, size, "

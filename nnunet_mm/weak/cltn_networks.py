@@ -7,6 +7,12 @@ reconstruction branch outside it (**complementary fusion** ``x_d·a + x_r·(1 �
 ``Ŷ``, the reconstruction ``X̂`` of the input, the full-resolution mask ``m`` and the **composite**
 ``Ŷ_c = Ŷ·m + X·(1 − m)``.
 
+Attention resolution: ``a`` lives on the trunk's grid, a quarter of the input side, as in the public code, because the
+complementary fusion multiplies trunk features by it; ``m`` is its bilinear upsampling. The resolution that outlines
+a lesion therefore comes from the input size: 64×64 cells at the paper's 256 px (the GPU setting), 16×16 at 64 px
+(the smallest CPU setting: a lesion of a fifth of the image is 3–4 cells wide). At 32 px the 8×8 map gave blobs much
+larger than the lesions; :func:`~nnunet_mm.weak.cltn_gan.train_label_transfer_gan` warns below 64 px.
+
 Discriminators: U-GAT-IT's spectral-norm PatchGAN with a CAM head, global (5 stride-2 convs) and local (3). Deviation:
 on images smaller than 256 px the number of stride-2 convs is capped so that at least a 4×4 map is left.
 """

@@ -11,8 +11,16 @@ describes and its public code lacks (methods.md §4.6, our design):
   augmentation, aug₂ adds an intensity perturbation of the same batch; λ ramps up (sigmoid) over the first 40 % of
   the epochs to 1.
 * Settings: the ``"weak_supervision"`` object of the dataset.json block (:mod:`nnunet_mm.weak.settings`; the
-  defaults are the values below).
-* **Periodic refinement** every N = 100 epochs: the teacher predicts every training case (nnU-Net's sliding window);
+  defaults are the values below). The ramp and the refinement interval are spans of epochs, by default fractions
+  of ``num_epochs`` resolved when they are used, so that they scale with the schedule (a debug or benchmark run sets
+  ``num_epochs`` after the constructor); an integer in dataset.json is an absolute number of epochs.
+* **Multimodal augmentation** follows the dataset's ``channel_acquisition``
+  (:meth:`~nnunet_mm.settings.MultiModalSettings.augmentation_decision`): weak-label data is RGB (ISIC, converter
+  508: ``colour_planes``) or co-registered sequences (BraTS: ``co_registered``), which train without misalignment
+  and modality dropout; the pseudo-mask export copies the source's block, so the decision carries over.
+* **Periodic refinement** every 20 % of the epochs (deviation: methods.md's N = 100 epochs assumed nnU-Net's 1000
+  epochs and never fired in a short run; see :class:`~nnunet_mm.weak.settings.WeakTrainingSettings`), not after
+  the last epoch: the teacher predicts every training case (nnU-Net's sliding window);
   confident voxels (p ≥ τ = 0.9) take its label, disagreeing uncertain voxels (p < 0.6) become the dataset's ignore
   label (declared by the pseudo-mask export), the rest keep the GAN label. Refined labels live in
   ``fold_X/refined_labels/`` and are read by the data loader from then on.
@@ -43,7 +51,7 @@ from nnunet_mm.training.schedules import sigmoid_rampup
 from nnunet_mm.weak.image_labels import IMAGE_LABELS_KEY, normal_cases, read_image_labels
 from nnunet_mm.weak.mean_teacher import consistency_loss, ema_update, make_teacher, perturb_intensities
 from nnunet_mm.weak.refinement import RefinedLabelDataset, refine_pseudo_labels, save_refined_label
-from nnunet_mm.weak.settings import WEAK_SUPERVISION_KEY
+from nnunet_mm.weak.settings import WEAK_SUPERVISION_KEY, parse_epoch_span
 
 # what nnU-Net's Dice means under weak labels (validation cases are served the exported pseudo masks, never refined)
 VALIDATION_NOTE = ("validation Dice (the pseudo Dice of every epoch, its EMA that picks checkpoint_best, and the final "
@@ -63,8 +71,10 @@ class WeakLabelTrainer(MultiModalTrainer):
         settings = self.dataset_settings.method(WEAK_SUPERVISION_KEY)  # the block's "weak_supervision"
         self.ema_decay = settings.ema_decay  # α
         self.consistency_weight = settings.consistency_weight  # λ_max
-        self.consistency_rampup_fraction = settings.consistency_rampup_fraction  # λ reaches λ_max after this share
-        self.refinement_interval = settings.refinement_interval  # N epochs
+        # spans of epochs (EpochSpan, or a value parse_epoch_span reads: 0.2, "20%", 100), resolved against
+        # num_epochs when used, because schedules (debug, benchmarks) change num_epochs after this constructor
+        self.consistency_rampup = settings.consistency_rampup  # λ reaches λ_max after this span
+        self.refinement_interval = settings.refinement_interval  # N
         self.confident_threshold = settings.confident_threshold  # τ
         self.uncertain_threshold = settings.uncertain_threshold
 
@@ -96,9 +106,24 @@ class WeakLabelTrainer(MultiModalTrainer):
                 f"{self.preprocessed_dataset_folder} ({provenance}); {len(self.normal_cases)} normal case(s) trained "
                 f"as all background (image labels {where})")
 
+    @property
+    def consistency_rampup_epochs(self) -> int:
+        """Epochs over which λ ramps up to λ_max in this run (``consistency_rampup`` resolved against num_epochs)."""
+        return parse_epoch_span(self.consistency_rampup, "consistency_rampup").resolve(self.num_epochs)
+
+    @property
+    def refinement_every_epochs(self) -> int:
+        """N: the teacher refines the labels after every N-th epoch (``refinement_interval`` resolved)."""
+        return parse_epoch_span(self.refinement_interval, "refinement_interval").resolve(self.num_epochs)
+
+    def refinement_epochs(self) -> list[int]:
+        """The epochs (0-based) after which the labels are refined: every N-th, never after the last one."""
+        every = self.refinement_every_epochs
+        return [done - 1 for done in range(every, self.num_epochs, every)]
+
     def _teacher_description(self) -> str:
         """The mean teacher and its consistency weight, for the training log."""
-        rampup_epochs = max(1, int(round(self.consistency_rampup_fraction * self.num_epochs)))
+        rampup_epochs = self.consistency_rampup_epochs
         return (f"student = nnU-Net's network (what nnUNetv2_predict loads); teacher = EMA of the student, decay "
                 f"{self.ema_decay}, updated after every optimizer step; consistency MSE(student, teacher on an "
                 f"intensity-perturbed view) weighted {self.consistency_weight} x sigmoid ramp-up over the first "
@@ -106,19 +131,20 @@ class WeakLabelTrainer(MultiModalTrainer):
 
     def _refinement_description(self) -> str:
         """When and how the teacher rewrites the pseudo labels, for the training log."""
-        # on_train_epoch_end refines when (epoch + 1) is a multiple of the interval, except after the last epoch
-        epochs = [done - 1 for done in range(self.refinement_interval, self.num_epochs, self.refinement_interval)]
+        epochs = self.refinement_epochs()
+        span = parse_epoch_span(self.refinement_interval, "refinement_interval")
         if not epochs:
             return (f"no refinement: the run has {self.num_epochs} epoch(s), refinement_interval is "
-                    f"{self.refinement_interval}")
+                    f"{span.describe()} = {self.refinement_every_epochs}")
         when = (", ".join(str(epoch) for epoch in epochs) if len(epochs) <= 6 else
                 f"{epochs[0]}, {epochs[1]}, ..., {epochs[-1]} ({len(epochs)} times)")
         uncertain = (f"disagreeing voxels with p < {self.uncertain_threshold} become the ignore label "
                      f"{self.label_manager.ignore_label}" if self.label_manager.ignore_label is not None else
                      "uncertain voxels keep their pseudo label (no ignore label)")
-        return (f"refinement at the end of epoch(s) {when} (every {self.refinement_interval}): the teacher "
-                f"relabels the diseased training cases, voxels with p >= {self.confident_threshold} take its label, "
-                f"{uncertain}; written to {self.refined_label_folder} and trained on from then on")
+        return (f"refinement at the end of epoch(s) {when} (every {self.refinement_every_epochs}: "
+                f"refinement_interval {span.describe()}): the teacher relabels the diseased training cases, voxels "
+                f"with p >= {self.confident_threshold} take its label, {uncertain}; written to "
+                f"{self.refined_label_folder} and trained on from then on")
 
     @property
     def student_network(self) -> torch.nn.Module:
@@ -153,8 +179,8 @@ class WeakLabelTrainer(MultiModalTrainer):
     # the step
 
     def consistency_weight_now(self) -> float:
-        """λ(t): sigmoid ramp-up over the first ``consistency_rampup_fraction`` of the epochs, then λ_max."""
-        rampup_epochs = max(1, int(round(self.consistency_rampup_fraction * self.num_epochs)))
+        """λ(t): sigmoid ramp-up over the first ``consistency_rampup`` of the epochs, then λ_max."""
+        rampup_epochs = self.consistency_rampup_epochs
         return self.consistency_weight * sigmoid_rampup(min(self.current_epoch, rampup_epochs), rampup_epochs)
 
     def compute_loss(self, data: torch.Tensor, target: Target, draw: MultiModalDraw, batch: dict) -> StepLoss:
@@ -178,7 +204,7 @@ class WeakLabelTrainer(MultiModalTrainer):
 
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
         super().on_train_epoch_end(train_outputs)
-        if (self.current_epoch + 1) % self.refinement_interval == 0 and self.current_epoch + 1 < self.num_epochs:
+        if self.current_epoch in self.refinement_epochs():
             self.refine_labels()
 
     # ------------------------------------------------------------------------------------------------------------

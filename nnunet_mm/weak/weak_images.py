@@ -10,8 +10,18 @@ Sources:
   Slices whose foreground covers less than ``min_foreground_fraction`` of the slice are skipped.
 
 Every image is scaled to [-1, 1] per channel (8-bit images as ``x / 127.5 - 1``, others between the 0.5 and 99.5
-percentiles of the whole case) and resized to ``size × size`` (linear; masks nearest). The foreground is where
-any channel lies above the lowest intensity (black background of BraTS, air around a CT body), holes filled.
+percentiles of the whole case) and resized to ``size × size`` (linear; masks nearest).
+
+The **foreground** (where pseudo masks may lie, :func:`foreground_of`) is the body or the skin:
+
+* scans (CT, MR: anything not 8-bit): the body, found by Otsu's threshold of the case's intensities (channel maximum)
+  — air or the zero background against tissue — then, per slice, an opening that removes the specks of noisy air
+  above it, the components of at least a tenth of the largest one, and their holes (lungs, bowel gas, ventricles)
+  filled. A fixed cut just above the lowest intensity (the earlier rule) counted noisy CT air as foreground:
+  99 % of a slice whose body covers 66 %;
+* 8-bit natural images (ISIC photographs): everything but a black border (any channel above −0.98, i.e. 8-bit
+  value 2.5), as the public code zeroes only the black background; skin is not separated from a dark lesion by a
+  threshold, so no Otsu there.
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
+from skimage.filters import threshold_otsu
 from skimage.transform import resize
 
 from nnunet_mm.io.raw_dataset import case_channel_files
@@ -31,7 +42,8 @@ from nnunet_mm.weak.image_labels import DISEASED, IMAGE_LABELS_KEY, NORMAL, read
 
 logger = logging.getLogger(__name__)
 
-BACKGROUND_LEVEL = -0.98  # normalised intensities at or below this count as background
+BLACK_BORDER_LEVEL = -0.98  # 8-bit images: normalised intensities at or below this are the black border
+MIN_COMPONENT_SHARE = 0.1  # body components smaller than this share of the largest one are dropped (table, specks)
 
 
 @dataclass
@@ -96,9 +108,45 @@ def normalise_case(array: np.ndarray, eight_bit: bool) -> np.ndarray:
     return result
 
 
-def foreground_of(image: np.ndarray) -> np.ndarray:
-    """(H, W) bool: pixels where any channel of the (C, H, W) normalised image is above the background level."""
-    return ndimage.binary_fill_holes((image > BACKGROUND_LEVEL).any(axis=0))
+def foreground_threshold(volume: np.ndarray, eight_bit: bool) -> float:
+    """The normalised intensity above which a pixel (its channel maximum) can be foreground, for one whole case.
+
+    Args:
+        volume: (C, Z, Y, X) intensities of one case after :func:`normalise_case`.
+        eight_bit: the case is an 8-bit natural image (black-border rule) rather than a scan (Otsu).
+
+    Returns:
+        ``BLACK_BORDER_LEVEL`` for 8-bit images; Otsu's threshold of the channel maximum for scans (−inf when the
+        case is flat, so that every pixel counts).
+    """
+    if eight_bit:
+        return BLACK_BORDER_LEVEL
+    brightest = volume.max(axis=0).ravel()
+    stride = max(1, brightest.size // 1_000_000)  # Otsu's histogram needs no more than a million samples
+    samples = brightest[::stride]
+    if np.ptp(samples) < 1e-6:
+        return -np.inf
+    return float(threshold_otsu(samples))
+
+
+def foreground_of(image: np.ndarray, threshold: float, *, eight_bit: bool) -> np.ndarray:
+    """(H, W) bool foreground of one (C, H, W) normalised image (the rules are in the module docstring).
+
+    Args:
+        image: (C, H, W) normalised slice or 2D image.
+        threshold: :func:`foreground_threshold` of its case.
+        eight_bit: an 8-bit natural image: only the black border is background (no opening, no component filter).
+    """
+    bright = image.max(axis=0) > threshold
+    if eight_bit:
+        return ndimage.binary_fill_holes(bright)
+    body = ndimage.binary_opening(bright, structure=np.ones((3, 3), bool), iterations=2)
+    components, count = ndimage.label(body)
+    if count == 0:
+        return body
+    sizes = ndimage.sum_labels(body, components, index=np.arange(1, count + 1))
+    kept = np.flatnonzero(sizes >= MIN_COMPONENT_SHARE * sizes.max()) + 1
+    return ndimage.binary_fill_holes(np.isin(components, kept))
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -161,11 +209,12 @@ def load_weak_images(dataset_folder: Path, *, size: int, lesion_labels: tuple[in
     for case in iterator:
         array, eight_bit = read_case_array(cases[case])
         volume = normalise_case(array, eight_bit)
+        threshold = foreground_threshold(volume, eight_bit)
         is_3d = volume.shape[1] > 1
         if is_3d:
             images += _volume_slices(case, volume, image_labels.get(case), Path(dataset_folder), file_ending,
-                                     size=size, lesion_labels=lesion_labels,
-                                     min_foreground_fraction=min_foreground_fraction)
+                                     size=size, lesion_labels=lesion_labels, threshold=threshold,
+                                     eight_bit=eight_bit, min_foreground_fraction=min_foreground_fraction)
             continue
         if case not in image_labels:
             label_file = Path(dataset_folder) / "labelsTr" / f"{case}{file_ending}"
@@ -175,7 +224,8 @@ def load_weak_images(dataset_folder: Path, *, size: int, lesion_labels: tuple[in
             image_labels[case] = DISEASED if _slice_labels(label_file, lesion_labels).any() else NORMAL
         image = volume[:, 0]
         images.append(WeakImage(case, None, resize_image(image, size),
-                                resize_mask(foreground_of(image), (size, size)), image_labels[case],
+                                resize_mask(foreground_of(image, threshold, eight_bit=eight_bit), (size, size)),
+                                image_labels[case],
                                 tuple(image.shape[1:])))
     counts = {value: sum(i.image_label == value for i in images) for value in (DISEASED, NORMAL)}
     logger.info("%s: %d diseased and %d normal 2D images", dataset_folder, counts[DISEASED], counts[NORMAL])
@@ -183,7 +233,7 @@ def load_weak_images(dataset_folder: Path, *, size: int, lesion_labels: tuple[in
 
 
 def _volume_slices(case: str, volume: np.ndarray, case_label: str | None, dataset_folder: Path, file_ending: str, *,
-                   size: int, lesion_labels: tuple[int, ...] | None,
+                   size: int, lesion_labels: tuple[int, ...] | None, threshold: float, eight_bit: bool,
                    min_foreground_fraction: float) -> list[WeakImage]:
     if case_label == NORMAL:
         slice_is_diseased = np.zeros(volume.shape[1], dtype=bool)
@@ -196,7 +246,7 @@ def _volume_slices(case: str, volume: np.ndarray, case_label: str | None, datase
     images = []
     for index in range(volume.shape[1]):
         image = volume[:, index]
-        foreground = foreground_of(image)
+        foreground = foreground_of(image, threshold, eight_bit=eight_bit)
         if foreground.mean() < min_foreground_fraction:
             continue
         images.append(WeakImage(case, index, resize_image(image, size), resize_mask(foreground, (size, size)),

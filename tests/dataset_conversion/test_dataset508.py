@@ -343,3 +343,36 @@ def test_real_isic_samples_convert_downscaled_and_pass_verify(kit: SimpleNamespa
     image_labels = json.loads((dataset / "image_labels.json").read_text())
     assert [image_labels[case] for case in train_ids] == ["diseased"] * 4
     kit.verify_dataset_integrity(dataset)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# weak supervision on the converted dataset
+
+def test_weak_label_training_on_the_pseudo_masks_of_the_converted_dataset_keeps_r_g_b_aligned(
+        source: Path, output_root: Path, tmp_path: Path, trainer_kit) -> None:
+    """508 → weak-train-gan → weak-export → WeakLabelTrainer: the export copies 508's "colour_planes", so the trainer
+    neither shifts R, G and B against each other nor drops one."""
+    import torch
+
+    from nnunet_mm.weak.cltn_gan import CLTNConfig, train_label_transfer_gan
+    from nnunet_mm.weak.pseudo_masks import export_pseudo_mask_dataset
+    from nnunet_mm.weak.trainer import WeakLabelTrainer
+    from nnunet_mm.weak.weak_images import load_weak_images
+
+    dataset = convert(source, output_root=output_root, normal_crops=1, crop_size=16)
+    config = CLTNConfig(in_channels=3, image_size=16, base_channels=4, num_res_blocks=1, discriminator_channels=4)
+    train_label_transfer_gan(load_weak_images(dataset, size=16), tmp_path / "gan", iterations=1, config=config,
+                             progress=False)
+    pseudo = export_pseudo_mask_dataset(dataset, tmp_path / "gan", output_root / "Dataset528_ISICPseudoMasks",
+                                        progress=False)
+    pseudo_json = json.loads((pseudo / "dataset.json").read_text())
+    assert pseudo_json["nnunet_mm"]["channel_acquisition"] == "colour_planes"
+
+    dataset_json = trainer_kit.dataset_json()  # the planned phantom's, with 508's channels and block
+    dataset_json.update(channel_names=pseudo_json["channel_names"], nnunet_mm=pseudo_json["nnunet_mm"])
+    trainer = trainer_kit.trainer(WeakLabelTrainer, dataset_json=dataset_json)
+    batch = torch.rand(4, 3, 16, 16)
+    augmented, draw = trainer.augment_multimodal(batch.clone())
+    assert torch.equal(augmented, batch) and draw.misalignment is None and draw.dropout is None
+    assert ("nnunet_mm: misalignment OFF, modality dropout OFF (channel_acquisition 'colour_planes'"
+            in Path(trainer.log_file).read_text(encoding="utf-8"))

@@ -66,8 +66,8 @@ def test_the_log_states_targets_teacher_refinement_and_what_validation_dice_mean
     assert ("nnunet_mm Weak: student = nnU-Net's network (what nnUNetv2_predict loads); teacher = EMA of the student, "
             "decay 0.99, updated after every optimizer step; consistency MSE(student, teacher on an "
             "intensity-perturbed view) weighted 1.0 x sigmoid ramp-up over the first 1 of 2 epochs") in log
-    assert ("nnunet_mm Weak: refinement at the end of epoch(s) 0 (every 1): the teacher relabels the diseased "
-            "training cases, voxels with p >= 0.9 take its label") in log
+    assert ("nnunet_mm Weak: refinement at the end of epoch(s) 0 (every 1: refinement_interval 1 epoch): the "
+            "teacher relabels the diseased training cases, voxels with p >= 0.9 take its label") in log
     assert ("nnunet_mm Weak: validation Dice (the pseudo Dice of every epoch, its EMA that picks checkpoint_best, "
             "and the final validation's summary.json) is measured against the pseudo masks as exported, not against "
             "true masks") in log
@@ -78,7 +78,8 @@ def test_the_log_gives_the_refinement_epochs_of_a_long_run_and_the_pseudo_mask_n
     trainer = trainer_kit.trainer(WeakLabelTrainer, block={"notes": [note]})
     log = open(trainer.log_file, encoding="utf-8").read()
     assert f"(dataset.json notes: {note!r})" in log
-    assert "refinement at the end of epoch(s) 99, 199, ..., 899 (9 times) (every 100)" in log
+    assert ("refinement at the end of epoch(s) 199, 399, 599, 799 (every 200: refinement_interval 20% of the "
+            "epochs)") in log
 
 
 def test_a_resumed_run_says_which_refined_labels_replace_the_pseudo_masks(trainer_kit):
@@ -116,3 +117,85 @@ def test_the_teacher_is_restored_from_beside_the_checkpoint(trainer_kit, tmp_pat
     student = resumed.student_network.state_dict()
     assert any(not torch.equal(student[k], v) for k, v in trainer.teacher.state_dict().items()
                if v.is_floating_point())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the schedule scales with num_epochs; refinement changes what training is served
+
+def _refinement_calls(trainer, monkeypatch) -> list[int]:
+    """Run on_train_epoch_end for every epoch of the run and return the epochs after which refine_labels ran."""
+    calls = []
+    monkeypatch.setattr(trainer, "refine_labels", lambda: calls.append(trainer.current_epoch))
+    for epoch in range(trainer.num_epochs):
+        trainer.current_epoch = epoch
+        trainer.on_train_epoch_end([{"loss": np.float32(1.0), "consistency_loss": np.float32(0.1)}])
+    return calls
+
+
+def test_a_ten_epoch_run_refines_with_the_default_interval(trainer_kit, monkeypatch):
+    """The interval is 20 % of num_epochs, resolved when training runs (benchmarks set num_epochs after the
+    constructor): a 10-epoch run refines 4 times; the old absolute 100 epochs never fired in one."""
+    trainer = trainer_kit.trainer(WeakLabelTrainer, initialize=False)
+    trainer.num_epochs = 10
+    assert _refinement_calls(trainer, monkeypatch) == [1, 3, 5, 7]
+    assert trainer.consistency_rampup_epochs == 4  # the ramp is a fraction too (40 %)
+    trainer.num_epochs = 1000
+    assert trainer.refinement_epochs() == [199, 399, 599, 799]
+    absolute = trainer_kit.trainer(WeakLabelTrainer, block={"weak_supervision": {"refinement_interval": 3,
+                                                                                  "consistency_rampup": 2}},
+                                   initialize=False)
+    absolute.num_epochs = 10
+    assert _refinement_calls(absolute, monkeypatch) == [2, 5, 8] and absolute.consistency_rampup_epochs == 2
+
+
+def _make_teacher_confident(teacher: torch.nn.Module, label: int) -> None:
+    """Make every output of the teacher's segmentation heads ``label`` with p ≈ 1."""
+    with torch.no_grad():
+        for layer in teacher.decoder.seg_layers:
+            layer.weight.zero_()
+            layer.bias.fill_(-20.0)
+            layer.bias[label] = 20.0
+
+
+def test_refinement_changes_the_labels_the_training_data_serves(trainer_kit):
+    """After a refinement epoch, the training dataset (what nnU-Net's data loader reads) serves the teacher's
+    confident labels for diseased cases instead of the pseudo masks; normal cases stay all background."""
+    normal = trainer_kit.case_ids[0]
+    trainer = trainer_kit.trainer(WeakLabelTrainer, block={"image_labels": {normal: "normal"}})
+    trainer.num_epochs = 10
+    dataset, _ = trainer.get_tr_and_val_datasets()
+    diseased = trainer_kit.case_ids[1]
+    before = np.asarray(dataset.load_case(diseased)[1]).copy()
+    assert set(np.unique(before)) >= {0, 1, 2}  # the phantom's pseudo labels: background, liver, tumour
+    _make_teacher_confident(trainer.teacher, label=1)
+    trainer.current_epoch = trainer.refinement_epochs()[0]
+    trainer.on_train_epoch_end([{"loss": np.float32(1.0), "consistency_loss": np.float32(0.1)}])
+    served = np.asarray(dataset.load_case(diseased)[1])
+    inside = before >= 0
+    assert np.all(served[inside] == 1) and np.array_equal(served[~inside], before[~inside])
+    assert not np.asarray(dataset.load_case(normal)[1]).clip(0).any()
+    # a new epoch's data loader reads the same refined labels
+    loader_dataset, _ = trainer.get_tr_and_val_datasets()
+    assert np.array_equal(np.asarray(loader_dataset.load_case(diseased)[1]), served)
+
+
+@pytest.mark.parametrize("acquisition, expected", [
+    ("colour_planes", False),   # RGB (ISIC, converter 508)
+    ("co_registered", False),   # BraTS sequences
+    (None, False),              # not declared
+    ("separate", True),         # CT phases of different breath-holds
+])
+def test_weak_label_training_misaligns_and_drops_channels_only_for_separately_acquired_channels(
+        trainer_kit, acquisition, expected):
+    dataset_json = trainer_kit.dataset_json({"seed": 0})
+    dataset_json["nnunet_mm"].pop("channel_acquisition", None)
+    if acquisition is not None:
+        dataset_json["nnunet_mm"]["channel_acquisition"] = acquisition
+    trainer = trainer_kit.trainer(WeakLabelTrainer, dataset_json=dataset_json)
+    batch = torch.rand(8, 2, 32, 32)
+    augmented, draw = trainer.augment_multimodal(batch.clone())
+    assert (not torch.equal(augmented, batch)) is expected
+    assert (draw.misalignment is not None, draw.dropout is not None) == (expected, expected)
+    switch = "ON" if expected else "OFF"
+    log = open(trainer.log_file, encoding="utf-8").read()
+    assert f"nnunet_mm: misalignment {switch}, modality dropout {switch} (" in log
