@@ -2,7 +2,7 @@
 
 A model trained on a dataset written by ``nnunet_mm mas`` (:class:`nnunet_mm.atlas.trainer.MASPriorTrainer`) takes
 prior channels after its image channels. nnU-Net copies the dataset's dataset.json into the model folder, and with
-it the ``"mas_priors"`` recipe of the ``"nnunet_mm"`` block (:class:`nnunet_mm.atlas.settings.MASPriorRecipe`): the
+it the ``"mas_priors"`` recipe of the plugin's settings block (:class:`nnunet_mm.atlas.settings.MASPriorRecipe`): the
 atlas dataset and the SHA-256 of every atlas file, K, the registration backend and its settings, the fusion, the
 classes that have a prior channel. :func:`prepare_atlas_priors` reads it and, for every case of a prediction's input
 folder that lacks its prior files, registers the same atlases with the same settings and fuses them with the same
@@ -22,6 +22,9 @@ refused naming the file. They are not copied into the model folder: nnU-Net's mo
 ``--priors zeros`` skips registration: every prior channel is zero, exactly what prior dropout feeds the network in
 training (:func:`nnunet_mm.atlas.prior_augmentation.drop_priors`, applied after nnU-Net's preprocessing by
 :func:`nnunet_mm.inference.missing_channels.predict_with_missing_channels`).
+
+:func:`atlas_prior_channels` hands all this to the core predictor as its
+:class:`~nnunet_mm.inference.missing_channels.DerivedChannels` (``nnunet_mm predict`` asks for it).
 """
 from __future__ import annotations
 
@@ -36,6 +39,53 @@ logger = logging.getLogger(__name__)
 PRIORS_DIR = "atlas_priors"
 PRIORS_RECORD = "atlas_priors.json"
 PRIOR_MODES = ("atlas", "zeros")
+
+
+def zero_priors(prior_channels: Sequence[int]):
+    """A filler of one preprocessed case ``(C, *spatial)`` that zeroes ``prior_channels`` exactly as prior dropout
+    (:func:`~nnunet_mm.atlas.prior_augmentation.drop_priors` with p = 1) does in training."""
+    import numpy as np
+    import torch
+
+    from nnunet_mm.atlas.prior_augmentation import drop_priors
+
+    channels = sorted(int(c) for c in prior_channels)
+
+    def fill(data):
+        batch, _ = drop_priors(torch.from_numpy(np.ascontiguousarray(data))[None], channels, 1.0)
+        return batch[0].numpy()
+
+    return fill
+
+
+def atlas_prior_channels(model_folder: Path, *, mode: str = "atlas", atlas_dataset: Path | None = None,
+                         device: str = "cpu", show_progress: bool = True):
+    """The atlas prior channels of a trained model as :class:`~nnunet_mm.inference.missing_channels.DerivedChannels`
+    for :func:`~nnunet_mm.inference.missing_channels.predict_with_missing_channels`, or None when the model has no
+    prior channels. Arguments as :func:`prepare_atlas_priors`.
+
+    Raises:
+        ValueError: ``mode`` unknown; prior channels not named ``noNorm`` or not last (the model's dataset.json).
+    """
+    from nnunet_mm.atlas.prior_channels import prior_channel_indices
+    from nnunet_mm.inference.missing_channels import DerivedChannels, model_dataset_json
+    from nnunet_mm.settings import model_folder_dataset_json_source, read_settings
+
+    if mode not in PRIOR_MODES:
+        raise ValueError(f"priors must be one of {list(PRIOR_MODES)}, got {mode!r}.")
+    dataset_json = model_dataset_json(Path(model_folder))
+    source = model_folder_dataset_json_source(model_folder)
+    channels = prior_channel_indices(read_settings(dataset_json, source), dataset_json["channel_names"])
+    if not channels:
+        return None
+
+    def prepare(cases: dict[str, dict[int, Path]], output_folder: Path) -> dict[str, str]:
+        return prepare_atlas_priors(dataset_json, source, cases, prior_channels=channels,
+                                    output_folder=output_folder, mode=mode, atlas_dataset=atlas_dataset,
+                                    device=device, show_progress=show_progress)
+
+    return DerivedChannels("atlas prior", channels, prepare, zero_priors(channels),
+                           {"priors": mode, "atlas_dataset": None if atlas_dataset is None else str(atlas_dataset)})
 
 
 def prepare_atlas_priors(dataset_json: Mapping[str, Any], source: str, cases: dict[str, dict[int, Path]], *,

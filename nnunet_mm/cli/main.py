@@ -128,20 +128,22 @@ def _run_predict(args: argparse.Namespace) -> int:
     folds = [parse_fold(f) for f in args.f]
     check_checkpoints(folder, folds, args.chk)
     device = torch_device(args.device)
+    from nnunet_mm.atlas.predict import atlas_prior_channels
     from nnunet_mm.inference import predict_with_missing_channels
 
+    derived = atlas_prior_channels(folder, mode=args.priors, atlas_dataset=Path(args.atlas) if args.atlas else None,
+                                   device=str(device), show_progress=not args.disable_progress_bar)
     report = predict_with_missing_channels(
         Path(args.i), Path(args.o), folder, folds=folds, checkpoint_name=args.chk,
         available=args.available, device=device, tile_step_size=args.step_size,
         use_mirroring=not args.disable_tta,
         save_probabilities=args.save_probabilities, num_processes_export=args.nps,
-        allow_tqdm=not args.disable_progress_bar, replace_non_finite=args.replace_non_finite,
-        priors=args.priors, atlas_dataset=Path(args.atlas) if args.atlas else None)
+        allow_tqdm=not args.disable_progress_bar, replace_non_finite=args.replace_non_finite, derived=derived)
     for case, record in report.items():
         for channel, replaced in record.get("non_finite_replaced", {}).items():
             print(f"{case}: channel {channel}: {replaced['voxels']} NaN/inf voxel(s) of {replaced['file']} replaced "
                   f"by {replaced['value']:g}")
-    prior_sources = {case: r["priors"] for case, r in report.items() if "priors" in r}
+    prior_sources = {case: r["derived"] for case, r in report.items() if "derived" in r}
     if prior_sources:
         counts = {source: sum(s == source for s in prior_sources.values())
                   for source in sorted(set(prior_sources.values()))}

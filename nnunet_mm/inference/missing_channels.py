@@ -14,11 +14,11 @@ present channel (``"duplicate"``) or by zeros (``"zeros"``). To reproduce exactl
 The reference channel (the one the label belongs to) can never be missing: the function refuses such cases and
 names the file it looked for. A ``missing_channels.json`` in the output folder records what was filled per case.
 
-A model trained with atlas prior channels (:class:`nnunet_mm.atlas.trainer.MASPriorTrainer`) is recognised from its
-dataset.json: a case without prior files gets them made from the atlases exactly as ``nnunet_mm mas`` made the
-training priors (:mod:`nnunet_mm.atlas.predict`), or, with ``priors="zeros"``, gets zero prior channels, exactly
-what prior dropout fed the network in training (:func:`nnunet_mm.atlas.prior_augmentation.drop_priors`, after
-normalisation). A prior channel is never filled with a copy of an image channel, whatever the modality dropout mode.
+Channels that a method derives from the images (atlas priors, :mod:`nnunet_mm.atlas.predict`) come as a
+:class:`DerivedChannels` from that method: it makes their missing files before prediction, and fills them, when it
+makes none, the way its training dropped them; they are never filled with a copy of an image channel, whatever the
+modality dropout mode. (This module knows no method: ``nnunet_mm predict`` asks each method for its derived
+channels.)
 """
 from __future__ import annotations
 
@@ -26,19 +26,41 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from nnunet_mm.atlas.prior_channels import prior_channel_indices
 from nnunet_mm.augment import fill_missing_channels
 from nnunet_mm.io.raw_dataset import available_channel_files
 from nnunet_mm.io.staging import atomic_file
 from nnunet_mm.settings import MultiModalSettings, model_folder_dataset_json_source, read_settings
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DerivedChannels:
+    """Input channels a method derives from a case's images (e.g. atlas priors), always the model's last channels.
+
+    Attributes:
+        name: what they are, for messages (e.g. ``"atlas prior"``).
+        channels: their sorted indices.
+        prepare: ``prepare(cases, output_folder)`` makes the missing files it can (adding them to ``cases``, a
+            ``{case: {channel: file}}`` dict) and returns, per case, where its derived channels come from.
+        fill: fills every derived channel of one preprocessed case ``(C, *spatial)`` the way training dropped
+            them (used for cases that have none after ``prepare``).
+        arguments: recorded in ``predict_from_raw_data_args.json``.
+    """
+
+    name: str
+    channels: list[int]
+    prepare: Callable[[dict[str, dict[int, Path]], Path], dict[str, str]]
+    fill: Callable[[np.ndarray], np.ndarray]
+    arguments: dict[str, Any] = field(default_factory=dict)
 REPORT_NAME = "missing_channels.json"
 STAGING_PREFIX = ".nnunet_mm_predicting_"  # hidden folder in the output folder that predictions are written to
 
@@ -88,40 +110,36 @@ def plan_available_channels(cases: dict[str, dict[int, Path]], *, num_channels: 
 
 
 def fill_preprocessed_case(data: np.ndarray, available: Sequence[int], mode: str, *, reference_channel: int,
-                           prior_channels: Sequence[int] = ()) -> np.ndarray:
+                           derived: DerivedChannels | None = None) -> np.ndarray:
     """Fill the missing channels of one preprocessed case ``(C, *spatial)`` as training replaced them: missing image
     channels by the modality dropout ``mode`` (:func:`~nnunet_mm.augment.fill_missing_channels`, among the image
-    channels), missing prior channels by prior dropout (all zero,
-    :func:`~nnunet_mm.atlas.prior_augmentation.drop_priors` with probability 1), never by an image.
+    channels), missing ``derived`` channels by ``derived.fill`` (never by an image).
 
     Raises:
-        ValueError: some but not all prior channels missing (training dropped them together).
+        ValueError: some but not all derived channels missing (training dropped them together).
     """
-    prior_channels = sorted(int(c) for c in prior_channels)
+    derived_channels = sorted(int(c) for c in derived.channels) if derived is not None else []
     missing = [c for c in range(data.shape[0]) if c not in available]
     if not missing:
         return data
-    num_images = prior_channels[0] if prior_channels else data.shape[0]
+    num_images = derived_channels[0] if derived_channels else data.shape[0]
     if any(c < num_images for c in missing):
         filled_images = fill_missing_channels(data[:num_images], [c for c in available if c < num_images], mode,
                                               reference_channel=reference_channel)
         data = np.concatenate([filled_images, data[num_images:]])
-    missing_priors = [c for c in missing if c in prior_channels]
-    if missing_priors:
-        if missing_priors != prior_channels:
-            given = sorted(set(prior_channels) - set(missing_priors))
-            raise ValueError(f"prior channels {missing_priors} missing but {given} given; training drops all prior "
-                             f"channels together, so give all or none.")
-        from nnunet_mm.atlas.prior_augmentation import drop_priors
-
-        batch, _ = drop_priors(torch.from_numpy(np.ascontiguousarray(data))[None], prior_channels, 1.0)
-        data = batch[0].numpy()
+    missing_derived = [c for c in missing if c in derived_channels]
+    if missing_derived:
+        if missing_derived != derived_channels:
+            given = sorted(set(derived_channels) - set(missing_derived))
+            raise ValueError(f"{derived.name} channels {missing_derived} missing but {given} given; training drops "
+                             f"all {derived.name} channels together, so give all or none.")
+        data = derived.fill(data)
     return data
 
 
 def _preprocessed_cases(predictor, cases: dict[str, dict[int, Path]], plan: dict[str, list[int]],
                         settings: MultiModalSettings, mode: str, output_folder: Path,
-                        prior_channels: Sequence[int] = ()) -> Iterator[dict]:
+                        derived: DerivedChannels | None = None) -> Iterator[dict]:
     """Yield what ``nnUNetPredictor.predict_from_data_iterator`` consumes, one case at a time."""
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
     reference = settings.reference_channel
@@ -130,8 +148,7 @@ def _preprocessed_cases(predictor, cases: dict[str, dict[int, Path]], plan: dict
                  for c in range(settings.num_channels)]
         data, _, properties = preprocessor.run_case(files, None, predictor.plans_manager,
                                                     predictor.configuration_manager, predictor.dataset_json)
-        data = fill_preprocessed_case(data, available, mode, reference_channel=reference,
-                                      prior_channels=prior_channels)
+        data = fill_preprocessed_case(data, available, mode, reference_channel=reference, derived=derived)
         yield {"data": torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)),
                "data_properties": properties, "ofile": str(output_folder / case)}
 
@@ -212,7 +229,7 @@ def _write_prediction_records(folder: Path, predictor, arguments: dict) -> None:
         (folder / name).write_text(json.dumps(content, indent=4))
 
 
-def _model_dataset_json(model_folder: Path) -> dict:
+def model_dataset_json(model_folder: Path) -> dict:
     """The dataset.json nnU-Net saved in a trained model folder (read before the model is loaded).
 
     Raises:
@@ -247,7 +264,7 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
                                   tile_step_size: float = 0.5, use_mirroring: bool = True,
                                   save_probabilities: bool = False, num_processes_export: int = 1,
                                   allow_tqdm: bool = True, replace_non_finite: bool = False,
-                                  priors: str = "atlas", atlas_dataset: Path | None = None) -> dict[str, dict]:
+                                  derived: DerivedChannels | None = None) -> dict[str, dict]:
     """Predict every case of ``input_folder`` with the model in ``model_folder``, filling missing channels.
 
     Args:
@@ -261,15 +278,14 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
         num_processes_export: spawn workers for resampling and export (nnU-Net's ``-nps``).
         replace_non_finite: instead of refusing input files with NaN/inf voxels, predict from copies with those
             voxels set to the image's lowest finite value; recorded per case under ``"non_finite_replaced"``.
-        priors: for a model with atlas prior channels, cases without prior files get them from the recorded atlases
-            (``"atlas"``, :func:`nnunet_mm.atlas.predict.prepare_atlas_priors`, written to
-            ``<output_folder>/atlas_priors``) or zero priors, as prior dropout gave them in training (``"zeros"``).
-            Ignored for a model without prior channels.
-        atlas_dataset: the atlas dataset's folder when it moved since ``nnunet_mm mas`` recorded it.
+        derived: the model's derived channels (e.g. atlas priors, from
+            :func:`nnunet_mm.atlas.predict.atlas_prior_channels`); None for a model without any. They are prepared
+            before the model loads and never filled with an image.
 
     Returns:
-        Per case: ``{"available": [...], "filled": [...], "fill_mode": ...}`` (a prior model: also ``"priors"``,
-        ``"given"``, ``"atlas"``, ``"cached"`` or ``"zeros"``) (with ``replace_non_finite``, also
+        Per case: ``{"available": [...], "filled": [...], "fill_mode": ...}`` (with ``derived``: also
+        ``"derived"``, where its derived channels came from, e.g. ``"given"``, ``"atlas"``, ``"cached"``,
+        ``"zeros"``) (with ``replace_non_finite``, also
         ``"non_finite_replaced": {channel: {"file", "voxels", "value"}}`` for the files that had any; also written to
         ``missing_channels.json``).
 
@@ -287,17 +303,17 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
     output_folder = Path(output_folder)
     # everything that can be checked is checked before the model is loaded: the model folder's dataset.json, the
     # input files, then the checkpoints (without running code from them)
-    dataset_json = _model_dataset_json(Path(model_folder))
+    dataset_json = model_dataset_json(Path(model_folder))
     source = model_folder_dataset_json_source(model_folder)
     dataset_settings = read_settings(dataset_json, source)
     settings = dataset_settings.multimodal
-    prior_channels = prior_channel_indices(dataset_settings, dataset_json["channel_names"])
+    derived_channels = list(derived.channels) if derived is not None else []
     file_ending = dataset_json["file_ending"]
     cases = available_channel_files(input_folder, file_ending, settings.num_channels, source="the model")
-    if prior_channels:  # image channels are planned here, prior channels by the atlas priors below
-        image_files = {case: {c: f for c, f in files.items() if c not in prior_channels}
+    if derived_channels:  # image channels are planned here, derived channels by their method below
+        image_files = {case: {c: f for c, f in files.items() if c not in derived_channels}
                        for case, files in cases.items()}
-        image_available = None if available is None else [c for c in available if c not in prior_channels]
+        image_available = None if available is None else [c for c in available if c not in derived_channels]
     else:
         image_files, image_available = cases, available
     plan = plan_available_channels(image_files, num_channels=settings.num_channels,
@@ -305,14 +321,10 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
                                    input_folder=Path(input_folder), file_ending=file_ending)
     non_finite = verify_input_files(cases, plan, allow_non_finite=replace_non_finite)
     verify_model_folder(Path(model_folder), _model_folds(model_folder, folds), checkpoint_name)
-    prior_sources = {}
-    if prior_channels:
-        from nnunet_mm.atlas.predict import prepare_atlas_priors
-
-        prior_sources = prepare_atlas_priors(dataset_json, source, cases, prior_channels=prior_channels,
-                                             output_folder=output_folder, mode=priors, atlas_dataset=atlas_dataset,
-                                             device=str(device), show_progress=allow_tqdm)
-        given = {case: [c for c in prior_channels if c in cases[case]] for case in plan}
+    derived_sources = {}
+    if derived is not None:
+        derived_sources = derived.prepare(cases, output_folder)
+        given = {case: [c for c in derived_channels if c in cases[case]] for case in plan}
         verify_input_files(cases, {case: channels for case, channels in given.items() if channels})
         plan = {case: sorted(channels + given[case]) for case, channels in plan.items()}
     predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_mirroring=use_mirroring, device=device,
@@ -320,15 +332,15 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
     predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint_name)
     mode = settings.modality_dropout.mode
     trained_with_dropout = settings.augmentation_decision().modality_dropout
-    num_images = prior_channels[0] if prior_channels else settings.num_channels
+    num_images = derived_channels[0] if derived_channels else settings.num_channels
     if not trained_with_dropout and any(len([c for c in a if c < num_images]) < num_images for a in plan.values()):
         logger.warning("%s: the model was trained without modality dropout; filling missing channels with mode "
                        "'%s' may degrade the prediction.", model_folder, mode)
     report = {case: {"available": available_channels,
                      "filled": [c for c in range(settings.num_channels) if c not in available_channels],
                      "fill_mode": mode} for case, available_channels in plan.items()}
-    for case, prior_source in prior_sources.items():
-        report[case]["priors"] = prior_source
+    for case, derived_source in derived_sources.items():
+        report[case]["derived"] = derived_source
     arguments = {
         "list_of_lists_or_source_folder": str(input_folder),
         "output_folder_or_list_of_truncated_output_files": str(output_folder),
@@ -339,11 +351,9 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
         "folds": None if folds is None else [str(f) for f in folds], "checkpoint_name": checkpoint_name,
         "tile_step_size": tile_step_size, "use_mirroring": use_mirroring,
         "available": None if available is None else sorted(int(c) for c in available),
-        "replace_non_finite": replace_non_finite, "priors": priors if prior_channels else None,
-        "atlas_dataset": None if atlas_dataset is None else str(atlas_dataset)}
+        "replace_non_finite": replace_non_finite, **(derived.arguments if derived is not None else {})}
     try:
-        _predict_into(output_folder, predictor, cases, plan, settings, mode, non_finite, report, arguments,
-                      prior_channels)
+        _predict_into(output_folder, predictor, cases, plan, settings, mode, non_finite, report, arguments, derived)
     except OSError as error:
         if error.filename is None and error.strerror:  # e.g. a full disk during nnU-Net's export: name the folder
             raise OSError(error.errno, error.strerror, str(output_folder)) from None
@@ -353,7 +363,7 @@ def predict_with_missing_channels(input_folder: Path, output_folder: Path, model
 
 def _predict_into(output_folder: Path, predictor, cases: dict[str, dict[int, Path]], plan: dict[str, list[int]],
                   settings: MultiModalSettings, mode: str, non_finite: dict[str, dict[int, int]], report: dict,
-                  arguments: dict, prior_channels: Sequence[int] = ()) -> None:
+                  arguments: dict, derived: DerivedChannels | None = None) -> None:
     """Predict into a hidden staging folder inside ``output_folder`` (finite copies of inputs with NaN/inf there
     too), write nnU-Net's records beside the predictions, then rename each file into ``output_folder``."""
     import tempfile
@@ -369,7 +379,7 @@ def _predict_into(output_folder: Path, predictor, cases: dict[str, dict[int, Pat
         predicted = staging / "predicted"
         predicted.mkdir()
         predictor.predict_from_data_iterator(
-            _preprocessed_cases(predictor, cases, plan, settings, mode, predicted, prior_channels),
+            _preprocessed_cases(predictor, cases, plan, settings, mode, predicted, derived),
             save_probabilities=arguments["save_probabilities"],
             num_processes_segmentation_export=arguments["num_processes_segmentation_export"])
         _write_prediction_records(predicted, predictor, arguments)

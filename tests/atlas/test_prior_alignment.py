@@ -21,7 +21,8 @@ from nnunet_mm.atlas.mas import CasePriors, write_prior_channels
 from nnunet_mm.atlas.prior_augmentation import drop_priors
 from nnunet_mm.atlas.settings import MASPriorRecipe
 from nnunet_mm.evaluation.metrics import dice
-from nnunet_mm.inference.missing_channels import _preprocessed_cases, fill_preprocessed_case
+from nnunet_mm.atlas.predict import zero_priors
+from nnunet_mm.inference.missing_channels import DerivedChannels, _preprocessed_cases, fill_preprocessed_case
 from nnunet_mm.settings import read_settings
 
 DATASET_ID = 761
@@ -135,12 +136,13 @@ def test_the_prediction_path_feeds_exactly_what_training_preprocessed(planned):
     images = planned / "raw" / DATASET / "imagesTr"
     cases = {"case_2": {0: images / "case_2_0000.nii.gz", 1: images / "case_2_0001.nii.gz"}}
     settings = read_settings(dataset_json).multimodal
+    prior = DerivedChannels("atlas prior", [1], lambda cases, folder: {}, zero_priors([1]))
     (fed,) = _preprocessed_cases(predictor, cases, {"case_2": [0, 1]}, settings, "duplicate", planned / "out",
-                                 prior_channels=[1])
+                                 derived=prior)
     trained, _, _ = _training_case(planned, "case_2")
     np.testing.assert_array_equal(fed["data"].numpy(), trained)
     (without_prior,) = _preprocessed_cases(predictor, cases, {"case_2": [0]}, settings, "duplicate",
-                                           planned / "out", prior_channels=[1])
+                                           planned / "out", derived=prior)
     dropped, _ = drop_priors(torch.from_numpy(trained)[None], [1], 1.0)
     np.testing.assert_array_equal(without_prior["data"].numpy(), dropped[0].numpy())
     assert without_prior["data"][1].abs().max() == 0 and without_prior["data"][0].abs().max() > 0
@@ -167,13 +169,15 @@ def test_a_missing_prior_is_filled_as_prior_dropout_drops_it_never_with_an_image
     image channel is a copy of the reference, the prior is zero, exactly :func:`drop_priors` with p = 1."""
     rng = np.random.default_rng(0)
     data = rng.normal(size=(3, 4, 6, 6)).astype(np.float32)
-    filled = fill_preprocessed_case(data, [0], "duplicate", reference_channel=0, prior_channels=[2])
+    priors = DerivedChannels("atlas prior", [2], lambda cases, folder: {}, zero_priors([2]))
+    filled = fill_preprocessed_case(data, [0], "duplicate", reference_channel=0, derived=priors)
     np.testing.assert_array_equal(filled[1], data[0])
     assert np.all(filled[2] == 0)
     dropped, _ = drop_priors(torch.from_numpy(data[None].copy()), [2], 1.0)
     np.testing.assert_array_equal(filled[2], dropped[0, 2].numpy())
     np.testing.assert_array_equal(fill_preprocessed_case(data, [0, 1, 2], "duplicate", reference_channel=0,
-                                                         prior_channels=[2]), data)
+                                                         derived=priors), data)
+    two = DerivedChannels("atlas prior", [2, 3], lambda cases, folder: {}, zero_priors([2, 3]))
     with pytest.raises(ValueError, match=r"prior channels \[3\] missing but \[2\] given"):
         fill_preprocessed_case(np.zeros((4, 2, 2, 2), np.float32), [0, 1, 2], "zeros", reference_channel=0,
-                               prior_channels=[2, 3])
+                               derived=two)

@@ -72,13 +72,13 @@ def test_mas_prior_trainer_cli_cycle(cli, plan_in_process, capsys):
                                sitk.GetArrayFromImage(sitk.ReadImage(str(images / "target_005_0001.nii.gz"))),
                                atol=1e-5)
     report = json.loads((out / "missing_channels.json").read_text())
-    assert {case: r["priors"] for case, r in report.items()} == {"fresh": "atlas", "unseen": "atlas"}
+    assert {case: r["derived"] for case, r in report.items()} == {"fresh": "atlas", "unseen": "atlas"}
     assert all(r["filled"] == [] for r in report.values())
     assert nnunet_mm(predict) == 0  # again: the priors are reused, nothing registered
     assert "atlas priors: 2 cached" in capsys.readouterr().out
     assert nnunet_mm([*predict, "--priors", "zeros", "-o", str(cli.results / "pred_zeros")]) == 0
     report = json.loads((cli.results / "pred_zeros" / "missing_channels.json").read_text())
-    assert report["fresh"]["priors"] == "zeros" and report["fresh"]["filled"] == [1]
+    assert report["fresh"]["derived"] == "zeros" and report["fresh"]["filled"] == [1]
     assert not (cli.results / "pred_zeros" / "atlas_priors").exists()
     # the atlases moved: refused, naming the file and --atlas; found again with --atlas
     moved_atlases = cli.raw.parent / "moved_atlases"
