@@ -414,8 +414,9 @@ def run_arm(name: str, seed: int, preset: Preset, output: Path, device: str) -> 
     return record
 
 
-def compare_runs(arms: list[str], seeds: list[int], output: Path) -> dict | None:
-    """``nnunet_mm compare`` of every arm against ``real`` over the runs that exist."""
+def compare_runs(arms: list[str], seeds: list[int], output: Path, *, baseline: str = "real",
+                 folder: str = "compare") -> dict | None:
+    """``nnunet_mm compare`` of every arm against ``baseline`` over the runs that exist, into ``OUTPUT/folder``."""
     from nnunet_mm.evaluation.compare import compare_arms
     from nnunet_mm.evaluation.report import comparison_json, write_report
     from nnunet_mm.evaluation.runs import collect_arm
@@ -424,12 +425,12 @@ def compare_runs(arms: list[str], seeds: list[int], output: Path) -> dict | None
     runs = {arm: [output / "runs" / arm / f"seed{s}" / "predictions" for s in seeds
                   if (output / "runs" / arm / f"seed{s}" / "run.json").is_file()] for arm in arms}
     runs = {arm: folders for arm, folders in runs.items() if folders}
-    if "real" not in runs or len(runs) < 2:
+    if baseline not in runs or len(runs) < 2:
         return None
     collected = [collect_arm(arm, folders, dataset_json=raw / "dataset.json") for arm, folders in runs.items()]
-    comparison = compare_arms(collected, raw / "labelsTs", baseline="real", dataset_json=raw / "dataset.json",
+    comparison = compare_arms(collected, raw / "labelsTs", baseline=baseline, dataset_json=raw / "dataset.json",
                               progress=False)
-    write_report(comparison, output / "compare", overwrite=True)
+    write_report(comparison, output / folder, overwrite=True)
     return comparison_json(comparison)
 
 
@@ -526,14 +527,21 @@ def main(argv: list[str] | None = None) -> int:
             run_arm(arm, seed, preset, args.output, args.device)
     records = [json.loads(f.read_text()) for f in sorted((args.output / "runs").glob("*/seed*/run.json"))]
     comparison = compare_runs(list(ARMS), args.seeds, args.output)
+    # item 2 of issue 19: synthetic samples misaligned (default) or kept aligned, paired against each other
+    misalignment = compare_runs(["handcrafted", "handcrafted_aligned"], args.seeds, args.output,
+                                baseline="handcrafted", folder="compare_misalign_synthetic")
     times_file = Path(os.environ["nnUNet_preprocessed"]) / DATASET_NAME / "nnunet_mm_synthesis" / "bench_times.json"
     times = json.loads(times_file.read_text()) if times_file.is_file() else {}
     report = {"command": " ".join(sys.argv), "preset": asdict(preset), "data_seed": args.data_seed,
-              "test_seed": args.test_seed, "one_off_seconds": times, "runs": records, "comparison": comparison}
+              "test_seed": args.test_seed, "one_off_seconds": times, "runs": records, "comparison": comparison,
+              "misalign_synthetic_comparison": misalignment}
     (args.output / "bench_synthesis.json").write_text(json.dumps(report, indent=2, default=str))
     lines = [f"# Synthetic-tumour experiment ({'smoke' if args.smoke else args.preset} preset)", ""]
     if comparison is not None:
         lines += overview(comparison, records, times) + ["", (args.output / "compare" / "compare.md").read_text()]
+    if misalignment is not None:
+        lines += ["", "## Synthetic samples misaligned (handcrafted) vs kept aligned (handcrafted_aligned)", "",
+                  (args.output / "compare_misalign_synthetic" / "compare.md").read_text()]
     (args.output / "bench_synthesis.md").write_text("\n".join(lines))
     print(encodable("\n".join(lines)))
     return 0
