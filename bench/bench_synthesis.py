@@ -184,9 +184,10 @@ def _foreign_mask(rng, liver, spacing, radius_mm):
     return mask & liver
 
 
-def paint_foreign_tumours(images: dict, label, case, rng, *, num_lesions: tuple[int, int] = (1, 3)):
+def paint_foreign_tumours(images: dict, label, case, rng, *, num_lesions: tuple[int, int] = (1, 3),
+                          lesion_masks: list | None = None):
     """Paint generator B's lesions (module docstring) into a healed case, in place; returns (label with tumour,
-    the pattern of every lesion). Each phase gets the lesion moved by the shift of that phase's liver centroid
+    the pattern of every lesion); ``lesion_masks``, when given, receives every lesion's mask. Each phase gets the lesion moved by the shift of that phase's liver centroid
     (the phases are misregistered like the training phantoms)."""
     import numpy as np
     from scipy import ndimage
@@ -220,6 +221,8 @@ def paint_foreign_tumours(images: dict, label, case, rng, *, num_lesions: tuple[
             offset = ndimage.gaussian_filter(offset, 0.7)  # partial volume at the edge, as the phantom's
             images[phase] += np.roll(offset, tuple(shifts[phase]), axis=(0, 1, 2))
         label[mask] = TUMOUR
+        if lesion_masks is not None:
+            lesion_masks.append(mask)
     return label, patterns
 
 
@@ -259,6 +262,46 @@ def write_dataset(raw: Path, preset: Preset, *, seed: int, test_seed: int) -> Pa
     (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
     (folder / "test_tumour_patterns.json").write_text(json.dumps(patterns, indent=2))
     return folder
+
+
+def foreign_lesions(preset: Preset, test_seed: int) -> list[tuple[str, str, object]]:
+    """(case, pattern, mask) of every test lesion, regenerated exactly as :func:`write_dataset` made them."""
+    import numpy as np
+
+    from nnunet_mm.phantom import case_seed
+
+    lesions = []
+    for index in range(preset.test_cases):
+        case, images, label = healed_case(case_seed(test_seed, index), tuple(preset.shape))
+        masks: list = []
+        _, patterns = paint_foreign_tumours(images, label, case, np.random.default_rng([test_seed, index, 7]),
+                                            num_lesions=(2, 4), lesion_masks=masks)
+        lesions += [(f"test_{index:03d}", pattern, mask) for pattern, mask in zip(patterns, masks)]
+    return lesions
+
+
+def detection_by_pattern(lesions: list, records: list[dict], output: Path) -> dict:
+    """Per arm and generator-B pattern: the share of test lesions the predictions touch (pooled over seeds) and
+    the mean share of each lesion's voxels predicted as tumour."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    table: dict = {}
+    for record in records:
+        folder = output / "runs" / record["arm"] / f"seed{record['seed']}" / "predictions"
+        predictions = {}
+        for case, pattern, mask in lesions:
+            if case not in predictions:
+                predictions[case] = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{case}.nii.gz"))) == TUMOUR
+            covered = float(predictions[case][mask].mean())
+            entry = table.setdefault(record["arm"], {}).setdefault(pattern, {"lesions": 0, "detected": 0,
+                                                                              "covered": []})
+            entry["lesions"] += 1
+            entry["detected"] += int(covered > 0)
+            entry["covered"].append(covered)
+    return {arm: {pattern: {"lesions": e["lesions"], "recall": round(e["detected"] / e["lesions"], 3),
+                            "mean_covered": round(float(np.mean(e["covered"])), 3)}
+                  for pattern, e in sorted(by_pattern.items())} for arm, by_pattern in table.items()}
 
 
 def prepare_data(preset: Preset, *, seed: int, test_seed: int, num_processes: int, device: str,
@@ -527,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
             run_arm(arm, seed, preset, args.output, args.device)
     records = [json.loads(f.read_text()) for f in sorted((args.output / "runs").glob("*/seed*/run.json"))]
     comparison = compare_runs(list(ARMS), args.seeds, args.output)
+    by_pattern = detection_by_pattern(foreign_lesions(preset, args.test_seed),
+                                      [r for r in records if r["seed"] in args.seeds], args.output)
     # item 2 of issue 19: synthetic samples misaligned (default) or kept aligned, paired against each other
     misalignment = compare_runs(["handcrafted", "handcrafted_aligned"], args.seeds, args.output,
                                 baseline="handcrafted", folder="compare_misalign_synthetic")
@@ -534,11 +579,20 @@ def main(argv: list[str] | None = None) -> int:
     times = json.loads(times_file.read_text()) if times_file.is_file() else {}
     report = {"command": " ".join(sys.argv), "preset": asdict(preset), "data_seed": args.data_seed,
               "test_seed": args.test_seed, "one_off_seconds": times, "runs": records, "comparison": comparison,
-              "misalign_synthetic_comparison": misalignment}
+              "misalign_synthetic_comparison": misalignment, "detection_by_pattern": by_pattern}
     (args.output / "bench_synthesis.json").write_text(json.dumps(report, indent=2, default=str))
     lines = [f"# Synthetic-tumour experiment ({'smoke' if args.smoke else args.preset} preset)", ""]
     if comparison is not None:
         lines += overview(comparison, records, times) + ["", (args.output / "compare" / "compare.md").read_text()]
+    if by_pattern:
+        patterns = sorted({p for per_arm in by_pattern.values() for p in per_arm})
+        lines += ["", "## Test lesions by generator-B pattern: recall (share of lesions touched) · mean share of "
+                      "each lesion's voxels predicted as tumour, pooled over seeds", "",
+                  "| arm | " + " | ".join(patterns) + " |", "|---|" + "---|" * len(patterns)]
+        for arm, per_pattern in by_pattern.items():
+            cells = [f"{per_pattern[p]['recall']:.2f} · {per_pattern[p]['mean_covered']:.2f} "
+                     f"(n={per_pattern[p]['lesions']})" if p in per_pattern else "–" for p in patterns]
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     if misalignment is not None:
         lines += ["", "## Synthetic samples misaligned (handcrafted) vs kept aligned (handcrafted_aligned)", "",
                   (args.output / "compare_misalign_synthetic" / "compare.md").read_text()]
