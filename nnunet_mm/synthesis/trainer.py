@@ -114,12 +114,16 @@ class SynthTumorTrainer(MultiModalTrainer):
     def on_train_start(self) -> None:
         super().on_train_start()
         if self.synthesis_settings.synthesizer == "pool":
-            from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+            self.dataloader_pool = self.make_pool_loader()
 
-            from nnunet_mm.training.extra_loader import augmented_loader
+    def make_pool_loader(self):
+        """nnU-Net's loader over the pool with this trainer's CPU augmentation, every crop forced onto a synthetic
+        tumour (the pool's ``class_locations`` hold only the tumour)."""
+        from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 
-            self.dataloader_pool = augmented_loader(self, nnUNetDatasetBlosc2(str(self.pool_folder)),
-                                                    oversample_foreground_percent=1.0)
+        from nnunet_mm.training.extra_loader import augmented_loader
+
+        return augmented_loader(self, nnUNetDatasetBlosc2(str(self.pool_folder)), oversample_foreground_percent=1.0)
 
     def on_train_end(self) -> None:
         from nnunet_mm.training.extra_loader import finish_loader

@@ -36,7 +36,7 @@ def test_custom_classes_probabilities_and_labels_are_read():
 
 @pytest.mark.parametrize("block, error, message", [
     ({"probabilty": 0.5}, KeyError, "unknown key.*probabilty.*known keys"),
-    ({"synthesizer": "gan"}, ValueError, r"synthesizer must be one of \['handcrafted', 'diffusion'\]"),
+    ({"synthesizer": "gan"}, ValueError, r"synthesizer must be one of \['handcrafted', 'diffusion', 'pool'\]"),
     ({"probability": 1.5}, ValueError, "probability must be in"),
     ({"class_probabilities": [1, 1]}, ValueError, "class_probabilities must be a list of 4 numbers"),
     ({"size_classes": [{"name": "a", "radius_mm": 5}]}, ValueError, r"size_classes\[0\] must be an object"),

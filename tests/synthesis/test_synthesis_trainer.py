@@ -191,9 +191,10 @@ def resize_like(label: torch.Tensor, shape) -> torch.Tensor:
     return torch.nn.functional.interpolate(label.float(), size=shape, mode="nearest-exact").to(label.dtype)
 
 
-def _write_pool(kit, trainer_configuration: str = "3d_fullres", *, spacing=None, size=(16, 32, 32)) -> "Path":
-    """Two pooled patches in nnU-Net's preprocessed format: every image voxel 7.0 (a value no real sample has),
-    a tumour block in the liver, and the pool.json of ``trainer_configuration`` (or another ``spacing``)."""
+def _write_pool(kit, trainer_configuration: str = "3d_fullres", *, spacing=None, size=(24, 64, 64)) -> "Path":
+    """Two pooled patches in nnU-Net's preprocessed format, larger than the training patch: every image voxel 7.0
+    (a value no real sample has), a small tumour block in one corner of the liver (a random crop mostly misses
+    it), and the pool.json of ``trainer_configuration`` (or another ``spacing``)."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from nnunet_mm.synthesis.latent_diffusion import configuration_record
@@ -206,7 +207,7 @@ def _write_pool(kit, trainer_configuration: str = "3d_fullres", *, spacing=None,
     if spacing is not None:
         record["spacing"] = list(spacing)
     seg = np.ones((1, *size), dtype=np.int16)
-    seg[:, 4:10, 8:20, 8:20] = 2
+    seg[:, 1:4, 2:8, 2:8] = 2
     for index in range(2):
         save_pool_case(folder, f"pool_{index:04d}", np.full((2, *size), 7.0, np.float32), seg, 2, seed=index)
     write_pool_record(folder, model_folder=kit.preprocessed / "ldm", configuration=record, patch_size=size, seed=0,
@@ -217,15 +218,13 @@ def _write_pool(kit, trainer_configuration: str = "3d_fullres", *, spacing=None,
 def test_pooled_patches_replace_a_share_of_the_batch_through_nnunets_loader(trainer_kit):
     """"synthesizer": "pool": chosen samples are replaced by pool samples cropped and augmented by nnU-Net's loader
     (crops forced onto the synthetic tumour, targets at every scale from the pool), the others stay bit-identical."""
-    from nnunet_mm.training.extra_loader import augmented_loader, finish_loader
-    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+    from nnunet_mm.training.extra_loader import finish_loader
 
     folder = _write_pool(trainer_kit)
     trainer = _trainer(trainer_kit, probability=0.5, synthesizer="pool")
     assert trainer.synthesizer is None and trainer.pool_folder == folder
     assert f"pool of 2 patches from {folder}" in _log(trainer)
-    trainer.dataloader_pool = augmented_loader(trainer, nnUNetDatasetBlosc2(str(folder)),
-                                               oversample_foreground_percent=1.0)
+    trainer.dataloader_pool = trainer.make_pool_loader()  # what on_train_start builds
     trainer.synthetic_probability = 0.5
     patch = tuple(trainer.configuration_manager.patch_size)
     scales = trainer._get_deep_supervision_scales()
