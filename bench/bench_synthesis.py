@@ -422,15 +422,27 @@ class SynthesisTimer:
 
 def run_arm(name: str, seed: int, preset: Preset, output: Path, device: str) -> dict:
     """Train one arm with one seed (skipped when its run.json exists) and predict the test cases."""
+    folder = output / "runs" / name / f"seed{seed}"
+    if (folder / "run.json").is_file():
+        return json.loads((folder / "run.json").read_text())
+    shutil.rmtree(folder, ignore_errors=True)
+    record = run_arm_training(name, seed, preset, folder, device)
+    raw = Path(os.environ["nnUNet_raw"]) / DATASET_NAME
+    start = time.perf_counter()
+    benchlib.predict_folder(folder / "model", raw / "imagesTs", folder / "predictions", device_name=device)
+    record["predict_seconds"] = round(time.perf_counter() - start, 1)
+    (folder / "run.json").write_text(json.dumps(record, indent=2))
+    print(json.dumps(record), flush=True)
+    return record
+
+
+def run_arm_training(name: str, seed: int, preset: Preset, folder: Path, device: str) -> dict:
+    """Train one arm with one seed into ``folder/model``; its record (timing, synthesis cost)."""
     import numpy as np
 
     from nnunet_mm.settings import read_settings
     from nnunet_mm.synthesis.settings import SYNTHESIS_KEY
 
-    folder = output / "runs" / name / f"seed{seed}"
-    if (folder / "run.json").is_file():
-        return json.loads((folder / "run.json").read_text())
-    shutil.rmtree(folder, ignore_errors=True)
     arm = ARMS[name]
     preprocessed = Path(os.environ["nnUNet_preprocessed"]) / DATASET_NAME
     dataset_json = json.loads((preprocessed / "dataset.json").read_text())
@@ -443,18 +455,31 @@ def run_arm(name: str, seed: int, preset: Preset, output: Path, device: str) -> 
                                             epochs=preset.epochs, iterations=preset.iterations,
                                             configuration=preset.configuration, attributes=attributes, seed=seed,
                                             output_folder_base=folder / "model")
-    raw = Path(os.environ["nnUNet_raw"]) / DATASET_NAME
-    start = time.perf_counter()
-    benchlib.predict_folder(folder / "model", raw / "imagesTs", folder / "predictions", device_name=device)
-    record = {"arm": name, "seed": seed, **asdict(arm), **timing,
-              "predict_seconds": round(time.perf_counter() - start, 1),
-              "synthesis_ms_mean_per_step": round(1000 * float(np.mean(timer.seconds_per_step)), 2)
-              if timer.seconds_per_step else None,
-              "synthesis_ms_median_when_active": round(1000 * float(np.median(timer.seconds_when_active)), 2)
-              if timer.seconds_when_active else None}
-    (folder / "run.json").write_text(json.dumps(record, indent=2))
-    print(json.dumps(record), flush=True)
-    return record
+    return {"arm": name, "seed": seed, **asdict(arm), **timing,
+            "synthesis_ms_mean_per_step": round(1000 * float(np.mean(timer.seconds_per_step)), 2)
+            if timer.seconds_per_step else None,
+            "synthesis_ms_median_when_active": round(1000 * float(np.median(timer.seconds_when_active)), 2)
+            if timer.seconds_when_active else None}
+
+
+def measure_costs(arms: list[str], steps: int, preset: Preset, output: Path, device: str) -> int:
+    """Time ``steps`` training steps of each arm (seed 0, nothing predicted): median step and mean synthesis time per
+    step, into ``OUTPUT/costs.json`` and a printed table (online vs pooled synthesis)."""
+    costs = {}
+    for name in arms:
+        short = dataclasses.replace(preset, epochs=1, iterations=steps)
+        folder = output / "costs" / name
+        shutil.rmtree(folder, ignore_errors=True)
+        record = run_arm_training(name, 0, short, folder, device)
+        costs[name] = record
+    (output / "costs.json").write_text(json.dumps(costs, indent=2))
+    lines = ["| arm | steps | step ms (median) | synthesis ms per step (mean) | synthesis ms when active (median) |",
+             "|---|---|---|---|---|"]
+    for name, r in costs.items():
+        lines.append(f"| {name} | {r['steps']} | {r['step_ms_median']} | {r['synthesis_ms_mean_per_step']} | "
+                     f"{r['synthesis_ms_median_when_active']} |")
+    print("\n".join(lines))
+    return 0
 
 
 def compare_runs(arms: list[str], seeds: list[int], output: Path, *, baseline: str = "real",
@@ -556,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny data, models and schedule: checks that it runs")
     parser.add_argument("-np", type=int, default=2, help="processes for planning and preprocessing")
     parser.add_argument("--report-only", action="store_true", help="train nothing: compare the runs that exist")
+    parser.add_argument("--cost-steps", type=int, default=None,
+                        help="only time N training steps of each arm (seed 0): step and synthesis cost, no Dice")
     args = parser.parse_args(argv)
 
     preset = SMOKE if args.smoke else PRESETS[args.preset]
@@ -564,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     prepare_data(preset, seed=args.data_seed, test_seed=args.test_seed, num_processes=args.np, device=args.device,
                  models=bool({"diffusion", "pool"} & set(args.arms)))
     save_test_tumour_figure(args.output)
+    if args.cost_steps:
+        return measure_costs(args.arms, args.cost_steps, preset, args.output, args.device)
     for seed in [] if args.report_only else args.seeds:  # seed by seed: a stopped run still has complete seeds
         for arm in args.arms:
             print(f"[bench_synthesis] {arm} / seed {seed}", flush=True)
