@@ -30,6 +30,9 @@ Arms, for N = 1, 3, 10 labelled targets (the first N), each over ``--seeds``:
 ``oracle``  ``MASPriorTrainer`` on image + oracle prior
 ==========  ===========================================================================
 
+Ablation (``--arms mas_no_dropout``): ``mas`` without prior dropout (the trainer's ``prior_dropout_probability`` 0
+instead of the default 0.3), so every training sample carries its prior.
+
 Planning happens once, on the MAS dataset with 10 targets (2d configuration, nnU-Net's planner); every other dataset
 is preprocessed with a copy of those plans (the image-only datasets with the image channel's normalisation only), so
 every arm trains the same U-Net on the same patches and schedule. ``nnunet_mm compare`` (paired bootstrap over test
@@ -57,7 +60,10 @@ from pathlib import Path
 import benchlib
 
 ATLAS_ID, TARGET_ID, MAS_FULL_ID = 751, 752, 753
-ARMS = ("image", "mas", "learned", "oracle")
+ARMS = ("image", "mas", "learned", "oracle", "mas_no_dropout")
+DEFAULT_ARMS = ARMS[:4]
+#: ablation arms: (dataset of, trainer attributes)
+ABLATIONS = {"mas_no_dropout": ("mas", {"prior_dropout_probability": 0.0})}
 ARM_BASE_ID = {"image": 760, "mas": 770, "learned": 780, "oracle": 790}  # + index of N
 LIVER = 1
 CONFIGURATION = "2d"
@@ -293,18 +299,19 @@ def run(arm: str, n: int, seed: int, preset: Preset, record: dict, output: Path,
     if (folder / "run.json").is_file():
         return json.loads((folder / "run.json").read_text())
     shutil.rmtree(folder, ignore_errors=True)
-    name = record["datasets"][f"N{n}"][arm]
+    data_arm, attributes = ABLATIONS.get(arm, (arm, None))
+    name = record["datasets"][f"N{n}"][data_arm]
     trainer_name = "nnUNetTrainer" if arm == "image" else "MASPriorTrainer"
     _, timing, _ = benchlib.train(trainer_name, name, device_name=device, epochs=preset.epochs,
                                   iterations=preset.iterations, configuration=CONFIGURATION, seed=seed,
-                                  output_folder_base=folder / "model")
+                                  output_folder_base=folder / "model", attributes=attributes)
     predictions = folder / "predictions"
     start = time.perf_counter()
     if arm == "image":
         benchlib.predict_folder(folder / "model", test_inputs(arm, output), predictions, device_name=device)
         sources = {}
     else:
-        cache = prior_cache(output, arm, name)
+        cache = prior_cache(output, data_arm, name)
         if arm != "oracle" and (cache / PRIORS_DIR).is_dir():  # the predictor's own cache (recipe + image SHA-256)
             shutil.copytree(cache / PRIORS_DIR, predictions / PRIORS_DIR)
         derived = atlas_prior_channels(folder / "model", device=device, show_progress=False)
@@ -382,7 +389,7 @@ def table(results: dict) -> list[str]:
                 better = f"{difference['better']}/{difference['num_cases']}"
             runs = [r for r in entry["runs"] if r["arm"] == arm]
             minutes = sum(r["train_seconds"] for r in runs) / max(1, len(runs)) / 60
-            prior = entry.get("test_prior_dice", {}).get(arm)
+            prior = entry.get("test_prior_dice", {}).get(ABLATIONS.get(arm, (arm,))[0])
             lines.append(f"| {n} | {arm} | {cell['num_runs']} | {text} | {better} | "
                          f"{'–' if prior is None else f'{prior:.3f}'} | {minutes:.1f} |")
     return lines
@@ -396,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--labelled", type=int, nargs="+", default=None, help="N values to run [preset's]")
-    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS),
+                        help="arms to run [the four main arms; mas_no_dropout is an ablation]")
     parser.add_argument("--num-processes", type=int, default=1)
     parser.add_argument("--report-only", action="store_true", help="compare the runs that exist, train nothing")
     args = parser.parse_args(argv)
