@@ -172,17 +172,10 @@ def _write_reference_only(source: Path, raw: Path, dataset_id: int) -> None:
 
 
 def _copy_plans(source_id: int, target_id: int) -> None:
-    """The source dataset's plans and fingerprint, renamed, and the target's dataset.json into the target's
-    preprocessed folder (plan once)."""
-    preprocessed = Path(os.environ["nnUNet_preprocessed"])
-    source, target = preprocessed / dataset_name(source_id), preprocessed / dataset_name(target_id)
-    target.mkdir(parents=True, exist_ok=True)
-    plans = json.loads((source / f"{PLANS}.json").read_text(encoding="utf-8"))
-    plans["dataset_name"] = target.name
-    plans["configurations"] = {k: v for k, v in plans["configurations"].items() if not k.endswith("_phases")}
-    (target / f"{PLANS}.json").write_text(json.dumps(plans, indent=2), encoding="utf-8")
-    shutil.copy2(source / "dataset_fingerprint.json", target / "dataset_fingerprint.json")
-    shutil.copy2(Path(os.environ["nnUNet_raw"]) / target.name / "dataset.json", target / "dataset.json")
+    """The source dataset's plans (without the ``*_phases`` configurations) into the target's preprocessed folder
+    (plan once)."""
+    benchlib.copy_plans(dataset_name(source_id), dataset_name(target_id), plans_identifier=PLANS,
+                        keep_configuration=lambda name: not name.endswith("_phases"))
 
 
 def add_ablation_configurations(dataset_id: int, configuration: str) -> None:

@@ -27,6 +27,26 @@ def plan_and_preprocess(dataset_id: int, configuration: str = "3d_fullres", num_
     preprocess([dataset_id], configurations=(configuration,), num_processes=(num_processes,))
 
 
+def copy_plans(source_name: str, target_name: str, *, plans_identifier: str = "nnUNetPlans",
+               keep_configuration=None) -> None:
+    """Plan once: the source dataset's plans (renamed; only the configurations ``keep_configuration(name)`` accepts,
+    all by default) and fingerprint, and the target's raw dataset.json, into the target's preprocessed folder, ready
+    for nnU-Net's ``preprocess_dataset`` of the target (a dataset with the same images and other labels)."""
+    import json
+    import shutil
+
+    preprocessed = Path(os.environ["nnUNet_preprocessed"])
+    source, target = preprocessed / source_name, preprocessed / target_name
+    target.mkdir(parents=True, exist_ok=True)
+    plans = json.loads((source / f"{plans_identifier}.json").read_text(encoding="utf-8"))
+    plans["dataset_name"] = target_name
+    if keep_configuration is not None:
+        plans["configurations"] = {k: v for k, v in plans["configurations"].items() if keep_configuration(k)}
+    (target / f"{plans_identifier}.json").write_text(json.dumps(plans, indent=2), encoding="utf-8")
+    shutil.copy2(source / "dataset_fingerprint.json", target / "dataset_fingerprint.json")
+    shutil.copy2(Path(os.environ["nnUNet_raw"]) / target_name / "dataset.json", target / "dataset.json")
+
+
 def train(trainer_name: str, dataset_name: str, *, device_name: str, epochs: int, iterations: int,
           configuration: str = "3d_fullres", attributes: dict | None = None, warmup_steps: int = 3,
           output_folder_base: Path | None = None, seed: int | None = None, snapshot_epochs: tuple[int, ...] = ()):
