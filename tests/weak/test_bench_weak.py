@@ -87,7 +87,8 @@ def test_smoke_run_trains_every_arm_and_reports(tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith("nnUNet_")}
     env.update(nnUNet_n_proc_DA="1", nnUNet_def_n_proc="1", OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "bench/bench_weak.py", "--workdir", str(tmp_path), "--data", "skin",
-                           "--seeds", "0", "--smoke"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                           "--seeds", "0", "--smoke"], cwd=REPO, env=env, capture_output=True, text=True,
+                          encoding="utf-8", errors="replace", timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "bench_weak.json").read_text())["datasets"]["skin"]
     assert set(report["summary"]["arms"]) == {"true_nnunet", "true_weak", "pseudo_nnunet", "pseudo_weak"}
