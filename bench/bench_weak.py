@@ -138,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--discriminate-composites", action="store_true",
                         help="composites are fakes for the discriminators too (default: generator loss only)")
     parser.add_argument("--method", choices=("otsu", "watershed"), default="otsu")
+    parser.add_argument("--polarity", choices=("auto", "attention", "inverted"), default="auto",
+                        help="side of the attention mask taken as the lesion (weak-export --polarity) [auto]")
     parser.add_argument("-device", default=None, choices=("cuda", "cpu"))
     parser.add_argument("--segmenter-epochs", type=int, default=None, help="stage B epochs, 0: stage A only [preset]")
     parser.add_argument("--segmenter-iterations", type=int, default=None, help="stage B iterations/epoch [preset]")
@@ -323,21 +325,24 @@ def stage_a(kind: str, source: Path, seed: int, args: argparse.Namespace, device
     train_label_transfer_gan(images, model_dir, iterations=args.iterations, config=config,
                              batch_size=args.batch_size, overwrite=True, device=device, seed=seed)
     gan_seconds = time.perf_counter() - start
-    export_pseudo_mask_dataset(source, model_dir, target, method=args.method, lesion_labels=lesion_labels,
-                               overwrite=True, device=device, progress=False)
+    export_pseudo_mask_dataset(source, model_dir, target, method=args.method, polarity=args.polarity,
+                               lesion_labels=lesion_labels, overwrite=True, device=device, progress=False)
     report = json.loads((target / "pseudo_mask_dice.json").read_text())
+    polarity = json.loads((target / "attention_polarity.json").read_text())
     record = {"seed": seed, "pseudo_dataset": target.name,
               "images_diseased": sum(i.image_label == "diseased" for i in images),
               "images_normal": sum(i.image_label == "normal" for i in images),
               "image_shape": list(images[0].image.shape),
               "gan_iterations": args.iterations, "gan_seconds": round(gan_seconds, 1),
               "seconds_per_iteration": round(gan_seconds / max(args.iterations, 1), 3),
-              "pseudo_mask_dice_mean": report["mean_dice"], "method": args.method,
+              "pseudo_mask_dice_mean": report["mean_dice"], "method": args.method, "polarity": polarity,
               "overview_png": str(target / "pseudo_masks.png"), "loss_png": str(model_dir / "cltn_losses.png")}
     record_file.write_text(json.dumps(record, indent=1))
     mean = "undefined (every mask empty)" if report["mean_dice"] is None else f"{report['mean_dice']:.3f}"
     print(f"[{kind}] seed {seed}: pseudo-mask Dice {mean} over {len(report['per_case'])} diseased training image(s); "
-          f"GAN {gan_seconds:.0f} s for {args.iterations} iterations", flush=True)
+          f"GAN {gan_seconds:.0f} s for {args.iterations} iterations; attention "
+          f"{'inverted' if polarity['inverted'] else 'kept'} ({polarity['rule']}, median margin "
+          f"{polarity['median_margin']})", flush=True)
     return record
 
 
@@ -550,8 +555,9 @@ def overview(kind: str, summary: dict, stage_a_records: list[dict]) -> list[str]
                      f"{row['train_minutes_mean']:.1f} |")
     lines += ["", f"Goal (pseudo_weak ≥ 70 % of true_nnunet's diseased Dice): {summary['goal_verdict'] or 'no result'}",
               "", "Stage A pseudo-mask Dice (diseased training images) per seed: " + ", ".join(
-                  f"seed {r['seed']} {_fmt(r['pseudo_mask_dice_mean'])} (GAN {r['gan_seconds']:.0f} s)"
-                  for r in stage_a_records)]
+                  f"seed {r['seed']} {_fmt(r['pseudo_mask_dice_mean'])} (GAN {r['gan_seconds']:.0f} s"
+                  + (f", attention {'inverted' if r['polarity']['inverted'] else 'kept'}" if "polarity" in r else "")
+                  + ")" for r in stage_a_records)]
     refinements = summary["arms"].get("pseudo_weak", {}).get("refinements_per_run")
     if refinements:
         lines += ["", "pseudo_weak refinements (cases · % voxels changed vs pseudo masks · % ignored): " + "; ".join(

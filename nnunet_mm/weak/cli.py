@@ -56,6 +56,10 @@ def register(subparsers) -> None:
     add_target_dataset_arguments(export, default_name="<source name>PseudoMasks")
     export.add_argument("--method", choices=("otsu", "watershed"), default="otsu",
                         help="binarisation of the attention masks [default: %(default)s]")
+    export.add_argument("--polarity", choices=("auto", "attention", "inverted"), default="auto",
+                        help="which side of the attention mask is the lesion: auto decides from the normal images "
+                             "(the side unlike healthy tissue), attention keeps the GAN's mask, inverted flips it "
+                             "[default: auto]")
     export.add_argument("--lesion-labels", default=None, help="true-mask values counted as lesion in the Dice report")
     add_device_argument(export)
     export.add_argument("--overwrite", action="store_true", help="replace an existing target dataset")
@@ -117,8 +121,8 @@ def run_export(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"-m {args.model}: model folder not found (train it with 'nnunet_mm weak-train-gan').")
     lesion_labels = _lesion_labels(args.lesion_labels)
     device = torch_device(args.device)
-    export_pseudo_mask_dataset(source, Path(args.model), target, method=args.method, lesion_labels=lesion_labels,
-                               overwrite=args.overwrite, device=device)
+    export_pseudo_mask_dataset(source, Path(args.model), target, method=args.method, polarity=args.polarity,
+                               lesion_labels=lesion_labels, overwrite=args.overwrite, device=device)
     print(f"wrote {target}; next: nnUNetv2_plan_and_preprocess -d {args.target_id} -c 2d && "
           f"nnUNetv2_train {args.target_id} 2d 0 -tr WeakLabelTrainer")
     return 0

@@ -4,7 +4,9 @@
 and binarised, either by Otsu's threshold or by the public code's Otsu-based watershed (a): Otsu → opening 3×3 ×2 →
 sure background = dilation 7×7 ×3 → sure foreground = distance transform > 0.7·max → watershed from these markers
 on the mask's gradient. Deviation: the dense-CRF option (b) is not implemented (pydensecrf is not a dependency, and
-its α was chosen on the test set).
+its α was chosen on the test set). Before binarising, the side of ``m`` that is the lesion is decided from the image
+labels (:mod:`nnunet_mm.weak.polarity`, an extension of ours: a GAN can come out with ``m`` bright on everything but
+the lesion).
 
 :func:`export_pseudo_mask_dataset` writes a new raw dataset: the images (copied, the source is only read), the
 pseudo masks as ``labelsTr`` (normal cases all background; slices of 3D cases stacked back into volumes), a
@@ -36,6 +38,8 @@ from nnunet_mm.settings import BLOCK_KEY, block_of, read_settings
 from nnunet_mm.io.figure_style import figure_style
 from nnunet_mm.weak.cltn_gan import load_generator
 from nnunet_mm.weak.image_labels import DISEASED, IMAGE_LABELS_KEY, NORMAL, read_image_labels
+from nnunet_mm.weak.polarity import (POLARITIES, PolarityDecision, decide_attention_polarity,
+                                     fit_healthy_appearance, user_polarity)
 from nnunet_mm.weak.weak_images import WeakImage, load_weak_images
 
 logger = logging.getLogger(__name__)
@@ -98,6 +102,16 @@ def attention_masks(generator: torch.nn.Module, images: list[WeakImage], *, devi
     return masks
 
 
+def attention_polarity(images: list[WeakImage], diseased: list[WeakImage], masks: list[np.ndarray], method: str,
+                       rule: str = "auto") -> PolarityDecision:
+    """Whether ``masks`` (the diseased images' attention, as the GAN made it) must be inverted; see
+    :mod:`nnunet_mm.weak.polarity`. ``rule``: ``"auto"`` decides from the images, the others impose."""
+    if rule != "auto":
+        return user_polarity(rule)
+    regions = [binarize_attention_mask(mask, image.foreground, method) for image, mask in zip(diseased, masks)]
+    return decide_attention_polarity(diseased, regions, fit_healthy_appearance(images))
+
+
 def pseudo_mask_of(image: WeakImage, attention_mask: np.ndarray, method: str) -> np.ndarray:
     """(H, W) uint8 pseudo mask at the image's original size (1 lesion)."""
     mask = resize(attention_mask, image.original_shape, order=1, mode="edge", preserve_range=True)
@@ -107,7 +121,8 @@ def pseudo_mask_of(image: WeakImage, attention_mask: np.ndarray, method: str) ->
 
 
 def export_pseudo_mask_dataset(source_folder: Path, model_dir: Path, target_folder: Path, *, method: str = "otsu",
-                               lesion_labels: tuple[int, ...] | None = None, overwrite: bool = False,
+                               polarity: str = "auto", lesion_labels: tuple[int, ...] | None = None,
+                               overwrite: bool = False,
                                device: torch.device = torch.device("cpu"), progress: bool = True) -> Path:
     """Write the pseudo-mask dataset (see the module docstring) and return ``target_folder``.
 
@@ -116,6 +131,9 @@ def export_pseudo_mask_dataset(source_folder: Path, model_dir: Path, target_fold
         model_dir: folder with ``generator_ab.safetensors``.
         target_folder: ``$nnUNet_raw/DatasetYYY_Name`` to create.
         method: binarisation, ``"otsu"`` or ``"watershed"``.
+        polarity: which side of the attention mask is the lesion: ``"auto"`` (decided from the normal images, see
+            :mod:`nnunet_mm.weak.polarity`), ``"attention"`` (as the GAN made it) or ``"inverted"``. The decision is
+            written to ``attention_polarity.json`` and the dataset.json's notes.
         lesion_labels: true-mask values that count as lesion for the Dice report (None: every foreground value).
         overwrite: replace an existing ``target_folder``.
 
@@ -128,6 +146,8 @@ def export_pseudo_mask_dataset(source_folder: Path, model_dir: Path, target_fold
     check_output(target_folder, overwrite=overwrite, sources=[source_folder, model_dir])
     if method not in BINARIZATION_METHODS:
         raise ValueError(f"unknown binarisation method {method!r}; choose one of {list(BINARIZATION_METHODS)}.")
+    if polarity not in POLARITIES:
+        raise ValueError(f"unknown attention polarity {polarity!r}; choose one of {list(POLARITIES)}.")
     generator = load_generator(model_dir, device)
     size = _generator_size(model_dir)
     source_json = json.loads((source_folder / "dataset.json").read_text(encoding="utf-8"))
@@ -137,6 +157,10 @@ def export_pseudo_mask_dataset(source_folder: Path, model_dir: Path, target_fold
                               progress=progress)
     diseased = [image for image in images if image.image_label == DISEASED]
     masks = attention_masks(generator, diseased, device=device)
+    decision = attention_polarity(images, diseased, masks, method, polarity)
+    logger.log(logging.WARNING if decision.inverted else logging.INFO, "%s", decision.describe())
+    if decision.inverted:
+        masks = [1.0 - mask for mask in masks]
     pseudo = {(image.case_id, image.slice_index): pseudo_mask_of(image, mask, method)
               for image, mask in zip(diseased, masks)}
     cases = case_channel_files(source_folder / "imagesTr", file_ending, None)
@@ -164,14 +188,16 @@ def export_pseudo_mask_dataset(source_folder: Path, model_dir: Path, target_fold
                 truth = truth > 0 if lesion_labels is None else np.isin(truth, lesion_labels)
                 report[case] = defined_or_none(dice(truth.reshape(label.shape), label))
         dataset_json = _pseudo_dataset_json(source_json, settings.source, target_folder.name, len(cases),
-                                            case_labels, method)
+                                            case_labels, method, decision)
         read_settings(dataset_json, str(target_folder / "dataset.json"))
         (staging / "dataset.json").write_text(json.dumps(dataset_json, indent=2) + "\n", encoding="utf-8")
         if report:
-            summary = {"method": method, "mean_dice": defined_or_none(mean_of_defined(report.values())),
+            summary = {"method": method, "attention_inverted": decision.inverted, "mean_dice": defined_or_none(mean_of_defined(report.values())),
                        "per_case": report}
             (staging / "pseudo_mask_dice.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-        save_pseudo_mask_overview(diseased, masks, pseudo, staging / "pseudo_masks.png")
+        (staging / "attention_polarity.json").write_text(json.dumps(decision.to_json(), indent=1) + "\n",
+                                                          encoding="utf-8")
+        save_pseudo_mask_overview(diseased, masks, pseudo, staging / "pseudo_masks.png", inverted=decision.inverted)
     logger.info("wrote %s (%d cases, %d diseased images)", target_folder, len(cases), len(diseased))
     return target_folder
 
@@ -214,12 +240,12 @@ def _case_pseudo_label(case: str, reference: sitk.Image, pseudo: dict) -> np.nda
 
 
 def _pseudo_dataset_json(source: dict, source_file: str, name: str, num_training: int, case_labels: dict[str, str],
-                         method: str) -> dict:
+                         method: str, decision: PolarityDecision) -> dict:
     """The source's dataset.json with pseudo-mask labels (ignore declared) and the image labels inline."""
     block = dict(block_of(source, source_file))
     block[IMAGE_LABELS_KEY] = dict(sorted(case_labels.items()))
     block["notes"] = (f"labelsTr are CLTN pseudo masks ({method}); normal cases are all background; label 'ignore' "
-                      f"is used by WeakLabelTrainer's refinement.")
+                      f"is used by WeakLabelTrainer's refinement. {decision.describe()}.")
     dataset_json = {key: value for key, value in source.items() if key not in ("labels", "numTraining", "name",
                                                                               "regions_class_order")}
     dataset_json.update({"name": name, "labels": dict(PSEUDO_LABELS), "numTraining": num_training, BLOCK_KEY: block})
@@ -228,8 +254,9 @@ def _pseudo_dataset_json(source: dict, source_file: str, name: str, num_training
 
 @figure_style()
 def save_pseudo_mask_overview(images: list[WeakImage], attention: list[np.ndarray], pseudo: dict, png: Path,
-                              max_images: int = 8) -> Path:
-    """A PNG with, per diseased image (up to ``max_images``): the image, the attention mask, the pseudo mask."""
+                              max_images: int = 8, inverted: bool = False) -> Path:
+    """A PNG with, per diseased image (up to ``max_images``): the image, the attention mask (``1 - m`` when
+    ``inverted``), the pseudo mask."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -247,13 +274,14 @@ def save_pseudo_mask_overview(images: list[WeakImage], attention: list[np.ndarra
         axes[0, column].set_title(title, fontsize=7)
         axes[1, column].imshow(attention[index], cmap="magma", vmin=0, vmax=1)
         axes[2, column].imshow(pseudo[(image.case_id, image.slice_index)], cmap="gray", vmin=0, vmax=1)
-    for row, name in enumerate(("image", "attention m", "pseudo mask")):
+    for row, name in enumerate(("image", "1 - attention m" if inverted else "attention m", "pseudo mask")):
         axes[row, 0].set_ylabel(name)
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])
     figure.suptitle(f"CLTN pseudo masks: {min(len(shown), len(images))} of {len(images)} diseased image(s); "
-                    f"attention m in [0, 1] (bright: lesion), pseudo mask white = lesion", fontsize=9)
+                    f"{'1 - m (the GAN attended to the rest)' if inverted else 'attention m'} in [0, 1] (bright: "
+                    f"lesion), pseudo mask white = lesion", fontsize=9)
     figure.tight_layout()
     figure.savefig(png, dpi=100)
     plt.close(figure)
