@@ -346,6 +346,39 @@ def stage_a(kind: str, source: Path, seed: int, args: argparse.Namespace, device
     return record
 
 
+def outlier_baseline(kind: str, source: Path, args: argparse.Namespace) -> dict:
+    """Diagnostic without a GAN: how well "unlike healthy tissue" alone outlines the lesions.
+
+    The pseudo mask of a diseased training image is Otsu's binarisation of each pixel's Mahalanobis distance from the
+    normal training images' foreground pixels (the model :mod:`nnunet_mm.weak.polarity` uses to orient the attention).
+    Scored against the true masks of the diseased training images; nothing is trained on these masks.
+    """
+    import numpy as np
+    import SimpleITK as sitk
+
+    from nnunet_mm.evaluation.metrics import dice
+    from nnunet_mm.weak.polarity import fit_healthy_appearance
+    from nnunet_mm.weak.pseudo_masks import pseudo_mask_of
+    from nnunet_mm.weak.weak_images import load_weak_images
+
+    lesion_labels = (2,) if kind == "phantom" else None
+    images = load_weak_images(source, size=args.size, lesion_labels=lesion_labels)
+    healthy = fit_healthy_appearance(images)
+    file_ending = json.loads((source / "dataset.json").read_text())["file_ending"]
+    scores = []
+    for image in images:
+        if image.image_label != "diseased":
+            continue
+        mask = pseudo_mask_of(image, healthy.distance(image.image), "otsu").astype(bool)
+        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(source / "labelsTr" / f"{image.case_id}{file_ending}")))
+        truth = truth if image.slice_index is None or truth.ndim == 2 else truth[image.slice_index]
+        truth = truth.reshape(mask.shape)
+        scores.append(dice(truth > 0 if lesion_labels is None else np.isin(truth, lesion_labels), mask))
+    defined = [score for score in scores if not math.isnan(score)]
+    return {"pseudo_mask_dice_mean": round(float(np.mean(defined)), 3) if defined else None,
+            "images": len(scores), "healthy_pixels_from": healthy.source}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # stage B
 
@@ -594,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         stage_a_records = [stage_a(kind, source, seed, args, device) for seed in args.seeds]
         entry = {"true_dataset": source.name, "stage_a": stage_a_records}
+        entry["outlier_baseline"] = outlier_baseline(kind, source, args)
+        print(f"[{kind}] no-GAN diagnostic (Otsu of the distance from healthy tissue): pseudo-mask Dice "
+              f"{_fmt(entry['outlier_baseline']['pseudo_mask_dice_mean'])}", flush=True)
         if args.segmenter_epochs > 0 and kind != "phantom":
             plan_once(kind, args.seeds, args.np)
             for seed in [] if args.report_only else args.seeds:  # seed by seed: a stopped run has complete seeds
@@ -605,7 +641,9 @@ def main(argv: list[str] | None = None) -> int:
             comparison = compare_runs(kind, list(ARMS), args.seeds, args)
             entry["runs"] = records
             entry["summary"] = summarize(kind, comparison, records, stage_a_records)
-            lines += overview(kind, entry["summary"], stage_a_records) + [""]
+            lines += overview(kind, entry["summary"], stage_a_records) + [
+                "", "Diagnostic, no GAN: pseudo-mask Dice of Otsu on the distance from healthy tissue "
+                f"(diseased training images): {_fmt(entry['outlier_baseline']['pseudo_mask_dice_mean'])}", ""]
             if comparison is not None:
                 lines += [(args.workdir / kind / "compare" / "compare.md").read_text(), ""]
         else:

@@ -96,3 +96,5 @@ def test_smoke_run_trains_every_arm_and_reports(tmp_path):
     assert runs["pseudo_weak"]["refinements"] and not runs["true_weak"]["refinements"]
     assert (tmp_path / "skin" / "compare" / "compare.png").is_file()
     assert "| pseudo_weak |" in (tmp_path / "bench_weak.md").read_text()
+    assert report["stage_a"][0]["polarity"]["rule"] == "auto"
+    assert 0.0 <= report["outlier_baseline"]["pseudo_mask_dice_mean"] <= 1.0
