@@ -102,7 +102,7 @@ def dataset_name(dataset_id: int) -> str:
 # data
 
 
-def write_data(preset: Preset, output: Path) -> tuple[Path, Path]:
+def write_data(preset: Preset, output: Path, data_seed: int = 7) -> tuple[Path, Path]:
     """Atlases, labelled targets and held-out test targets (``output/test/{images,labels}``)."""
     from nnunet_mm.atlas.phantom_pairs import write_cross_modality_datasets
 
@@ -110,7 +110,7 @@ def write_data(preset: Preset, output: Path) -> tuple[Path, Path]:
     atlas, target = write_cross_modality_datasets(
         raw, atlas_id=ATLAS_ID, target_id=TARGET_ID, num_atlases=preset.num_atlases,
         num_target_training=max(preset.labelled), num_target_test=preset.num_test, shape_zyx=preset.shape,
-        spacing_zyx_mm=(3.0, 1.5, 1.5), seed=7)
+        spacing_zyx_mm=(3.0, 1.5, 1.5), seed=data_seed)
     test = output / "test"
     test.mkdir(parents=True, exist_ok=True)
     shutil.move(str(target / "imagesTs"), str(test / "images"))
@@ -179,17 +179,29 @@ def prior_dice(prior_files: dict[str, Path], label_folder: Path) -> float:
     return round(float(np.mean(values)), 4)
 
 
-def prepare(preset: Preset, output: Path, device: str, num_processes: int) -> dict:
-    """Write every dataset, build the priors, plan once, preprocess everything; skipped when done (a marker)."""
+def prepare(preset: Preset, output: Path, device: str, num_processes: int, *, data_seed: int = 7,
+            learned: bool = True) -> dict:
+    """Write every dataset, build the priors, plan once, preprocess everything; skipped when done (a marker).
+
+    ``data_seed`` is the phantom generator's seed (7 for the reported experiment; another seed is a replicate on new
+    atlases, targets and test targets). ``learned=False`` skips the learned networks (one per N, the costliest step).
+    """
     marker = output / "prepared.json"
     if marker.is_file():
-        return json.loads(marker.read_text())
+        record = json.loads(marker.read_text())
+        if record.get("data_seed", 7) != data_seed:
+            raise SystemExit(f"{output} was prepared with --data-seed {record.get('data_seed', 7)}; use another "
+                             f"--output for seed {data_seed}")
+        if learned and not record.get("learned_built", True):
+            raise SystemExit(f"{output} was prepared without the learned arm; use another --output to run it")
+        return record
     from nnunet_mm.atlas.learned import LearnedMASConfig, load_learned_mas, train_learned_mas
     from nnunet_mm.atlas.mas import MASSettings, SimpleITKRegistration, build_mas_dataset
     from nnunet_mm.atlas.registration import RegistrationSettings
 
-    record: dict = {"preset": asdict(preset), "datasets": {}, "seconds": {}, "prior_dice_train": {}}
-    atlas, target = write_data(preset, output)
+    record: dict = {"preset": asdict(preset), "data_seed": data_seed, "learned_built": learned, "datasets": {},
+                    "seconds": {}, "prior_dice_train": {}}
+    atlas, target = write_data(preset, output, data_seed)
     raw = Path(os.environ["nnUNet_raw"])
     cases = sorted(p.name[: -len(".nii.gz")] for p in (target / "labelsTr").glob("*.nii.gz"))
     start = time.perf_counter()
@@ -211,6 +223,9 @@ def prepare(preset: Preset, output: Path, device: str, num_processes: int) -> di
                     "mas": subset_dataset(mas_full, ARM_BASE_ID["mas"] + index, chosen),
                     "oracle": subset_dataset(mas_full, ARM_BASE_ID["oracle"] + index, chosen,
                                              prior_files=oracle_files, drop_recipe=True)}
+        record["datasets"][f"N{n}"] = {arm: folder.name for arm, folder in datasets.items()}
+        if not learned:
+            continue
         start = time.perf_counter()
         model = output / "learned" / f"N{n}"
         training = train_learned_mas(atlas, datasets["image"], model,
@@ -342,6 +357,8 @@ def test_prior_dice(output: Path, n: int, record: dict) -> dict[str, float]:
     """Dice of the priors the test targets got at prediction time (thresholded at 0.5) on their organ label."""
     result = {}
     for arm in ("mas", "learned"):
+        if arm not in record["datasets"][f"N{n}"]:
+            continue
         folder = prior_cache(output, arm, record["datasets"][f"N{n}"][arm]) / "atlas_priors"
         files = {p.name[: -len("_0001.nii.gz")]: p for p in folder.glob("*_0001.nii.gz")}
         if files:
@@ -406,13 +423,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS),
                         help="arms to run [the four main arms; mas_no_dropout is an ablation]")
     parser.add_argument("--num-processes", type=int, default=1)
+    parser.add_argument("--data-seed", type=int, default=7,
+                        help="phantom generator seed [7, the reported experiment; another seed is a replicate]")
     parser.add_argument("--report-only", action="store_true", help="compare the runs that exist, train nothing")
     args = parser.parse_args(argv)
 
     preset = PRESETS[args.preset]
     args.output.mkdir(parents=True, exist_ok=True)
     benchlib.set_nnunet_paths(args.output)
-    record = prepare(preset, args.output, args.device, args.num_processes)
+    record = prepare(preset, args.output, args.device, args.num_processes, data_seed=args.data_seed,
+                     learned="learned" in args.arms)
     labelled = args.labelled or list(preset.labelled)
     all_runs = []
     if not args.report_only:
