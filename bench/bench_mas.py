@@ -39,7 +39,7 @@ def _set_paths(workdir: Path) -> None:
 
 
 def _summary(folder: Path) -> dict:
-    return json.loads((folder / "nnunet_mm_qa" / "mas_summary.json").read_text())
+    return json.loads((folder / "nnunet_mm_qa" / "mas_summary.json").read_text(encoding="utf-8"))
 
 
 def _mean_fg_dice(entries: list[dict]) -> dict[str, float]:
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     def record(key: str, value) -> None:  # written after every stage, so a run cut short keeps what it measured
         report[key] = value
         print(json.dumps({key: value}, indent=1), flush=True)
-        report_file.write_text(json.dumps(report, indent=2))
+        report_file.write_text(json.dumps(report, indent=2), encoding="utf-8")
 
     record("registration", fusion_and_registration(args, atlas, target))
     if args.learned_iterations > 0:

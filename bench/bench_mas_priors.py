@@ -128,7 +128,7 @@ def subset_dataset(source: Path, dataset_id: int, cases: list[str], *, prior_fil
     shutil.rmtree(target, ignore_errors=True)
     (target / "imagesTr").mkdir(parents=True)
     (target / "labelsTr").mkdir()
-    dataset_json = json.loads((source / "dataset.json").read_text())
+    dataset_json = json.loads((source / "dataset.json").read_text(encoding="utf-8"))
     ending = dataset_json["file_ending"]
     for case in cases:
         for image in sorted((source / "imagesTr").glob(f"{case}_*{ending}")):
@@ -143,7 +143,7 @@ def subset_dataset(source: Path, dataset_id: int, cases: list[str], *, prior_fil
         dataset_json["nnunet_mm"].pop("registration", None)
         dataset_json["nnunet_mm"]["notes"] = ["channel 1: oracle prior (the true liver label shifted and blurred), "
                                               "bench_mas_priors.py"]
-    (target / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    (target / "dataset.json").write_text(json.dumps(dataset_json, indent=2), encoding="utf-8")
     return target
 
 
@@ -188,7 +188,7 @@ def prepare(preset: Preset, output: Path, device: str, num_processes: int, *, da
     """
     marker = output / "prepared.json"
     if marker.is_file():
-        record = json.loads(marker.read_text())
+        record = json.loads(marker.read_text(encoding="utf-8"))
         if record.get("data_seed", 7) != data_seed:
             raise SystemExit(f"{output} was prepared with --data-seed {record.get('data_seed', 7)}; use another "
                              f"--output for seed {data_seed}")
@@ -244,7 +244,7 @@ def prepare(preset: Preset, output: Path, device: str, num_processes: int, *, da
                                                             training["train_pair_dice_before_after"]]
         record["datasets"][f"N{n}"] = {arm: folder.name for arm, folder in datasets.items()}
     plan_once(record, num_processes)
-    marker.write_text(json.dumps(record, indent=2))
+    marker.write_text(json.dumps(record, indent=2), encoding="utf-8")
     return record
 
 
@@ -258,7 +258,7 @@ def plan_once(record: dict, num_processes: int) -> None:
     planned_id = int(planned[len("Dataset"):].split("_")[0])
     extract_fingerprints([planned_id], num_processes=num_processes)
     plan_experiments([planned_id])
-    plans = json.loads((preprocessed / planned / "nnUNetPlans.json").read_text())
+    plans = json.loads((preprocessed / planned / "nnUNetPlans.json").read_text(encoding="utf-8"))
     plans["configurations"] = {CONFIGURATION: plans["configurations"][CONFIGURATION]}
     record["plans"] = {"patch_size": plans["configurations"][CONFIGURATION]["patch_size"],
                        "batch_size": plans["configurations"][CONFIGURATION]["batch_size"],
@@ -270,7 +270,7 @@ def plan_once(record: dict, num_processes: int) -> None:
             folder.mkdir(parents=True, exist_ok=True)
             copy = json.loads(json.dumps(plans))
             copy["dataset_name"] = name
-            fingerprint = json.loads((preprocessed / planned / "dataset_fingerprint.json").read_text())
+            fingerprint = json.loads((preprocessed / planned / "dataset_fingerprint.json").read_text(encoding="utf-8"))
             if arm == "image":  # the image channel's normalisation only; everything else identical
                 configuration = copy["configurations"][CONFIGURATION]
                 configuration["normalization_schemes"] = configuration["normalization_schemes"][:1]
@@ -279,8 +279,8 @@ def plan_once(record: dict, num_processes: int) -> None:
                     "0": copy["foreground_intensity_properties_per_channel"]["0"]}
                 fingerprint["foreground_intensity_properties_per_channel"] = {
                     "0": fingerprint["foreground_intensity_properties_per_channel"]["0"]}
-            (folder / "nnUNetPlans.json").write_text(json.dumps(copy, indent=2))
-            (folder / "dataset_fingerprint.json").write_text(json.dumps(fingerprint, indent=2))
+            (folder / "nnUNetPlans.json").write_text(json.dumps(copy, indent=2), encoding="utf-8")
+            (folder / "dataset_fingerprint.json").write_text(json.dumps(fingerprint, indent=2), encoding="utf-8")
             shutil.copy2(Path(os.environ["nnUNet_raw"]) / name / "dataset.json", folder / "dataset.json")
             dataset_id = int(name[len("Dataset"):].split("_")[0])
             preprocess([dataset_id], configurations=(CONFIGURATION,), num_processes=(num_processes,))
@@ -312,7 +312,7 @@ def run(arm: str, n: int, seed: int, preset: Preset, record: dict, output: Path,
 
     folder = output / "runs" / f"N{n}" / arm / f"seed{seed}"
     if (folder / "run.json").is_file():
-        return json.loads((folder / "run.json").read_text())
+        return json.loads((folder / "run.json").read_text(encoding="utf-8"))
     shutil.rmtree(folder, ignore_errors=True)
     data_arm, attributes = ABLATIONS.get(arm, (arm, None))
     name = record["datasets"][f"N{n}"][data_arm]
@@ -338,7 +338,7 @@ def run(arm: str, n: int, seed: int, preset: Preset, record: dict, output: Path,
             shutil.copytree(predictions / PRIORS_DIR, cache / PRIORS_DIR)
     result = {"arm": arm, "N": n, "seed": seed, "dataset": name, **timing,
               "predict_seconds": round(time.perf_counter() - start, 1), "prior_sources": sources}
-    (folder / "run.json").write_text(json.dumps(result, indent=2))
+    (folder / "run.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(json.dumps(result), flush=True)
     return result
 
@@ -348,7 +348,7 @@ def prior_cache(output: Path, arm: str, name: str) -> Path:
     recipe is the same at every N; a learned one differs with its network)."""
     import hashlib
 
-    dataset_json = json.loads((Path(os.environ["nnUNet_raw"]) / name / "dataset.json").read_text())
+    dataset_json = json.loads((Path(os.environ["nnUNet_raw"]) / name / "dataset.json").read_text(encoding="utf-8"))
     recipe = json.dumps(dataset_json["nnunet_mm"].get("mas_priors"), sort_keys=True)
     return output / "prior_cache" / f"{arm}_{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
 
@@ -442,12 +442,12 @@ def main(argv: list[str] | None = None) -> int:
                     all_runs.append(run(arm, n, seed, preset, record, args.output, args.device))
     results = {"preset": args.preset, "settings": asdict(preset), "prepared": record, "by_n": {}}
     for n in labelled:
-        runs = [json.loads(p.read_text()) for p in sorted((args.output / "runs" / f"N{n}").glob("*/seed*/run.json"))]
+        runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((args.output / "runs" / f"N{n}").glob("*/seed*/run.json"))]
         results["by_n"][str(n)] = {"runs": runs, "test_prior_dice": test_prior_dice(args.output, n, record),
                                    "comparison": compare_n(n, args.seeds, args.output)}
-    (args.output / "bench_mas_priors.json").write_text(json.dumps(results, indent=2))
+    (args.output / "bench_mas_priors.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     lines = table(results)
-    (args.output / "bench_mas_priors.md").write_text("\n".join(lines) + "\n")
+    (args.output / "bench_mas_priors.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
     return 0
 

@@ -257,10 +257,10 @@ def write_dataset(raw: Path, preset: Preset, *, seed: int, test_seed: int) -> Pa
         label, patterns[f"test_{index:03d}"] = paint_foreign_tumours(
             images, label, case, np.random.default_rng([test_seed, index, 7]), num_lesions=(2, 4))
         write(f"test_{index:03d}", case, images, label, "imagesTs", "labelsTs")
-    dataset_json = json.loads((folder / "dataset.json").read_text())
+    dataset_json = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     dataset_json["numTraining"] = preset.tumour_cases + preset.normal_cases
-    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
-    (folder / "test_tumour_patterns.json").write_text(json.dumps(patterns, indent=2))
+    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2), encoding="utf-8")
+    (folder / "test_tumour_patterns.json").write_text(json.dumps(patterns, indent=2), encoding="utf-8")
     return folder
 
 
@@ -317,7 +317,7 @@ def prepare_data(preset: Preset, *, seed: int, test_seed: int, num_processes: in
     marker = Path(os.environ["nnUNet_preprocessed"]) / "bench_synthesis_data.json"
     settings = json.loads(json.dumps({"preset": asdict(preset), "seed": seed, "test_seed": test_seed,
                                       "phantom": PHANTOM, "foreign": FOREIGN_PATTERNS}))
-    if not (marker.is_file() and json.loads(marker.read_text()) == settings):
+    if not (marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == settings):
         write_dataset(raw, preset, seed=seed, test_seed=test_seed)
         extract_fingerprints([DATASET_ID], num_processes=num_processes)
         plan_experiments([DATASET_ID])
@@ -330,7 +330,7 @@ def prepare_data(preset: Preset, *, seed: int, test_seed: int, num_processes: in
         preprocess([DATASET_ID], configurations=(preset.configuration,), num_processes=(num_processes,))
         for stale in ("nnunet_mm_synthesis",):
             shutil.rmtree(preprocessed / stale, ignore_errors=True)
-        marker.write_text(json.dumps(settings))
+        marker.write_text(json.dumps(settings), encoding="utf-8")
     if models:
         train_synthesis_models(preset, device)
 
@@ -348,7 +348,7 @@ def train_synthesis_models(preset: Preset, device: str) -> dict:
     preprocessed = Path(os.environ["nnUNet_preprocessed"]) / DATASET_NAME
     models = preprocessed / "nnunet_mm_synthesis"
     times_file = models / "bench_times.json"
-    times = json.loads(times_file.read_text()) if times_file.is_file() else {}
+    times = json.loads(times_file.read_text(encoding="utf-8")) if times_file.is_file() else {}
     common = ["-d", str(DATASET_ID), "-c", preset.configuration, "-device", device]
     a, d = preset.autoencoder, preset.diffusion
     steps = [
@@ -375,7 +375,7 @@ def train_synthesis_models(preset: Preset, device: str) -> dict:
         _nnunet_mm(*arguments, "--overwrite")
         times[name] = round(time.perf_counter() - start, 1)
         times_file.parent.mkdir(parents=True, exist_ok=True)
-        times_file.write_text(json.dumps(times, indent=2))
+        times_file.write_text(json.dumps(times, indent=2), encoding="utf-8")
     return times
 
 
@@ -424,14 +424,14 @@ def run_arm(name: str, seed: int, preset: Preset, output: Path, device: str) -> 
     """Train one arm with one seed (skipped when its run.json exists) and predict the test cases."""
     folder = output / "runs" / name / f"seed{seed}"
     if (folder / "run.json").is_file():
-        return json.loads((folder / "run.json").read_text())
+        return json.loads((folder / "run.json").read_text(encoding="utf-8"))
     shutil.rmtree(folder, ignore_errors=True)
     record = run_arm_training(name, seed, preset, folder, device)
     raw = Path(os.environ["nnUNet_raw"]) / DATASET_NAME
     start = time.perf_counter()
     benchlib.predict_folder(folder / "model", raw / "imagesTs", folder / "predictions", device_name=device)
     record["predict_seconds"] = round(time.perf_counter() - start, 1)
-    (folder / "run.json").write_text(json.dumps(record, indent=2))
+    (folder / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     print(json.dumps(record), flush=True)
     return record
 
@@ -445,7 +445,7 @@ def run_arm_training(name: str, seed: int, preset: Preset, folder: Path, device:
 
     arm = ARMS[name]
     preprocessed = Path(os.environ["nnUNet_preprocessed"]) / DATASET_NAME
-    dataset_json = json.loads((preprocessed / "dataset.json").read_text())
+    dataset_json = json.loads((preprocessed / "dataset.json").read_text(encoding="utf-8"))
     settings = read_settings(dataset_json, str(preprocessed / "dataset.json")).method(SYNTHESIS_KEY)
     attributes = {"synthetic_probability": arm.probability,
                   "synthesis_settings": dataclasses.replace(settings, synthesizer=arm.synthesizer,
@@ -472,7 +472,7 @@ def measure_costs(arms: list[str], steps: int, preset: Preset, output: Path, dev
         shutil.rmtree(folder, ignore_errors=True)
         record = run_arm_training(name, 0, short, folder, device)
         costs[name] = record
-    (output / "costs.json").write_text(json.dumps(costs, indent=2))
+    (output / "costs.json").write_text(json.dumps(costs, indent=2), encoding="utf-8")
     lines = ["| arm | steps | step ms (median) | synthesis ms per step (mean) | synthesis ms when active (median) |",
              "|---|---|---|---|---|"]
     for name, r in costs.items():
@@ -597,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         for arm in args.arms:
             print(f"[bench_synthesis] {arm} / seed {seed}", flush=True)
             run_arm(arm, seed, preset, args.output, args.device)
-    records = [json.loads(f.read_text()) for f in sorted((args.output / "runs").glob("*/seed*/run.json"))]
+    records = [json.loads(f.read_text(encoding="utf-8")) for f in sorted((args.output / "runs").glob("*/seed*/run.json"))]
     comparison = compare_runs(list(ARMS), args.seeds, args.output)
     by_pattern = detection_by_pattern(foreign_lesions(preset, args.test_seed),
                                       [r for r in records if r["seed"] in args.seeds], args.output)
@@ -605,14 +605,14 @@ def main(argv: list[str] | None = None) -> int:
     misalignment = compare_runs(["handcrafted", "handcrafted_aligned"], args.seeds, args.output,
                                 baseline="handcrafted", folder="compare_misalign_synthetic")
     times_file = Path(os.environ["nnUNet_preprocessed"]) / DATASET_NAME / "nnunet_mm_synthesis" / "bench_times.json"
-    times = json.loads(times_file.read_text()) if times_file.is_file() else {}
+    times = json.loads(times_file.read_text(encoding="utf-8")) if times_file.is_file() else {}
     report = {"command": " ".join(sys.argv), "preset": asdict(preset), "data_seed": args.data_seed,
               "test_seed": args.test_seed, "one_off_seconds": times, "runs": records, "comparison": comparison,
               "misalign_synthetic_comparison": misalignment, "detection_by_pattern": by_pattern}
-    (args.output / "bench_synthesis.json").write_text(json.dumps(report, indent=2, default=str))
+    (args.output / "bench_synthesis.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     lines = [f"# Synthetic-tumour experiment ({'smoke' if args.smoke else args.preset} preset)", ""]
     if comparison is not None:
-        lines += overview(comparison, records, times) + ["", (args.output / "compare" / "compare.md").read_text()]
+        lines += overview(comparison, records, times) + ["", (args.output / "compare" / "compare.md").read_text(encoding="utf-8")]
     if by_pattern:
         patterns = sorted({p for per_arm in by_pattern.values() for p in per_arm})
         lines += ["", "## Test lesions by generator-B pattern: recall (share of lesions touched) · mean share of "
@@ -624,8 +624,8 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     if misalignment is not None:
         lines += ["", "## Synthetic samples misaligned (handcrafted) vs kept aligned (handcrafted_aligned)", "",
-                  (args.output / "compare_misalign_synthetic" / "compare.md").read_text()]
-    (args.output / "bench_synthesis.md").write_text("\n".join(lines))
+                  (args.output / "compare_misalign_synthetic" / "compare.md").read_text(encoding="utf-8")]
+    (args.output / "bench_synthesis.md").write_text("\n".join(lines), encoding="utf-8")
     print(encodable("\n".join(lines)))
     return 0
 

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(
         {"preset": args.preset, "device": str(device),
          "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-         "torch_threads": torch.get_num_threads(), "results": results}, indent=2))
+         "torch_threads": torch.get_num_threads(), "results": results}, indent=2), encoding="utf-8")
     print("| network | configuration | steps | s/step | total s | loss, mean of first → last 5 steps |")
     print("|---|---|---|---|---|---|")
     for r in results:

@@ -180,7 +180,7 @@ def prepare_data(kind: str, args: argparse.Namespace) -> Path | None:
     settings = {key: getattr(args, key) for key in ("data_seed", "test_seed", "num_diseased", "num_normal",
                                                     "num_test", "image_size", "brats_train_per_patient",
                                                     "brats_test_per_patient")}
-    if marker.is_file() and json.loads(marker.read_text()) == settings:
+    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == settings:
         return folder
     if kind == "skin":
         _write_skin(folder, args)
@@ -195,7 +195,7 @@ def prepare_data(kind: str, args: argparse.Namespace) -> Path | None:
         write_nnunet_raw(_raw(), dataset_id=DATASET_IDS[kind], name="BenchPhantom",
                          num_training=max(2, args.num_diseased // 4), seed=args.data_seed, shape_zyx=(24, 64, 64),
                          phases=("pv",), overwrite=True)
-    marker.write_text(json.dumps(settings))
+    marker.write_text(json.dumps(settings), encoding="utf-8")
     return folder
 
 
@@ -211,7 +211,7 @@ def _write_skin(folder: Path, args: argparse.Namespace) -> None:
     test = write_skin_lesion_dataset(scratch, dataset_id=_dataset_id(folder), name="Test",
                                      num_diseased=args.num_test // 2, num_normal=args.num_test - args.num_test // 2,
                                      size=args.image_size, seed=args.test_seed)
-    labels = json.loads((test / "dataset.json").read_text())["nnunet_mm"]["image_labels"]
+    labels = json.loads((test / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["image_labels"]
     for case, label in labels.items():
         for sub, suffix in (("images", "_0000.png"), ("labels", ".png")):
             target = folder / f"{sub}Ts_{label}"
@@ -314,7 +314,7 @@ def stage_a(kind: str, source: Path, seed: int, args: argparse.Namespace, device
     record_file = model_dir / "stage_a.json"
     target = _pseudo_dataset(kind, seed)
     if record_file.is_file() and (target / "dataset.json").is_file():
-        return json.loads(record_file.read_text())
+        return json.loads(record_file.read_text(encoding="utf-8"))
     lesion_labels = (2,) if kind == "phantom" else None
     images = load_weak_images(source, size=args.size, lesion_labels=lesion_labels)
     config = CLTNConfig(in_channels=images[0].image.shape[0], image_size=args.size, base_channels=args.base_channels,
@@ -327,8 +327,8 @@ def stage_a(kind: str, source: Path, seed: int, args: argparse.Namespace, device
     gan_seconds = time.perf_counter() - start
     export_pseudo_mask_dataset(source, model_dir, target, method=args.method, polarity=args.polarity,
                                lesion_labels=lesion_labels, overwrite=True, device=device, progress=False)
-    report = json.loads((target / "pseudo_mask_dice.json").read_text())
-    polarity = json.loads((target / "attention_polarity.json").read_text())
+    report = json.loads((target / "pseudo_mask_dice.json").read_text(encoding="utf-8"))
+    polarity = json.loads((target / "attention_polarity.json").read_text(encoding="utf-8"))
     record = {"seed": seed, "pseudo_dataset": target.name,
               "images_diseased": sum(i.image_label == "diseased" for i in images),
               "images_normal": sum(i.image_label == "normal" for i in images),
@@ -337,7 +337,7 @@ def stage_a(kind: str, source: Path, seed: int, args: argparse.Namespace, device
               "seconds_per_iteration": round(gan_seconds / max(args.iterations, 1), 3),
               "pseudo_mask_dice_mean": report["mean_dice"], "method": args.method, "polarity": polarity,
               "overview_png": str(target / "pseudo_masks.png"), "loss_png": str(model_dir / "cltn_losses.png")}
-    record_file.write_text(json.dumps(record, indent=1))
+    record_file.write_text(json.dumps(record, indent=1), encoding="utf-8")
     mean = "undefined (every mask empty)" if report["mean_dice"] is None else f"{report['mean_dice']:.3f}"
     print(f"[{kind}] seed {seed}: pseudo-mask Dice {mean} over {len(report['per_case'])} diseased training image(s); "
           f"GAN {gan_seconds:.0f} s for {args.iterations} iterations; attention "
@@ -364,7 +364,7 @@ def outlier_baseline(kind: str, source: Path, args: argparse.Namespace) -> dict:
     lesion_labels = (2,) if kind == "phantom" else None
     images = load_weak_images(source, size=args.size, lesion_labels=lesion_labels)
     healthy = fit_healthy_appearance(images)
-    file_ending = json.loads((source / "dataset.json").read_text())["file_ending"]
+    file_ending = json.loads((source / "dataset.json").read_text(encoding="utf-8"))["file_ending"]
     scores = []
     for image in images:
         if image.image_label != "diseased":
@@ -399,7 +399,7 @@ def plan_once(kind: str, seeds: list[int], num_processes: int) -> None:
         shutil.rmtree(preprocessed / target.name, ignore_errors=True)
         benchlib.copy_plans(source.name, target.name, keep_configuration=lambda name: name == CONFIGURATION)
         preprocess_dataset(_dataset_id(target), configurations=(CONFIGURATION,), num_processes=(num_processes,))
-        marker.write_text("done\n")
+        marker.write_text("done\n", encoding="utf-8")
 
 
 REFINED_LINE = re.compile(r"refined (\d+) case\(s\) on rank \d+: ([\d.]+)% of voxels changed, ([\d.]+)% ignored")
@@ -409,7 +409,7 @@ def refinement_from_log(log_file: Path) -> list[dict]:
     """The refinement lines of a WeakLabelTrainer log: per refinement, cases relabelled and the shares of voxels
     changed (against the exported pseudo masks) and set to ignore."""
     found = []
-    for line in Path(log_file).read_text().splitlines():
+    for line in Path(log_file).read_text(encoding="utf-8").splitlines():
         match = REFINED_LINE.search(line)
         if match:
             found.append({"cases": int(match[1]), "voxels_changed_percent": float(match[2]),
@@ -424,7 +424,7 @@ def run_arm(kind: str, arm: str, seed: int, args: argparse.Namespace, device) ->
 
     folder = args.workdir / kind / "runs" / arm / f"seed{seed}"
     if (folder / "run.json").is_file():
-        return json.loads((folder / "run.json").read_text())
+        return json.loads((folder / "run.json").read_text(encoding="utf-8"))
     shutil.rmtree(folder, ignore_errors=True)
     masks, trainer_name, refine = ARMS[arm]
     dataset = _true_dataset(kind) if masks == "true" else _pseudo_dataset(kind, seed)
@@ -445,7 +445,7 @@ def run_arm(kind: str, arm: str, seed: int, args: argparse.Namespace, device) ->
             print(f"[{kind}] WARNING {arm} seed {seed}: refinement did not fire (log {trainer.log_file})", flush=True)
     del trainer
     truth = _true_dataset(kind)
-    file_ending = json.loads((truth / "dataset.json").read_text())["file_ending"]
+    file_ending = json.loads((truth / "dataset.json").read_text(encoding="utf-8"))["file_ending"]
     start = time.perf_counter()
     for split in TEST_SPLITS:
         benchlib.predict_folder(folder / "model", truth / f"imagesTs_{split}", folder / f"predictions_{split}",
@@ -457,7 +457,7 @@ def run_arm(kind: str, arm: str, seed: int, args: argparse.Namespace, device) ->
                                          {case: split for case in cases}, file_ending=file_ending,
                                          lesion_labels=(LESION,))
         record[f"scores_{split}"] = scores.to_json()
-    (folder / "run.json").write_text(json.dumps(record, indent=2))
+    (folder / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     print(f"[{kind}] {arm} seed {seed}: train {timing['train_seconds']:.0f} s, diseased Dice "
           f"{_fmt(record['scores_diseased']['diseased_dice'])}, normal FP rate "
           f"{_fmt(record['scores_normal']['false_positive_rate'])}" +
@@ -636,8 +636,8 @@ def main(argv: list[str] | None = None) -> int:
                 for arm in args.arms:
                     print(f"[bench_weak] {kind} / {arm} / seed {seed}", flush=True)
                     run_arm(kind, arm, seed, args, device)
-            records = [json.loads(f.read_text()) for f in sorted((args.workdir / kind / "runs").glob("*/seed*/run.json"))
-                       if json.loads(f.read_text())["seed"] in args.seeds]
+            records = [json.loads(f.read_text(encoding="utf-8")) for f in sorted((args.workdir / kind / "runs").glob("*/seed*/run.json"))
+                       if json.loads(f.read_text(encoding="utf-8"))["seed"] in args.seeds]
             comparison = compare_runs(kind, list(ARMS), args.seeds, args)
             entry["runs"] = records
             entry["summary"] = summarize(kind, comparison, records, stage_a_records)
@@ -645,13 +645,13 @@ def main(argv: list[str] | None = None) -> int:
                 "", "Diagnostic, no GAN: pseudo-mask Dice of Otsu on the distance from healthy tissue "
                 f"(diseased training images): {_fmt(entry['outlier_baseline']['pseudo_mask_dice_mean'])}", ""]
             if comparison is not None:
-                lines += [(args.workdir / kind / "compare" / "compare.md").read_text(), ""]
+                lines += [(args.workdir / kind / "compare" / "compare.md").read_text(encoding="utf-8"), ""]
         else:
             lines += [f"## {kind}", "", "Stage A only: pseudo-mask Dice per seed " + ", ".join(
                 f"seed {r['seed']} {_fmt(r['pseudo_mask_dice_mean'])}" for r in stage_a_records), ""]
         results["datasets"][kind] = entry
-    (args.workdir / "bench_weak.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-    (args.workdir / "bench_weak.md").write_text("\n".join(lines) + "\n")
+    (args.workdir / "bench_weak.json").write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
+    (args.workdir / "bench_weak.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines), flush=True)
     return 0
 

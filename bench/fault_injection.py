@@ -394,7 +394,7 @@ def dataset_contents(folder: Path) -> dict[str, Any]:
             except Exception as error:  # unreadable output is a finding, not a crash of the bench
                 contents[relative] = ("unreadable", str(error).splitlines()[0][:120])
         elif path.name == "dataset.json":
-            value = json.loads(path.read_text())
+            value = json.loads(path.read_text(encoding="utf-8"))
             value.get("nnunet_mm", {}).pop("source", None)
             contents[relative] = ("json", value)
         else:
@@ -485,7 +485,7 @@ def start(argv: Sequence[str], env: dict[str, str], cwd: Path, log_stem: Path
     """Start ``argv`` in its own session (so that a kill reaches nnU-Net's worker processes too), output to files
     (pipes could fill up while a case waits for a moment to kill it)."""
     out, err = log_stem.with_suffix(".out"), log_stem.with_suffix(".err")
-    with open(out, "w") as stdout, open(err, "w") as stderr:
+    with open(out, "w", encoding="utf-8") as stdout, open(err, "w", encoding="utf-8") as stderr:
         process = subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=stdout, stderr=stderr,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     return process, out, err
@@ -971,9 +971,9 @@ def voxel_channel(value: float) -> Callable[[Path], Path]:
 
 
 def edit_block(path: Path, edit: Callable[[dict], None]) -> None:
-    dataset_json = json.loads(path.read_text())
+    dataset_json = json.loads(path.read_text(encoding="utf-8"))
     edit(dataset_json.setdefault("nnunet_mm", {}))
-    path.write_text(json.dumps(dataset_json, indent=2))
+    path.write_text(json.dumps(dataset_json, indent=2), encoding="utf-8")
 
 
 def checkpoint_files(fold: Path) -> list[str]:
@@ -1483,7 +1483,7 @@ def case_predict_replace_non_finite(ctx: Context) -> Outcome:
         elif not record_file.is_file():
             check = "no missing_channels.json"
         else:
-            record = json.loads(record_file.read_text()).get(TEST_CASE, {})
+            record = json.loads(record_file.read_text(encoding="utf-8")).get(TEST_CASE, {})
             replaced = record.get("non_finite_replaced")
             entries = list(replaced.values()) if isinstance(replaced, dict) else list(replaced or [])
             named = [entry for entry in entries if isinstance(entry, dict) and damaged.name in json.dumps(entry)]
@@ -1621,7 +1621,7 @@ def case_compare_cut_prediction(ctx: Context) -> Outcome:
         shutil.copyfile(source / f"{TEST_CASE}.nii.gz", damaged)
         reference = compare(ctx.dir / "report_undamaged")
         ctx.runs.pop()
-        read = lambda folder: json.loads((folder / "compare.json").read_text()).get("summary", {})  # noqa: E731
+        read = lambda folder: json.loads((folder / "compare.json").read_text(encoding="utf-8")).get("summary", {})  # noqa: E731
         damaged_summary, undamaged_summary = read(ctx.dir / "report"), read(ctx.dir / "report_undamaged")
         if reference.returncode == 0 and damaged_summary != undamaged_summary:
             dice = [f"{label} Dice of B {damaged_summary[label]['B'].get('dice_mean', float('nan')):.3f} instead "
@@ -2286,7 +2286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fixture_errors": fixtures.errors,
         "cases": [dataclasses.asdict(result) for result in results],
     }
-    (args.output / "fault_injection.json").write_text(json.dumps(report, indent=2))
+    (args.output / "fault_injection.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     write_chart(results, counts, args.output / "fault_injection.png")
     print(f"\nwrote {args.output / 'fault_injection.json'} and {args.output / 'fault_injection.png'} "
           f"({seconds:.0f} s in all)")

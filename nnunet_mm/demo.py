@@ -70,11 +70,11 @@ def _run(step: str, command: list[str], env: dict[str, str], result: DemoResult,
     print(f"\n$ {' '.join(command)}", flush=True)
     log_file = log_folder / f"{step}.log"
     start = time.perf_counter()
-    with open(log_file, "w") as log:
+    with open(log_file, "w", encoding="utf-8") as log:
         completed = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     result.seconds[step] = round(time.perf_counter() - start, 1)
     if completed.returncode != 0:
-        tail = "".join(log_file.read_text(errors="replace").splitlines(keepends=True)[-40:])
+        tail = "".join(log_file.read_text(errors="replace", encoding="utf-8").splitlines(keepends=True)[-40:])
         raise RuntimeError(f"step '{step}' failed (exit {completed.returncode}); last lines of {log_file}:\n{tail}")
     print(f"  done in {result.seconds[step]} s (log: {log_file})", flush=True)
 
@@ -89,7 +89,7 @@ def _copy_channels(source: Path, target: Path, channels: Sequence[int]) -> None:
 
 def _read_dice(compare_json: Path) -> dict[str, dict[str, float]]:
     """``{run: {label: mean Dice}}`` from ``nnunet_mm compare``'s report."""
-    summary = json.loads(compare_json.read_text())["summary"]
+    summary = json.loads(compare_json.read_text(encoding="utf-8"))["summary"]
     runs = next(iter(summary.values())).keys()
     return {run: {label: round(summary[label][run]["dice_mean"], 3) for label in summary} for run in runs}
 
@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run_demo(Path(args.workdir), num_training=args.num_training, num_test=args.num_test,
                       shape_zyx=args.shape, device=args.device, overwrite=args.overwrite)
     table = format_dice_table(result)
-    (result.workdir / "dice_table.md").write_text(table + "\n")
+    (result.workdir / "dice_table.md").write_text(table + "\n", encoding="utf-8")
     print("\n" + table)
     print(f"\npaired comparison with stock nnU-Net (bootstrap intervals, lesion detection): {result.compare_md}"
           f"\noverlay: {result.overlay_png}\nstep seconds: {result.seconds}\n"

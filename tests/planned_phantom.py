@@ -78,14 +78,14 @@ class TrainerKit:
 
     def plans(self) -> dict:
         """nnU-Net's plans, as ``nnUNetv2_train`` hands them to a trainer (``continue_training`` set)."""
-        plans = json.loads((self.preprocessed / "nnUNetPlans.json").read_text())
+        plans = json.loads((self.preprocessed / "nnUNetPlans.json").read_text(encoding="utf-8"))
         plans["continue_training"] = False
         return plans
 
     def dataset_json(self, block: Mapping[str, Any] | None = None, **top_level: Any) -> dict:
         """nnU-Net's preprocessed copy of dataset.json, with keys of the ``"nnunet_mm"`` block and top-level keys
         (e.g. ``channel_names``) replaced."""
-        dataset_json = json.loads((self.preprocessed / "dataset.json").read_text())
+        dataset_json = json.loads((self.preprocessed / "dataset.json").read_text(encoding="utf-8"))
         dataset_json.update(copy.deepcopy(top_level))
         dataset_json["nnunet_mm"] = {**dataset_json.get("nnunet_mm", {}), **copy.deepcopy(dict(block or {}))}
         return dataset_json

@@ -63,7 +63,7 @@ def test_users_own_external_trainer_still_found(tmp_path):
     user_folder.mkdir()
     (user_folder / "my_lab_trainers.py").write_text(
         "from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer\n"
-        "class MyLabTrainer(nnUNetTrainer):\n    pass\n")
+        "class MyLabTrainer(nnUNetTrainer):\n    pass\n", encoding="utf-8")
     code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find; "
             "print(find('MyLabTrainer').__name__, find('MultiModalTrainer').__name__)")
     assert _python(code, _clean_env(nnUNet_extTrainer=str(user_folder))) == "MyLabTrainer MultiModalTrainer"
@@ -74,7 +74,7 @@ def test_plugin_trainer_names_do_not_clash_with_nnunet():
 
     import nnunetv2
     trainer_root = Path(nnunetv2.__file__).parent / "training" / "nnUNetTrainer"
-    builtin_source = "\n".join(p.read_text(errors="ignore") for p in trainer_root.rglob("*.py"))
+    builtin_source = "\n".join(p.read_text(errors="ignore", encoding="utf-8") for p in trainer_root.rglob("*.py"))
     for name in PLUGIN_TRAINERS:
         assert f"class {name}(" not in builtin_source
 

@@ -61,5 +61,5 @@ def test_the_block_key_is_spelled_out_in_one_module_only():
 
 def test_the_import_rules_catch_a_sibling_import(tmp_path):
     probe = tmp_path / "probe.py"
-    probe.write_text("from nnunet_mm.cmg.network import CMGUNet\nimport nnunet_mm.settings\n")
+    probe.write_text("from nnunet_mm.cmg.network import CMGUNet\nimport nnunet_mm.settings\n", encoding="utf-8")
     assert {_method_of(m) for m in _imported_modules(probe)} == {"cmg", None}

@@ -268,7 +268,7 @@ def test_write_nnunet_raw_passes_nnunet_integrity_check(tmp_path):
     assert sorted(p.name for p in (folder / "labelsTr").iterdir()) == ["phantom_000.nii.gz", "phantom_001.nii.gz"]
     assert sorted(p.name for p in (folder / "imagesTs").iterdir())[0] == "phantom_002_0000.nii.gz"
     assert (folder / "labelsTs" / "phantom_002.nii.gz").is_file()
-    dataset_json = json.loads((folder / "dataset.json").read_text())
+    dataset_json = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["channel_names"] == {"0": "CT", "1": "CT", "2": "CT", "3": "CT"}
     assert dataset_json["labels"] == {"background": 0, "liver": 1, "tumor": 2}
     assert dataset_json["numTraining"] == 2 and dataset_json["file_ending"] == ".nii.gz"
@@ -290,7 +290,7 @@ def test_write_nnunet_raw_resamples_different_grids_onto_the_reference(tmp_path)
                                       phases=("pv", "art"))
     sizes = {sitk.ReadImage(str(p)).GetSize() for p in (folder / "imagesTr").iterdir()}
     assert sizes == {SMALL_SHAPE[::-1]}
-    assert json.loads((folder / "dataset.json").read_text())["nnunet_mm"]["phase_names"] == ["pv", "art"]
+    assert json.loads((folder / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["phase_names"] == ["pv", "art"]
 
 
 def test_write_multiphase_folders_keeps_each_phase_on_its_own_grid(tmp_path):
@@ -389,10 +389,10 @@ def test_writers_refuse_to_overwrite_without_the_flag(tmp_path, layout):
         write(tmp_path / "out", shape_zyx=SMALL_SHAPE, seed=1)
     assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == before
     unrelated = target / "notes.txt"
-    unrelated.write_text("keep me")
+    unrelated.write_text("keep me", encoding="utf-8")
     assert write(tmp_path / "out", shape_zyx=SMALL_SHAPE, seed=1, overwrite=True) == target
     assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == sorted(before + ["notes.txt"])
-    assert unrelated.read_text() == "keep me"
+    assert unrelated.read_text(encoding="utf-8") == "keep me"
 
 
 def test_overwrite_removes_cases_of_a_larger_previous_run(tmp_path):
@@ -435,7 +435,7 @@ def test_phase_labels_and_held_out_test_seed(tmp_path):
     names the label folder and declares how the channels were acquired."""
     folder = phantom.write_nnunet_raw(tmp_path, dataset_id=42, name="Phases", num_training=1, num_test=1, seed=3,
                                       test_seed=9, phase_labels=True, shape_zyx=SMALL_SHAPE)
-    block = json.loads((folder / "dataset.json").read_text())["nnunet_mm"]
+    block = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]
     assert block["phase_labels_dir"] == "labelsTr_phases" and block["channel_acquisition"] == "separate"
     assert sorted(p.name for p in (folder / "labelsTr_phases").iterdir()) == [
         f"phantom_000_000{c}.nii.gz" for c in (1, 2, 3)]
@@ -448,7 +448,7 @@ def test_phase_labels_and_held_out_test_seed(tmp_path):
     np.testing.assert_array_equal(test_label, test_case.label)
     aligned = phantom.write_nnunet_raw(tmp_path, dataset_id=43, name="Aligned", num_training=1, seed=3,
                                        misregistration=False, shape_zyx=SMALL_SHAPE)
-    assert json.loads((aligned / "dataset.json").read_text())["nnunet_mm"]["channel_acquisition"] == "co_registered"
+    assert json.loads((aligned / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["channel_acquisition"] == "co_registered"
 
 
 def test_lesion_kinds_restrict_the_lesions_drawn():

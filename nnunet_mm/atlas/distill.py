@@ -113,5 +113,5 @@ def build_distilled_dataset(mas_dataset: int | str | Path, *, output_id: int, ou
         elif source.training_cases:
             write_splits(staging, source.training_cases)
         (staging / "nnunet_mm_qa").mkdir()
-        (staging / "nnunet_mm_qa" / "distill_summary.json").write_text(json.dumps(summary, indent=2))
+        (staging / "nnunet_mm_qa" / "distill_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return final_dir

@@ -402,11 +402,11 @@ def _write_model(output_dir: Path, config: LearnedMASConfig, net: BiRegNet, simn
     from nnunet_mm.training.loss_curves import finish_loss_axis, plot_loss_curve
 
     with staged_dataset(output_dir, overwrite=overwrite) as staging:
-        (staging / MODEL_CONFIG).write_text(json.dumps(summary["config"], indent=2))
+        (staging / MODEL_CONFIG).write_text(json.dumps(summary["config"], indent=2), encoding="utf-8")
         torch.save({k: v.cpu() for k, v in net.state_dict().items()}, staging / BIREGNET_WEIGHTS)
         if simnet is not None:
             torch.save({k: v.cpu() for k, v in simnet.state_dict().items()}, staging / SIMNET_WEIGHTS)
-        (staging / "training.json").write_text(json.dumps({**summary, "history": history}, indent=1))
+        (staging / "training.json").write_text(json.dumps({**summary, "history": history}, indent=1), encoding="utf-8")
         figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
         for axis, key, title in zip(axes, ("registration", "simnet"), ("BiRegNet loss", "SimNet BCE")):
             losses = [h["loss"] for h in history[key]]
@@ -522,7 +522,7 @@ def load_learned_mas(model_dir: Path, device: str = "cpu") -> tuple[LearnedRegis
     for path in (config_file, weights_file):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; train a model with 'nnunet_mm mas-train' first.")
-    values = json.loads(config_file.read_text())
+    values = json.loads(config_file.read_text(encoding="utf-8"))
     config = LearnedMASConfig(**{**values, "grid_shape": tuple(values["grid_shape"])})
     net = BiRegNet(config.spatial_dims, config.base_channels, config.num_levels)
     net.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
@@ -530,7 +530,7 @@ def load_learned_mas(model_dir: Path, device: str = "cpu") -> tuple[LearnedRegis
 
     digest = file_sha256(weights_file)
     training_file = model_dir / "training.json"
-    training_cases = (json.loads(training_file.read_text()).get("target_training_cases")
+    training_cases = (json.loads(training_file.read_text(encoding="utf-8")).get("target_training_cases")
                       if training_file.is_file() else None)
     backend = LearnedRegistration(net.to(device), config, digest, device, model_dir=model_dir,
                                   training_cases=training_cases)

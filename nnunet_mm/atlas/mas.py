@@ -578,7 +578,7 @@ def build_mas_dataset(target_dataset: int | str | Path, atlas_dataset: int | str
     with staged_dataset(final_dir, overwrite=overwrite, sources=[target.folder, atlases.folder]) as staging:
         dataset_json = _output_dataset_json(target, target_settings, recipe, final_dir.name)
         read_settings(dataset_json, str(final_dir / "dataset.json"))
-        (staging / "dataset.json").write_text(json.dumps(dataset_json, indent=4))
+        (staging / "dataset.json").write_text(json.dumps(dataset_json, indent=4), encoding="utf-8")
         _write_splits(target, staging)
         progress = tqdm(total=sum(len(a) for a in atlas_lists.values()), desc="mas: atlas-target pairs",
                         unit="pair", disable=not show_progress)
@@ -591,7 +591,7 @@ def build_mas_dataset(target_dataset: int | str | Path, atlas_dataset: int | str
         seconds = [s for c in summary["cases"].values() for s in c["seconds_per_pair"] if s is not None]
         summary["mean_seconds_per_pair"] = float(np.mean(seconds)) if seconds else None
         summary["cache_hits"] = sum(s is None for c in summary["cases"].values() for s in c["seconds_per_pair"])
-        (staging / QA_DIR / "mas_summary.json").write_text(json.dumps(summary, indent=2))
+        (staging / QA_DIR / "mas_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     logger.info("wrote %s (%d cases, %s s per registered pair)", final_dir, len(jobs),
                 summary["mean_seconds_per_pair"])
     return final_dir

@@ -171,7 +171,7 @@ def _atlas_priors(dataset_json: Mapping[str, Any], source: str, cases: dict[str,
     recipe_digest = recipe.digest()
     file_ending = dataset_json["file_ending"]
     record_file = folder / PRIORS_RECORD
-    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
     atlas_cases = select_atlases(recipe.atlas_cases, recipe.num_atlases)
     sources, pending = {}, []
     for case in to_compute:
@@ -213,7 +213,7 @@ def _atlas_priors(dataset_json: Mapping[str, Any], source: str, cases: dict[str,
                             "target_sha256": file_sha256(target_file), "atlases": atlas_cases,
                             "seconds_per_pair": case_priors.seconds}
             with atomic_file(record_file) as partial:
-                partial.write_text(json.dumps(record, indent=2))
+                partial.write_text(json.dumps(record, indent=2), encoding="utf-8")
             sources[case] = "atlas"
         progress.close()
     logger.info("atlas priors in %s: %d registered, %d reused", folder, len(pending), len(to_compute) - len(pending))

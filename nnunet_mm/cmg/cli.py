@@ -129,7 +129,7 @@ def _run_cmg_maps(args: argparse.Namespace) -> int:
     dataset_json_file = folder / "dataset.json"
     if not dataset_json_file.is_file():
         raise FileNotFoundError(f"{dataset_json_file}: not found; is {folder} an nnU-Net model folder?")
-    dataset_json = json.loads(dataset_json_file.read_text())
+    dataset_json = json.loads(dataset_json_file.read_text(encoding="utf-8"))
     foreground = sorted(v for name, v in dataset_json["labels"].items()
                         if isinstance(v, int) and v != 0 and name != "ignore")
     if args.class_index is not None and args.class_index not in foreground:

@@ -226,7 +226,7 @@ def _write_prediction_records(folder: Path, predictor, arguments: dict) -> None:
     keys where they apply, plus this command's)."""
     for name, content in (("dataset.json", predictor.dataset_json), ("plans.json", predictor.plans_manager.plans),
                           ("predict_from_raw_data_args.json", arguments)):
-        (folder / name).write_text(json.dumps(content, indent=4))
+        (folder / name).write_text(json.dumps(content, indent=4), encoding="utf-8")
 
 
 def model_dataset_json(model_folder: Path) -> dict:
@@ -241,7 +241,7 @@ def model_dataset_json(model_folder: Path) -> dict:
         raise FileNotFoundError(f"{file}: no such file; {model_folder} is not a trained nnU-Net model folder "
                                 f"(<Trainer>__<plans>__<configuration> in nnUNet_results).")
     try:
-        dataset_json = json.loads(file.read_text())
+        dataset_json = json.loads(file.read_text(encoding="utf-8"))
     except ValueError as error:
         raise ValueError(f"{file}: not valid JSON ({error}).") from None
     if "file_ending" not in dataset_json:
@@ -386,4 +386,4 @@ def _predict_into(output_folder: Path, predictor, cases: dict[str, dict[int, Pat
         for file in sorted(predicted.iterdir()):  # each output appears whole (a kill never leaves a cut file)
             os.replace(file, output_folder / file.name)
     with atomic_file(output_folder / REPORT_NAME) as partial:
-        partial.write_text(json.dumps(report, indent=2))
+        partial.write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -20,7 +20,7 @@ def load_preprocessed(dataset: str, configuration: str, plans_identifier: str):
     if configuration not in plans.available_configurations:
         raise ValueError(f"{plans_file}: no configuration {configuration!r}; available: "
                          f"{plans.available_configurations}.")
-    return folder, json.loads((folder / "dataset.json").read_text()), plans.get_configuration(configuration)
+    return folder, json.loads((folder / "dataset.json").read_text(encoding="utf-8")), plans.get_configuration(configuration)
 
 
 def open_preprocessed_cases(folder: Path, identifiers: Sequence[str] | None = None):

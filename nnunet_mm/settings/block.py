@@ -186,8 +186,8 @@ def preprocessed_dataset_json_source(preprocessed_dataset_folder: str | Path | N
     copy = Path(preprocessed_dataset_folder) / "dataset.json"
     raw = _raw_dataset_json(Path(preprocessed_dataset_folder).name)
     try:
-        same = raw is not None and (json.loads(copy.read_text()).get(BLOCK_KEY)
-                                    == json.loads(raw.read_text()).get(BLOCK_KEY))
+        same = raw is not None and (json.loads(copy.read_text(encoding="utf-8")).get(BLOCK_KEY)
+                                    == json.loads(raw.read_text(encoding="utf-8")).get(BLOCK_KEY))
     except (OSError, ValueError, AttributeError):
         same = False
     if raw is None:

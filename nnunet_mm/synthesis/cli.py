@@ -78,7 +78,7 @@ def _fold_training_cases(folder: Path, fold: str | None) -> list[str] | None:
     splits_file = folder / "splits_final.json"
     if not splits_file.is_file():
         raise FileNotFoundError(f"{splits_file}: no splits; train once (nnU-Net writes it) or omit -f.")
-    splits = json.loads(splits_file.read_text())
+    splits = json.loads(splits_file.read_text(encoding="utf-8"))
     if not fold.isdigit() or int(fold) >= len(splits):
         raise ValueError(f"{splits_file}: fold {fold!r} does not exist ({len(splits)} folds).")
     return list(splits[int(fold)]["train"])
@@ -177,7 +177,7 @@ def run_keep_tumours_in_liver(args: argparse.Namespace) -> int:
     if not source.is_dir():
         raise FileNotFoundError(f"{source} is not a folder.")
     dataset_file = source / "dataset.json"
-    dataset_json = json.loads(dataset_file.read_text()) if dataset_file.is_file() else {}
+    dataset_json = json.loads(dataset_file.read_text(encoding="utf-8")) if dataset_file.is_file() else {}
     ending = args.file_ending or dataset_json.get("file_ending", ".nii.gz")
     if args.liver_label is not None and args.tumour_label is not None:
         liver, tumour = args.liver_label, args.tumour_label

@@ -128,7 +128,7 @@ def write_config(folder: Path, config: Mapping[str, Any]) -> Path:
     """``config.json`` (atomic)."""
     path = Path(folder) / CONFIG_NAME
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(dict(config), indent=2, sort_keys=True))
+    partial.write_text(json.dumps(dict(config), indent=2, sort_keys=True), encoding="utf-8")
     os.replace(partial, path)
     return path
 
@@ -139,7 +139,7 @@ def read_config(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; {folder} is not a trained nnunet_mm synthesis model folder.")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error}).") from None
 

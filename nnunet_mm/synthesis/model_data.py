@@ -59,7 +59,7 @@ def read_dataset_json(raw_dataset_folder: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; {raw_dataset_folder} is not an nnU-Net raw dataset.")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error}).") from None
 

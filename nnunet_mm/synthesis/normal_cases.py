@@ -193,12 +193,12 @@ def make_normal_dataset(source_folder: Path, target_folder: Path, *, method: Met
                     "name": dataset_name or target_folder.name,
                     "description": f"{dataset_json.get('description', '')} + tumour-free normal cases "
                                    f"(nnunet_mm make-normal, {method} inpainting) from {source_folder.name}".strip()}
-        (staging / "dataset.json").write_text(json.dumps(new_json, indent=4))
+        (staging / "dataset.json").write_text(json.dumps(new_json, indent=4), encoding="utf-8")
         (staging / "normal_cases.json").write_text(json.dumps(
             {"source": str(source_folder), "method": method,
              "model_folder": str(model_folder) if model_folder else None,
              "removal_mask": "closing 5x5 then one 3x3 dilation of the tumour label, per axial slice",
-             "includes_originals": include_originals, "cases": records}, indent=2))
+             "includes_originals": include_originals, "cases": records}, indent=2), encoding="utf-8")
         _write_grouped_splits(source_folder, staging, [case.identifier for case in cases], records, include_originals)
         png = _save_examples_png(examples, channel_names, staging / "normal_cases.png", method)
     return NormalCasesResult(target_folder, records, target_folder / png.name if png else None)

@@ -154,7 +154,7 @@ class TumourContrastStatistics:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        partial.write_text(json.dumps(self.to_dict(), indent=1))
+        partial.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
         os.replace(partial, path)
         return path
 
@@ -171,7 +171,7 @@ class TumourContrastStatistics:
             raise FileNotFoundError(f"{path}: no tumour contrast statistics; write them with 'nnunet_mm synth-stats "
                                     f"-d DATASET -c CONFIGURATION'.")
         try:
-            content = json.loads(path.read_text())
+            content = json.loads(path.read_text(encoding="utf-8"))
             if content.get("format") != FORMAT:
                 raise ValueError(f"format is {content.get('format')!r}, expected {FORMAT!r}")
             lesions = content["lesions"]

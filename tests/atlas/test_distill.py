@@ -30,17 +30,17 @@ def test_distilled_dataset_has_image_channels_and_ignore_labels(tmp_path):
         "channel_names": {"0": "MR", "1": "noNorm", "2": "noNorm"}, "labels": {"background": 0, "liver": 1,
                                                                               "tumor": 2},
         "numTraining": 1, "file_ending": ".nii.gz",
-        "nnunet_mm": {"modalities": {"0": "MR", "1": "atlas_prior:liver", "2": "atlas_prior:tumor"}}}))
+        "nnunet_mm": {"modalities": {"0": "MR", "1": "atlas_prior:liver", "2": "atlas_prior:tumor"}}}), encoding="utf-8")
     out = build_distilled_dataset(source, output_id=732, output_root=tmp_path)
-    dataset_json = json.loads((out / "dataset.json").read_text())
+    dataset_json = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["channel_names"] == {"0": "MR"} and dataset_json["labels"]["ignore"] == 3
     assert sorted(p.name for p in (out / "imagesTr").iterdir()) == ["c0_0000.nii.gz"]
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labelsTr" / "c0.nii.gz")))
     assert (label[:, 3:6, 2:6] == 1).all() and (label[:, 2, 2:6] == 3).all() and label[0, 0, 0] == 0
-    summary = json.loads((out / "nnunet_mm_qa" / "distill_summary.json").read_text())
+    summary = json.loads((out / "nnunet_mm_qa" / "distill_summary.json").read_text(encoding="utf-8"))
     assert summary["cases"]["c0"]["confident_voxel_accuracy"] == 1.0
     # folds that work with one training case (nnU-Net's default 5-fold split would fail)
-    assert json.loads((out / "splits_final.json").read_text()) == [{"train": ["c0"], "val": ["c0"]}]
+    assert json.loads((out / "splits_final.json").read_text(encoding="utf-8")) == [{"train": ["c0"], "val": ["c0"]}]
     with pytest.raises(FileExistsError):
         build_distilled_dataset(source, output_id=732, output_root=tmp_path)
     with pytest.raises(ValueError, match="no atlas prior channels"):

@@ -83,7 +83,7 @@ def test_trained_model_folder_loads_with_weights_only_and_warps_atlases(tmp_path
     assert {"BiRegNet loss (3 iterations)", "SimNet BCE (2 iterations)"} <= set(figure_texts(figure))
     assert [len(axis.get_lines()[0].get_xdata()) for axis in figure.axes] == [3, 2]
     assert all(axis.get_lines()[0].get_marker() == "o" for axis in figure.axes)
-    assert json.loads((tmp_path / "model" / "mas_model.json").read_text())["grid_shape"] == [8, 16, 16]
+    assert json.loads((tmp_path / "model" / "mas_model.json").read_text(encoding="utf-8"))["grid_shape"] == [8, 16, 16]
     with pytest.raises(FileExistsError, match="--overwrite"):
         train_learned_mas(atlas, target, tmp_path / "model", config=config, iterations=1, show_progress=False)
     backend, simnet = load_learned_mas(tmp_path / "model")
@@ -121,7 +121,7 @@ def test_the_networks_learn_from_the_folds_training_cases_only_and_the_dataset_r
     split = target_splits(open_raw_dataset(target))[0]
     assert len(split["val"]) == 1 and sorted(loaded) == sorted(["atlas_000", "atlas_001", *split["train"]])
     assert split["val"][0] not in loaded and "target_003" not in loaded  # fold 0's validation case, the test case
-    training = json.loads((tmp_path / "model" / "training.json").read_text())
+    training = json.loads((tmp_path / "model" / "training.json").read_text(encoding="utf-8"))
     assert training["target_training_cases"] == sorted(split["train"]) and training["fold"] == 0
     with pytest.raises(ValueError, match=r"--fold 7: the split of .* has folds 0..2"):
         train_learned_mas(atlas, target, tmp_path / "model2", config=config, iterations=1, fold=7,
@@ -130,7 +130,7 @@ def test_the_networks_learn_from_the_folds_training_cases_only_and_the_dataset_r
     backend, simnet = load_learned_mas(tmp_path / "model")
     out = build_mas_dataset(target, atlas, output_id=725, settings=MASSettings(fusion="simnet"), backend=backend,
                             simnet=simnet, output_root=tmp_path / "raw", show_progress=False)
-    recipe = read_settings(json.loads((out / "dataset.json").read_text())).method("mas_priors")
+    recipe = read_settings(json.loads((out / "dataset.json").read_text(encoding="utf-8"))).method("mas_priors")
     assert list(recipe.learned_training_cases) == sorted(split["train"])
     assert recipe.registration["model"] == str((tmp_path / "model").resolve())
     assert recipe.simnet_model == str((tmp_path / "model").resolve())
@@ -141,7 +141,7 @@ def test_the_networks_learn_from_the_folds_training_cases_only_and_the_dataset_r
     new.mkdir()
     (new / "fresh_0000.nii.gz").write_bytes((target / "imagesTs" / "target_003_0000.nii.gz").read_bytes())
     cases = {"fresh": {0: new / "fresh_0000.nii.gz"}}
-    assert prepare_atlas_priors(json.loads((out / "dataset.json").read_text()), "model/dataset.json", cases,
+    assert prepare_atlas_priors(json.loads((out / "dataset.json").read_text(encoding="utf-8")), "model/dataset.json", cases,
                                 prior_channels=[1], output_folder=tmp_path / "pred", show_progress=False) == {
         "fresh": "atlas"}
     np.testing.assert_allclose(

@@ -40,7 +40,7 @@ def test_prior_channels_line_up_with_the_images(datasets, tmp_path):
     out = build_mas_dataset(target, atlas, output_id=703, settings=MASSettings(num_atlases=2), backend=FAST,
                             output_root=tmp_path, cache_dir=tmp_path / "cache", show_progress=False)
     assert _tree_digest(target) == before  # the input is only read
-    dataset_json = json.loads((out / "dataset.json").read_text())
+    dataset_json = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     # one prior channel: the liver, which every atlas labels; no tumour channel (a lesion: an atlas's tumour says
     # nothing about where the target's is) unless asked for
     assert dataset_json["channel_names"] == {"0": "MR", "1": "noNorm"}
@@ -64,7 +64,7 @@ def test_prior_channels_line_up_with_the_images(datasets, tmp_path):
         assert liver_prior[label > 0].mean() > 2.5 * liver_prior[label == 0].mean()
     assert (out / "labelsTr" / "target_000.nii.gz").is_file() and (out / "labelsTs" / "target_002.nii.gz").is_file()
     assert (out / "nnunet_mm_qa" / "target_002.png").stat().st_size > 10_000
-    summary = json.loads((out / "nnunet_mm_qa" / "mas_summary.json").read_text())
+    summary = json.loads((out / "nnunet_mm_qa" / "mas_summary.json").read_text(encoding="utf-8"))
     assert summary["cases"]["target_000"]["fused_dice"]["1"] > 0.5
     assert summary["cache_hits"] == 0  # every target registered to both atlases, each pair timed:
     assert [len(case["seconds_per_pair"]) for case in summary["cases"].values()] == [2, 2, 2]
@@ -74,9 +74,9 @@ def test_prior_channels_line_up_with_the_images(datasets, tmp_path):
     again = build_mas_dataset(target, atlas, output_id=703, settings=MASSettings(num_atlases=2, fusion="staple"),
                               backend=FAST, output_root=tmp_path, cache_dir=tmp_path / "cache", overwrite=True,
                               prior_classes=["tumor", "liver"], show_progress=False)
-    summary = json.loads((again / "nnunet_mm_qa" / "mas_summary.json").read_text())
+    summary = json.loads((again / "nnunet_mm_qa" / "mas_summary.json").read_text(encoding="utf-8"))
     assert summary["cache_hits"] == 6  # 3 targets × 2 atlases, nothing registered twice
-    dataset_json = json.loads((again / "dataset.json").read_text())  # asked for: the tumour channel too, in label order
+    dataset_json = json.loads((again / "dataset.json").read_text(encoding="utf-8"))  # asked for: the tumour channel too, in label order
     assert dataset_json["channel_names"] == {"0": "MR", "1": "noNorm", "2": "noNorm"}
     assert dataset_json["nnunet_mm"]["modalities"] == {"0": "MR", "1": "atlas_prior:liver", "2": "atlas_prior:tumor"}
     with pytest.raises(ValueError, match=r"--prior-classes kidney: \['kidney'\] not among the foreground classes "
@@ -89,12 +89,12 @@ def test_two_training_targets_get_a_two_fold_split_and_the_atlases_used_are_reco
     root, atlas, target = datasets
     out = build_mas_dataset(target, atlas, output_id=708, backend=FAST, output_root=tmp_path,
                             cache_dir=tmp_path / "cache", show_progress=False)  # K not given: every atlas (2 < 5)
-    splits = json.loads((out / "splits_final.json").read_text())
+    splits = json.loads((out / "splits_final.json").read_text(encoding="utf-8"))
     assert len(splits) == 2  # nnU-Net's default 5-fold split would fail on 2 cases
     assert sorted((fold["train"], fold["val"]) for fold in splits) == [(["target_000"], ["target_001"]),
                                                                      (["target_001"], ["target_000"])]
-    assert json.loads((out / "dataset.json").read_text())["nnunet_mm"]["registration"]["num_atlases"] == 2
-    summary = json.loads((out / "nnunet_mm_qa" / "mas_summary.json").read_text())
+    assert json.loads((out / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["registration"]["num_atlases"] == 2
+    summary = json.loads((out / "nnunet_mm_qa" / "mas_summary.json").read_text(encoding="utf-8"))
     assert summary["settings"]["num_atlases"] == 2
 
 
@@ -139,7 +139,7 @@ def test_missing_atlas_label_is_named(datasets, tmp_path):
     broken = tmp_path / "Dataset704_Broken"
     (broken / "imagesTr").mkdir(parents=True)
     (broken / "labelsTr").mkdir()
-    (broken / "dataset.json").write_text((atlas / "dataset.json").read_text())
+    (broken / "dataset.json").write_text((atlas / "dataset.json").read_text(encoding="utf-8"), encoding="utf-8")
     for path in (atlas / "imagesTr").iterdir():
         (broken / "imagesTr" / path.name).write_bytes(path.read_bytes())
     with pytest.raises(FileNotFoundError, match="atlas_000.nii.gz"):
@@ -151,9 +151,9 @@ def test_label_maps_must_match(datasets, tmp_path):
     root, atlas, target = datasets
     other = tmp_path / "Dataset706_Other"
     other.mkdir()
-    dataset_json = json.loads((atlas / "dataset.json").read_text())
+    dataset_json = json.loads((atlas / "dataset.json").read_text(encoding="utf-8"))
     dataset_json["labels"] = {"background": 0, "organ": 1}
-    (other / "dataset.json").write_text(json.dumps(dataset_json))
+    (other / "dataset.json").write_text(json.dumps(dataset_json), encoding="utf-8")
     with pytest.raises(ValueError, match="share one label map"):
         build_mas_dataset(target, other, output_id=707, backend=FAST, output_root=tmp_path, show_progress=False)
 

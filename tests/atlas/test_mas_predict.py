@@ -42,7 +42,7 @@ def _new_case_folder(tmp_path, target, name="newpatient"):
 
 def test_a_new_case_gets_the_priors_building_it_into_the_dataset_gave(mas_dataset, tmp_path, monkeypatch):
     root, atlas, target, out = mas_dataset
-    dataset_json = json.loads((out / "dataset.json").read_text())
+    dataset_json = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     cases = _new_case_folder(tmp_path, target)
     sources = prepare_atlas_priors(dataset_json, "model/dataset.json", cases, prior_channels=[1],
                                    output_folder=tmp_path / "out", show_progress=False)
@@ -55,7 +55,7 @@ def test_a_new_case_gets_the_priors_building_it_into_the_dataset_gave(mas_datase
     np.testing.assert_allclose(sitk.GetArrayFromImage(new_prior), sitk.GetArrayFromImage(built_prior), atol=1e-5)
     assert sitk.GetArrayFromImage(new_prior).max() > 0.5  # a real prior, not an empty channel
     assert (tmp_path / "out" / PRIORS_DIR / "qa" / "newpatient.png").stat().st_size > 10_000
-    record = json.loads((tmp_path / "out" / PRIORS_DIR / PRIORS_RECORD).read_text())
+    record = json.loads((tmp_path / "out" / PRIORS_DIR / PRIORS_RECORD).read_text(encoding="utf-8"))
     assert record["newpatient"]["atlases"] == ["atlas_000", "atlas_002"]  # K = 2, as recorded
 
     # the next run reuses the priors: nothing is registered
@@ -88,7 +88,7 @@ def test_a_new_case_gets_the_priors_building_it_into_the_dataset_gave(mas_datase
 
 def test_moved_or_changed_atlases_are_refused_naming_the_file(mas_dataset, tmp_path):
     root, atlas, target, out = mas_dataset
-    dataset_json = json.loads((out / "dataset.json").read_text())
+    dataset_json = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     moved = tmp_path / "moved_atlases"
     shutil.copytree(atlas, moved)
     dataset_json["nnunet_mm"]["mas_priors"]["atlas_dataset"] = str(tmp_path / "gone")
@@ -111,7 +111,7 @@ def test_moved_or_changed_atlases_are_refused_naming_the_file(mas_dataset, tmp_p
 
 def test_a_model_without_a_recipe_is_refused_unless_priors_are_given_or_zero(mas_dataset, tmp_path):
     root, atlas, target, out = mas_dataset
-    dataset_json = json.loads((out / "dataset.json").read_text())
+    dataset_json = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     del dataset_json["nnunet_mm"]["mas_priors"]
     with pytest.raises(ValueError, match=r"model/dataset.json: the model takes atlas prior channels \[1\] but "
                                          r"records no 'mas_priors' recipe.*--priors zeros"):

@@ -69,7 +69,7 @@ def _write_dataset(raw: Path) -> None:
     (folder / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "MR", "1": "noNorm"}, "labels": {"background": 0, "organ": 1},
         "numTraining": len(X_SPACINGS_MM), "file_ending": ".nii.gz",
-        "nnunet_mm": {"modalities": {"0": "MR", "1": "atlas_prior:organ"}}}))
+        "nnunet_mm": {"modalities": {"0": "MR", "1": "atlas_prior:organ"}}}), encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def _nnunet_objects(root: Path):
 
     preprocessed = root / "pre" / DATASET
     plans_manager = PlansManager(str(preprocessed / "nnUNetPlans.json"))
-    dataset_json = json.loads((preprocessed / "dataset.json").read_text())
+    dataset_json = json.loads((preprocessed / "dataset.json").read_text(encoding="utf-8"))
     return plans_manager, plans_manager.get_configuration("3d_fullres"), dataset_json
 
 

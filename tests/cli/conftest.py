@@ -76,9 +76,9 @@ class CommandLine:
         and preprocessed; trainers read the preprocessed one)."""
         for folder in (self.raw, self.preprocessed):
             path = folder / dataset_name / "dataset.json"
-            dataset_json = json.loads(path.read_text())
+            dataset_json = json.loads(path.read_text(encoding="utf-8"))
             dataset_json.setdefault("nnunet_mm", {}).update(entries)
-            path.write_text(json.dumps(dataset_json, indent=2))
+            path.write_text(json.dumps(dataset_json, indent=2), encoding="utf-8")
 
 
 @dataclass(frozen=True)

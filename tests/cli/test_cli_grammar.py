@@ -177,7 +177,7 @@ def test_default_cuda_device_without_a_gpu_stops_before_reading_images(nnunet_fo
     dataset = nnunet_folders["nnUNet_raw"] / "Dataset930_Weak"
     (dataset / "imagesTr").mkdir(parents=True)
     (dataset / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0},
-                                                      "file_ending": ".nii.gz", "numTraining": 0}))
+                                                      "file_ending": ".nii.gz", "numTraining": 0}), encoding="utf-8")
     assert nnunet_mm(["weak-train-gan", "-d", "930", "-o", str(nnunet_folders["nnUNet_results"] / "gan")]) == 1
     assert "-device cuda" in _error_line(capsys, "weak-train-gan")
     assert not (nnunet_folders["nnUNet_results"] / "gan").exists()
@@ -229,7 +229,7 @@ def _fake_model(results: Path, trainer: str) -> Path:
     (folder / "fold_0" / "checkpoint_final.pth").write_bytes(b"")
     (folder / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "CT", "1": "CT"}, "labels": {"background": 0, "liver": 1, "tumor": 2},
-        "file_ending": ".nii.gz", "numTraining": 1}))
+        "file_ending": ".nii.gz", "numTraining": 1}), encoding="utf-8")
     return folder
 
 

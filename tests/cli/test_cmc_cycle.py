@@ -22,7 +22,7 @@ def test_cmc_trainer_cli_cycle_with_unlabeled_cases(cli, plan_in_process):
     assert nnunet_mm(["preprocess-unlabeled", "-d", "581", "-c", "2d"]) == 0
     cli.run("nnUNetv2_train", "581", "2d", "0", "-tr", "CMCTrainer_debug", "-device", "cpu")
     fold = next(cli.results.glob("Dataset581_*")) / "CMCTrainer_debug__nnUNetPlans__2d" / "fold_0"
-    log = next(fold.glob("training_log_*.txt")).read_text()
+    log = next(fold.glob("training_log_*.txt")).read_text(encoding="utf-8")
     csc = [float(line.split("csc ")[1].split()[0]) for line in log.splitlines() if "nnunet_mm: csc" in line]
     assert len(csc) == 2 and all(value > 0 for value in csc)  # 0 when a step skips the unlabeled cases
     images = next(cli.raw.glob("Dataset581_*")) / "imagesTs"

@@ -33,12 +33,12 @@ def test_demo_cycle_trains_predicts_and_evaluates(cli, monkeypatch):
     result = run_demo(demo, num_training=6, num_test=2, shape_zyx=(16, 32, 32), trainers=trainers, device="cpu")
     results = demo / "nnUNet_results" / "Dataset511_MultiPhaseLiver"
     fold = results / "MultiModalTrainer_debug__nnUNetPlans__2d" / "fold_0"
-    log = next(fold.glob("training_log_*.txt")).read_text()
+    log = next(fold.glob("training_log_*.txt")).read_text(encoding="utf-8")
     assert "nnunet_mm: 4 channel(s), reference channel 0 (pv)" in log
     assert (results / "nnUNetTrainer_debug__nnUNetPlans__2d" / "fold_0" / "checkpoint_final.pth").is_file()
     # both trainers on the one plan
-    assert json.loads((fold.parent / "plans.json").read_text()) == json.loads(
-        (results / "nnUNetTrainer_debug__nnUNetPlans__2d" / "plans.json").read_text())
+    assert json.loads((fold.parent / "plans.json").read_text(encoding="utf-8")) == json.loads(
+        (results / "nnUNetTrainer_debug__nnUNetPlans__2d" / "plans.json").read_text(encoding="utf-8"))
     # training lowered the loss: the second epoch's mean was 67-78 % of the first's in 12 unseeded runs. No bound on
     # Dice: after these 8 iterations the test cases' Dice is noise (the demo's own schedule is 200 iterations)
     checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)  # written just now
@@ -53,10 +53,10 @@ def test_demo_cycle_trains_predicts_and_evaluates(cli, monkeypatch):
             image, truth = sitk.ReadImage(str(prediction)), sitk.ReadImage(str(labels / prediction.name))
             assert image.GetSize() == truth.GetSize() and image.GetSpacing() == truth.GetSpacing()
             assert set(np.unique(sitk.GetArrayFromImage(image))) <= {0, 1, 2}
-    filled = json.loads((demo / "pred_multimodal_missing" / "missing_channels.json").read_text())
+    filled = json.loads((demo / "pred_multimodal_missing" / "missing_channels.json").read_text(encoding="utf-8"))
     assert all(entry["filled"] == [1, 3] and entry["available"] == [0, 2] for entry in filled.values())
     # nnunet_mm compare scored every run against stock nnU-Net, and the table shows its numbers
-    report = json.loads((demo / "compare" / "compare.json").read_text())
+    report = json.loads((demo / "compare" / "compare.json").read_text(encoding="utf-8"))
     assert report["settings"]["baseline"] == "stock" and sorted(report["arms"]) == sorted(runs)
     assert result.dice["multimodal"]["tumor"] == round(report["summary"]["tumor"]["multimodal"]["dice_mean"], 3)
     assert (demo / "compare" / "compare.png").is_file() and result.compare_md.is_file()
@@ -123,12 +123,12 @@ def test_stock_commands_on_a_dataset_we_did_not_generate(cli, plan_in_process, c
         assert prediction.GetSize() == sitk.ReadImage(str(flair)).GetSize()
         assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1}
     # the evaluation compared this case's prediction with its label, voxel by voxel
-    [scores] = json.loads((cli.results / "pred" / "summary.json").read_text())["metric_per_case"]
+    [scores] = json.loads((cli.results / "pred" / "summary.json").read_text(encoding="utf-8"))["metric_per_case"]
     predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(cli.results / "pred" / f"{case}.nii.gz"))) == 1
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTs" / f"{case}.nii.gz"))) == 1
     assert scores["metrics"]["1"]["n_pred"] == predicted.sum() and scores["metrics"]["1"]["n_ref"] == truth.sum() > 0
     assert scores["metrics"]["1"]["TP"] == (predicted & truth).sum()
-    report = json.loads((cli.results / "pred_flair_only" / "missing_channels.json").read_text())
+    report = json.loads((cli.results / "pred_flair_only" / "missing_channels.json").read_text(encoding="utf-8"))
     assert report[case] == {"available": [0], "filled": [1], "fill_mode": "duplicate"}
 
     # nnunet_mm predict writes a folder nnU-Net's own tools accept: ensembling, post-processing, evaluation
@@ -150,7 +150,7 @@ def test_stock_commands_on_a_dataset_we_did_not_generate(cli, plan_in_process, c
     assert (cli.results / "postprocessed" / f"{case}.nii.gz").is_file()
     cli.run("nnUNetv2_evaluate_folder", str(folder / "labelsTs"), str(full), "-djfile", str(full / "dataset.json"),
             "-pfile", str(full / "plans.json"), "-np", "1")
-    scores_mm = json.loads((full / "summary.json").read_text())["metric_per_case"][0]["metrics"]["1"]
+    scores_mm = json.loads((full / "summary.json").read_text(encoding="utf-8"))["metric_per_case"][0]["metrics"]["1"]
     assert scores_mm["n_ref"] == truth.sum()
 
     missing_reference = cli.results / "t1c_only"
@@ -175,7 +175,7 @@ def test_stock_commands_on_a_dataset_we_did_not_generate(cli, plan_in_process, c
     assert f"{with_nan / flair.name}: contains 1 NaN/inf voxels" in capsys.readouterr().err
     assert nnunet_mm(["predict", "-i", str(with_nan), "-o", str(cli.results / "pred_nan"), *model_args,
                       "--replace-non-finite", "--disable_progress_bar"]) == 0
-    replaced = json.loads((cli.results / "pred_nan" / "missing_channels.json").read_text())[case]
+    replaced = json.loads((cli.results / "pred_nan" / "missing_channels.json").read_text(encoding="utf-8"))[case]
     assert replaced["non_finite_replaced"]["0"]["voxels"] == 1
     assert replaced["non_finite_replaced"]["0"]["value"] == float(np.nanmin(nan_array))
     assert sorted(p.name for p in (cli.results / "pred_nan").iterdir()) == sorted(

@@ -29,16 +29,16 @@ def test_mas_prior_trainer_cli_cycle(cli, plan_in_process, capsys):
     assert "nnunet_mm mas: warning: '-o' is deprecated, use '--target-id'" in err
     assert "--overwrite" in err
     mas_folder = cli.raw / "Dataset713_PhantomMRTarget_MASPrior"
-    splits = json.loads((mas_folder / "splits_final.json").read_text())
+    splits = json.loads((mas_folder / "splits_final.json").read_text(encoding="utf-8"))
     assert len(splits) == 5 and sorted(c for fold in splits for c in fold["val"]) == [f"target_{i:03d}"
                                                                                       for i in range(5)]
     plan_in_process(713, ("2d",))
     cli.run("nnUNetv2_train", "713", "2d", "0", "-tr", "MASPriorTrainer_debug", "-device", "cpu")
     fold = cli.results / "Dataset713_PhantomMRTarget_MASPrior" / "MASPriorTrainer_debug__nnUNetPlans__2d" / "fold_0"
-    log = next(fold.glob("training_log_*.txt")).read_text()
+    log = next(fold.glob("training_log_*.txt")).read_text(encoding="utf-8")
     assert "atlas prior channel" in log  # the trainer's wording of its channel report is changing (issue 18)
     assert "The split file contains 5 splits" in log  # mas's split, which nnU-Net's planner copied
-    assert json.loads((cli.preprocessed / mas_folder.name / "splits_final.json").read_text()) == splits
+    assert json.loads((cli.preprocessed / mas_folder.name / "splits_final.json").read_text(encoding="utf-8")) == splits
     images = cli.raw / "Dataset713_PhantomMRTarget_MASPrior" / "imagesTs"
     # the image and the liver prior; no tumour channel (the atlases' tumours say nothing about the target's)
     assert sorted(p.name for p in images.iterdir()) == [f"target_005_000{c}.nii.gz" for c in range(2)]
@@ -71,13 +71,13 @@ def test_mas_prior_trainer_cli_cycle(cli, plan_in_process, capsys):
     np.testing.assert_allclose(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "atlas_priors" / "unseen_0001.nii.gz"))),
                                sitk.GetArrayFromImage(sitk.ReadImage(str(images / "target_005_0001.nii.gz"))),
                                atol=1e-5)
-    report = json.loads((out / "missing_channels.json").read_text())
+    report = json.loads((out / "missing_channels.json").read_text(encoding="utf-8"))
     assert {case: r["derived"] for case, r in report.items()} == {"fresh": "atlas", "unseen": "atlas"}
     assert all(r["filled"] == [] for r in report.values())
     assert nnunet_mm(predict) == 0  # again: the priors are reused, nothing registered
     assert "atlas priors: 2 cached" in capsys.readouterr().out
     assert nnunet_mm([*predict, "--priors", "zeros", "-o", str(cli.results / "pred_zeros")]) == 0
-    report = json.loads((cli.results / "pred_zeros" / "missing_channels.json").read_text())
+    report = json.loads((cli.results / "pred_zeros" / "missing_channels.json").read_text(encoding="utf-8"))
     assert report["fresh"]["derived"] == "zeros" and report["fresh"]["filled"] == [1]
     assert not (cli.results / "pred_zeros" / "atlas_priors").exists()
     # the atlases moved: refused, naming the file and --atlas; found again with --atlas

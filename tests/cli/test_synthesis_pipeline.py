@@ -30,7 +30,7 @@ def test_inpainter_to_prediction_with_the_diffusion_synthesizer_and_its_pool(cli
     assert nnunet_mm(["make-normal", "-d", "590", "--target-id", "591", "-device", "cpu"]) == 0
     normal = cli.raw / "Dataset591_TwoPhaseLiver_normal"
     assert len(list((normal / "labelsTr").glob("*_normal.nii.gz"))) == 5
-    splits = json.loads((normal / "splits_final.json").read_text())
+    splits = json.loads((normal / "splits_final.json").read_text(encoding="utf-8"))
     assert all(("phantom_000" in fold["train"]) == ("phantom_000_normal" in fold["train"]) for fold in splits)
 
     plan_in_process(591, ("3d_fullres",))

@@ -40,7 +40,7 @@ def test_weak_label_cycle_gan_export_train_resume(cli, plan_in_process, one_torc
     assert torch.load(gan / "cltn_checkpoint.pt", weights_only=True)["iteration"] == 3
     assert nnunet_mm(["weak-export", "-d", "920", "-m", str(gan), "--target-id", "921", "-device", "cpu"]) == 0
     target = cli.raw / "Dataset921_SkinBlobsPseudoMasks"
-    assert json.loads((target / "dataset.json").read_text())["labels"]["ignore"] == 2
+    assert json.loads((target / "dataset.json").read_text(encoding="utf-8"))["labels"]["ignore"] == 2
 
     plan_in_process(921, ("2d",))
     cli.run("nnUNetv2_train", "921", "2d", "0", "-tr", "WeakLabelTrainer_debug", "-device", "cpu")
@@ -61,9 +61,9 @@ def test_weak_label_cycle_gan_export_train_resume(cli, plan_in_process, one_torc
     from safetensors.torch import load_file
 
     from nnunet_mm.weak.trainer import WeakLabelTrainer_debug
-    plans = json.loads((fold.parent / "plans.json").read_text())
+    plans = json.loads((fold.parent / "plans.json").read_text(encoding="utf-8"))
     plans["continue_training"] = True
-    trainer = WeakLabelTrainer_debug(plans, "2d", 0, json.loads((fold.parent / "dataset.json").read_text()),
+    trainer = WeakLabelTrainer_debug(plans, "2d", 0, json.loads((fold.parent / "dataset.json").read_text(encoding="utf-8")),
                                      torch.device("cpu"))
     trainer.load_checkpoint(str(fold / "checkpoint_final.pth"))
     saved = load_file(str(teacher_file))

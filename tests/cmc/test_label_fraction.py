@@ -28,7 +28,7 @@ def _fake_dataset(folder: Path, modality_of: dict[str, str], **block: object) ->
     dataset_json = {"channel_names": {"0": "CT", "1": "CT"}, "labels": {"background": 0, "organ": 1},
                     "numTraining": len(modality_of), "file_ending": ".nii.gz", "name": folder.name,
                     "nnunet_mm": {"per_case_modality": modality_of, **block}}
-    (folder / "dataset.json").write_text(json.dumps(dataset_json))
+    (folder / "dataset.json").write_text(json.dumps(dataset_json), encoding="utf-8")
     return folder
 
 
@@ -51,7 +51,7 @@ def test_keeps_the_fraction_labeled_and_moves_the_rest_to_imagesUnl(phantom_sour
     assert len(labeled) == 2
     assert sorted(p.name for p in (target / "imagesTr").iterdir()) == [f"{c}_{x:04d}.nii.gz" for c in labeled
                                                                         for x in (0, 1)]
-    dataset_json = json.loads((target / "dataset.json").read_text())
+    dataset_json = json.loads((target / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["numTraining"] == 2 and dataset_json["name"] == target.name
     assert dataset_json["nnunet_mm"]["unlabeled_dir"] == "imagesUnl"
     assert dataset_json["nnunet_mm"]["phase_names"] == ["pv", "art"]
@@ -67,7 +67,7 @@ def test_keeps_the_fraction_labeled_and_moves_the_rest_to_imagesUnl(phantom_sour
     assert sorted(p.name for p in (target / "imagesTs").iterdir()) == ["phantom_004_0000.nii.gz",
                                                                        "phantom_004_0001.nii.gz"]
 
-    splits = json.loads((target / "splits_final.json").read_text())
+    splits = json.loads((target / "splits_final.json").read_text(encoding="utf-8"))
     assert len(splits) == 2
     assert all(sorted(fold["train"] + fold["val"]) == labeled for fold in splits)
     verify_dataset_integrity(str(target), num_processes=1)
@@ -80,7 +80,7 @@ def test_same_seed_gives_the_same_cases_and_overwrite_is_required_to_replace(pha
         make_label_fraction_dataset(520, 0.25, target_id=522, seed=1)
     again = make_label_fraction_dataset(520, 0.25, target_id=522, seed=1, overwrite=True)
     assert sorted(p.name for p in (again / "labelsTr").iterdir()) == chosen and len(chosen) == 1
-    splits = json.loads((again / "splits_final.json").read_text())
+    splits = json.loads((again / "splits_final.json").read_text(encoding="utf-8"))
     assert splits == [{"train": [chosen[0][:-7]], "val": [chosen[0][:-7]]}]  # one labeled case: one fold
 
 
@@ -95,7 +95,7 @@ def test_stratifies_by_per_case_modality_so_every_modality_keeps_labels(tmp_path
     labeled = sorted(p.name[:-len(".nii.gz")] for p in (target / "labelsTr").iterdir())
     assert len(labeled) == 2 and {modality_of[c] for c in labeled} == {"CT", "MR"}
     assert sorted(p.name for p in (target / "labelsTr_phases").iterdir()) == [f"{c}_0001.nii.gz" for c in labeled]
-    block = json.loads((target / "dataset.json").read_text())["nnunet_mm"]
+    block = json.loads((target / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]
     assert block["per_case_modality"] == modality_of  # kept for every case, labeled or not
 
 

@@ -41,9 +41,9 @@ def _raw_with_unlabeled(root: Path) -> Path:
     for channel in (0, 1):
         shutil.copyfile(raw / "imagesTr" / f"phantom_000_{channel:04d}.nii.gz",
                         unlabeled / f"copy_000_{channel:04d}.nii.gz")
-    dataset_json = json.loads((raw / "dataset.json").read_text())
+    dataset_json = json.loads((raw / "dataset.json").read_text(encoding="utf-8"))
     dataset_json["numTraining"] = 2
-    (raw / "dataset.json").write_text(json.dumps(dataset_json))
+    (raw / "dataset.json").write_text(json.dumps(dataset_json), encoding="utf-8")
     return raw
 
 
@@ -88,7 +88,7 @@ def test_preprocessed_unlabeled_cases_load_and_batch_like_labeled_ones(planned):
 
     plans_manager = PlansManager(str(preprocessed / "nnUNetPlans.json"))
     configuration = plans_manager.get_configuration("3d_fullres")
-    dataset_json = json.loads((raw / "dataset.json").read_text())
+    dataset_json = json.loads((raw / "dataset.json").read_text(encoding="utf-8"))
     patch_size = configuration.patch_size
     loader = nnUNetDataLoader(unlabeled, 2, patch_size, patch_size, plans_manager.get_label_manager(dataset_json),
                               oversample_foreground_percent=0.0)

@@ -195,13 +195,13 @@ def test_the_trainer_passes_its_prototype_schedule_to_the_network(trainer_kit):
 
 def test_the_log_says_when_other_phases_fall_back_to_the_reference_label(trainer_kit):
     trainer = trainer_kit.trainer(CMGTrainer, block={"seed": 0})
-    log = open(trainer.log_file).read()
+    log = open(trainer.log_file, encoding="utf-8").read()
     assert "no per-phase labels" in log and "reference label" in log
 
 
 def test_the_log_states_the_feature_widths_fusion_guidance_and_prototype_schedule(trainer_kit):
     """The phantom's 2d plans: PlainConvUNet (32, 64, 128, 256), two phases, nnU-Net's 1000 epochs."""
-    log = open(trainer_kit.trainer(CMGTrainer, block={"seed": 0}).log_file).read()
+    log = open(trainer_kit.trainer(CMGTrainer, block={"seed": 0}).log_file, encoding="utf-8").read()
     assert ("nnunet_mm CMG: CMGUNet, one encoder per phase (2 phases), features per stage [20, 40, 76, 152] (the "
             "plans' PlainConvUNet [32, 64, 128, 256] x 0.60, so that 2 streams fit where one U-Net did); Multi-Scale "
             "Fusion of the phases at encoder stages [1, 2, 3]; Cross-Modal Guidance at the 2 deepest decoder levels "
@@ -222,4 +222,4 @@ def test_the_log_names_the_configuration_and_folder_of_per_phase_labels(trainer_
     trainer.initialize()
     assert (f"nnunet_mm CMG: every phase is supervised with its own label (configuration '2d_phases', data "
             f"{trainer_kit.preprocessed / 'nnUNetPlans_2d_phases'}, from the raw dataset's labelsTr_phases/, made by "
-            f"'nnunet_mm phase-labels').") in open(trainer.log_file).read()
+            f"'nnunet_mm phase-labels').") in open(trainer.log_file, encoding="utf-8").read()

@@ -72,7 +72,7 @@ def test_phase_labels_become_aligned_extra_seg_channels_and_cmg_trains_on_them(m
 def _log_lines(trainer) -> list[str]:
     from pathlib import Path
 
-    return Path(trainer.log_file).read_text().splitlines()
+    return Path(trainer.log_file).read_text(encoding="utf-8").splitlines()
 
 
 def test_phase_labels_shows_a_progress_bar_over_the_cases(tmp_path, monkeypatch):
@@ -93,10 +93,10 @@ def test_phase_labels_shows_a_progress_bar_over_the_cases(tmp_path, monkeypatch)
     (raw / "labelsTr_phases" / "a_0001.nii.gz").touch()
     (raw / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "CT", "1": "CT"}, "labels": {"background": 0, "lesion": 1}, "numTraining": 3,
-        "file_ending": ".nii.gz", "nnunet_mm": {"phase_labels_dir": "labelsTr_phases"}}))
+        "file_ending": ".nii.gz", "nnunet_mm": {"phase_labels_dir": "labelsTr_phases"}}), encoding="utf-8")
     preprocessed = tmp_path / "pre" / "Dataset931_Bar"
     preprocessed.mkdir(parents=True)
-    (preprocessed / "nnUNetPlans.json").write_text(json.dumps({"configurations": {"3d_fullres": {}}}))
+    (preprocessed / "nnUNetPlans.json").write_text(json.dumps({"configurations": {"3d_fullres": {}}}), encoding="utf-8")
     monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
     monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
     monkeypatch.setattr(phase_labels, "_preprocess_case", lambda case, **kwargs: sum(f is not None for f in case[3]))

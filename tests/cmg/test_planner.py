@@ -24,7 +24,7 @@ def _fake_dataset(root: Path, num_channels: int, shape: list[int]) -> None:
     (raw / "dataset.json").write_text(json.dumps({
         "channel_names": {str(c): "CT" for c in range(num_channels)}, "labels": {"background": 0, "liver": 1,
                                                                                  "tumor": 2},
-        "numTraining": 4, "file_ending": ".nii.gz"}))
+        "numTraining": 4, "file_ending": ".nii.gz"}), encoding="utf-8")
     pre = root / "pre" / "Dataset777_Plan"
     pre.mkdir(parents=True)
     intensity = {"max": 300.0, "mean": 80.0, "median": 80.0, "min": -100.0, "percentile_00_5": -50.0,
@@ -32,7 +32,7 @@ def _fake_dataset(root: Path, num_channels: int, shape: list[int]) -> None:
     (pre / "dataset_fingerprint.json").write_text(json.dumps({
         "foreground_intensity_properties_per_channel": {str(c): intensity for c in range(num_channels)},
         "median_relative_size_after_cropping": 1.0, "shapes_after_crop": [shape] * 4,
-        "spacings": [[1.0, 0.8, 0.8]] * 4}))
+        "spacings": [[1.0, 0.8, 0.8]] * 4}), encoding="utf-8")
 
 
 @pytest.mark.parametrize("num_channels", [2, 4])

@@ -116,7 +116,7 @@ def test_archives_with_escaping_members_are_refused_before_anything_is_extracted
     with zipfile.ZipFile(good_zip, "w") as handle:
         handle.writestr("Top/case/a.txt", "x")
     with source_folder(good_zip) as folder:
-        assert (folder / "case" / "a.txt").read_text() == "x"
+        assert (folder / "case" / "a.txt").read_text(encoding="utf-8") == "x"
     assert not folder.exists()  # the temporary extraction is removed
 
 
@@ -150,7 +150,7 @@ def test_source_files_skip_hidden_entries_and_sort_numbers_numerically(tmp_path)
     for name in ("Training Batch 10/volume-2.nii", "Training Batch 2/volume-10.nii", "Training Batch 2/volume-9.nii",
                  "Training Batch 2/.DS_Store", "__MACOSX/Training Batch 2/._volume-9.nii", ".git/config"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("x")
+        (tmp_path / name).write_text("x", encoding="utf-8")
     assert [p.relative_to(tmp_path).as_posix() for p in source_files(tmp_path)] == [
         "Training Batch 2/volume-9.nii", "Training Batch 2/volume-10.nii", "Training Batch 10/volume-2.nii"]
 
@@ -170,7 +170,7 @@ def test_prepare_output_guards_the_input_and_existing_datasets(tmp_path):
         prepare_output(source, dataset_id=510, dataset_name="LiTS", output_root=source, overwrite=False)
     existing = tmp_path / "raw" / "Dataset510_LiTS"
     existing.mkdir(parents=True)
-    (existing / "dataset.json").write_text("{}")
+    (existing / "dataset.json").write_text("{}", encoding="utf-8")
     with pytest.raises(FileExistsError, match="--overwrite"):
         prepare_output(source, dataset_id=510, dataset_name="LiTS", output_root=tmp_path / "raw", overwrite=False)
     with pytest.raises(ValueError, match="same dataset id"):

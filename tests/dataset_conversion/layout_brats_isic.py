@@ -115,7 +115,7 @@ def write_brats_training(parent: Path, year: int, cases: dict[str, Sequence[str]
     root = parent / training_folder
     root.mkdir(parents=True)
     for name, text in csv_files.items():
-        (root / name).write_text(text)
+        (root / name).write_text(text, encoding="utf-8")
     seed = 0
     for grade, suffixes in cases.items():
         for suffix in suffixes:
@@ -187,8 +187,8 @@ def write_png(array: np.ndarray, path: Path) -> None:
 def _isic_folder(root: Path, name: str) -> Path:
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "ATTRIBUTION.txt").write_text("ISIC archive attribution\n")
-    (folder / "LICENSE.txt").write_text("ISIC archive terms of use\n")
+    (folder / "ATTRIBUTION.txt").write_text("ISIC archive attribution\n", encoding="utf-8")
+    (folder / "LICENSE.txt").write_text("ISIC archive terms of use\n", encoding="utf-8")
     return folder
 
 

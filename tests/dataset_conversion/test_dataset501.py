@@ -86,7 +86,7 @@ def test_phantom_png_layout_becomes_pv_art_channels_pv_labels_art_phase_labels_a
     assert sitk.ReadImage(str(dataset / "imagesTr" / "phantom_000_0000.nii.gz")).GetPixelID() == sitk.sitkInt16
     assert kit.tree_state(phantom_png) == before
 
-    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    dataset_json = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["channel_names"] == {"0": "CT", "1": "CT"}
     assert dataset_json["labels"] == {"background": 0, "liver": 1, "tumor": 2}
     assert dataset_json["numTraining"] == 2 and dataset_json["file_ending"] == ".nii.gz"
@@ -133,7 +133,7 @@ def test_torch_saved_numpy_arrays_load_without_unpickling_code(tmp_path: Path, o
     dataset = convert(source, output_root=output_root)
     case = make_case(case_seed(0, 0), shape_zyx=SHAPE_ZYX, phases=("pv", "art"))
     np.testing.assert_array_equal(_array(dataset / "imagesTr" / "phantom_000_0001.nii.gz"), case.images["art"])
-    notes = json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["notes"]
+    notes = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["notes"]
     assert notes[-1] == "image slices: serialised arrays (as stored)"
 
 
@@ -198,7 +198,7 @@ def test_registration_realigns_art_image_and_art_labels_onto_pv(tmp_path: Path, 
     liver = pv_label == 1
     assert abs(np.median(art[liver]) - 80) < 20 and abs(np.median(pv[liver]) - 115) < 20  # ART / PV liver HU
     assert any(line.startswith("liver Dice pv vs art labels") for line in summary.notes)
-    assert json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["registration"] == mode
+    assert json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["registration"] == mode
 
 
 def test_phases_option_picks_the_reference_phase(seed_layout: tuple[Path, dict], output_root: Path) -> None:
@@ -207,7 +207,7 @@ def test_phases_option_picks_the_reference_phase(seed_layout: tuple[Path, dict],
     np.testing.assert_array_equal(_array(dataset / "imagesTr" / "2_0000.nii.gz"), written["2"].images["art"])
     np.testing.assert_array_equal(_array(dataset / "labelsTr" / "2.nii.gz"), written["2"].labels["art"])
     np.testing.assert_array_equal(_array(dataset / "labelsTr_phases" / "2_0001.nii.gz"), written["2"].labels["pv"])
-    assert json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["phase_names"] == ["art", "pv"]
+    assert json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["phase_names"] == ["art", "pv"]
 
 
 def test_a_zip_archive_is_read_like_the_folder(seed_layout: tuple[Path, dict], tmp_path: Path,
@@ -372,10 +372,10 @@ def test_an_existing_dataset_is_refused_without_overwrite_and_replaced_with_it(s
     root = seed_layout[0]
     dataset = convert(root, output_root=output_root)
     marker = dataset / "marker.txt"
-    marker.write_text("previous conversion")
+    marker.write_text("previous conversion", encoding="utf-8")
     with pytest.raises(FileExistsError, match=re.escape(str(dataset))):
         convert(root, output_root=output_root)
-    assert marker.read_text() == "previous conversion"
+    assert marker.read_text(encoding="utf-8") == "previous conversion"
     for kind in ("train_img", "liver_mask", "tumor_mask"):
         for phase in ("pv", "art"):
             shutil.rmtree(root / kind / phase / "2", ignore_errors=True)
@@ -514,7 +514,7 @@ def _dataset_contents(dataset: Path) -> dict[str, object]:
         image = sitk.ReadImage(str(file))
         contents[str(file.relative_to(dataset))] = (sitk.GetArrayFromImage(image).tobytes(), image.GetSpacing(),
                                                     image.GetOrigin(), image.GetDirection())
-    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    dataset_json = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     del dataset_json["nnunet_mm"]["source"]
     contents["dataset.json"] = dataset_json
     return contents
@@ -547,7 +547,7 @@ def test_an_archive_of_the_source_gives_the_same_dataset_as_the_folder(seed_layo
     archive = Path(shutil.make_archive(str(tmp_path / "mpth_archive"), archive_format, root.parent, root.name))
     dataset = convert(archive, output_root=output_root)
     assert _dataset_contents(dataset) == expected
-    assert json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["source"] == str(archive.resolve())
+    assert json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["source"] == str(archive.resolve())
 
 
 def test_problems_inside_an_archive_name_the_archive_member(kit: SimpleNamespace, seed_layout: tuple[Path, dict],

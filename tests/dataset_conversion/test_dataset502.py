@@ -83,7 +83,7 @@ def test_dataset_json_names_the_channels_and_records_the_registration(chaos: tup
                                                                       output_root: Path) -> None:
     source = chaos[0]
     dataset = convert(source, output_root=output_root)
-    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    dataset_json = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["channel_names"] == {"0": "T1_in", "1": "T1_out", "2": "T2"}
     assert dataset_json["labels"] == LABELS
     assert dataset_json["numTraining"] == 2 and dataset_json["file_ending"] == ".nii.gz"
@@ -141,16 +141,16 @@ def test_separate_t2_gives_two_datasets_with_the_same_patient_folds(chaos: tuple
         np.testing.assert_array_equal(sitk.GetArrayFromImage(label), truths[patient].t2_labels)
         assert label.GetSpacing() == pytest.approx(T2_SPACING_ZYX_MM[::-1])
         assert same_geometry(image, label)  # what nnU-Net's verify_dataset_integrity checks besides the values
-    t1_json = json.loads((dataset / "dataset.json").read_text())
+    t1_json = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     assert t1_json["channel_names"] == {"0": "T1_in", "1": "T1_out"}
     assert t1_json["nnunet_mm"]["channel_acquisition"] == "co_registered"  # two echoes of one acquisition
-    t2_json = json.loads((t2_dataset / "dataset.json").read_text())
+    t2_json = json.loads((t2_dataset / "dataset.json").read_text(encoding="utf-8"))
     assert t2_json["channel_names"] == {"0": "T2"} and t2_json["labels"] == LABELS
     assert t2_json["nnunet_mm"]["modalities"] == {"0": "MR-T2SPIR"}
     assert "channel_acquisition" not in t2_json["nnunet_mm"]  # one channel
 
-    splits = json.loads((dataset / "splits_final.json").read_text())
-    assert splits == json.loads((t2_dataset / "splits_final.json").read_text())
+    splits = json.loads((dataset / "splits_final.json").read_text(encoding="utf-8"))
+    assert splits == json.loads((t2_dataset / "splits_final.json").read_text(encoding="utf-8"))
     assert len(splits) == 3
     assert sorted(case for fold in splits for case in fold["val"]) == ["chaos_mr_1", "chaos_mr_2", "chaos_mr_3"]
     for fold in splits:
@@ -171,17 +171,17 @@ def test_the_test_set_goes_to_images_ts_and_may_come_as_a_zip(chaos: tuple[Path,
     assert (summary.num_training, summary.num_test) == (2, 1)
     assert _names(dataset / "imagesTs") == [f"chaos_mr_7_000{c}.nii.gz" for c in range(3)]
     assert len(_names(dataset / "imagesTr")) == 6
-    assert json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["source"]["train"] == str(archive)
+    assert json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["source"]["train"] == str(archive)
 
 
 def test_an_existing_dataset_is_refused_without_overwrite_and_replaced_with_it(chaos: tuple[Path, dict],
                                                                                 output_root: Path) -> None:
     dataset = convert(chaos[0], output_root=output_root, t2_registration="none")
     marker = dataset / "marker.txt"
-    marker.write_text("previous conversion")
+    marker.write_text("previous conversion", encoding="utf-8")
     with pytest.raises(FileExistsError, match=re.escape(str(dataset))):
         convert(chaos[0], output_root=output_root, t2_registration="none")
-    assert marker.read_text() == "previous conversion"
+    assert marker.read_text(encoding="utf-8") == "previous conversion"
     assert convert(chaos[0], output_root=output_root, t2_registration="none", overwrite=True) == dataset
     assert not marker.exists()
     assert _names(output_root) == [DATASET]

@@ -70,14 +70,14 @@ def test_without_the_flip_png_k_lies_on_slice_k(chaos: tuple[Path, dict[str, CtT
     np.testing.assert_array_equal(label, truths["1"].liver[::-1])
     # the phantom liver is not symmetric in z, so the unflipped mask misses it
     assert dice(truths["1"].liver, label == 1) < 0.8
-    notes = json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["notes"]
+    notes = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["notes"]
     assert notes == ["Ground liver_GT PNG k placed on slice k of the DICOM slices sorted by position (no flip)"]
 
 
 def test_dataset_json_uses_ct_normalisation_and_records_the_source(chaos: tuple[Path, dict],
                                                                    output_root: Path) -> None:
     source = chaos[0]
-    dataset_json = json.loads((convert(source, output_root=output_root) / "dataset.json").read_text())
+    dataset_json = json.loads((convert(source, output_root=output_root) / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["channel_names"] == {"0": "CT"}
     assert dataset_json["labels"] == {"background": 0, "liver": 1}
     assert dataset_json["numTraining"] == 2 and dataset_json["file_ending"] == ".nii.gz"
@@ -112,10 +112,10 @@ def test_an_existing_dataset_is_refused_without_overwrite_and_replaced_with_it(c
                                                                                 output_root: Path) -> None:
     dataset = convert(chaos[0], output_root=output_root)
     marker = dataset / "marker.txt"
-    marker.write_text("previous conversion")
+    marker.write_text("previous conversion", encoding="utf-8")
     with pytest.raises(FileExistsError, match=re.escape(str(dataset))):
         convert(chaos[0], output_root=output_root)
-    assert marker.read_text() == "previous conversion"
+    assert marker.read_text(encoding="utf-8") == "previous conversion"
     assert convert(chaos[0], output_root=output_root, overwrite=True) == dataset
     assert not marker.exists()
 

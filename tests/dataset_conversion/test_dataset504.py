@@ -62,7 +62,7 @@ def test_cases_get_nnunet_names_and_validation_is_merged_into_training(kit: Simp
 def test_dataset_json_names_one_z_score_channel_and_records_every_case_modality(amos_source: Path,
                                                                                output_root: Path) -> None:
     dataset = convert(amos_source / "amos22", output_root=output_root)  # the release folder itself works too
-    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    dataset_json = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
 
     assert dataset_json["channel_names"] == {"0": "either_CT_or_MR"}
     assert dataset_json["labels"] == {"background": 0, **{name: i for i, name in enumerate(LABEL_NAMES, start=1)}}
@@ -105,13 +105,13 @@ def test_a_coronal_mri_comes_out_axial_and_its_label_still_covers_the_same_anato
 
 def test_modality_option_keeps_one_modality_and_names_its_channel(amos_source: Path, tmp_path: Path) -> None:
     ct = convert(amos_source, output_root=tmp_path / "ct", modality="ct")
-    ct_json = json.loads((ct / "dataset.json").read_text())
+    ct_json = json.loads((ct / "dataset.json").read_text(encoding="utf-8"))
     assert ct_json["channel_names"] == {"0": "CT"} and ct_json["numTraining"] == 3
     assert ct_json["nnunet_mm"]["modalities"] == {"0": "CT"}
     assert _names(ct / "imagesTs") == ["amos_0003_0000.nii.gz"]
 
     mr = convert(amos_source, output_root=tmp_path / "mr", modality="MR")
-    mr_json = json.loads((mr / "dataset.json").read_text())
+    mr_json = json.loads((mr / "dataset.json").read_text(encoding="utf-8"))
     assert mr_json["channel_names"] == {"0": "MR"}
     assert _names(mr / "labelsTr") == ["amos_0507.nii.gz", "amos_0508.nii.gz"]
     assert set(mr_json["nnunet_mm"]["per_case_modality"].values()) == {"MR"}
@@ -123,7 +123,7 @@ def test_without_include_validation_the_validation_cases_become_labelled_test_ca
     assert _names(dataset / "labelsTr") == ["amos_0001.nii.gz", "amos_0002.nii.gz", "amos_0507.nii.gz"]
     assert _names(dataset / "imagesTs") == [f"amos_{n}_0000.nii.gz" for n in ("0003", "0008", "0508", "0509")]
     assert _names(dataset / "labelsTs") == ["amos_0008.nii.gz", "amos_0508.nii.gz"]
-    assert json.loads((dataset / "dataset.json").read_text())["numTraining"] == 3
+    assert json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 3
 
 
 def test_output_passes_nnunet_verify_dataset_integrity(kit: SimpleNamespace, amos_source: Path,
@@ -138,7 +138,7 @@ def test_zip_archive_of_the_release_is_converted(amos_source: Path, tmp_path: Pa
             handle.write(file, file.relative_to(amos_source))
     dataset = convert(archive, output_root=output_root)
     assert len(list((dataset / "imagesTr").iterdir())) == 5
-    assert json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["source"] == str(archive.resolve())
+    assert json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["source"] == str(archive.resolve())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -249,10 +249,10 @@ def test_an_existing_dataset_is_refused_without_overwrite_and_replaced_with_it(a
                                                                                 output_root: Path) -> None:
     dataset = convert(amos_source, output_root=output_root)
     marker = dataset / "marker.txt"
-    marker.write_text("previous conversion")
+    marker.write_text("previous conversion", encoding="utf-8")
     with pytest.raises(FileExistsError, match=re.escape(str(dataset))):
         convert(amos_source, output_root=output_root)
-    assert marker.read_text() == "previous conversion"
+    assert marker.read_text(encoding="utf-8") == "previous conversion"
     assert convert(amos_source, output_root=output_root, modality="mr", overwrite=True) == dataset
     assert not marker.exists() and _names(dataset / "imagesTs") == ["amos_0509_0000.nii.gz"]
     assert _names(output_root) == [DATASET]

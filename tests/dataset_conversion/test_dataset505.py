@@ -88,7 +88,7 @@ def test_labels_are_mapped_500_600_200_to_1_2_3_and_back(source: Path, output_ro
 
 
 def test_multichannel_dataset_json_names_the_sequences_and_the_registration(source: Path, output_root: Path) -> None:
-    dataset_json = json.loads((convert(source, output_root=output_root) / "dataset.json").read_text())
+    dataset_json = json.loads((convert(source, output_root=output_root) / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["channel_names"] == {"0": "C0", "1": "LGE", "2": "T2"}
     assert dataset_json["labels"] == LABELS
     assert dataset_json["numTraining"] == 2
@@ -136,7 +136,7 @@ def test_lge_reference_uses_the_released_lge_ground_truth(released_source: Path,
     dataset = convert(released_source, output_root=output_root, reference="LGE", registration="none")
     assert _names(dataset / "labelsTr") == sorted(["patient1.nii.gz", "patient12.nii.gz", "patient40.nii.gz"])
     assert list((dataset / "imagesTs").iterdir()) == []
-    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    dataset_json = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["channel_names"] == {"0": "LGE", "1": "C0", "2": "T2"}
     lge = _read(image_file(released_source, 12, "LGE"))
     assert same_geometry(_read(dataset / "imagesTr" / "patient12_0001.nii.gz"), lge, tolerance=1e-4)
@@ -173,14 +173,14 @@ def test_per_sequence_mode_writes_one_case_per_sequence_image_with_folds_grouped
             original = _read(image_file(released_source, patient, sequence))
             assert same_geometry(written, original, tolerance=1e-4)
             np.testing.assert_array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(original))
-    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    dataset_json = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["channel_names"] == {"0": "MR"}
     assert dataset_json["numTraining"] == 9
     block = dataset_json["nnunet_mm"]
     assert block["per_case_modality"]["patient12_LGE"] == "LGE" and len(block["per_case_modality"]) == 9
     assert block["modalities"] == ["MR"]
     assert "channel_acquisition" not in block  # one channel per case
-    splits = json.loads((dataset / "splits_final.json").read_text())
+    splits = json.loads((dataset / "splits_final.json").read_text(encoding="utf-8"))
     assert len(splits) == 3
     for fold in splits:
         train_patients = {case.split("_")[0] for case in fold["train"]}
@@ -301,10 +301,10 @@ def test_an_existing_dataset_is_refused_without_overwrite_and_replaced_with_it(s
                                                                                 output_root: Path) -> None:
     dataset = convert(source, output_root=output_root, registration="none")
     marker = dataset / "marker.txt"
-    marker.write_text("previous conversion")
+    marker.write_text("previous conversion", encoding="utf-8")
     with pytest.raises(FileExistsError, match=re.escape(str(dataset))):
         convert(source, output_root=output_root, registration="none")
-    assert marker.read_text() == "previous conversion"
+    assert marker.read_text(encoding="utf-8") == "previous conversion"
     assert convert(source, output_root=output_root, mode="per-sequence", overwrite=True) == dataset
     assert not marker.exists() and (dataset / "splits_final.json").is_file()
 

@@ -87,7 +87,7 @@ def test_labels_are_remapped_as_in_nnunet_and_keep_the_grid(brats2018: SimpleNam
 def test_dataset_json_trains_on_regions_with_the_four_sequences(brats2018: SimpleNamespace,
                                                                 output_root: Path) -> None:
     dataset = convert(brats2018.training, test_source=brats2018.validation, output_root=output_root)
-    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    dataset_json = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["channel_names"] == {"0": "T1", "1": "T1ce", "2": "T2", "3": "Flair"}
     assert dataset_json["labels"] == {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
                                       "enhancing tumor": [3]}
@@ -124,7 +124,7 @@ def test_brats2019_converts_through_the_nnunet_mm_command(tmp_path: Path, output
     dataset = output_root / "Dataset507_BraTS2019"
     assert sorted(p.name for p in (dataset / "labelsTr").iterdir()) == \
         ["BraTS19_CBICA_AAB_1.nii.gz", "BraTS19_TCIA10_103_1.nii.gz"]
-    assert json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["converter"] == "Dataset507_BraTS2019"
+    assert json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["converter"] == "Dataset507_BraTS2019"
     assert "Converted 2 training and 0 test case(s)" in capsys.readouterr().out
 
 
@@ -272,7 +272,7 @@ def test_a_zip_archive_is_accepted_as_source(brats2018: SimpleNamespace, tmp_pat
             handle.write(file, file.relative_to(brats2018.training.parent))
     dataset = convert(archive, output_root=output_root)
     assert len(list((dataset / "labelsTr").iterdir())) == 3
-    assert json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["source"] == str(archive.resolve())
+    assert json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["source"] == str(archive.resolve())
 
 
 def test_an_archive_member_escaping_the_input_is_refused(kit: SimpleNamespace, brats2018: SimpleNamespace,
@@ -291,10 +291,10 @@ def test_an_existing_dataset_is_refused_without_overwrite_and_replaced_with_it(b
                                                                                 output_root: Path) -> None:
     dataset = convert(brats2018.training, test_source=brats2018.validation, output_root=output_root)
     marker = dataset / "marker.txt"
-    marker.write_text("previous conversion")
+    marker.write_text("previous conversion", encoding="utf-8")
     with pytest.raises(FileExistsError, match=re.escape(str(dataset))):
         convert(brats2018.training, output_root=output_root)
-    assert marker.read_text() == "previous conversion"
+    assert marker.read_text(encoding="utf-8") == "previous conversion"
 
     assert convert(brats2018.training, output_root=output_root, overwrite=True) == dataset
     assert not marker.exists() and list((dataset / "imagesTs").iterdir()) == []
@@ -317,7 +317,7 @@ def test_a_prediction_folder_is_exported_in_brats_labels(brats2018: SimpleNamesp
     dataset = convert(brats2018.training, output_root=output_root)
     predictions = tmp_path / "predictions"
     shutil.copytree(dataset / "labelsTr", predictions)
-    (predictions / "plans.json").write_text("{}")
+    (predictions / "plans.json").write_text("{}", encoding="utf-8")
     assert brats.main([str(predictions), str(tmp_path / "exported")]) == 0
     assert "wrote 3 segmentation(s)" in capsys.readouterr().out
     for case in ("Brats18_2013_2_1", "Brats18_CBICA_AAB_1", "Brats18_TCIA10_103_1"):

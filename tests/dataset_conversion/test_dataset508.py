@@ -69,7 +69,7 @@ def test_images_become_lossless_rgb_pngs_and_masks_become_0_1(kit: SimpleNamespa
 def test_dataset_json_uses_the_natural_image_reader_and_records_image_labels(source: Path,
                                                                               output_root: Path) -> None:
     dataset = convert(source, output_root=output_root)
-    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    dataset_json = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["channel_names"] == {"0": "R", "1": "G", "2": "B"}
     assert dataset_json["labels"] == {"background": 0, "lesion": 1}
     assert dataset_json["file_ending"] == ".png"
@@ -77,17 +77,17 @@ def test_dataset_json_uses_the_natural_image_reader_and_records_image_labels(sou
     assert dataset_json["numTraining"] == 3
     assert dataset_json["nnunet_mm"]["image_labels"] == "image_labels.json"
     assert dataset_json["nnunet_mm"]["channel_acquisition"] == "colour_planes"  # never shift R, G, B apart
-    image_labels = json.loads((dataset / "image_labels.json").read_text())
+    image_labels = json.loads((dataset / "image_labels.json").read_text(encoding="utf-8"))
     assert image_labels == {isic_id(n): "diseased" for n in TRAINING}
 
 
 def test_normal_crops_are_lesion_free_extra_cases_with_empty_labels(kit: SimpleNamespace, source: Path,
                                                                     output_root: Path) -> None:
     dataset = convert(source, output_root=output_root, normal_crops=2, crop_size=16, crop_margin=4)
-    image_labels = json.loads((dataset / "image_labels.json").read_text())
+    image_labels = json.loads((dataset / "image_labels.json").read_text(encoding="utf-8"))
     crops = sorted(case for case, value in image_labels.items() if value == "normal")
     assert crops == [f"{isic_id(n)}_normal{k}" for n in TRAINING for k in (1, 2)]
-    assert json.loads((dataset / "dataset.json").read_text())["numTraining"] == 9
+    assert json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 9
 
     y, x = np.mgrid[:ISIC_SIZE_HW[0], :ISIC_SIZE_HW[1]]
     lesion_grown = (y - ISIC_LESION_CENTRE_YX[0]) ** 2 + (x - ISIC_LESION_CENTRE_YX[1]) ** 2 <= \
@@ -286,13 +286,13 @@ def test_an_existing_dataset_is_refused_without_overwrite_and_replaced_with_it(s
                                                                                 output_root: Path) -> None:
     dataset = convert(source, output_root=output_root, normal_crops=1, crop_size=16)
     marker = dataset / "marker.txt"
-    marker.write_text("previous conversion")
+    marker.write_text("previous conversion", encoding="utf-8")
     with pytest.raises(FileExistsError, match=re.escape(str(dataset))):
         convert(source, output_root=output_root)
-    assert marker.read_text() == "previous conversion"
+    assert marker.read_text(encoding="utf-8") == "previous conversion"
     assert convert(source, output_root=output_root, overwrite=True) == dataset
     assert not marker.exists()
-    assert len(json.loads((dataset / "image_labels.json").read_text())) == 3
+    assert len(json.loads((dataset / "image_labels.json").read_text(encoding="utf-8"))) == 3
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -340,7 +340,7 @@ def test_real_isic_samples_convert_downscaled_and_pass_verify(kit: SimpleNamespa
         assert label.shape == (171, 256) and set(np.unique(label)) == {0, 1}
         assert _array(dataset / "imagesTr" / f"{case}_0000.png").shape == (171, 256, 3)
     assert sorted(p.name for p in (dataset / "imagesTs").iterdir()) == [f"{c}_0000.png" for c in validation_ids]
-    image_labels = json.loads((dataset / "image_labels.json").read_text())
+    image_labels = json.loads((dataset / "image_labels.json").read_text(encoding="utf-8"))
     assert [image_labels[case] for case in train_ids] == ["diseased"] * 4
     kit.verify_dataset_integrity(dataset)
 
@@ -365,7 +365,7 @@ def test_weak_label_training_on_the_pseudo_masks_of_the_converted_dataset_keeps_
                              progress=False)
     pseudo = export_pseudo_mask_dataset(dataset, tmp_path / "gan", output_root / "Dataset528_ISICPseudoMasks",
                                         progress=False)
-    pseudo_json = json.loads((pseudo / "dataset.json").read_text())
+    pseudo_json = json.loads((pseudo / "dataset.json").read_text(encoding="utf-8"))
     assert pseudo_json["nnunet_mm"]["channel_acquisition"] == "colour_planes"
 
     dataset_json = trainer_kit.dataset_json()  # the planned phantom's, with 508's channels and block

@@ -62,7 +62,7 @@ def test_cases_are_named_by_modality_and_labels_become_consecutive(kit: SimpleNa
     np.testing.assert_array_equal(_array(dataset / "imagesTr" / "ct_1001_0000.nii.gz"), ct_image(1001))
     assert kit.tree_state(mmwhs_source) == before
 
-    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    dataset_json = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["channel_names"] == {"0": "either_CT_or_MR"}
     assert dataset_json["labels"] == {"background": 0, "LV myocardium": 1, "LA blood cavity": 2, "LV blood cavity": 3,
                                       "RA blood cavity": 4, "RV blood cavity": 5, "ascending aorta": 6,
@@ -84,7 +84,7 @@ def test_the_stray_421_is_read_as_la_with_a_warning_naming_the_file(mmwhs_source
     assert any(str(label_file) in w and f"{NUM_STRAY_421} voxel(s) with the stray label value 421" in w
                for w in warnings)
     np.testing.assert_array_equal(_array(dataset / "labelsTr" / "mr_1010.nii.gz"), _expected_label("mr_1010"))
-    notes = json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["notes"]
+    notes = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["notes"]
     assert f"label fix: {label_file}: {NUM_STRAY_421} voxel(s) with the stray value 421 read as 420" in notes
 
 
@@ -118,7 +118,7 @@ def test_a_flat_folder_and_nii_files_work_like_the_official_sub_folders(tmp_path
 def test_modality_mr_gives_an_mr_only_dataset(mmwhs_source: Path, output_root: Path) -> None:
     dataset = convert(mmwhs_source, output_root=output_root, modality="mr", dataset_id=510, dataset_name="MMWHS_MR")
     assert dataset == output_root / "Dataset510_MMWHS_MR"
-    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    dataset_json = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["channel_names"] == {"0": "MR"}
     assert _names(dataset / "labelsTr") == ["mr_1001.nii.gz", "mr_1010.nii.gz"]
     assert dataset_json["nnunet_mm"]["modalities"] == {"0": "MR"}
@@ -197,7 +197,7 @@ def test_bad_input_is_reported_with_the_file_and_nothing_is_written(kit: SimpleN
 
 def test_a_folder_without_mmwhs_files_is_reported(kit: SimpleNamespace, tmp_path: Path, output_root: Path) -> None:
     (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "readme.txt").write_text("not a dataset")
+    (tmp_path / "other" / "readme.txt").write_text("not a dataset", encoding="utf-8")
     with pytest.raises(ConversionError, match="no MM-WHS files found"):
         convert(tmp_path / "other", output_root=output_root)
     kit.assert_nothing_written(output_root)

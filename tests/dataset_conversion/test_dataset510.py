@@ -98,7 +98,7 @@ def test_geometry_and_voxels_are_preserved_exactly_including_flipped_and_oblique
 
 
 def test_dataset_json_has_one_ct_channel_and_the_lits_labels(source: Path, dataset: Path) -> None:
-    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    dataset_json = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["channel_names"] == {"0": "CT"}
     assert dataset_json["labels"] == {"background": 0, "liver": 1, "tumor": 2}
     assert dataset_json["numTraining"] == 4
@@ -127,7 +127,7 @@ def test_compressed_copies_and_a_zip_archive_are_accepted(source: Path, tmp_path
     shutil.rmtree(source)
     dataset = convert(archive, output_root=output_root)
     assert len(list((dataset / "imagesTr").iterdir())) == 4
-    assert json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["source"] == str(archive.resolve())
+    assert json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["source"] == str(archive.resolve())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -223,10 +223,10 @@ def test_an_archive_member_escaping_the_input_is_refused(kit: SimpleNamespace, t
 def test_an_existing_dataset_is_refused_without_overwrite_and_replaced_with_it(source: Path, dataset: Path,
                                                                                 output_root: Path) -> None:
     marker = dataset / "marker.txt"
-    marker.write_text("previous conversion")
+    marker.write_text("previous conversion", encoding="utf-8")
     with pytest.raises(FileExistsError, match=re.escape(str(dataset))):
         convert(source, output_root=output_root)
-    assert marker.read_text() == "previous conversion"
+    assert marker.read_text(encoding="utf-8") == "previous conversion"
     assert convert(source, output_root=output_root, overwrite=True) == dataset
     assert not marker.exists() and (dataset / "dataset.json").is_file()
 

@@ -55,7 +55,7 @@ def test_every_phase_ends_up_on_the_reference_grid(kit: SimpleNamespace, source:
 
 def test_dataset_json_names_every_channel_ct_and_records_the_phases(source: Path, output_root: Path) -> None:
     dataset = convert(source, output_root=output_root, qa_figures=False)
-    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    dataset_json = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["channel_names"] == {"0": "CT", "1": "CT", "2": "CT", "3": "CT"}
     assert dataset_json["labels"] == {"background": 0, "liver": 1, "tumor": 2}
     assert dataset_json["numTraining"] == 2
@@ -96,7 +96,7 @@ def test_phase_and_label_names_are_configurable_and_matched_ignoring_case(kit: S
     dataset = convert(source, output_root=output_root, phases=["pv", "ART"], label_name="seg",
                       label_names=["liver", "lesion"], dataset_id=512, dataset_name="Liver2", qa_figures=False)
     assert dataset == output_root / "Dataset512_Liver2"
-    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    dataset_json = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["labels"] == {"background": 0, "liver": 1, "lesion": 2}
     assert dataset_json["nnunet_mm"]["phase_names"] == ["pv", "ART"]
     assert sorted(p.name for p in (dataset / "imagesTr").iterdir()) == ["a_0000.nii.gz", "a_0001.nii.gz"]
@@ -113,7 +113,7 @@ def test_registration_writes_qa_figures_and_a_summary_that_shows_the_improvement
     qa = dataset / "nnunet_mm_qa"
     for case in ("case_01", "case_02"):
         assert (qa / f"{case}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    summary = json.loads((qa / "summary.json").read_text())
+    summary = json.loads((qa / "summary.json").read_text(encoding="utf-8"))
     assert summary["registration"] == "rigid" and {"ncc", "nmi", "region"} <= set(summary["metrics"])
     case = summary["cases"]["case_01"]
     assert case["region"].startswith("label_bbox")
@@ -122,12 +122,12 @@ def test_registration_writes_qa_figures_and_a_summary_that_shows_the_improvement
     assert nc["after"]["ncc"] > nc["before"]["ncc"] + 0.05
     assert summary["cases"]["case_02"]["region"] == "whole_image"
     assert (qa / "transforms" / "case_01_nc.tfm").is_file()
-    assert json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["registration"] == "rigid"
+    assert json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["registration"] == "rigid"
 
 
 def test_without_registration_the_qa_summary_has_only_before_values(source: Path, output_root: Path) -> None:
     dataset = convert(source, output_root=output_root)
-    summary = json.loads((dataset / "nnunet_mm_qa" / "summary.json").read_text())
+    summary = json.loads((dataset / "nnunet_mm_qa" / "summary.json").read_text(encoding="utf-8"))
     art = summary["cases"]["case_01"]["phases"]["art"]
     assert art["after"] is None and art["before"]["ncc"] > 0.8 and art["coverage"] > 0.9
     assert (dataset / "nnunet_mm_qa" / "case_03.png").is_file()
@@ -213,7 +213,7 @@ def test_the_coverage_record_gives_the_covered_share_of_grid_liver_and_tumour(ki
                                                                               half_arterial_source: Path,
                                                                               output_root: Path) -> None:
     dataset = convert(half_arterial_source, output_root=output_root, qa_figures=False)
-    record = json.loads((dataset / "nnunet_mm_qa" / "coverage.json").read_text())
+    record = json.loads((dataset / "nnunet_mm_qa" / "coverage.json").read_text(encoding="utf-8"))
     assert record["reference_phase"] == "pv" and "fill" in record["description"]
     label = sitk.GetArrayFromImage(kit.render_label())
     covered = _upper_half(kit)
@@ -262,7 +262,7 @@ def test_a_phase_covering_none_of_the_labelled_region_is_warned_about_loudly_and
         dataset = convert(source, output_root=output_root, qa_figures=False)
     assert f"{source / 'case_01' / 'art.nii.gz'}: case 'case_01', phase 'art' covers NONE of the labelled region" \
         in caplog.text
-    art = json.loads((dataset / "nnunet_mm_qa" / "coverage.json").read_text())["cases"]["case_01"]["phases"]["art"]
+    art = json.loads((dataset / "nnunet_mm_qa" / "coverage.json").read_text(encoding="utf-8"))["cases"]["case_01"]["phases"]["art"]
     assert art["labels"]["foreground"] == 0.0 and 0.0 < art["grid"] < 0.5
     liver = sitk.GetArrayFromImage(kit.render_label()) > 0
     np.testing.assert_array_equal(_channel(dataset, "case_01", ART_CHANNEL)[liver],
@@ -274,7 +274,7 @@ def test_phases_covering_the_whole_grid_have_coverage_one_no_masks_and_no_warnin
     with caplog.at_level(logging.WARNING):
         dataset = convert(source, output_root=output_root)
     assert "covers" not in caplog.text
-    record = json.loads((dataset / "nnunet_mm_qa" / "coverage.json").read_text())
+    record = json.loads((dataset / "nnunet_mm_qa" / "coverage.json").read_text(encoding="utf-8"))
     assert set(record["cases"]) == {"case_01", "case_02", "case_03"}
     for case, entry in record["cases"].items():
         assert set(entry["phases"]) == {"art", "del", "nc"}
@@ -431,10 +431,10 @@ def test_an_existing_dataset_is_refused_without_overwrite_and_replaced_with_it(s
                                                                                 output_root: Path) -> None:
     dataset = convert(source, output_root=output_root, qa_figures=False)
     marker = dataset / "marker.txt"
-    marker.write_text("previous conversion")
+    marker.write_text("previous conversion", encoding="utf-8")
     with pytest.raises(FileExistsError, match=re.escape(str(dataset))):
         convert(source, output_root=output_root, qa_figures=False)
-    assert marker.read_text() == "previous conversion"
+    assert marker.read_text(encoding="utf-8") == "previous conversion"
 
     shutil.rmtree(source / "case_03")
     assert convert(source, output_root=output_root, qa_figures=False, overwrite=True) == dataset
@@ -547,9 +547,9 @@ def _mhd_header_names_a_data_file_outside(kit: SimpleNamespace, source: Path) ->
     sitk.WriteImage(image, str(header))
     outside = source.parent / "secret.raw"
     shutil.move(folder / "del.raw", outside)
-    text = header.read_text()
+    text = header.read_text(encoding="utf-8")
     assert "ElementDataFile = del.raw" in text
-    header.write_text(text.replace("ElementDataFile = del.raw", f"ElementDataFile = {outside}"))
+    header.write_text(text.replace("ElementDataFile = del.raw", f"ElementDataFile = {outside}"), encoding="utf-8")
     return header, outside
 
 
@@ -591,7 +591,7 @@ def _dataset_contents(dataset: Path) -> dict[str, object]:
         image = _read(file)
         contents[str(file.relative_to(dataset))] = (sitk.GetArrayFromImage(image).tobytes(), image.GetSpacing(),
                                                     image.GetOrigin(), image.GetDirection())
-    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    dataset_json = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     del dataset_json["nnunet_mm"]["source"]
     contents["dataset.json"] = dataset_json
     return contents
@@ -623,11 +623,11 @@ def test_an_archive_of_the_source_gives_the_same_dataset_as_the_folder(source: P
     dataset = convert(archive, output_root=output_root)
     assert dataset == output_root / DATASET
     assert _dataset_contents(dataset) == expected
-    assert json.loads((dataset / "dataset.json").read_text())["nnunet_mm"]["source"] == str(archive.resolve())
+    assert json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["source"] == str(archive.resolve())
     # the QA summary names the files inside the archive, not the temporary folder they were extracted to
-    summary = json.loads((dataset / "nnunet_mm_qa" / "summary.json").read_text())
+    summary = json.loads((dataset / "nnunet_mm_qa" / "summary.json").read_text(encoding="utf-8"))
     assert summary["cases"]["case_01"]["phases"]["art"]["file"] == f"{archive}:source/case_01/art.nii.gz"
-    coverage = json.loads((dataset / "nnunet_mm_qa" / "coverage.json").read_text())
+    coverage = json.loads((dataset / "nnunet_mm_qa" / "coverage.json").read_text(encoding="utf-8"))
     assert coverage["cases"]["case_01"]["phases"]["art"]["file"] == f"{archive}:source/case_01/art.nii.gz"
 
 
@@ -680,7 +680,7 @@ def test_an_archive_with_a_link_leading_outside_is_refused(kit: SimpleNamespace,
 
 def test_a_source_that_is_neither_a_folder_nor_an_archive_is_refused(tmp_path: Path, output_root: Path) -> None:
     not_a_source = tmp_path / "cases.txt"
-    not_a_source.write_text("case_01\n")
+    not_a_source.write_text("case_01\n", encoding="utf-8")
     with pytest.raises(ValueError, match=re.escape(str(not_a_source)) + ": neither a folder nor an archive"):
         convert(not_a_source, output_root=output_root)
     with pytest.raises(FileNotFoundError, match="source folder not found"):

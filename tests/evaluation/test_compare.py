@@ -67,7 +67,7 @@ def _write_labels(folder: Path, label_maps: dict[str, np.ndarray]) -> Path:
 def _write_dataset_json(folder: Path, labels: dict | None = None) -> Path:
     path = folder / "dataset.json"
     path.write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": labels or LABELS, "numTraining": 4,
-                                "file_ending": ".nii.gz"}))
+                                "file_ending": ".nii.gz"}), encoding="utf-8")
     return path
 
 
@@ -85,7 +85,7 @@ def _layout(root: Path) -> Layout:
     model_folder = root / "nnUNet_results" / "Dataset590_Lesions" / "nnUNetTrainer__nnUNetPlans__2d"
     _write_labels(model_folder / "fold_0" / "validation", {c: STOCK[c] for c in ("case_a", "case_b")})
     _write_labels(model_folder / "fold_1" / "validation", {c: STOCK[c] for c in ("case_c", "case_d")})
-    (model_folder / "fold_0" / "validation" / "summary.json").write_text("{}")
+    (model_folder / "fold_0" / "validation" / "summary.json").write_text("{}", encoding="utf-8")
     _write_dataset_json(model_folder)
     cmg_runs = tuple(_write_labels(root / f"cmg_seed{i}", run) for i, run in enumerate(CMG_RUNS))
     return Layout(labels_tr=labels_tr, model_folder=model_folder, cmg_runs=cmg_runs)

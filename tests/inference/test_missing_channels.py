@@ -140,7 +140,7 @@ def test_input_mistakes_are_found_before_the_model_is_loaded(tmp_path):
     model.mkdir()
     (model / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "CT", "1": "CT"}, "labels": {"background": 0, "liver": 1}, "numTraining": 1,
-        "file_ending": ".nii.gz", "nnunet_mm": {"reference_channel": 0, "phase_names": ["pv", "art"]}}))
+        "file_ending": ".nii.gz", "nnunet_mm": {"reference_channel": 0, "phase_names": ["pv", "art"]}}), encoding="utf-8")
     images = tmp_path / "images"
     images.mkdir()
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 8, 8), np.float32)), str(images / "case_0001.nii.gz"))

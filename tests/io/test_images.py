@@ -116,7 +116,7 @@ def test_read_image_names_missing_files_and_unsupported_endings(tmp_path: Path) 
     with pytest.raises(FileNotFoundError, match="absent.nii.gz"):
         read_image(tmp_path / "absent.nii.gz")
     text = tmp_path / "notes.txt"
-    text.write_text("x")
+    text.write_text("x", encoding="utf-8")
     with pytest.raises(ValueError, match=r"notes\.txt: cannot read image: unsupported file ending"):
         read_image(text)
 

@@ -65,7 +65,7 @@ def test_an_empty_folder_has_no_cases_and_a_missing_one_is_named(tmp_path):
 
 def test_open_raw_dataset_lists_complete_training_and_test_cases(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT", "1": "CT"},
-                                                       "file_ending": ".nii.gz", "labels": {"background": 0}}))
+                                                       "file_ending": ".nii.gz", "labels": {"background": 0}}), encoding="utf-8")
     _touch(tmp_path / "imagesTr", "a_0000.nii.gz", "a_0001.nii.gz")
     _touch(tmp_path / "imagesTs", "t_0000.nii.gz", "t_0001.nii.gz")
     raw = open_raw_dataset(tmp_path)
@@ -80,6 +80,6 @@ def test_open_raw_dataset_lists_complete_training_and_test_cases(tmp_path):
 def test_open_raw_dataset_names_a_missing_or_broken_dataset_json(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"dataset.json: not found"):
         open_raw_dataset(tmp_path)
-    (tmp_path / "dataset.json").write_text("{")
+    (tmp_path / "dataset.json").write_text("{", encoding="utf-8")
     with pytest.raises(ValueError, match=r"dataset.json: not valid JSON"):
         open_raw_dataset(tmp_path)

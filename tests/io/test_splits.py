@@ -67,6 +67,6 @@ def test_twins_join_their_originals_fold_and_dropped_originals_leave():
 
 def test_a_malformed_splits_file_is_named(tmp_path):
     path = tmp_path / "splits_final.json"
-    path.write_text(json.dumps({"train": []}))
+    path.write_text(json.dumps({"train": []}), encoding="utf-8")
     with pytest.raises(ValueError, match="splits_final.json"):
         read_splits(path)

@@ -18,18 +18,18 @@ def test_success_renames_the_staging_folder_into_place(tmp_path: Path) -> None:
     with staged_dataset(final) as staging:
         assert staging.parent == final.parent and staging.name.startswith(".Dataset511_X.staging-")
         assert not final.exists()
-        (staging / "dataset.json").write_text("{}")
-    assert (final / "dataset.json").read_text() == "{}"
+        (staging / "dataset.json").write_text("{}", encoding="utf-8")
+    assert (final / "dataset.json").read_text(encoding="utf-8") == "{}"
     assert _leftovers(final.parent) == []
 
 
 def test_an_exception_removes_the_staging_folder_and_leaves_the_old_dataset_untouched(tmp_path: Path) -> None:
     final = tmp_path / "Dataset511_X"
     final.mkdir()
-    (final / "old.txt").write_text("old")
+    (final / "old.txt").write_text("old", encoding="utf-8")
     with pytest.raises(RuntimeError, match="boom"):
         with staged_dataset(final, overwrite=True) as staging:
-            (staging / "new.txt").write_text("new")
+            (staging / "new.txt").write_text("new", encoding="utf-8")
             raise RuntimeError("boom")
     assert sorted(p.name for p in final.iterdir()) == ["old.txt"]
     assert _leftovers(tmp_path) == []
@@ -46,20 +46,20 @@ def test_keyboard_interrupt_also_cleans_up(tmp_path: Path) -> None:
 def test_an_existing_dataset_is_refused_without_overwrite(tmp_path: Path) -> None:
     final = tmp_path / "Dataset511_X"
     final.mkdir()
-    (final / "old.txt").write_text("old")
+    (final / "old.txt").write_text("old", encoding="utf-8")
     with pytest.raises(FileExistsError, match=r"Dataset511_X already exists and is not empty.*overwrite"):
         with staged_dataset(final):
             pytest.fail("the body must not run")
-    assert (final / "old.txt").read_text() == "old"
+    assert (final / "old.txt").read_text(encoding="utf-8") == "old"
     assert _leftovers(tmp_path) == []
 
 
 def test_overwrite_swaps_in_the_new_dataset_and_deletes_the_old_one(tmp_path: Path) -> None:
     final = tmp_path / "Dataset511_X"
     final.mkdir()
-    (final / "old.txt").write_text("old")
+    (final / "old.txt").write_text("old", encoding="utf-8")
     with staged_dataset(final, overwrite=True) as staging:
-        (staging / "new.txt").write_text("new")
+        (staging / "new.txt").write_text("new", encoding="utf-8")
     assert sorted(p.name for p in final.iterdir()) == ["new.txt"]
     assert _leftovers(tmp_path) == []
 
@@ -68,23 +68,23 @@ def test_an_empty_existing_folder_is_replaced_without_overwrite(tmp_path: Path) 
     final = tmp_path / "Dataset511_X"
     final.mkdir()
     with staged_dataset(final) as staging:
-        (staging / "new.txt").write_text("new")
+        (staging / "new.txt").write_text("new", encoding="utf-8")
     assert (final / "new.txt").exists()
 
 
 def test_a_file_in_the_way_is_refused(tmp_path: Path) -> None:
     final = tmp_path / "Dataset511_X"
-    final.write_text("not a folder")
+    final.write_text("not a folder", encoding="utf-8")
     with pytest.raises(FileExistsError, match="is not a folder"):
         with staged_dataset(final, overwrite=True):
             pass
-    assert final.read_text() == "not a folder"
+    assert final.read_text(encoding="utf-8") == "not a folder"
 
 
 def test_an_output_overlapping_a_source_is_refused_even_with_overwrite(tmp_path: Path) -> None:
     source = tmp_path / "Dataset510_LiTS"
     source.mkdir()
-    (source / "dataset.json").write_text("{}")
+    (source / "dataset.json").write_text("{}", encoding="utf-8")
     for output, message in ((source, "contains the source"), (tmp_path, "contains the source"),
                             (source / "Dataset511_X", "lies inside the source folder")):
         with pytest.raises(ValueError, match=message):
@@ -97,7 +97,7 @@ def test_an_output_overlapping_a_source_is_refused_even_with_overwrite(tmp_path:
 def test_check_output_refuses_an_existing_file_with_the_same_message(tmp_path: Path) -> None:
     target = tmp_path / "statistics.json"
     assert check_output(target, overwrite=False) == target
-    target.write_text("{}")
+    target.write_text("{}", encoding="utf-8")
     with pytest.raises(FileExistsError, match=r"statistics\.json already exists; pass --overwrite to replace it"):
         check_output(target, overwrite=False)
     assert check_output(target, overwrite=True) == target
@@ -129,7 +129,7 @@ def test_new_dataset_folder_names_the_variable_when_nnunet_raw_is_unset(monkeypa
 def test_a_second_writer_of_the_same_target_is_refused_while_the_first_runs(tmp_path: Path) -> None:
     final = tmp_path / "Dataset511_X"
     with staged_dataset(final) as first:
-        (first / "first.txt").write_text("first")
+        (first / "first.txt").write_text("first", encoding="utf-8")
         with pytest.raises(FileExistsError, match="being written by another process"):
             with staged_dataset(final, overwrite=True):
                 pytest.fail("the second writer must not run")
@@ -141,9 +141,9 @@ def test_a_target_created_meanwhile_is_not_replaced_without_overwrite(tmp_path: 
     final = tmp_path / "Dataset511_X"
     with pytest.raises(FileExistsError, match="already exists"):
         with staged_dataset(final) as staging:
-            (staging / "mine.txt").write_text("mine")
+            (staging / "mine.txt").write_text("mine", encoding="utf-8")
             final.mkdir()  # another writer (not going through the lock) finished first
-            (final / "theirs.txt").write_text("theirs")
+            (final / "theirs.txt").write_text("theirs", encoding="utf-8")
     assert sorted(p.name for p in final.iterdir()) == ["theirs.txt"]
     assert _leftovers(tmp_path) == []
 
@@ -152,14 +152,14 @@ def test_an_overwrite_killed_between_the_renames_is_undone_at_the_next_run(tmp_p
     final = tmp_path / "Dataset511_X"
     old = tmp_path / ".Dataset511_X.old-1234abcd"  # what a kill after moving the old dataset aside leaves
     old.mkdir()
-    (old / "old.txt").write_text("old")
+    (old / "old.txt").write_text("old", encoding="utf-8")
     stale = tmp_path / ".Dataset511_X.staging-5678abcd"
     stale.mkdir()
-    (stale / "half.txt").write_text("half")
+    (stale / "half.txt").write_text("half", encoding="utf-8")
     with pytest.raises(FileExistsError, match="already exists"):  # the restored dataset is protected again
         with staged_dataset(final):
             pass
-    assert (final / "old.txt").read_text() == "old"
+    assert (final / "old.txt").read_text(encoding="utf-8") == "old"
     assert _leftovers(tmp_path) == []
     assert "restored" in caplog.text and ".Dataset511_X.old-1234abcd" in caplog.text
 
@@ -167,10 +167,10 @@ def test_an_overwrite_killed_between_the_renames_is_undone_at_the_next_run(tmp_p
 def test_old_folders_beside_a_complete_dataset_are_removed(tmp_path: Path) -> None:
     final = tmp_path / "Dataset511_X"
     final.mkdir()
-    (final / "new.txt").write_text("new")
+    (final / "new.txt").write_text("new", encoding="utf-8")
     (tmp_path / ".Dataset511_X.old-1234abcd").mkdir()
     with staged_dataset(final, overwrite=True) as staging:
-        (staging / "newer.txt").write_text("newer")
+        (staging / "newer.txt").write_text("newer", encoding="utf-8")
     assert sorted(p.name for p in final.iterdir()) == ["newer.txt"]
     assert _leftovers(tmp_path) == []
 
@@ -193,19 +193,19 @@ def test_a_killed_writer_releases_its_lock(tmp_path: Path) -> None:
     writer.wait()
     time.sleep(0.1)
     with staged_dataset(final) as staging:  # the lock died with the writer; its staging folder is cleaned up
-        (staging / "b").write_text("b")
+        (staging / "b").write_text("b", encoding="utf-8")
     assert sorted(p.name for p in final.iterdir()) == ["b"]
     assert _leftovers(tmp_path) == []
 
 
 def test_writers_of_the_same_dataset_id_under_different_names_exclude_each_other(tmp_path: Path) -> None:
     with staged_dataset(tmp_path / "Dataset511_A") as first:
-        (first / "a").write_text("a")
+        (first / "a").write_text("a", encoding="utf-8")
         with pytest.raises(FileExistsError, match="being written by another process"):
             with staged_dataset(tmp_path / "Dataset511_B"):
                 pytest.fail("the second writer must not run")
     with pytest.raises(FileExistsError, match=r"same dataset id"):
         with staged_dataset(tmp_path / "Dataset512_C") as staging:
-            (staging / "c").write_text("c")
+            (staging / "c").write_text("c", encoding="utf-8")
             (tmp_path / "Dataset512_D").mkdir()  # created meanwhile without the lock
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset511_A", "Dataset512_D"]

@@ -45,7 +45,7 @@ def prepare_method_data(raw: Path, preprocessed: Path, configuration: str = "2d"
 
 def trainer_dataset_json(name: str, preprocessed: Path) -> dict:
     """The preprocessed dataset.json with the block (and channel names) each trainer is tested with."""
-    dataset_json = json.loads((preprocessed / "dataset.json").read_text())
+    dataset_json = json.loads((preprocessed / "dataset.json").read_text(encoding="utf-8"))
     block = {**dataset_json.get("nnunet_mm", {}), **copy.deepcopy(COMMON_BLOCK)}
     if name == "SynthTumorTrainer":
         block["synthesis"] = {"probability": 1.0, "statistics_file": str(preprocessed / STATISTICS_FILE)}
@@ -66,7 +66,7 @@ def build_trainer(name: str, preprocessed: Path, *, configuration: str = "2d", i
                   device: torch.device = torch.device("cpu")):
     """``name`` built through its real constructor (as ``nnUNetv2_train`` does) and, if asked, initialised; with
     the method settings of :func:`trainer_dataset_json` and per-trainer switches that reach the whole step."""
-    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
+    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text(encoding="utf-8"))
     plans["continue_training"] = False
     trainer = trainer_class(name)(plans, configuration, "all", trainer_dataset_json(name, preprocessed),
                                   device=device)

@@ -128,7 +128,7 @@ def test_statistics_round_trip_and_bad_file_names_the_file(tmp_path):
     loaded = TumourContrastStatistics.load(path)
     assert np.allclose(loaded.contrast, statistics.contrast) and loaded.phase_names == ("pv", "art")
     broken = tmp_path / "broken.json"
-    broken.write_text('{"format": "something else"}')
+    broken.write_text('{"format": "something else"}', encoding="utf-8")
     with pytest.raises(ValueError, match="broken.json: not a valid tumour contrast statistics file"):
         TumourContrastStatistics.load(broken)
     with pytest.raises(FileNotFoundError, match="nnunet_mm synth-stats"):

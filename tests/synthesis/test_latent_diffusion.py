@@ -160,7 +160,7 @@ def test_synthetic_pool_inserts_tumour_label_where_tumour_was_painted(trained, t
     out = write_synthetic_pool(data, dataset_json, root / "latent_diffusion", tmp_path / "pool", num_samples=1,
                                spacing=(3.0, 1.5, 1.5), patch_size=PATCH, device=CPU, progress=False,
                                configuration={"name": "3d_fullres", "spacing": [3.0, 1.5, 1.5]})
-    record = json.loads((out / "pool.json").read_text())
+    record = json.loads((out / "pool.json").read_text(encoding="utf-8"))
     assert len(record["samples"]) == 1 and (out / "pool.png").is_file()
     assert record["configuration"]["name"] == "3d_fullres" and record["patch_size"] == list(PATCH)
     # an nnU-Net preprocessed case, read by nnU-Net's own dataset class; class_locations on the synthetic tumour
@@ -188,7 +188,7 @@ def test_cli_trains_both_models_and_reports_missing_plans(trained, tmp_path, mon
     (dataset / "nnUNetPlans_3d_fullres").symlink_to(data, target_is_directory=True)
     (dataset / "dataset.json").write_text(json.dumps(
         {"labels": {"background": 0, "liver": 1, "tumor": 2}, "channel_names": {"0": "CT", "1": "CT"},
-         "file_ending": ".nii.gz", "numTraining": 3}))
+         "file_ending": ".nii.gz", "numTraining": 3}), encoding="utf-8")
     monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
     monkeypatch.setenv("nnUNet_preprocessed", str(preprocessed))
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
@@ -197,7 +197,7 @@ def test_cli_trains_both_models_and_reports_missing_plans(trained, tmp_path, mon
     (dataset / "nnUNetPlans.json").write_text(json.dumps(
         {"dataset_name": "Dataset987_Tiny", "plans_name": "nnUNetPlans", "configurations": {"3d_fullres": {
             "data_identifier": "nnUNetPlans_3d_fullres", "spacing": [3.0, 1.5, 1.5],
-            "architecture": {"network_class_name": "x", "arch_kwargs": {}, "_kw_requires_import": []}}}}))
+            "architecture": {"network_class_name": "x", "arch_kwargs": {}, "_kw_requires_import": []}}}}), encoding="utf-8")
     tiny = ["--steps", "1", "--patch-size", *map(str, PATCH), "--batch-size", "1", "-device", "cpu"]
     assert main(["train-autoencoder", "-d", "Dataset987_Tiny", "--channels", "8", "16", "16", "--latent-channels",
                  "4", "--norm-groups", "8", "--discriminator-layers", "1", *tiny]) == 0

@@ -41,7 +41,7 @@ def _write_raw_dataset(folder: Path, num_cases: int = 2) -> Path:
         sitk.WriteImage(itk, str(folder / "labelsTr" / f"liver_{case:03d}.nii.gz"))
     (folder / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "CT", "1": "CT"}, "labels": {"background": 0, "liver": 1, "tumor": 2},
-        "numTraining": num_cases, "file_ending": ".nii.gz", "name": folder.name}))
+        "numTraining": num_cases, "file_ending": ".nii.gz", "name": folder.name}), encoding="utf-8")
     return folder
 
 
@@ -76,12 +76,12 @@ def test_median_normal_cases_remove_the_tumour_and_leave_everything_else(tmp_pat
     assert not (normal_label == 2).any() and (normal_label[tumour] == 1).all()
     assert np.array_equal(_array(target / "imagesTr" / "liver_000_0000.nii.gz"),
                           _array(source / "imagesTr" / "liver_000_0000.nii.gz"))  # originals copied unchanged
-    dataset_json = json.loads((target / "dataset.json").read_text())
+    dataset_json = json.loads((target / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["numTraining"] == 4
-    record = json.loads((target / "normal_cases.json").read_text())
+    record = json.loads((target / "normal_cases.json").read_text(encoding="utf-8"))
     assert record["method"] == "median" and record["cases"]["liver_000_normal"]["source"] == "liver_000"
     assert (target / "normal_cases.png").stat().st_size > 5000
-    splits = json.loads((target / "splits_final.json").read_text())  # each twin in its original's fold
+    splits = json.loads((target / "splits_final.json").read_text(encoding="utf-8"))  # each twin in its original's fold
     assert sorted((fold["train"], fold["val"]) for fold in splits) == [
         (["liver_000", "liver_000_normal"], ["liver_001", "liver_001_normal"]),
         (["liver_001", "liver_001_normal"], ["liver_000", "liver_000_normal"])]
@@ -98,16 +98,16 @@ def test_a_source_split_is_extended_with_each_twin_in_its_originals_fold(tmp_pat
     source = _write_raw_dataset(tmp_path / "Dataset901_Liver", num_cases=3)
     shipped = [{"train": ["liver_000", "liver_001"], "val": ["liver_002"]},
                {"train": ["liver_002"], "val": ["liver_000", "liver_001"]}]
-    (source / "splits_final.json").write_text(json.dumps(shipped))
+    (source / "splits_final.json").write_text(json.dumps(shipped), encoding="utf-8")
     target = make_normal_dataset(source, tmp_path / "Dataset902_LiverNormal", method="median", progress=False).folder
-    assert json.loads((target / "splits_final.json").read_text()) == [
+    assert json.loads((target / "splits_final.json").read_text(encoding="utf-8")) == [
         {"train": ["liver_000", "liver_000_normal", "liver_001", "liver_001_normal"],
          "val": ["liver_002", "liver_002_normal"]},
         {"train": ["liver_002", "liver_002_normal"],
          "val": ["liver_000", "liver_000_normal", "liver_001", "liver_001_normal"]}]
     only_twins = make_normal_dataset(source, tmp_path / "Dataset903_Normal", method="median", progress=False,
                                      include_originals=False).folder
-    assert json.loads((only_twins / "splits_final.json").read_text()) == [
+    assert json.loads((only_twins / "splits_final.json").read_text(encoding="utf-8")) == [
         {"train": ["liver_000_normal", "liver_001_normal"], "val": ["liver_002_normal"]},
         {"train": ["liver_002_normal"], "val": ["liver_000_normal", "liver_001_normal"]}]
 
@@ -155,5 +155,5 @@ def test_cli_trains_the_inpainter_and_makes_normal_cases(tmp_path, monkeypatch, 
     assert main(["make-normal", "-d", "901", "--target-id", "902", "--inpainter", "median"]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert main(["make-normal", "-d", "901", "--target-id", "902", "--inpainter", "median", "--overwrite"]) == 0
-    assert json.loads((target / "normal_cases.json").read_text())["method"] == "median"
+    assert json.loads((target / "normal_cases.json").read_text(encoding="utf-8"))["method"] == "median"
     assert _digest(source) == before

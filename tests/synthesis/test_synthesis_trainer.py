@@ -135,7 +135,7 @@ def test_keep_tumours_in_liver_reads_the_labels_from_the_prediction_folders_data
     predictions.mkdir()
     (predictions / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"},  # as nnUNetv2_predict copies it
                                                           "labels": {"background": 0, "liver": 3, "tumor": 5},
-                                                          "file_ending": ".nii.gz"}))
+                                                          "file_ending": ".nii.gz"}), encoding="utf-8")
     segmentation = np.zeros((4, 12, 12), np.uint8)
     segmentation[:, 2:8, 2:8] = 3
     segmentation[1, 3:5, 3:5] = 5
@@ -145,7 +145,7 @@ def test_keep_tumours_in_liver_reads_the_labels_from_the_prediction_folders_data
     cleaned = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "case_1.nii.gz")))
     assert (cleaned[1, 3:5, 3:5] == 5).all() and not (cleaned[2, 10:12, 10:12] == 5).any()
     assert (tmp_path / "out" / "dataset.json").is_file()
-    (predictions / "broken.nii.gz").write_text("not an image")
+    (predictions / "broken.nii.gz").write_text("not an image", encoding="utf-8")
     assert nnunet_mm(["keep-tumours-in-liver", "-i", str(predictions), "-o", str(tmp_path / "out2")]) == 1
     assert "broken.nii.gz: cannot be read as an image" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()  # staged: nothing is left behind
@@ -252,8 +252,8 @@ def test_a_pool_of_another_configuration_or_format_is_refused(trainer_kit):
     folder = _write_pool(trainer_kit, spacing=(9.0, 9.0, 9.0))
     with pytest.raises(TrainingRefused, match="spacing"):
         _trainer(trainer_kit, probability=0.5, synthesizer="pool")
-    record = json.loads((folder / "pool.json").read_text())
+    record = json.loads((folder / "pool.json").read_text(encoding="utf-8"))
     record.pop("format")
-    (folder / "pool.json").write_text(json.dumps(record))
+    (folder / "pool.json").write_text(json.dumps(record), encoding="utf-8")
     with pytest.raises(TrainingRefused, match="older format"):
         _trainer(trainer_kit, probability=0.5, synthesizer="pool")

@@ -129,9 +129,9 @@ def test_nnunetv2_train_refuses_a_bad_setting_with_one_error_line_saying_which_f
     """Through nnU-Net's own command: exit 1, an error line naming the preprocessed copy and the key, no traceback;
     the raw dataset.json (unchanged) is named as differing, so the user knows editing it alone changes nothing."""
     copy = trainer_kit.preprocessed / "dataset.json"
-    dataset_json = json.loads(copy.read_text())
+    dataset_json = json.loads(copy.read_text(encoding="utf-8"))
     dataset_json["nnunet_mm"]["misalignment"] = {"probability": json.loads(value)}
-    copy.write_text(json.dumps(dataset_json))
+    copy.write_text(json.dumps(dataset_json), encoding="utf-8")
     result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "nnUNetv2_train"), "931", "2d", "0", "-tr",
                              "MultiModalTrainer_debug", "-device", "cpu"], capture_output=True, text=True,
                             timeout=300)
@@ -231,16 +231,16 @@ def test_the_step_clips_the_gradient_norm_at_12_as_nnunet_does(trainer_kit):
 def test_a_converter_split_in_the_raw_folder_is_adopted(trainer_kit):
     cases = trainer_kit.case_ids
     shipped = [{"train": cases[:3], "val": cases[3:]}]
-    (trainer_kit.raw / "splits_final.json").write_text(json.dumps(shipped))
+    (trainer_kit.raw / "splits_final.json").write_text(json.dumps(shipped), encoding="utf-8")
     trainer = trainer_kit.trainer(MultiModalTrainer, fold=0, initialize=False)
     assert trainer.do_split() == (cases[:3], cases[3:])
-    assert json.loads((trainer_kit.preprocessed / "splits_final.json").read_text()) == shipped
+    assert json.loads((trainer_kit.preprocessed / "splits_final.json").read_text(encoding="utf-8")) == shipped
 
 
 def test_an_existing_preprocessed_split_wins(trainer_kit):
     cases = trainer_kit.case_ids
-    (trainer_kit.raw / "splits_final.json").write_text(json.dumps([{"train": cases[:3], "val": cases[3:]}]))
-    (trainer_kit.preprocessed / "splits_final.json").write_text(json.dumps([{"train": cases[1:], "val": cases[:1]}]))
+    (trainer_kit.raw / "splits_final.json").write_text(json.dumps([{"train": cases[:3], "val": cases[3:]}]), encoding="utf-8")
+    (trainer_kit.preprocessed / "splits_final.json").write_text(json.dumps([{"train": cases[1:], "val": cases[:1]}]), encoding="utf-8")
     trainer = trainer_kit.trainer(MultiModalTrainer, fold=0, initialize=False)
     assert trainer.do_split() == (cases[1:], cases[:1])
 
@@ -258,14 +258,14 @@ def _add_normal_twins(kit, originals: list[str]) -> list[str]:
 def test_a_split_that_separates_normal_twins_is_refused(trainer_kit):
     cases = _add_normal_twins(trainer_kit, ["phantom_000", "phantom_003"])
     separated = [{"train": [c for c in cases if c != "phantom_000_normal"], "val": ["phantom_000_normal"]}]
-    (trainer_kit.raw / "splits_final.json").write_text(json.dumps(separated))
+    (trainer_kit.raw / "splits_final.json").write_text(json.dumps(separated), encoding="utf-8")
     trainer = trainer_kit.trainer(MultiModalTrainer, fold=0, initialize=False)
     with pytest.raises(TrainingRefused, match=r"splits_final\.json: fold 0 trains on 'phantom_000' but validates on "
                                               r"its twin 'phantom_000_normal'.*make-normal.*delete") as refused:
         trainer.do_split()
     assert isinstance(refused.value, SystemExit) and str(trainer_kit.raw) in str(refused.value)
     assert not (trainer_kit.preprocessed / "splits_final.json").exists()  # the leaking split is not adopted
-    (trainer_kit.preprocessed / "splits_final.json").write_text(json.dumps(separated))  # e.g. nnU-Net's own folds
+    (trainer_kit.preprocessed / "splits_final.json").write_text(json.dumps(separated), encoding="utf-8")  # e.g. nnU-Net's own folds
     with pytest.raises(TrainingRefused, match=str(trainer_kit.preprocessed)):
         trainer_kit.trainer(MultiModalTrainer, fold=0, initialize=False).do_split()
 
@@ -274,7 +274,7 @@ def test_without_a_split_normal_twins_get_grouped_folds(trainer_kit):
     cases = _add_normal_twins(trainer_kit, ["phantom_000", "phantom_003"])
     trainer = trainer_kit.trainer(MultiModalTrainer, fold=0, initialize=False)
     train, val = trainer.do_split()
-    splits = json.loads((trainer_kit.preprocessed / "splits_final.json").read_text())
+    splits = json.loads((trainer_kit.preprocessed / "splits_final.json").read_text(encoding="utf-8"))
     assert len(splits) == 5 and sorted(c for fold in splits for c in fold["val"]) == cases
     for fold in splits:
         for original in ("phantom_000", "phantom_003"):

@@ -56,7 +56,7 @@ def test_brats_writer_makes_one_slice_cases_that_read_as_2d_weak_images(bench_we
         _patient(root / split / patient, rng)
     folder = bench_weak.write_brats_slices(root, tmp_path / "raw" / "Dataset950_BenchBraTS2D", train_per_patient=5,
                                            test_per_patient=1)
-    dataset_json = json.loads((folder / "dataset.json").read_text())
+    dataset_json = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     labels = dataset_json["nnunet_mm"]["image_labels"]
     assert dataset_json["nnunet_mm"]["channel_acquisition"] == "co_registered"
     assert sorted(labels) == [f"{p}_z{z:03d}" for p in ("pat0003", "pat0005") for z in (0, 1, 2, 4, 5)]
@@ -90,11 +90,11 @@ def test_smoke_run_trains_every_arm_and_reports(tmp_path):
                            "--seeds", "0", "--smoke"], cwd=REPO, env=env, capture_output=True, text=True,
                           encoding="utf-8", errors="replace", timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = json.loads((tmp_path / "bench_weak.json").read_text())["datasets"]["skin"]
+    report = json.loads((tmp_path / "bench_weak.json").read_text(encoding="utf-8"))["datasets"]["skin"]
     assert set(report["summary"]["arms"]) == {"true_nnunet", "true_weak", "pseudo_nnunet", "pseudo_weak"}
     runs = {r["arm"]: r for r in report["runs"]}
     assert runs["pseudo_weak"]["refinements"] and not runs["true_weak"]["refinements"]
     assert (tmp_path / "skin" / "compare" / "compare.png").is_file()
-    assert "| pseudo_weak |" in (tmp_path / "bench_weak.md").read_text()
+    assert "| pseudo_weak |" in (tmp_path / "bench_weak.md").read_text(encoding="utf-8")
     assert report["stage_a"][0]["polarity"]["rule"] == "auto"
     assert 0.0 <= report["outlier_baseline"]["pseudo_mask_dice_mean"] <= 1.0

@@ -20,7 +20,7 @@ def test_inline_labels_are_read_and_normal_cases_listed():
 
 
 def test_labels_file_is_resolved_against_the_dataset_folder(tmp_path):
-    (tmp_path / "image_labels.json").write_text(json.dumps({"x": "normal"}))
+    (tmp_path / "image_labels.json").write_text(json.dumps({"x": "normal"}), encoding="utf-8")
     assert read_image_labels(_image_labels({"image_labels": "image_labels.json"}), tmp_path) == {"x": "normal"}
 
 
@@ -30,7 +30,7 @@ def test_missing_block_gives_none():
 
 
 def test_wrong_value_is_refused_naming_the_file_and_case(tmp_path):
-    (tmp_path / "image_labels.json").write_text(json.dumps({"x": "sick"}))
+    (tmp_path / "image_labels.json").write_text(json.dumps({"x": "sick"}), encoding="utf-8")
     with pytest.raises(ValueError, match=r"image_labels\.json.*'x': 'sick'"):
         read_image_labels(_image_labels({"image_labels": "image_labels.json"}), tmp_path)
 

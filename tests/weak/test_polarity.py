@@ -104,9 +104,9 @@ def test_export_inverts_the_masks_when_told_and_records_the_decision(tmp_path):
                                             f"_{rule}", polarity=rule, progress=False)
         labels[rule] = {case: sitk.GetArrayFromImage(sitk.ReadImage(str(target / "labelsTr" / f"{case}.png")))
                         for case in ("skin_000", "skin_001", "skin_002")}
-        records[rule] = json.loads((target / "attention_polarity.json").read_text())
+        records[rule] = json.loads((target / "attention_polarity.json").read_text(encoding="utf-8"))
         assert records[rule]["rule"] == rule
-        assert "attention mask" in json.loads((target / "dataset.json").read_text())["nnunet_mm"]["notes"]
+        assert "attention mask" in json.loads((target / "dataset.json").read_text(encoding="utf-8"))["nnunet_mm"]["notes"]
     for case in labels["attention"]:
         complementary = (labels["attention"][case] != labels["inverted"][case]).mean()
         assert complementary > 0.9, f"{case}: inverting the attention should flip the pseudo mask"

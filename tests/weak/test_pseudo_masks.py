@@ -64,7 +64,7 @@ def test_export_writes_labels_ignore_label_image_labels_and_overview(tmp_path, m
     _saved_generator(tmp_path / "model", 16)
     target = export_pseudo_mask_dataset(source, tmp_path / "model", tmp_path / "raw" / "Dataset911_Pseudo",
                                         progress=False)
-    dataset_json = json.loads((target / "dataset.json").read_text())
+    dataset_json = json.loads((target / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["labels"] == {"background": 0, "lesion": 1, "ignore": 2}
     assert dataset_json["overwrite_image_reader_writer"] == "NaturalImage2DIO"
     assert dataset_json["nnunet_mm"]["image_labels"]["skin_004"] == "normal"
@@ -73,7 +73,7 @@ def test_export_writes_labels_ignore_label_image_labels_and_overview(tmp_path, m
     assert not labels["skin_003.png"].any() and not labels["skin_004.png"].any()  # normal: all background
     assert sorted(p.name for p in (target / "imagesTr").iterdir()) == sorted(p.name for p in
                                                                              (source / "imagesTr").iterdir())
-    report = json.loads((target / "pseudo_mask_dice.json").read_text())
+    report = json.loads((target / "pseudo_mask_dice.json").read_text(encoding="utf-8"))
     assert sorted(report["per_case"]) == ["skin_000", "skin_001", "skin_002"]
     assert (target / "pseudo_masks.png").stat().st_size > 5_000
     texts = figure_texts(figures[-1])

@@ -35,9 +35,9 @@ def test_3d_volumes_give_slices_labelled_by_their_tumour(tmp_path):
 
 def test_unknown_case_in_image_labels_is_reported(tmp_path):
     folder = write_skin_lesion_dataset(tmp_path, dataset_id=903, num_diseased=1, num_normal=1, size=16)
-    dataset_json = json.loads((folder / "dataset.json").read_text())
+    dataset_json = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     dataset_json["nnunet_mm"]["image_labels"]["ghost"] = "normal"
-    (folder / "dataset.json").write_text(json.dumps(dataset_json))
+    (folder / "dataset.json").write_text(json.dumps(dataset_json), encoding="utf-8")
     with pytest.raises(ValueError, match=r"dataset.json: image labels name case\(s\) without images.*ghost"):
         load_weak_images(folder, size=16)
 
@@ -51,7 +51,7 @@ def test_the_synthetic_skin_dataset_declares_colour_planes_so_no_channel_is_shif
     from nnunet_mm.settings import read_settings
 
     folder = write_skin_lesion_dataset(tmp_path, dataset_id=904, num_diseased=1, num_normal=1, size=16)
-    settings = read_settings(json.loads((folder / "dataset.json").read_text())).multimodal
+    settings = read_settings(json.loads((folder / "dataset.json").read_text(encoding="utf-8"))).multimodal
     decision = settings.augmentation_decision()
     assert settings.channel_acquisition == "colour_planes"
     assert not decision.misalignment and not decision.modality_dropout

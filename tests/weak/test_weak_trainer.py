@@ -95,7 +95,7 @@ def test_a_resumed_run_says_which_refined_labels_replace_the_pseudo_masks(traine
 
 def test_image_labels_are_read_from_the_file_the_block_names(trainer_kit):
     normal = trainer_kit.case_ids[-1]
-    (trainer_kit.raw / "image_labels.json").write_text(json.dumps({normal: "normal"}))
+    (trainer_kit.raw / "image_labels.json").write_text(json.dumps({normal: "normal"}), encoding="utf-8")
     trainer = trainer_kit.trainer(WeakLabelTrainer, block={"image_labels": "image_labels.json"})
     assert trainer.normal_cases == {normal}
     with pytest.raises(FileNotFoundError, match="missing.json"):
