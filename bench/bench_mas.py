@@ -242,4 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from nnunet_mm.io.console import tolerate_unencodable_output
+
+    tolerate_unencodable_output()
     raise SystemExit(main())

@@ -187,4 +187,7 @@ def _time_sampling(folder: Path, preset: dict, device: torch.device) -> float:
 
 
 if __name__ == "__main__":
+    from nnunet_mm.io.console import tolerate_unencodable_output
+
+    tolerate_unencodable_output()
     sys.exit(main())

@@ -24,6 +24,7 @@ import nnunet_mm
 from nnunet_mm.cli.common import (add_device_argument, add_model_arguments, check_checkpoints, model_folder,
                                   parse_fold, run_handler, set_handler, torch_device)
 from nnunet_mm.cli.env import run_env
+from nnunet_mm.io.console import tolerate_unencodable_output
 
 
 # modules of the method packages that add their own sub-commands: each has ``register(subparsers)``, and every parser it
@@ -177,6 +178,7 @@ def _run_convert(dataset: str, argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    tolerate_unencodable_output()
     verbose = "--verbose" in argv[:1]
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
     if verbose:

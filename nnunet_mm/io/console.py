@@ -20,3 +20,12 @@ def error_text(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return f"{error.strerror} (errno {error.errno})"
     return str(error)
+
+
+def tolerate_unencodable_output() -> None:
+    """Let standard output and error write any text: characters their encoding cannot hold (``Δ`` on an ASCII
+    console, ``LC_ALL=C``) come out as backslash escapes instead of raising ``UnicodeEncodeError`` mid-run.
+    Called once by the entry points (the ``nnunet_mm`` command, the ``bench/`` scripts)."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")

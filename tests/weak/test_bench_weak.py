@@ -85,7 +85,9 @@ def test_dice_ratio_is_the_ratio_of_means_with_an_interval_around_it(bench_weak)
 @pytest.mark.slow
 def test_smoke_run_trains_every_arm_and_reports(tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith("nnUNet_")}
-    env.update(nnUNet_n_proc_DA="1", nnUNet_def_n_proc="1", OMP_NUM_THREADS="1")
+    env.pop("PYTHONIOENCODING", None)
+    env.update(nnUNet_n_proc_DA="1", nnUNet_def_n_proc="1", OMP_NUM_THREADS="1",
+               LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")  # an ASCII locale, as on CI
     done = subprocess.run([sys.executable, "bench/bench_weak.py", "--workdir", str(tmp_path), "--data", "skin",
                            "--seeds", "0", "--smoke"], cwd=REPO, env=env, capture_output=True, text=True,
                           encoding="utf-8", errors="replace", timeout=600)
