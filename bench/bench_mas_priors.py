@@ -180,11 +180,13 @@ def prior_dice(prior_files: dict[str, Path], label_folder: Path) -> float:
 
 
 def prepare(preset: Preset, output: Path, device: str, num_processes: int, *, data_seed: int = 7,
-            learned: bool = True) -> dict:
+            learned_for: tuple[int, ...] = ()) -> dict:
     """Write every dataset, build the priors, plan once, preprocess everything; skipped when done (a marker).
 
     ``data_seed`` is the phantom generator's seed (7 for the reported experiment; another seed is a replicate on new
-    atlases, targets and test targets). ``learned=False`` skips the learned networks (one per N, the costliest step).
+    atlases, targets and test targets). The learned networks (one per N, the costliest step) are built only for the N
+    in ``learned_for``, and added to a prepared folder when a later run asks for them (preprocessed with the same
+    plans).
     """
     marker = output / "prepared.json"
     if marker.is_file():
@@ -192,14 +194,33 @@ def prepare(preset: Preset, output: Path, device: str, num_processes: int, *, da
         if record.get("data_seed", 7) != data_seed:
             raise SystemExit(f"{output} was prepared with --data-seed {record.get('data_seed', 7)}; use another "
                              f"--output for seed {data_seed}")
-        if learned and not record.get("learned_built", True):
-            raise SystemExit(f"{output} was prepared without the learned arm; use another --output to run it")
-        return record
-    from nnunet_mm.atlas.learned import LearnedMASConfig, load_learned_mas, train_learned_mas
+    else:
+        record = prepare_without_learned(preset, output, num_processes, data_seed)
+        marker.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    missing = [n for n in learned_for if n not in learned_built(record)]
+    if missing:
+        names = [build_learned(record, preset, output, device, n) for n in missing]
+        preprocess_with_shared_plans(record, names, num_processes)
+        record["learned_built"] = sorted(learned_built(record) + missing)
+        marker.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return record
+
+
+def learned_built(record: dict) -> list[int]:
+    """The N whose learned prior datasets exist (older records say ``true`` for every N of the preset)."""
+    built = record.get("learned_built", True)
+    if built is True:
+        return list(record["preset"]["labelled"])
+    return [] if built is False else list(built)
+
+
+def prepare_without_learned(preset: Preset, output: Path, num_processes: int, data_seed: int) -> dict:
+    """Data, the SimpleITK MAS priors, the oracle priors, the image/mas/oracle dataset of every N, plans, and
+    preprocessing."""
     from nnunet_mm.atlas.mas import MASSettings, SimpleITKRegistration, build_mas_dataset
     from nnunet_mm.atlas.registration import RegistrationSettings
 
-    record: dict = {"preset": asdict(preset), "data_seed": data_seed, "learned_built": learned, "datasets": {},
+    record: dict = {"preset": asdict(preset), "data_seed": data_seed, "learned_built": [], "datasets": {},
                     "seconds": {}, "prior_dice_train": {}}
     atlas, target = write_data(preset, output, data_seed)
     raw = Path(os.environ["nnUNet_raw"])
@@ -224,66 +245,84 @@ def prepare(preset: Preset, output: Path, device: str, num_processes: int, *, da
                     "oracle": subset_dataset(mas_full, ARM_BASE_ID["oracle"] + index, chosen,
                                              prior_files=oracle_files, drop_recipe=True)}
         record["datasets"][f"N{n}"] = {arm: folder.name for arm, folder in datasets.items()}
-        if not learned:
-            continue
-        start = time.perf_counter()
-        model = output / "learned" / f"N{n}"
-        training = train_learned_mas(atlas, datasets["image"], model,
-                                     config=LearnedMASConfig(grid_shape=preset.shape, num_levels=3),
-                                     iterations=preset.learned_iterations, simnet_iterations=0, device=device,
-                                     fold="all", overwrite=True, show_progress=False)
-        backend, _ = load_learned_mas(model, device=device)
-        learned_id = ARM_BASE_ID["learned"] + index
-        datasets["learned"] = build_mas_dataset(
-            datasets["image"], atlas, output_id=learned_id, output_name=f"PhantomMRTarget_LearnedN{n}",
-            settings=MASSettings(num_atlases=preset.num_atlases, fusion="majority"), backend=backend,
-            output_root=raw, cache_dir=output / "learned_cache" / f"N{n}", show_progress=False)
-        record["seconds"][f"learned_N{n}"] = round(time.perf_counter() - start, 1)
-        record["learned_pair_dice_before_after"] = record.get("learned_pair_dice_before_after", {})
-        record["learned_pair_dice_before_after"][f"N{n}"] = [round(v, 4) for v in
-                                                            training["train_pair_dice_before_after"]]
-        record["datasets"][f"N{n}"] = {arm: folder.name for arm, folder in datasets.items()}
     plan_once(record, num_processes)
-    marker.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    preprocess_with_shared_plans(record, [name for datasets in record["datasets"].values()
+                                          for name in datasets.values()], num_processes)
     return record
 
 
+def build_learned(record: dict, preset: Preset, output: Path, device: str, n: int) -> str:
+    """N's learned arm: BiRegNet trained on the atlases and N's labelled targets, its priors as a raw dataset."""
+    from nnunet_mm.atlas.learned import LearnedMASConfig, load_learned_mas, train_learned_mas
+    from nnunet_mm.atlas.mas import MASSettings, build_mas_dataset
+
+    raw = Path(os.environ["nnUNet_raw"])
+    index = list(record["preset"]["labelled"]).index(n)
+    start = time.perf_counter()
+    model = output / "learned" / f"N{n}"
+    atlas = next(raw.glob(f"Dataset{ATLAS_ID:03d}_*"))
+    training = train_learned_mas(atlas, raw / record["datasets"][f"N{n}"]["image"], model,
+                                 config=LearnedMASConfig(grid_shape=preset.shape, num_levels=3),
+                                 iterations=preset.learned_iterations, simnet_iterations=0, device=device,
+                                 fold="all", overwrite=True, show_progress=False)
+    backend, _ = load_learned_mas(model, device=device)
+    folder = build_mas_dataset(
+        raw / record["datasets"][f"N{n}"]["image"], atlas, output_id=ARM_BASE_ID["learned"] + index,
+        output_name=f"PhantomMRTarget_LearnedN{n}",
+        settings=MASSettings(num_atlases=preset.num_atlases, fusion="majority"), backend=backend,
+        output_root=raw, cache_dir=output / "learned_cache" / f"N{n}", show_progress=False)
+    record["seconds"][f"learned_N{n}"] = round(time.perf_counter() - start, 1)
+    record.setdefault("learned_pair_dice_before_after", {})[f"N{n}"] = [
+        round(v, 4) for v in training["train_pair_dice_before_after"]]
+    record["datasets"][f"N{n}"]["learned"] = folder.name
+    return folder.name
+
+
 def plan_once(record: dict, num_processes: int) -> None:
-    """nnU-Net's planner on the 10-target MAS dataset; its plans copied to every dataset, then preprocessing."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
-                                                                       preprocess)
+    """nnU-Net's planner on the 10-target MAS dataset (the plans every dataset is preprocessed with)."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
 
     preprocessed = Path(os.environ["nnUNet_preprocessed"])
     planned = record["datasets"][list(record["datasets"])[-1]]["mas"]
     planned_id = int(planned[len("Dataset"):].split("_")[0])
     extract_fingerprints([planned_id], num_processes=num_processes)
     plan_experiments([planned_id])
+    record["planned"] = planned
+    configuration = json.loads((preprocessed / planned / "nnUNetPlans.json").read_text(
+        encoding="utf-8"))["configurations"][CONFIGURATION]
+    record["plans"] = {"patch_size": configuration["patch_size"], "batch_size": configuration["batch_size"],
+                       "features_per_stage": configuration["architecture"]["arch_kwargs"]["features_per_stage"]}
+
+
+def preprocess_with_shared_plans(record: dict, names: list[str], num_processes: int) -> None:
+    """Copy the planned dataset's plans (2d only) to each dataset in ``names`` and preprocess it with them; an
+    image-only dataset keeps the image channel's normalisation only, everything else identical."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess
+
+    preprocessed = Path(os.environ["nnUNet_preprocessed"])
+    planned = record.get("planned") or record["datasets"][list(record["datasets"])[-1]]["mas"]
     plans = json.loads((preprocessed / planned / "nnUNetPlans.json").read_text(encoding="utf-8"))
     plans["configurations"] = {CONFIGURATION: plans["configurations"][CONFIGURATION]}
-    record["plans"] = {"patch_size": plans["configurations"][CONFIGURATION]["patch_size"],
-                       "batch_size": plans["configurations"][CONFIGURATION]["batch_size"],
-                       "features_per_stage": plans["configurations"][CONFIGURATION]["architecture"]["arch_kwargs"][
-                           "features_per_stage"]}
-    for datasets in record["datasets"].values():
-        for arm, name in datasets.items():
-            folder = preprocessed / name
-            folder.mkdir(parents=True, exist_ok=True)
-            copy = json.loads(json.dumps(plans))
-            copy["dataset_name"] = name
-            fingerprint = json.loads((preprocessed / planned / "dataset_fingerprint.json").read_text(encoding="utf-8"))
-            if arm == "image":  # the image channel's normalisation only; everything else identical
-                configuration = copy["configurations"][CONFIGURATION]
-                configuration["normalization_schemes"] = configuration["normalization_schemes"][:1]
-                configuration["use_mask_for_norm"] = configuration["use_mask_for_norm"][:1]
-                copy["foreground_intensity_properties_per_channel"] = {
-                    "0": copy["foreground_intensity_properties_per_channel"]["0"]}
-                fingerprint["foreground_intensity_properties_per_channel"] = {
-                    "0": fingerprint["foreground_intensity_properties_per_channel"]["0"]}
-            (folder / "nnUNetPlans.json").write_text(json.dumps(copy, indent=2), encoding="utf-8")
-            (folder / "dataset_fingerprint.json").write_text(json.dumps(fingerprint, indent=2), encoding="utf-8")
-            shutil.copy2(Path(os.environ["nnUNet_raw"]) / name / "dataset.json", folder / "dataset.json")
-            dataset_id = int(name[len("Dataset"):].split("_")[0])
-            preprocess([dataset_id], configurations=(CONFIGURATION,), num_processes=(num_processes,))
+    image_only = {datasets["image"] for datasets in record["datasets"].values()}
+    for name in names:
+        folder = preprocessed / name
+        folder.mkdir(parents=True, exist_ok=True)
+        copy = json.loads(json.dumps(plans))
+        copy["dataset_name"] = name
+        fingerprint = json.loads((preprocessed / planned / "dataset_fingerprint.json").read_text(encoding="utf-8"))
+        if name in image_only:
+            configuration = copy["configurations"][CONFIGURATION]
+            configuration["normalization_schemes"] = configuration["normalization_schemes"][:1]
+            configuration["use_mask_for_norm"] = configuration["use_mask_for_norm"][:1]
+            copy["foreground_intensity_properties_per_channel"] = {
+                "0": copy["foreground_intensity_properties_per_channel"]["0"]}
+            fingerprint["foreground_intensity_properties_per_channel"] = {
+                "0": fingerprint["foreground_intensity_properties_per_channel"]["0"]}
+        (folder / "nnUNetPlans.json").write_text(json.dumps(copy, indent=2), encoding="utf-8")
+        (folder / "dataset_fingerprint.json").write_text(json.dumps(fingerprint, indent=2), encoding="utf-8")
+        shutil.copy2(Path(os.environ["nnUNet_raw"]) / name / "dataset.json", folder / "dataset.json")
+        preprocess([int(name[len("Dataset"):].split("_")[0])], configurations=(CONFIGURATION,),
+                   num_processes=(num_processes,))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -431,9 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     preset = PRESETS[args.preset]
     args.output.mkdir(parents=True, exist_ok=True)
     benchlib.set_nnunet_paths(args.output)
-    record = prepare(preset, args.output, args.device, args.num_processes, data_seed=args.data_seed,
-                     learned="learned" in args.arms)
     labelled = args.labelled or list(preset.labelled)
+    record = prepare(preset, args.output, args.device, args.num_processes, data_seed=args.data_seed,
+                     learned_for=tuple(labelled) if "learned" in args.arms and not args.report_only else ())
     all_runs = []
     if not args.report_only:
         for seed in args.seeds:
